@@ -1,0 +1,129 @@
+//! The validated inventory: a Manager, relay groups and hosts with their facts.
+//!
+//! Values of these types are only built by `medic-config` after validation, so code that
+//! reads them may rely on the invariants stated on each field.
+
+use std::collections::BTreeMap;
+
+use crate::build::{AgentBuild, ManagerBuild};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Platform {
+    Linux,
+    Windows,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Linux => "linux",
+            Platform::Windows => "windows",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "linux" => Some(Platform::Linux),
+            "windows" => Some(Platform::Windows),
+            _ => None,
+        }
+    }
+}
+
+/// What a selector can ask for: the Manager, a Relay or a plain Agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Manager,
+    Relay,
+    Agent,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Manager => "manager",
+            Role::Relay => "relay",
+            Role::Agent => "agent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "manager" => Some(Role::Manager),
+            "relay" => Some(Role::Relay),
+            "agent" => Some(Role::Agent),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manager {
+    /// Unique among the Manager and the hosts; `[A-Za-z0-9._-]+`.
+    pub name: String,
+    pub address: String,
+    pub version: ManagerBuild,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// DSM `platformSettingUpdateAgentSecurityContactPrimarySourceOnMissingRelayEnabled`.
+    pub direct_download_when_relays_unavailable: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayGroup {
+    pub name: String,
+    pub offline: bool,
+    /// For an offline group: a Relay of an online group that makes the update bundle.
+    pub bundle_source: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    /// Unique; `[A-Za-z0-9._-]+`.
+    pub name: String,
+    /// An IP address or a DNS name: never contains shell metacharacters.
+    pub address: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub platform: Platform,
+    pub os: Option<String>,
+    pub agent_version: AgentBuild,
+    pub relay: bool,
+    /// Names a group of `Inventory::relay_groups`.
+    pub relay_group: Option<String>,
+    pub groups: Vec<String>,
+    pub protected_by_appliance: bool,
+    /// Free-form facts; rendered as JSON text, never interpreted by the planner.
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Host {
+    pub fn role(&self) -> Role {
+        if self.relay { Role::Relay } else { Role::Agent }
+    }
+
+    pub fn has_agent(&self) -> bool {
+        !self.agent_version.is_none()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inventory {
+    pub manager: Manager,
+    pub settings: Settings,
+    pub relay_groups: Vec<RelayGroup>,
+    /// In file order; names are unique.
+    pub hosts: Vec<Host>,
+}
+
+impl Inventory {
+    pub fn relay_group(&self, name: &str) -> Option<&RelayGroup> {
+        self.relay_groups.iter().find(|g| g.name == name)
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+}

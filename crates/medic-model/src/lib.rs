@@ -1,0 +1,18 @@
+//! Pure types shared by every medic crate: the Deep Security build numbers, the validated
+//! inventory and the validated playbook. This crate does no IO and knows nothing of YAML,
+//! terminals or drivers; `medic-config` builds these values and `medic-plan` reads them.
+
+mod build;
+mod cond;
+mod inventory;
+mod playbook;
+
+pub use build::{AgentBuild, BuildError, ManagerBuild};
+pub use cond::{
+    CmpOp, Cond, FactType, Operand, Path, PathRoot, Scalar, Value, format_duration, parse_duration,
+};
+pub use inventory::{Host, Inventory, Manager, Platform, RelayGroup, Role, Settings};
+pub use playbook::{
+    ActionSpec, After, AfterOn, Budget, Check, Guard, Join, ParamSpec, ParamType, Params, Phase,
+    Playbook, Retry, Rollout, Selector, SkipRule, Template, TemplatePart, WaveSpec,
+};
