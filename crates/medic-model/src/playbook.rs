@@ -253,8 +253,9 @@ pub struct Phase {
     pub guard: Option<Guard>,
     pub rollout: Option<Rollout>,
     pub max_parallel: Option<u32>,
-    /// A failure here is repaired by a later phase: it does not count against budgets.
-    pub soft_fail: bool,
+    /// Plan-time condition per host: a failure there is repaired by a later phase, so it
+    /// does not count against budgets nor fail the run by itself.
+    pub soft_fail: Cond,
     /// This phase's success is the host's verified state.
     pub verifies: bool,
     pub point_of_no_return: bool,

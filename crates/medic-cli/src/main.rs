@@ -1,0 +1,139 @@
+//! The `medic` binary: parses the command line, loads inputs, calls the planner and the
+//! executor, and maps outcomes to the documented exit codes. Only this crate knows about
+//! terminals, colours and clap.
+
+mod args;
+mod exit_codes;
+mod report;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+use medic_config::{Problem, Problems, SourceFile};
+use medic_model::{Inventory, Playbook};
+use medic_plan::{Plan, Window, build_plan, plan_to_json};
+
+use crate::args::{Cli, Cmd, Format, InputArgs, PlanArgs};
+
+/// Why a command stopped early; each maps to one exit code.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    BadInput(Problems),
+    Internal(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Validate(a) => validate(&a),
+        Cmd::Plan(a) => plan(&a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure::BadInput(p)) => {
+            report::problems(&p);
+            ExitCode::from(exit_codes::BAD_INPUT)
+        }
+        Err(Failure::Internal(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(exit_codes::INTERNAL)
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| {
+        let file = SourceFile::new(path.display().to_string(), "");
+        Failure::BadInput(Problems(vec![
+            Problem::new(&file, None, "medic::io::read", format!("cannot read {}: {e}", path.display()))
+                .help("check the path and its permissions"),
+        ]))
+    })
+}
+
+/// Loads and validates both inputs, reporting the problems of both files together.
+pub(crate) fn load(a: &InputArgs) -> Result<(Inventory, Playbook, String), Failure> {
+    let inv_text = read(&a.inventory)?;
+    let pb_text = read(&a.playbook)?;
+    let inv = medic_config::load_inventory(&a.inventory.display().to_string(), &inv_text);
+    let pb = medic_config::load_playbook(&a.playbook.display().to_string(), &pb_text, &a.sets);
+    match (inv, pb) {
+        (Ok(i), Ok(p)) => Ok((i, p, pb_text)),
+        (i, p) => {
+            let mut all = Problems::default();
+            if let Err(e) = i {
+                all.extend(e);
+            }
+            if let Err(e) = p {
+                all.extend(e);
+            }
+            Err(Failure::BadInput(all))
+        }
+    }
+}
+
+fn validate(a: &InputArgs) -> Result<u8, Failure> {
+    let (inv, pb, text) = load(a)?;
+    let plan = make_plan(&inv, &pb, &text, None)?;
+    println!(
+        "ok: {} hosts, {} relay groups, playbook {} with {} phases; the plan has {} steps",
+        inv.hosts.len(),
+        inv.relay_groups.len(),
+        pb.name,
+        pb.phases.len(),
+        plan.steps().len()
+    );
+    Ok(exit_codes::OK)
+}
+
+pub(crate) fn make_plan(inv: &Inventory, pb: &Playbook, text: &str, window: Option<Window>) -> Result<Plan, Failure> {
+    build_plan(inv, pb, text, window).map_err(|e| {
+        let file = SourceFile::new("plan", "");
+        Failure::BadInput(Problems(vec![Problem::new(&file, None, "medic::plan::cycle", e.to_string())]))
+    })
+}
+
+fn parse_window(w: Option<&str>) -> Result<Option<Window>, Failure> {
+    match w {
+        None => Ok(None),
+        Some(w) => Window::parse(w).map(Some).map_err(|e| {
+            let file = SourceFile::new("--window", w);
+            Failure::BadInput(Problems(vec![
+                Problem::new(&file, None, "medic::cli::window", e.to_string())
+                    .help("write --window 2026-12-01T22:00+09:00/2026-12-02T04:00+09:00"),
+            ]))
+        }),
+    }
+}
+
+fn plan(a: &PlanArgs) -> Result<u8, Failure> {
+    let window = parse_window(a.window.as_deref())?;
+    let (inv, pb, text) = load(&a.input)?;
+    let plan = make_plan(&inv, &pb, &text, window)?;
+    let out = match a.format {
+        Format::Text => medic_plan::render::to_text(&plan),
+        Format::Json => plan_to_json(&plan),
+        Format::Dot => medic_plan::render::to_dot(&plan),
+        Format::Mermaid => medic_plan::render::to_mermaid(&plan),
+        Format::Markdown => medic_plan::render::to_markdown(&plan),
+    };
+    write_out(a.out.as_deref(), &out)?;
+    Ok(exit_codes::OK)
+}
+
+pub(crate) fn write_out(path: Option<&Path>, text: &str) -> Result<(), Failure> {
+    use std::io::Write as _;
+    match path {
+        Some(p) => std::fs::write(p, text).map_err(|e| Failure::Internal(format!("cannot write {}: {e}", p.display()))),
+        None => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                Ok(()) => Ok(()),
+                // A closed pipe (`medic plan | head`) is the reader's choice, not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                Err(e) => Err(Failure::Internal(format!("cannot write to standard output: {e}"))),
+            }
+        }
+    }
+}

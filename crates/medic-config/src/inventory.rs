@@ -1,0 +1,377 @@
+//! Inventory v1: load, check, and build a [`medic_model::Inventory`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use medic_model::{AgentBuild, Host, Inventory, Manager, ManagerBuild, Platform, RelayGroup, Settings};
+use serde::Deserialize;
+
+use crate::diag::{Problem, Problems, SourceFile};
+use crate::names::{is_address, is_name, is_user};
+use crate::yaml::{self, At, Loc, Node, NodeKind, from_node};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManager {
+    name: At<String>,
+    address: At<String>,
+    version: At<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    direct_download_when_relays_unavailable: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelayGroup {
+    name: At<String>,
+    offline: Option<bool>,
+    bundle_source: Option<At<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: At<String>,
+    address: At<String>,
+    port: Option<At<i64>>,
+    user: Option<At<String>>,
+    platform: At<String>,
+    os: Option<String>,
+    agent_version: At<String>,
+    relay: Option<bool>,
+    relay_group: Option<At<String>>,
+    groups: Option<Vec<At<String>>>,
+    protected_by_appliance: Option<bool>,
+    vars: Option<BTreeMap<String, String>>,
+}
+
+const TOP_KEYS: &[&str] = &["manager", "settings", "relay_groups", "hosts"];
+
+/// Loads an inventory from its text. `name` is how the file is named in messages.
+pub fn load_inventory(name: &str, text: &str) -> Result<Inventory, Problems> {
+    let file = SourceFile::new(name, text);
+    let mut problems = Problems::default();
+    let root = match yaml::parse(text) {
+        Ok(r) => r,
+        Err(e) => {
+            problems.push(
+                Problem::new(&file, e.loc, "medic::yaml::syntax", format!("invalid YAML: {}", e.message))
+                    .help("fix the YAML syntax at this position; the inventory format is described in DESIGN.md (inventory v1)"),
+            );
+            return Err(problems);
+        }
+    };
+    let mut ctx = Ctx { file: &file, problems: &mut problems };
+    let inv = ctx.inventory(&root);
+    match inv {
+        Some(inv) if problems.is_empty() => Ok(inv),
+        _ => Err(problems.sorted()),
+    }
+}
+
+pub(crate) struct Ctx<'a> {
+    pub(crate) file: &'a SourceFile,
+    pub(crate) problems: &'a mut Problems,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn err(&mut self, loc: Loc, code: &'static str, msg: impl Into<String>, help: impl Into<String>) {
+        self.problems.push(Problem::new(self.file, Some(loc), code, msg).help(help));
+    }
+
+    pub(crate) fn node_err(&mut self, e: yaml::NodeError, what: &str) {
+        let help = if e.message.starts_with("unknown key") {
+            format!("remove or rename the key; see the {what} format")
+        } else if e.message.starts_with("missing key") {
+            format!("add the key; see the {what} format")
+        } else {
+            format!("give the value the type the {what} format asks for")
+        };
+        self.problems.push(Problem::new(self.file, Some(e.loc), "medic::yaml::shape", e.message).help(help));
+    }
+
+    /// Checks that `node` is a map whose keys are all in `allowed`; returns its entries.
+    pub(crate) fn top_map<'n>(&mut self, node: &'n Node, allowed: &[&str], what: &str) -> Option<&'n [(Node, Node)]> {
+        let NodeKind::Map(entries) = &node.kind else {
+            self.err(
+                node.loc,
+                "medic::yaml::shape",
+                format!("the {what} must be a map, found {}", node.kind_name()),
+                format!("start the file with the {what} keys: {}", allowed.join(", ")),
+            );
+            return None;
+        };
+        for (k, _) in entries {
+            let key = k.scalar_text().unwrap_or_default();
+            if !allowed.contains(&key.as_str()) {
+                self.err(
+                    k.loc,
+                    "medic::yaml::shape",
+                    format!("unknown key `{key}`: expected one of {}", allowed.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")),
+                    format!("remove or rename the key; see the {what} format"),
+                );
+            }
+        }
+        Some(entries)
+    }
+
+    /// Deserializes every item of a list on its own, so one bad item does not hide others.
+    pub(crate) fn items<T: serde::de::DeserializeOwned>(&mut self, node: Option<&Node>, key: &str, what: &str) -> Vec<(T, Loc)> {
+        let Some(node) = node else { return Vec::new() };
+        match &node.kind {
+            NodeKind::Null => Vec::new(),
+            NodeKind::Seq(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for it in items {
+                    match from_node::<T>(it) {
+                        Ok(v) => out.push((v, it.loc)),
+                        Err(e) => self.node_err(e, what),
+                    }
+                }
+                out
+            }
+            _ => {
+                self.err(
+                    node.loc,
+                    "medic::yaml::shape",
+                    format!("`{key}` must be a list, found {}", node.kind_name()),
+                    format!("write `{key}:` followed by `- ...` items"),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    pub(crate) fn one<T: serde::de::DeserializeOwned>(&mut self, node: &Node, what: &str) -> Option<T> {
+        match from_node::<T>(node) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.node_err(e, what);
+                None
+            }
+        }
+    }
+
+    fn name(&mut self, n: &At<String>, what: &str) -> bool {
+        if is_name(n) {
+            return true;
+        }
+        self.err(
+            n.loc,
+            "medic::inventory::bad_name",
+            format!("{what} name `{}` is not allowed: names use only letters, digits, `.`, `_` and `-`", n.value),
+            "rename it with [A-Za-z0-9._-]+ (names end up in file names and remote commands)",
+        );
+        false
+    }
+
+    fn address(&mut self, a: &At<String>, owner: &str) {
+        if !is_address(a) {
+            self.err(
+                a.loc,
+                "medic::inventory::bad_address",
+                format!("`{owner}`: address `{}` is neither an IP address nor a DNS name", a.value),
+                "write an IPv4/IPv6 address or a host name (letters, digits, `-` and `.` only)",
+            );
+        }
+    }
+
+    fn inventory(&mut self, root: &Node) -> Option<Inventory> {
+        let entries = self.top_map(root, TOP_KEYS, "inventory")?;
+        let get = |k: &str| entries.iter().find(|(kk, _)| kk.scalar_text().as_deref() == Some(k)).map(|(_, v)| v);
+
+        let manager = match get("manager") {
+            Some(n) => self.one::<RawManager>(n, "inventory"),
+            None => {
+                self.err(root.loc, "medic::inventory::no_manager", "missing key `manager`", "add `manager: { name: dsm01, address: 10.0.0.5, version: \"20.0.463\" }`");
+                None
+            }
+        };
+        let settings = get("settings")
+            .filter(|n| n.kind != NodeKind::Null)
+            .and_then(|n| self.one::<RawSettings>(n, "inventory"));
+        let groups: Vec<(RawRelayGroup, Loc)> = self.items(get("relay_groups"), "relay_groups", "inventory");
+        let hosts: Vec<(RawHost, Loc)> = self.items(get("hosts"), "hosts", "inventory");
+        if get("hosts").is_none() {
+            self.err(root.loc, "medic::inventory::no_hosts", "missing key `hosts`", "add `hosts:` with one item per computer");
+        }
+
+        let mut names: HashMap<String, Loc> = HashMap::with_capacity(hosts.len() + 1);
+        let manager = manager.and_then(|m| {
+            let ok_name = self.name(&m.name, "manager");
+            self.address(&m.address, &m.name);
+            let version = match m.version.parse::<ManagerBuild>() {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.err(
+                        m.version.loc,
+                        "medic::inventory::bad_manager_build",
+                        format!("manager `{}`: {e}", m.name.value),
+                        "write the Manager build as shown in the console's About box, e.g. \"20.0.463\"",
+                    );
+                    None
+                }
+            };
+            if ok_name {
+                names.insert(m.name.value.clone(), m.name.loc);
+            }
+            Some(Manager { name: m.name.value, address: m.address.value, version: version? })
+        });
+
+        let mut group_index: HashMap<String, usize> = HashMap::new();
+        for (i, (g, _)) in groups.iter().enumerate() {
+            if self.name(&g.name, "relay group") {
+                if group_index.contains_key(&g.name.value) {
+                    self.err(g.name.loc, "medic::inventory::duplicate_group", format!("duplicate relay group `{}`", g.name.value), "give each relay group a unique name");
+                } else {
+                    group_index.insert(g.name.value.clone(), i);
+                }
+            }
+        }
+        let known_groups = || {
+            let mut v: Vec<&str> = groups.iter().map(|(g, _)| g.name.value.as_str()).collect();
+            v.sort_unstable();
+            v.join(", ")
+        };
+
+        let mut out_hosts = Vec::with_capacity(hosts.len());
+        for (h, _) in &hosts {
+            let ok_name = self.name(&h.name, "host");
+            if ok_name {
+                if let Some(first) = names.get(&h.name.value) {
+                    let first_line = first.line;
+                    self.err(
+                        h.name.loc,
+                        "medic::inventory::duplicate_host",
+                        format!("duplicate host name `{}` (first defined on line {first_line})", h.name.value),
+                        "give every host, and the Manager, a unique name",
+                    );
+                } else {
+                    names.insert(h.name.value.clone(), h.name.loc);
+                }
+            }
+            self.address(&h.address, &h.name);
+            let port = match &h.port {
+                None => Some(22),
+                Some(p) => match u16::try_from(p.value) {
+                    Ok(v) if v > 0 => Some(v),
+                    _ => {
+                        self.err(p.loc, "medic::inventory::bad_port", format!("host `{}`: port {} is out of range", h.name.value, p.value), "use a TCP port between 1 and 65535");
+                        None
+                    }
+                },
+            };
+            if let Some(u) = &h.user
+                && !is_user(u)
+            {
+                self.err(u.loc, "medic::inventory::bad_user", format!("host `{}`: user `{}` is not a login name", h.name.value, u.value), "use letters, digits, `.`, `_` and `-` only");
+            }
+            let platform = Platform::parse(&h.platform);
+            if platform.is_none() {
+                self.err(h.platform.loc, "medic::inventory::bad_platform", format!("host `{}`: unknown platform `{}`", h.name.value, h.platform.value), "use `linux` or `windows`");
+            }
+            let build = match h.agent_version.parse::<AgentBuild>() {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    self.err(
+                        h.agent_version.loc,
+                        "medic::inventory::bad_agent_build",
+                        format!("host `{}`: {e}", h.name.value),
+                        "copy the build from the console or `dsa_query`, e.g. \"20.0.0-3445\" or \"20.0.0.3445\"; use \"0.0.0.0\" for a computer without an agent",
+                    );
+                    None
+                }
+            };
+            if let Some(rg) = &h.relay_group
+                && !group_index.contains_key(&rg.value)
+            {
+                self.err(
+                    rg.loc,
+                    "medic::inventory::unknown_relay_group",
+                    format!("host `{}`: unknown relay group `{}`", h.name.value, rg.value),
+                    format!("declare it under `relay_groups:` or use one of: {}", known_groups()),
+                );
+            }
+            for g in h.groups.iter().flatten() {
+                self.name(g, "host group");
+            }
+            if let (Some(port), Some(platform), Some(agent_version)) = (port, platform, build) {
+                out_hosts.push(Host {
+                    name: h.name.value.clone(),
+                    address: h.address.value.clone(),
+                    port,
+                    user: h.user.as_ref().map(|u| u.value.clone()),
+                    platform,
+                    os: h.os.clone(),
+                    agent_version,
+                    relay: h.relay.unwrap_or(false),
+                    relay_group: h.relay_group.as_ref().map(|g| g.value.clone()),
+                    groups: h.groups.iter().flatten().map(|g| g.value.clone()).collect(),
+                    protected_by_appliance: h.protected_by_appliance.unwrap_or(false),
+                    vars: h.vars.clone().unwrap_or_default(),
+                });
+            }
+        }
+
+        let by_name: HashMap<&str, &RawHost> = hosts.iter().map(|(h, _)| (h.name.value.as_str(), h)).collect();
+        let mut out_groups = Vec::with_capacity(groups.len());
+        for (g, gloc) in &groups {
+            let offline = g.offline.unwrap_or(false);
+            match (&g.bundle_source, offline) {
+                (None, true) => self.err(
+                    *gloc,
+                    "medic::inventory::no_bundle_source",
+                    format!("offline relay group `{}` has no `bundle_source`", g.name.value),
+                    "name the Relay of a connected group that makes the update bundle: `bundle_source: relay-x`",
+                ),
+                (Some(src), false) => self.err(
+                    src.loc,
+                    "medic::inventory::bundle_source_online",
+                    format!("relay group `{}` is online, so it takes no `bundle_source`", g.name.value),
+                    "remove `bundle_source`, or set `offline: true` if the group is air-gapped",
+                ),
+                (Some(src), true) => {
+                    let why = match by_name.get(src.value.as_str()) {
+                        None => Some(format!("no host is named `{}`", src.value)),
+                        Some(h) if !h.relay.unwrap_or(false) => Some(format!("host `{}` is not a Relay", src.value)),
+                        Some(h) => match h.relay_group.as_ref().and_then(|rg| group_index.get(&rg.value)) {
+                            None => Some(format!("Relay `{}` serves no relay group", src.value)),
+                            Some(&i) if groups[i].0.offline.unwrap_or(false) => {
+                                Some(format!("Relay `{}` is in offline group `{}`", src.value, groups[i].0.name.value))
+                            }
+                            Some(_) => None,
+                        },
+                    };
+                    if let Some(why) = why {
+                        self.err(
+                            src.loc,
+                            "medic::inventory::bad_bundle_source",
+                            format!("bundle source of offline group `{}` must be a Relay of an online group: {why}", g.name.value),
+                            "name a Relay (`relay: true`) whose `relay_group` is a connected (not offline) group",
+                        );
+                    }
+                }
+                (None, false) => {}
+            }
+            out_groups.push(RelayGroup {
+                name: g.name.value.clone(),
+                offline,
+                bundle_source: g.bundle_source.as_ref().map(|s| s.value.clone()),
+            });
+        }
+
+        Some(Inventory {
+            manager: manager?,
+            settings: Settings {
+                direct_download_when_relays_unavailable: settings
+                    .and_then(|s| s.direct_download_when_relays_unavailable)
+                    .unwrap_or(false),
+            },
+            relay_groups: out_groups,
+            hosts: out_hosts,
+        })
+    }
+}

@@ -1,0 +1,14 @@
+//! Loading and validation of medic's inputs: the inventory (v1), the playbook and `--set`
+//! parameters. This is the only crate that knows YAML. Every problem in a file is collected
+//! and reported together, each with file, line, column, what is wrong and what to do.
+
+mod diag;
+mod inventory;
+mod names;
+mod playbook;
+mod set;
+pub mod yaml;
+
+pub use diag::{Problem, Problems, SourceFile};
+pub use inventory::load_inventory;
+pub use playbook::{PLAYBOOK_FORMAT, host_fact_type, load_playbook};

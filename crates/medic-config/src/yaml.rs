@@ -1,0 +1,574 @@
+//! The only module that knows YAML.
+//!
+//! `serde-saphyr` parses the text into a [`Node`] tree in which every value keeps its
+//! location. Typed config structs are then deserialized from that tree (with
+//! `deny_unknown_fields`) one list item at a time, so a mistake in one host does not hide
+//! the mistakes in the next: every problem of a file is reported in one go. Should the YAML
+//! crate change, only this file changes.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Error as _, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// Where a value sits in its file: 1-based line and column, byte offset and length.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Loc {
+    pub line: u32,
+    pub col: u32,
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl Loc {
+    fn from_saphyr(l: &serde_saphyr::Location) -> Loc {
+        let span = l.span();
+        Loc {
+            line: l.line().min(u64::from(u32::MAX)) as u32,
+            col: l.column().min(u64::from(u32::MAX)) as u32,
+            offset: span.byte_offset().unwrap_or(0) as usize,
+            len: span.byte_len().unwrap_or(0) as usize,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeKind {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub loc: Loc,
+}
+
+impl Node {
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            NodeKind::Null => "null",
+            NodeKind::Bool(_) => "a boolean",
+            NodeKind::Int(_) => "an integer",
+            NodeKind::Float(_) => "a number",
+            NodeKind::Str(_) => "a string",
+            NodeKind::Seq(_) => "a list",
+            NodeKind::Map(_) => "a map",
+        }
+    }
+
+    /// The text of a scalar as a person wrote it (numbers re-rendered).
+    pub fn scalar_text(&self) -> Option<String> {
+        match &self.kind {
+            NodeKind::Bool(b) => Some(b.to_string()),
+            NodeKind::Int(i) => Some(i.to_string()),
+            NodeKind::Float(f) => Some(f.to_string()),
+            NodeKind::Str(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.kind {
+            NodeKind::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| matches!(&k.kind, NodeKind::Str(s) if s == key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+struct KindVisitor;
+
+impl<'de> Visitor<'de> for KindVisitor {
+    type Value = NodeKind;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_unit<E>(self) -> Result<NodeKind, E> {
+        Ok(NodeKind::Null)
+    }
+    fn visit_none<E>(self) -> Result<NodeKind, E> {
+        Ok(NodeKind::Null)
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<NodeKind, D::Error> {
+        d.deserialize_any(KindVisitor)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<NodeKind, E> {
+        Ok(NodeKind::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<NodeKind, E> {
+        Ok(NodeKind::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<NodeKind, E> {
+        Ok(i64::try_from(v).map(NodeKind::Int).unwrap_or(NodeKind::Float(v as f64)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<NodeKind, E> {
+        Ok(NodeKind::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<NodeKind, E> {
+        Ok(NodeKind::Str(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<NodeKind, E> {
+        Ok(NodeKind::Str(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NodeKind, A::Error> {
+        let mut out = Vec::new();
+        while let Some(n) = seq.next_element::<Node>()? {
+            out.push(n);
+        }
+        Ok(NodeKind::Seq(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NodeKind, A::Error> {
+        let mut out = Vec::new();
+        while let Some((k, v)) = map.next_entry::<Node, Node>()? {
+            out.push((k, v));
+        }
+        Ok(NodeKind::Map(out))
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeKindWrap {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(KindVisitor).map(NodeKindWrap)
+    }
+}
+
+struct NodeKindWrap(NodeKind);
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let sp = Spanned::<NodeKindWrap>::deserialize(d)?;
+        Ok(Node { kind: sp.value.0, loc: Loc::from_saphyr(&sp.referenced) })
+    }
+}
+
+/// A YAML syntax (or structure) error with its location.
+#[derive(Clone, Debug)]
+pub struct SyntaxError {
+    pub message: String,
+    pub loc: Option<Loc>,
+}
+
+/// Parses a whole document. Duplicate keys, aliases past a budget and other abuse are
+/// refused by the parser.
+pub fn parse(text: &str) -> Result<Node, SyntaxError> {
+    if text.trim().is_empty() {
+        return Err(SyntaxError { message: "the file is empty".to_owned(), loc: None });
+    }
+    serde_saphyr::from_str::<Node>(text).map_err(|e| {
+        let loc = e.location().map(|l| Loc::from_saphyr(&l));
+        let message = first_line(&e.to_string());
+        SyntaxError { message, loc }
+    })
+}
+
+fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or(s).trim();
+    // serde-saphyr prefixes its messages with the location, which we print ourselves.
+    let stripped = match line.strip_prefix("error: ") {
+        Some(rest) => rest,
+        None => line,
+    };
+    let stripped = match stripped.find(": ") {
+        Some(i) if stripped[..i].starts_with("line ") => &stripped[i + 2..],
+        _ => stripped,
+    };
+    stripped.to_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// Deserializing typed structs from a `Node`, keeping the location of whatever went wrong.
+// ---------------------------------------------------------------------------------------
+
+/// An error raised while deserializing from a node: where, and what.
+#[derive(Clone, Debug)]
+pub struct NodeError {
+    pub message: String,
+    pub loc: Loc,
+    /// Set while unwinding so that the innermost location wins.
+    located: bool,
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+impl de::Error for NodeError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        NodeError { message: msg.to_string(), loc: Loc::default(), located: false }
+    }
+
+    fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
+        let msg = if expected.is_empty() {
+            format!("unknown key `{field}`: this map takes no keys")
+        } else {
+            format!("unknown key `{field}`: expected one of {}", list(expected))
+        };
+        NodeError { message: msg, loc: Loc::default(), located: false }
+    }
+
+    fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
+        NodeError {
+            message: format!("unknown value `{variant}`: expected one of {}", list(expected)),
+            loc: Loc::default(),
+            located: false,
+        }
+    }
+
+    fn missing_field(field: &'static str) -> Self {
+        NodeError { message: format!("missing key `{field}`"), loc: Loc::default(), located: false }
+    }
+}
+
+fn list(xs: &[&str]) -> String {
+    xs.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", ")
+}
+
+impl NodeError {
+    fn at(mut self, loc: Loc) -> Self {
+        if !self.located {
+            self.loc = loc;
+            self.located = true;
+        }
+        self
+    }
+}
+
+/// Deserializes `T` from `node`.
+pub fn from_node<T: de::DeserializeOwned>(node: &Node) -> Result<T, NodeError> {
+    T::deserialize(NodeDe(node)).map_err(|e| e.at(node.loc))
+}
+
+struct NodeDe<'a>(&'a Node);
+
+impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
+    type Error = NodeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, NodeError> {
+        let n = self.0;
+        let r = match &n.kind {
+            NodeKind::Null => v.visit_unit(),
+            NodeKind::Bool(b) => v.visit_bool(*b),
+            NodeKind::Int(i) => v.visit_i64(*i),
+            NodeKind::Float(f) => v.visit_f64(*f),
+            NodeKind::Str(s) => v.visit_str(s),
+            NodeKind::Seq(items) => v.visit_seq(SeqDe { items: items.iter() }),
+            NodeKind::Map(entries) => v.visit_map(MapDe { entries: entries.iter(), value: None, key_loc: n.loc }),
+        };
+        r.map_err(|e| e.at(n.loc))
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, v: V) -> Result<V::Value, NodeError> {
+        // A string field given `22` or `20.0` gets the text, so versions and names written
+        // without quotes still load; the validator decides whether the text is right.
+        match &self.0.kind {
+            NodeKind::Int(_) | NodeKind::Float(_) | NodeKind::Bool(_) => {
+                let t = self.0.scalar_text().unwrap_or_default();
+                v.visit_string(t).map_err(|e: NodeError| e.at(self.0.loc))
+            }
+            _ => self.deserialize_any(v),
+        }
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, v: V) -> Result<V::Value, NodeError> {
+        self.deserialize_str(v)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, NodeError> {
+        match self.0.kind {
+            NodeKind::Null => v.visit_none(),
+            _ => v.visit_some(self),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        v: V,
+    ) -> Result<V::Value, NodeError> {
+        if name == RAW_MARKER {
+            RAW_SLOT.with(|slot| *slot.borrow_mut() = Some(self.0.clone()));
+            return v.visit_unit();
+        }
+        if name == AT_MARKER {
+            let n = self.0;
+            return v.visit_seq(AtSeq { node: n, step: 0 });
+        }
+        v.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, NodeError> {
+        let n = self.0;
+        match &n.kind {
+            NodeKind::Str(s) => v
+                .visit_enum(s.as_str().into_deserializer())
+                .map_err(|e: de::value::Error| NodeError::custom(e).at(n.loc)),
+            NodeKind::Map(entries) if entries.len() == 1 => {
+                let (k, val) = &entries[0];
+                v.visit_enum(EnumDe { key: k, value: val }).map_err(|e| e.at(n.loc))
+            }
+            _ => Err(NodeError::custom(format!(
+                "expected a name or a map with exactly one key, found {}",
+                n.kind_name()
+            ))
+            .at(n.loc)),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char
+        bytes byte_buf unit unit_struct seq tuple
+        tuple_struct map struct identifier ignored_any
+    }
+}
+
+struct SeqDe<'a> {
+    items: std::slice::Iter<'a, Node>,
+}
+
+impl<'de, 'a> SeqAccess<'de> for SeqDe<'a> {
+    type Error = NodeError;
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, NodeError> {
+        match self.items.next() {
+            Some(n) => seed.deserialize(NodeDe(n)).map(Some).map_err(|e| e.at(n.loc)),
+            None => Ok(None),
+        }
+    }
+}
+
+struct MapDe<'a> {
+    entries: std::slice::Iter<'a, (Node, Node)>,
+    value: Option<&'a Node>,
+    key_loc: Loc,
+}
+
+impl<'de, 'a> MapAccess<'de> for MapDe<'a> {
+    type Error = NodeError;
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, NodeError> {
+        match self.entries.next() {
+            Some((k, v)) => {
+                self.value = Some(v);
+                self.key_loc = k.loc;
+                // An unknown key is reported at the key itself.
+                seed.deserialize(NodeDe(k)).map(Some).map_err(|e| e.at(k.loc))
+            }
+            None => Ok(None),
+        }
+    }
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, NodeError> {
+        let n = self.value.take().ok_or_else(|| NodeError::custom("value without a key").at(self.key_loc))?;
+        seed.deserialize(NodeDe(n)).map_err(|e| e.at(n.loc))
+    }
+}
+
+struct EnumDe<'a> {
+    key: &'a Node,
+    value: &'a Node,
+}
+
+impl<'de, 'a> de::EnumAccess<'de> for EnumDe<'a> {
+    type Error = NodeError;
+    type Variant = VariantDe<'a>;
+    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, VariantDe<'a>), NodeError> {
+        let v = seed.deserialize(NodeDe(self.key)).map_err(|e| e.at(self.key.loc))?;
+        Ok((v, VariantDe(self.value)))
+    }
+}
+
+struct VariantDe<'a>(&'a Node);
+
+impl<'de, 'a> de::VariantAccess<'de> for VariantDe<'a> {
+    type Error = NodeError;
+    fn unit_variant(self) -> Result<(), NodeError> {
+        match self.0.kind {
+            NodeKind::Null => Ok(()),
+            _ => Err(NodeError::custom("this value takes no argument").at(self.0.loc)),
+        }
+    }
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, NodeError> {
+        seed.deserialize(NodeDe(self.0)).map_err(|e| e.at(self.0.loc))
+    }
+    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, v: V) -> Result<V::Value, NodeError> {
+        de::Deserializer::deserialize_seq(NodeDe(self.0), v)
+    }
+    fn struct_variant<V: Visitor<'de>>(self, _fields: &'static [&'static str], v: V) -> Result<V::Value, NodeError> {
+        de::Deserializer::deserialize_map(NodeDe(self.0), v)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// `At<T>`: a value with its location, for the semantic checks that run after loading.
+// ---------------------------------------------------------------------------------------
+
+const AT_MARKER: &str = "__medic_at";
+
+/// A deserialized value and where it was written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct At<T> {
+    pub value: T,
+    pub loc: Loc,
+}
+
+impl<T> std::ops::Deref for At<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+struct AtSeq<'a> {
+    node: &'a Node,
+    step: u8,
+}
+
+impl<'de, 'a> SeqAccess<'de> for AtSeq<'a> {
+    type Error = NodeError;
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, NodeError> {
+        self.step += 1;
+        match self.step {
+            1 => seed.deserialize(NodeDe(self.node)).map(Some),
+            2 => {
+                let l = self.node.loc;
+                let enc = format!("{}:{}:{}:{}", l.line, l.col, l.offset, l.len);
+                seed.deserialize(de::value::StringDeserializer::<NodeError>::new(enc)).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for At<T> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct AtVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for AtVisitor<T> {
+            type Value = At<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a located value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<At<T>, A::Error> {
+                let value: T = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::custom("internal: located value without a value"))?;
+                let enc: String = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::custom("internal: located value without a location"))?;
+                let mut it = enc.split(':').map(|p| p.parse::<usize>().unwrap_or(0));
+                let mut next = || it.next().unwrap_or(0);
+                let loc = Loc {
+                    line: next() as u32,
+                    col: next() as u32,
+                    offset: next(),
+                    len: next(),
+                };
+                Ok(At { value, loc })
+            }
+        }
+        d.deserialize_newtype_struct(AT_MARKER, AtVisitor(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct H {
+        name: At<String>,
+        port: Option<u16>,
+        tags: Option<Vec<At<String>>>,
+    }
+
+    #[test]
+    fn locations_survive() {
+        let text = "hosts:\n  - name: a\n    port: 22\n  - { name: b, tags: [x, y] }\n";
+        let root = parse(text).expect("parses");
+        let hosts = root.get("hosts").expect("has hosts");
+        let NodeKind::Seq(items) = &hosts.kind else { panic!("seq") };
+        let a: H = from_node(&items[0]).expect("a");
+        assert_eq!((a.name.loc.line, a.name.loc.col), (2, 11));
+        assert_eq!(a.port, Some(22));
+        let b: H = from_node(&items[1]).expect("b");
+        let tags = b.tags.expect("tags");
+        assert_eq!((tags[1].loc.line, tags[1].loc.col), (4, 26));
+        assert_eq!(&text[tags[1].loc.offset..tags[1].loc.offset + tags[1].loc.len], "y");
+    }
+
+    #[test]
+    fn unknown_key_points_at_the_key() {
+        let text = "- name: a\n  prot: 22\n";
+        let root = parse(text).expect("parses");
+        let NodeKind::Seq(items) = &root.kind else { panic!("seq") };
+        let e = from_node::<H>(&items[0]).expect_err("unknown key");
+        assert_eq!((e.loc.line, e.loc.col), (2, 3), "{e:?}");
+        assert!(e.message.contains("unknown key `prot`"), "{}", e.message);
+    }
+
+    #[test]
+    fn type_errors_point_at_the_value() {
+        let text = "name: a\nport: lots\n";
+        let e = from_node::<H>(&parse(text).expect("parses")).expect_err("bad port");
+        assert_eq!((e.loc.line, e.loc.col), (2, 7), "{e:?}");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_location() {
+        let e = parse("a: [1, 2\nb: c\n").expect_err("syntax");
+        assert!(e.loc.is_some(), "{e:?}");
+        let e = parse("a: 1\na: 2\n").expect_err("duplicate key");
+        assert!(e.message.contains("uplicate"), "{e:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// `Raw`: a sub-tree kept as a node, for values whose type depends on another field.
+// ---------------------------------------------------------------------------------------
+
+const RAW_MARKER: &str = "__medic_raw";
+
+thread_local! {
+    // Hands a node from `NodeDe` to `Raw`'s visitor; serde has no other way to pass a
+    // non-serde value through a derived struct.
+    static RAW_SLOT: std::cell::RefCell<Option<Node>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A value kept as its YAML node (only deserializable through [`from_node`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Raw(pub Node);
+
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RawVisitor;
+        impl<'de> Visitor<'de> for RawVisitor {
+            type Value = Raw;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a YAML value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Raw, E> {
+                RAW_SLOT
+                    .with(|slot| slot.borrow_mut().take())
+                    .map(Raw)
+                    .ok_or_else(|| E::custom("internal: raw value read outside the node loader"))
+            }
+        }
+        d.deserialize_newtype_struct(RAW_MARKER, RawVisitor)
+    }
+}

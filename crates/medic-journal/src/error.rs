@@ -1,0 +1,118 @@
+//! Journal errors. Every error names the journal file, because an operator reading
+//! "database is locked" without a path cannot tell which run is affected.
+
+use std::path::{Path, PathBuf};
+
+/// Why a journal operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    #[error("journal {} already exists; resume it or choose another path", .path.display())]
+    Exists { path: PathBuf },
+    #[error("cannot open journal {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open journal {}: {source}", .path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{} is not a medic journal", .path.display())]
+    NotAJournal { path: PathBuf },
+    #[error(
+        "journal {} has schema version {found}, this medic reads version {supported}",
+        .path.display()
+    )]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("journal {} is in use by another medic process", .path.display())]
+    Locked { path: PathBuf },
+    /// SQLITE_FULL: the disk (or the journal's size cap) is full. Everything acknowledged
+    /// before it is durable, so the run can stop and be resumed once there is space.
+    #[error("disk full writing journal {}; free space and resume the run", .path.display())]
+    DiskFull { path: PathBuf },
+    #[error("journal {}: {source}", .path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The writer thread failed earlier; the journal accepts no more records.
+    #[error("journal writer for {} failed: {message}", .path.display())]
+    Writer { path: PathBuf, message: String },
+    #[error("journal {} is closed", .path.display())]
+    Closed { path: PathBuf },
+    #[error("journal {} is corrupt: {detail}", .path.display())]
+    Corrupt { path: PathBuf, detail: String },
+}
+
+impl JournalError {
+    /// Maps a SQLite error met on an open journal, keeping disk full distinct.
+    pub(crate) fn sqlite(path: &Path, source: rusqlite::Error) -> JournalError {
+        if is_disk_full(&source) {
+            JournalError::DiskFull {
+                path: path.to_owned(),
+            }
+        } else {
+            JournalError::Sqlite {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    }
+
+    /// Maps a SQLite error met while opening, keeping disk full distinct.
+    pub(crate) fn open(path: &Path, source: rusqlite::Error) -> JournalError {
+        if is_disk_full(&source) {
+            JournalError::DiskFull {
+                path: path.to_owned(),
+            }
+        } else {
+            JournalError::Open {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    }
+}
+
+pub(crate) fn is_disk_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
+/// A writer-thread failure. It is reported to every waiter and to every later append, so it
+/// must be cloneable, which `rusqlite::Error` is not.
+#[derive(Clone, Debug)]
+pub(crate) enum Failure {
+    DiskFull,
+    Other(String),
+}
+
+impl Failure {
+    pub(crate) fn from_sqlite(e: &rusqlite::Error) -> Failure {
+        if is_disk_full(e) {
+            Failure::DiskFull
+        } else {
+            Failure::Other(e.to_string())
+        }
+    }
+
+    pub(crate) fn to_error(&self, path: &Path) -> JournalError {
+        match self {
+            Failure::DiskFull => JournalError::DiskFull {
+                path: path.to_owned(),
+            },
+            Failure::Other(message) => JournalError::Writer {
+                path: path.to_owned(),
+                message: message.clone(),
+            },
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! medic's durable run journal: the source of truth for resuming a run.
+//!
+//! A run writes one SQLite file (WAL, `synchronous=FULL`) holding the append-only history
+//! (`events`), the current state of every step (`steps`, updated in the same transaction as
+//! its event), the waits that must survive a restart (`timers`), the operators' approvals
+//! (`approvals`) and the run's identity (`meta`: run id, plan fingerprint, plan JSON).
+//!
+//! Why SQLite and not a JSON Lines file: resume and `medic status` need "current state of
+//! every step" queries while a run writes, from another process, and a torn last line or a
+//! replay of the whole log is exactly what a crash must not cost us.
+//!
+//! Writes go through a [`Journal`]: a handle to one writer thread that owns the only write
+//! connection of the run, drains whatever is queued and commits it in one transaction.
+//! [`Journal::append_durable`] resolves only after the COMMIT containing the record
+//! returned, so the executor can make "step started" durable *before* a driver acts.
+//! Readers in other processes use [`JournalReader`]; operators approve gates with
+//! [`approve`] from another shell while the run goes on.
+//!
+//! Nothing here may carry a secret: the only free text is a step's or an event's `detail`,
+//! and callers must keep API keys, passphrases and tokens out of it.
+
+mod db;
+mod error;
+mod model;
+mod reader;
+mod writer;
+
+pub use error::JournalError;
+pub use model::{Approval, EventRow, Record, StepRow, StepState, Timer};
+pub use reader::{JournalReader, approve};
+pub use writer::Journal;
+
+/// Keys of the `meta` table that medic itself writes. Values are plain text (no secrets).
+pub mod meta_keys {
+    /// Milliseconds since the Unix epoch when the journal file was created; set by
+    /// [`crate::Journal::create`].
+    pub const CREATED_MS: &str = "created_ms";
+    /// The run's identifier.
+    pub const RUN_ID: &str = "run_id";
+    /// The plan fingerprint a resume must match.
+    pub const PLAN_FINGERPRINT: &str = "plan_fingerprint";
+    /// The full plan as JSON, so `status` and resume need nothing but the journal.
+    pub const PLAN_JSON: &str = "plan_json";
+}

@@ -1,0 +1,231 @@
+//! Reading a journal from any process while a run writes it, and recording approvals.
+//!
+//! Readers use a read-only connection: in WAL mode they see the last committed batch and
+//! never block the writer, so `medic status` in another shell cannot stall a run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior};
+
+use crate::db;
+use crate::error::JournalError;
+use crate::model::{Approval, EventRow, StepRow, StepState, Timer, now_ms};
+
+/// A read-only view of a journal. Each call reads one consistent committed state.
+pub struct JournalReader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl JournalReader {
+    pub fn open(path: &Path) -> Result<JournalReader, JournalError> {
+        let conn = db::open_reader(path)?;
+        db::check_version(&conn, path)?;
+        Ok(JournalReader {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: rusqlite::Error) -> JournalError {
+        JournalError::sqlite(&self.path, e)
+    }
+
+    fn corrupt(&self, detail: String) -> JournalError {
+        JournalError::Corrupt {
+            path: self.path.clone(),
+            detail,
+        }
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, JournalError> {
+        self.conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")
+            .and_then(|mut st| st.query_row([key], |r| r.get(0)).optional())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The current state of one step, if it ever had a transition.
+    pub fn step(&self, step: &str) -> Result<Option<StepRow>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT step, state, attempt, updated_ms, detail FROM steps WHERE step = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = st.query([step]).map_err(|e| self.err(e))?;
+        match rows.next().map_err(|e| self.err(e))? {
+            Some(row) => self.step_row(row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The current state of every step, ordered by step id.
+    pub fn steps(&self) -> Result<Vec<StepRow>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT step, state, attempt, updated_ms, detail FROM steps")
+            .map_err(|e| self.err(e))?;
+        let mut rows = st.query([]).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            out.push(self.step_row(row)?);
+        }
+        Ok(out)
+    }
+
+    fn step_row(&self, row: &Row<'_>) -> Result<StepRow, JournalError> {
+        let read = || -> rusqlite::Result<(String, &str, u32, i64, Option<String>)> {
+            Ok((
+                row.get(0)?,
+                // Borrowed: parsing the state must not allocate per row.
+                row.get_ref(1)?.as_str()?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        };
+        let (step, state, attempt, updated_ms, detail) = read().map_err(|e| self.err(e))?;
+        let state = StepState::parse(state)
+            .ok_or_else(|| self.corrupt(format!("step {step:?} has unknown state {state:?}")))?;
+        Ok(StepRow {
+            step,
+            state,
+            attempt,
+            updated_ms,
+            detail,
+        })
+    }
+
+    /// How many steps are in each state; states with no step are absent.
+    pub fn counts(&self) -> Result<BTreeMap<StepState, u64>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT state, count(*) FROM steps GROUP BY state")
+            .map_err(|e| self.err(e))?;
+        let mut rows = st.query([]).map_err(|e| self.err(e))?;
+        let mut out = BTreeMap::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let state = row
+                .get_ref(0)
+                .and_then(|v| Ok(v.as_str()?))
+                .map_err(|e| self.err(e))?;
+            let n: i64 = row.get(1).map_err(|e| self.err(e))?;
+            let parsed = StepState::parse(state)
+                .ok_or_else(|| self.corrupt(format!("unknown step state {state:?}")))?;
+            out.insert(parsed, n.unsigned_abs());
+        }
+        Ok(out)
+    }
+
+    /// Pending waits, soonest first.
+    pub fn timers(&self) -> Result<Vec<Timer>, JournalError> {
+        self.collect("SELECT key, kind, due_ms FROM timers ORDER BY due_ms, key", [], |r| {
+            Ok(Timer {
+                key: r.get(0)?,
+                kind: r.get(1)?,
+                due_ms: r.get(2)?,
+            })
+        })
+    }
+
+    pub fn approvals(&self) -> Result<Vec<Approval>, JournalError> {
+        self.collect(
+            "SELECT gate, approved_ms, by FROM approvals ORDER BY approved_ms, gate",
+            [],
+            approval_row,
+        )
+    }
+
+    pub fn approval(&self, gate: &str) -> Result<Option<Approval>, JournalError> {
+        self.conn
+            .prepare_cached("SELECT gate, approved_ms, by FROM approvals WHERE gate = ?1")
+            .and_then(|mut st| st.query_row([gate], approval_row).optional())
+            .map_err(|e| self.err(e))
+    }
+
+    /// History entries with `seq > after`, oldest first, at most `limit` of them; pass the
+    /// last `seq` seen to follow a running journal.
+    pub fn events_since(&self, after: i64, limit: usize) -> Result<Vec<EventRow>, JournalError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.collect(
+            "SELECT seq, ts_ms, step, kind, attempt, detail FROM events
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            (after, limit),
+            |r| {
+                Ok(EventRow {
+                    seq: r.get(0)?,
+                    ts_ms: r.get(1)?,
+                    step: r.get(2)?,
+                    kind: r.get(3)?,
+                    attempt: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            },
+        )
+    }
+
+    /// Runs SQLite's `PRAGMA integrity_check`.
+    pub fn check_integrity(&self) -> Result<(), JournalError> {
+        let problems: Vec<String> =
+            self.collect("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if problems.len() == 1 && problems[0] == "ok" {
+            Ok(())
+        } else {
+            Err(self.corrupt(problems.join("; ")))
+        }
+    }
+
+    fn collect<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, JournalError> {
+        let mut st = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        st.query_map(params, f)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn approval_row(r: &Row<'_>) -> rusqlite::Result<Approval> {
+    Ok(Approval {
+        gate: r.get(0)?,
+        approved_ms: r.get(1)?,
+        by: r.get(2)?,
+    })
+}
+
+/// Records that `by` approved `gate`, from any process, while the run may be writing (the
+/// run polls [`JournalReader::approval`] or [`crate::Journal::approvals`]). The first
+/// approval of a gate stands; approving again changes nothing. `by` is an operator name,
+/// never a credential.
+pub fn approve(path: &Path, gate: &str, by: &str) -> Result<(), JournalError> {
+    std::fs::metadata(path).map_err(|source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut conn = db::open_writer(path)?;
+    db::check_version(&conn, path)?;
+    let now = now_ms();
+    let detail = serde_json::json!({ "gate": gate, "by": by }).to_string();
+    let mut write = || -> rusqlite::Result<()> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let added = tx.execute(
+            "INSERT INTO approvals(gate, approved_ms, by) VALUES (?1, ?2, ?3)
+             ON CONFLICT(gate) DO NOTHING",
+            (gate, now, by),
+        )?;
+        if added == 1 {
+            tx.execute(db::SQL_EVENT, (now, None::<&str>, "gate.approved", None::<u32>, &detail))?;
+        }
+        tx.commit()
+    };
+    write().map_err(|e| JournalError::sqlite(path, e))
+}

@@ -1,0 +1,422 @@
+//! The run's single writer: a thread that owns the only write connection, drains whatever
+//! is queued and commits it in one transaction.
+//!
+//! Why one thread and batches: with `synchronous=FULL` every COMMIT costs an fsync, so
+//! committing per record would cap a run at a few hundred transitions per second; one
+//! transaction per drained batch amortises the fsync while keeping the records in the
+//! order they were appended (one channel, one consumer).
+
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::os::unix::fs::OpenOptionsExt;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+
+use rusqlite::{CachedStatement, Connection, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use crate::db;
+use crate::error::{Failure, JournalError};
+use crate::model::{Approval, Record, now_ms};
+use crate::reader::JournalReader;
+
+/// Upper bound on records per transaction, so a producer that outruns the disk still gets
+/// its durable acknowledgements at a bounded interval and the WAL stays bounded.
+const MAX_BATCH: usize = 65_536;
+
+type Ack = oneshot::Sender<Result<(), Failure>>;
+
+enum Msg {
+    Record {
+        ts_ms: i64,
+        rec: Record,
+        ack: Option<Ack>,
+    },
+    Flush(Ack),
+}
+
+/// Handle to a run's journal writer. Cheap to clone; every clone feeds the same writer
+/// thread, so records keep the order in which they were appended across clones.
+///
+/// Dropping the last clone flushes and joins the writer (and blocks while doing so); call
+/// [`Journal::close`] to learn whether that final flush failed.
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    // `None` once closed: dropping the only sender is what tells the writer to drain and stop.
+    tx: Mutex<Option<Sender<Msg>>>,
+    // Set once, by the writer, before it answers anyone with the failure.
+    failure: Arc<OnceLock<Failure>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    // For `approvals()`: polling must not queue behind a large batch on the writer.
+    reader: Mutex<Option<JournalReader>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded values stay consistent even if a holder panicked.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Journal {
+    /// Creates a new journal file (mode 0600) and starts its writer. Refuses to overwrite an
+    /// existing file.
+    pub fn create(path: &Path) -> Result<Journal, JournalError> {
+        Journal::create_with(path, None)
+    }
+
+    pub(crate) fn create_with(path: &Path, max_pages: Option<u32>) -> Result<Journal, JournalError> {
+        // The file exists with mode 0600 before SQLite opens it; SQLite gives the -wal and
+        // -shm files the same mode.
+        let created = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        match created {
+            Ok(file) => drop(file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(JournalError::Exists {
+                    path: path.to_owned(),
+                });
+            }
+            Err(source) => {
+                return Err(JournalError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+        let lock = take_writer_lock(path)?;
+        let mut conn = db::open_writer(path)?;
+        if let Some(pages) = max_pages {
+            conn.pragma_update(None, "max_page_count", pages)
+                .map_err(|e| JournalError::open(path, e))?;
+        }
+        db::migrate(&mut conn, path)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES (?1, ?2)",
+            (crate::meta_keys::CREATED_MS, now_ms().to_string()),
+        )
+        .map_err(|e| JournalError::open(path, e))?;
+        sync_parent_dir(path)?;
+        Journal::start(path, conn, lock)
+    }
+
+    /// Opens an existing journal to resume its run.
+    pub fn open_existing(path: &Path) -> Result<Journal, JournalError> {
+        std::fs::metadata(path).map_err(|source| JournalError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let lock = take_writer_lock(path)?;
+        let mut conn = db::open_writer(path)?;
+        if db::user_version(&conn, path)? == 0 {
+            return Err(JournalError::NotAJournal {
+                path: path.to_owned(),
+            });
+        }
+        db::migrate(&mut conn, path)?;
+        Journal::start(path, conn, lock)
+    }
+
+    fn start(path: &Path, conn: Connection, lock: File) -> Result<Journal, JournalError> {
+        let reader = JournalReader::open(path)?;
+        let (tx, rx) = mpsc::channel();
+        let failure = Arc::new(OnceLock::new());
+        let thread_failure = Arc::clone(&failure);
+        let thread = std::thread::Builder::new()
+            .name("medic-journal".to_owned())
+            .spawn(move || {
+                let outcome =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| run(conn, &rx, &thread_failure)));
+                if outcome.is_err() {
+                    let _ = thread_failure.set(Failure::Other("writer thread panicked".to_owned()));
+                }
+                // Held until the connection is gone: no second writer may start earlier.
+                drop(lock);
+            })
+            .map_err(|source| JournalError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Journal {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                tx: Mutex::new(Some(tx)),
+                failure,
+                thread: Mutex::new(Some(thread)),
+                reader: Mutex::new(Some(reader)),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Queues a record; it is committed with the next batch. Fails with the writer's
+    /// earlier failure, if any, so a lost batch is reported on the next append.
+    pub fn append(&self, rec: Record) -> Result<(), JournalError> {
+        self.send(Msg::Record {
+            ts_ms: now_ms(),
+            rec,
+            ack: None,
+        })
+    }
+
+    /// Queues a record now (so it keeps its place relative to later appends) and returns a
+    /// future that resolves once the COMMIT containing it has returned: act on the record's
+    /// intent only after that.
+    pub fn append_durable(
+        &self,
+        rec: Record,
+    ) -> impl Future<Output = Result<(), JournalError>> + Send + 'static {
+        let (ack, done) = oneshot::channel();
+        let sent = self.send(Msg::Record {
+            ts_ms: now_ms(),
+            rec,
+            ack: Some(ack),
+        });
+        self.wait(sent, done)
+    }
+
+    /// Resolves once everything appended before it is committed.
+    pub async fn flush(&self) -> Result<(), JournalError> {
+        let (ack, done) = oneshot::channel();
+        let sent = self.send(Msg::Flush(ack));
+        self.wait(sent, done).await
+    }
+
+    /// Approvals recorded so far (by [`crate::approve`] from any process).
+    pub fn approvals(&self) -> Result<Vec<Approval>, JournalError> {
+        match lock(&self.inner.reader).as_ref() {
+            Some(reader) => reader.approvals(),
+            None => Err(self.inner.closed()),
+        }
+    }
+
+    /// Commits everything queued, stops the writer and reports any failure it had. Closes
+    /// the journal for every clone of this handle.
+    pub fn close(self) -> Result<(), JournalError> {
+        self.inner.shutdown();
+        match self.inner.failure.get() {
+            Some(f) => Err(f.to_error(&self.inner.path)),
+            None => Ok(()),
+        }
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), JournalError> {
+        if let Some(f) = self.inner.failure.get() {
+            return Err(f.to_error(&self.inner.path));
+        }
+        let tx = lock(&self.inner.tx);
+        let Some(tx) = tx.as_ref() else {
+            return Err(self.inner.closed());
+        };
+        tx.send(msg).map_err(|_| self.inner.stopped())
+    }
+
+    fn wait(
+        &self,
+        sent: Result<(), JournalError>,
+        done: oneshot::Receiver<Result<(), Failure>>,
+    ) -> impl Future<Output = Result<(), JournalError>> + Send + 'static {
+        let path = self.inner.path.clone();
+        let failure = Arc::clone(&self.inner.failure);
+        async move {
+            sent?;
+            match done.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(f)) => Err(f.to_error(&path)),
+                // The writer dropped the ack without answering: it stopped.
+                Err(_) => Err(match failure.get() {
+                    Some(f) => f.to_error(&path),
+                    None => JournalError::Closed { path },
+                }),
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn closed(&self) -> JournalError {
+        JournalError::Closed {
+            path: self.path.clone(),
+        }
+    }
+
+    fn stopped(&self) -> JournalError {
+        match self.failure.get() {
+            Some(f) => f.to_error(&self.path),
+            None => JournalError::Writer {
+                path: self.path.clone(),
+                message: "writer thread stopped".to_owned(),
+            },
+        }
+    }
+
+    fn shutdown(&self) {
+        // The reader goes first so that the writer's connection is the file's last one and
+        // checkpoints the WAL away when it closes.
+        drop(lock(&self.reader).take());
+        drop(lock(&self.tx).take());
+        if let Some(thread) = lock(&self.thread).take() {
+            // A panic was already turned into a recorded failure inside the thread.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// One writer per journal, across processes: a second `medic run` on the same file would
+/// interleave two executors' records. The lock lives on a sidecar file because closing any
+/// descriptor of the database file itself would drop SQLite's POSIX locks in this process.
+fn take_writer_lock(path: &Path) -> Result<File, JournalError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|source| JournalError::Io {
+            path: PathBuf::from(&lock_path),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Locked {
+            path: path.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(JournalError::Io {
+            path: PathBuf::from(lock_path),
+            source,
+        }),
+    }
+}
+
+/// Makes the new file's directory entry durable; without it a power loss right after
+/// `create` could lose the whole journal even though its first commits were synced.
+fn sync_parent_dir(path: &Path) -> Result<(), JournalError> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| JournalError::Io {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// The writer loop: block for one message, drain what else is queued, commit, answer.
+fn run(mut conn: Connection, rx: &Receiver<Msg>, failure: &OnceLock<Failure>) {
+    let mut batch: Vec<Msg> = Vec::with_capacity(1024);
+    let mut acks: Vec<Ack> = Vec::with_capacity(64);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let result = write_batch(&mut conn, &batch);
+        acks.extend(batch.drain(..).filter_map(|m| match m {
+            Msg::Record { ack, .. } => ack,
+            Msg::Flush(ack) => Some(ack),
+        }));
+        match result {
+            Ok(()) => {
+                for ack in acks.drain(..) {
+                    // The waiter may have given up (future dropped); nothing to tell it.
+                    let _ = ack.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                // The failed batch was rolled back; nothing after it may be written, or the
+                // journal would skip records that callers believe are queued before them.
+                let f = Failure::from_sqlite(&e);
+                let _ = failure.set(f.clone());
+                for ack in acks.drain(..) {
+                    let _ = ack.send(Err(f.clone()));
+                }
+                while let Ok(m) = rx.try_recv() {
+                    if let Msg::Record { ack: Some(ack), .. } | Msg::Flush(ack) = m {
+                        let _ = ack.send(Err(f.clone()));
+                    }
+                }
+                return;
+            }
+        }
+    }
+}
+
+struct Statements<'c> {
+    event: CachedStatement<'c>,
+    step: CachedStatement<'c>,
+}
+
+fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
+    // IMMEDIATE takes the write lock up front, so contention with `approve` is resolved by
+    // busy_timeout at BEGIN instead of failing halfway through the batch.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        // Prepared once per batch: the hot statements are not looked up per record.
+        let mut st = Statements {
+            event: tx.prepare_cached(db::SQL_EVENT)?,
+            step: tx.prepare_cached(db::SQL_STEP)?,
+        };
+        for msg in batch {
+            if let Msg::Record { ts_ms, rec, .. } = msg {
+                apply(&tx, &mut st, *ts_ms, rec)?;
+            }
+        }
+    }
+    tx.commit()
+}
+
+fn apply(conn: &Connection, st: &mut Statements<'_>, ts: i64, rec: &Record) -> rusqlite::Result<()> {
+    match rec {
+        Record::Step {
+            step,
+            state,
+            attempt,
+            detail,
+        } => {
+            let detail = detail.as_deref();
+            st.event
+                .execute((ts, step, state.event_kind(), attempt, detail))?;
+            st.step.execute((step, state.as_str(), attempt, ts, detail))?;
+        }
+        Record::Event { step, kind, detail } => {
+            st.event
+                .execute((ts, step.as_deref(), kind, None::<u32>, detail.as_deref()))?;
+        }
+        Record::Meta { key, value } => {
+            conn.prepare_cached(db::SQL_META)?.execute((key, value))?;
+        }
+        Record::TimerSet { key, kind, due_ms } => {
+            conn.prepare_cached(db::SQL_TIMER_SET)?
+                .execute((key, kind, due_ms))?;
+        }
+        Record::TimerClear { key } => {
+            conn.prepare_cached(db::SQL_TIMER_CLEAR)?.execute([key])?;
+        }
+    }
+    Ok(())
+}

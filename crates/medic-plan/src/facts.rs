@@ -1,0 +1,114 @@
+//! Plan-time facts: what a path such as `host.agent_version` or `params.fixed_build` means
+//! for one target (a host, or the Manager).
+
+use std::collections::HashMap;
+
+use medic_model::{Host, Inventory, Params, Path, PathRoot, Platform, Value};
+
+/// What a phase can act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Target {
+    Manager,
+    Host(u32),
+}
+
+pub(crate) struct Facts<'a> {
+    pub(crate) inv: &'a Inventory,
+    pub(crate) params: &'a Params,
+    offline_groups: HashMap<&'a str, Option<u32>>,
+    bundle_sources: std::collections::HashSet<&'a str>,
+}
+
+impl<'a> Facts<'a> {
+    pub(crate) fn new(inv: &'a Inventory, params: &'a Params) -> Self {
+        let by_name: HashMap<&str, u32> = inv.hosts.iter().enumerate().map(|(i, h)| (h.name.as_str(), i as u32)).collect();
+        let offline_groups = inv
+            .relay_groups
+            .iter()
+            .filter(|g| g.offline)
+            .map(|g| (g.name.as_str(), g.bundle_source.as_deref().and_then(|s| by_name.get(s).copied())))
+            .collect();
+        let bundle_sources = inv.relay_groups.iter().filter_map(|g| g.bundle_source.as_deref()).collect();
+        Facts { inv, params, offline_groups, bundle_sources }
+    }
+
+    pub(crate) fn host(&self, i: u32) -> &'a Host {
+        &self.inv.hosts[i as usize]
+    }
+
+    pub(crate) fn platform(&self, t: Target) -> Option<Platform> {
+        match t {
+            Target::Manager => None,
+            Target::Host(i) => Some(self.host(i).platform),
+        }
+    }
+
+    /// The bundle source of the offline relay group the host belongs to.
+    pub(crate) fn bundle_source(&self, t: Target) -> Option<u32> {
+        let Target::Host(i) = t else { return None };
+        let g = self.host(i).relay_group.as_deref()?;
+        self.offline_groups.get(g).copied().flatten()
+    }
+
+    pub(crate) fn get(&self, t: Target, p: &Path) -> Option<Value> {
+        match p.root {
+            PathRoot::Params => self.params.get(&p.field, self.platform(t)).cloned(),
+            PathRoot::Settings => match p.field.as_str() {
+                "direct_download_when_relays_unavailable" => {
+                    Some(Value::Bool(self.inv.settings.direct_download_when_relays_unavailable))
+                }
+                _ => None,
+            },
+            PathRoot::Manager => match p.field.as_str() {
+                "name" => Some(Value::Str(self.inv.manager.name.clone())),
+                "address" => Some(Value::Str(self.inv.manager.address.clone())),
+                "version" => Some(Value::Manager(self.inv.manager.version)),
+                _ => None,
+            },
+            PathRoot::Host => self.target_fact(t, &p.field),
+            PathRoot::BundleSource => self.bundle_source(t).and_then(|b| self.target_fact(Target::Host(b), &p.field)),
+            PathRoot::Facts | PathRoot::Needs => None,
+        }
+    }
+
+    fn target_fact(&self, t: Target, field: &str) -> Option<Value> {
+        let h = match t {
+            Target::Manager => {
+                let m = &self.inv.manager;
+                return match field {
+                    "name" => Some(Value::Str(m.name.clone())),
+                    "address" => Some(Value::Str(m.address.clone())),
+                    "role" => Some(Value::Str("manager".to_owned())),
+                    "relay" | "relay_group_offline" | "protected_by_appliance" | "has_agent" | "is_bundle_source" => {
+                        Some(Value::Bool(false))
+                    }
+                    "groups" => Some(Value::List(Vec::new())),
+                    _ => None,
+                };
+            }
+            Target::Host(i) => self.host(i),
+        };
+        Some(match field {
+            "name" => Value::Str(h.name.clone()),
+            "address" => Value::Str(h.address.clone()),
+            "platform" => Value::Str(h.platform.as_str().to_owned()),
+            "os" => Value::Str(h.os.clone()?),
+            "role" => Value::Str(h.role().as_str().to_owned()),
+            "relay_group" => Value::Str(h.relay_group.clone()?),
+            "agent_version" => Value::Agent(h.agent_version),
+            "relay" => Value::Bool(h.relay),
+            "relay_group_offline" => {
+                Value::Bool(h.relay_group.as_deref().is_some_and(|g| self.offline_groups.contains_key(g)))
+            }
+            "protected_by_appliance" => Value::Bool(h.protected_by_appliance),
+            "has_agent" => Value::Bool(h.has_agent()),
+            "is_bundle_source" => Value::Bool(h.relay && self.bundle_sources.contains(h.name.as_str())),
+            "groups" => Value::List(h.groups.clone()),
+            "port" => Value::Int(i64::from(h.port)),
+            f => match f.strip_prefix("vars.") {
+                Some(k) => Value::Str(h.vars.get(k)?.clone()),
+                None => return None,
+            },
+        })
+    }
+}

@@ -1,0 +1,22 @@
+//! The planner: from a validated inventory and playbook to a sealed [`Plan`], plus its
+//! estimates and renderings. This crate does no IO; the CLI reads files and writes output.
+//!
+//! The planner is generic: it knows selectors, joins, waves and budgets, not Deep Security.
+//! The Deep Security knowledge is in the playbook and in `medic-model`'s build type.
+
+mod build;
+mod estimate;
+mod facts;
+mod fingerprint;
+mod json;
+mod plan;
+pub mod render;
+mod window;
+
+pub use build::{PlanError, build_plan};
+pub use json::{PLAN_FORMAT, plan_from_json, plan_to_json};
+pub use plan::{
+    Estimate, GateSpec, Need, Plan, PlanHost, PhaseInfo, Skipped, Step, StepCheck, StepGuard, StepKind,
+    WaveInfo,
+};
+pub use window::{Window, WindowError};
