@@ -51,7 +51,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reader = JournalReader::open(&path)?;
     let rows = reader.steps()?;
     let reopen = start.elapsed();
-    let succeeded = rows.iter().filter(|r| r.state == StepState::Succeeded).count();
+    let succeeded = rows
+        .iter()
+        .filter(|r| r.state == StepState::Succeeded)
+        .count();
     assert_eq!(succeeded, steps, "every step reads back as succeeded");
     println!(
         "reopened and read {} steps in {:.3} s",
@@ -60,7 +63,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let start = Instant::now();
     let counts = reader.counts()?;
-    println!("counts {counts:?} in {:.3} s", start.elapsed().as_secs_f64());
+    println!(
+        "counts {counts:?} in {:.3} s",
+        start.elapsed().as_secs_f64()
+    );
     let size = std::fs::metadata(&path)?.len();
     println!("journal size {:.1} MiB", size as f64 / 1_048_576.0);
     Ok(())

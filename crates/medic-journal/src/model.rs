@@ -86,7 +86,10 @@ impl fmt::Display for StepState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
     /// Sets a run-level value (see [`crate::meta_keys`]).
-    Meta { key: String, value: String },
+    Meta {
+        key: String,
+        value: String,
+    },
     /// A step transition: appended to the history and made the step's current state in the
     /// same transaction. A `None` detail clears the step's previous detail.
     Step {
@@ -107,7 +110,9 @@ pub enum Record {
         kind: String,
         due_ms: i64,
     },
-    TimerClear { key: String },
+    TimerClear {
+        key: String,
+    },
 }
 
 impl Record {

@@ -71,7 +71,10 @@ impl Journal {
         Journal::create_with(path, None)
     }
 
-    pub(crate) fn create_with(path: &Path, max_pages: Option<u32>) -> Result<Journal, JournalError> {
+    pub(crate) fn create_with(
+        path: &Path,
+        max_pages: Option<u32>,
+    ) -> Result<Journal, JournalError> {
         // The file exists with mode 0600 before SQLite opens it; SQLite gives the -wal and
         // -shm files the same mode.
         let created = OpenOptions::new()
@@ -94,7 +97,7 @@ impl Journal {
             }
         }
         let lock = take_writer_lock(path)?;
-        let mut conn = db::open_writer(path)?;
+        let mut conn = db::open_writer(path, true)?;
         if let Some(pages) = max_pages {
             conn.pragma_update(None, "max_page_count", pages)
                 .map_err(|e| JournalError::open(path, e))?;
@@ -116,7 +119,7 @@ impl Journal {
             source,
         })?;
         let lock = take_writer_lock(path)?;
-        let mut conn = db::open_writer(path)?;
+        let mut conn = db::open_writer(path, false)?;
         if db::user_version(&conn, path)? == 0 {
             return Err(JournalError::NotAJournal {
                 path: path.to_owned(),
@@ -390,7 +393,12 @@ fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-fn apply(conn: &Connection, st: &mut Statements<'_>, ts: i64, rec: &Record) -> rusqlite::Result<()> {
+fn apply(
+    conn: &Connection,
+    st: &mut Statements<'_>,
+    ts: i64,
+    rec: &Record,
+) -> rusqlite::Result<()> {
     match rec {
         Record::Step {
             step,
@@ -401,7 +409,8 @@ fn apply(conn: &Connection, st: &mut Statements<'_>, ts: i64, rec: &Record) -> r
             let detail = detail.as_deref();
             st.event
                 .execute((ts, step, state.event_kind(), attempt, detail))?;
-            st.step.execute((step, state.as_str(), attempt, ts, detail))?;
+            st.step
+                .execute((step, state.as_str(), attempt, ts, detail))?;
         }
         Record::Event { step, kind, detail } => {
             st.event
@@ -419,4 +428,65 @@ fn apply(conn: &Connection, st: &mut Statements<'_>, ts: i64, rec: &Record) -> r
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::StepState;
+
+    #[test]
+    fn disk_full_is_reported_not_panicked_and_the_journal_stays_resumable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("run.journal");
+        // A size cap makes SQLite answer SQLITE_FULL exactly as a full disk does.
+        let journal = Journal::create_with(&path, Some(16)).expect("create");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let detail = "x".repeat(4000);
+        let mut acknowledged = 0u32;
+        let err = loop {
+            let rec = Record::Step {
+                step: format!("s{acknowledged}"),
+                state: StepState::Running,
+                attempt: 1,
+                detail: Some(detail.clone()),
+            };
+            match rt.block_on(journal.append_durable(rec)) {
+                Ok(()) => acknowledged += 1,
+                Err(e) => break e,
+            }
+            assert!(acknowledged < 1000, "the cap was never hit");
+        };
+        assert!(matches!(err, JournalError::DiskFull { .. }), "{err:?}");
+        assert!(err.to_string().contains("run.journal"), "{err}");
+        assert!(acknowledged > 0);
+        // Sticky: the next append and the close report it too.
+        let next = journal.append(Record::step("late", StepState::Running, 1));
+        assert!(
+            matches!(next, Err(JournalError::DiskFull { .. })),
+            "{next:?}"
+        );
+        let flushed = rt.block_on(journal.flush());
+        assert!(
+            matches!(flushed, Err(JournalError::DiskFull { .. })),
+            "{flushed:?}"
+        );
+        let closed = journal.close();
+        assert!(
+            matches!(closed, Err(JournalError::DiskFull { .. })),
+            "{closed:?}"
+        );
+
+        // Once there is space (no cap), the run resumes with every acknowledged record.
+        let journal = Journal::open_existing(&path).expect("reopen");
+        rt.block_on(journal.append_durable(Record::step("late", StepState::Running, 1)))
+            .expect("append after space was freed");
+        journal.close().expect("close");
+        let reader = JournalReader::open(&path).expect("reader");
+        reader.check_integrity().expect("integrity");
+        let steps = reader.steps().expect("steps");
+        assert_eq!(steps.len(), acknowledged as usize + 1);
+    }
 }

@@ -93,7 +93,9 @@ pub fn to_markdown(plan: &Plan) -> String {
     let numbers: BTreeMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.0.as_str(), i + 1)).collect();
     let mut ponr_done = false;
     for (i, (name, hosts, preds, dur, notes)) in tasks.iter().enumerate() {
-        let preds: Vec<String> = preds.iter().filter_map(|p| numbers.get(p.as_str()).map(|n| n.to_string())).collect();
+        let mut preds: Vec<usize> = preds.iter().filter_map(|p| numbers.get(p.as_str()).copied()).collect();
+        preds.sort_unstable();
+        let preds: Vec<String> = preds.iter().map(|n| n.to_string()).collect();
         let phase = name.split(' ').next().unwrap_or(name);
         let mut notes = notes.clone();
         if !ponr_done && plan.phase_info(phase).is_some_and(|p| p.point_of_no_return) && !name.starts_with("GO/NO-GO") {

@@ -64,7 +64,7 @@ pub fn to_text(plan: &Plan) -> String {
                 o.push('\n');
             }
             if let Some(t) = p.max_failures_total {
-                let _ = writeln!(o, "       whole phase tolerates {t} failed hosts{}", if p.strict { " (strict)" } else { "" });
+                let _ = writeln!(o, "       whole phase tolerates {t} failed host{}{}", if t == 1 { "" } else { "s" }, if p.strict { " (strict)" } else { "" });
             }
         }
     }

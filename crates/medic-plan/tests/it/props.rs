@@ -1,0 +1,113 @@
+//! Properties over generated fleets: the order respects every edge, every affected host is
+//! planned, every unaffected host is skipped with a reason, waves partition their phase.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use medic_model::{AgentBuild, Host, Inventory, Manager, Platform, RelayGroup, Settings};
+use medic_plan::StepKind;
+use proptest::prelude::*;
+
+use crate::util::*;
+
+#[derive(Debug, Clone)]
+struct H {
+    relay: bool,
+    windows: bool,
+    build: u32,
+    group: usize,
+    appliance: bool,
+    canary: bool,
+}
+
+fn host_strategy() -> impl Strategy<Value = H> {
+    (any::<bool>(), any::<bool>(), prop_oneof![Just(0u32), 100u32..2000], 0usize..4, prop::bool::weighted(0.1), prop::bool::weighted(0.2))
+        .prop_map(|(relay, windows, build, group, appliance, canary)| H { relay, windows, build, group, appliance, canary })
+}
+
+fn fleet(hosts: &[H], setting: bool, offline: bool, manager_build: u32) -> Inventory {
+    let mut inv_hosts = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let agent_version = match h.build {
+            0 => AgentBuild::NONE,
+            b if b < 1000 => AgentBuild::new(20, 0, 0, b),
+            b => AgentBuild::new(20, 0, 1, b - 1000),
+        };
+        inv_hosts.push(Host {
+            name: format!("h{i}"),
+            address: format!("10.0.{}.{}", i / 250, i % 250 + 1),
+            port: 22,
+            user: None,
+            platform: if h.windows { Platform::Windows } else { Platform::Linux },
+            os: None,
+            agent_version,
+            relay: h.relay,
+            relay_group: Some(format!("g{}", h.group)),
+            groups: if h.canary { vec!["canary".to_owned()] } else { Vec::new() },
+            protected_by_appliance: h.appliance,
+            vars: BTreeMap::new(),
+        });
+    }
+    // The bundle source must be a Relay of an online group: make h0 one.
+    inv_hosts[0].relay = true;
+    inv_hosts[0].relay_group = Some("g0".to_owned());
+    let mut groups: Vec<RelayGroup> = (0..4).map(|g| RelayGroup { name: format!("g{g}"), offline: false, bundle_source: None }).collect();
+    if offline {
+        groups[3].offline = true;
+        groups[3].bundle_source = Some("h0".to_owned());
+    }
+    Inventory {
+        manager: Manager { name: "dsm".to_owned(), address: "10.9.9.9".to_owned(), version: format!("20.0.{manager_build}").parse().expect("valid") },
+        settings: Settings { direct_download_when_relays_unavailable: setting },
+        relay_groups: groups,
+        hosts: inv_hosts,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn plan_invariants(
+        hosts in prop::collection::vec(host_strategy(), 1..40),
+        setting in any::<bool>(),
+        offline in any::<bool>(),
+        manager_build in 100u32..600,
+        barrier in prop_oneof![Just("global"), Just("relay-group")],
+    ) {
+        let inv = fleet(&hosts, setting, offline, manager_build);
+        let pb = playbook(&[&format!("relay_barrier={barrier}")]);
+        let plan = plan(&inv, &pb);
+        let fixed: AgentBuild = "20.0.1-690".parse().expect("valid");
+
+        // Topological order.
+        for (i, s) in plan.steps().iter().enumerate() {
+            for n in &s.needs {
+                prop_assert!((n.step as usize) < i, "{} needs a later step", s.id);
+            }
+        }
+        // Every affected host planned; every in-scope host without a step skipped with a reason.
+        let phases = by_phase(&plan);
+        for h in &inv.hosts {
+            let affected = h.has_agent() && !h.protected_by_appliance && h.agent_version < fixed && (h.relay || setting);
+            let phase = if h.relay { "relay-upgrade" } else { "agent-upgrade" };
+            let planned = phases.get(phase).is_some_and(|s| s.contains(&h.name));
+            prop_assert_eq!(planned, affected, "{} in {}", &h.name, phase);
+            if !planned {
+                let skip = plan.skipped().iter().find(|s| s.host == h.name && s.phase == phase);
+                prop_assert!(skip.is_some_and(|s| s.reason.len() > 10), "{} has a readable skip reason", &h.name);
+            }
+        }
+        // Waves partition their phase: each action step of a rolled-out phase has exactly one
+        // wave, and the wave sizes add up to the phase's hosts.
+        for p in plan.phases() {
+            if p.waves.is_empty() { continue; }
+            let hosts: BTreeSet<&str> = plan.steps().iter().filter(|s| &*s.phase == p.name.as_str() && s.kind == StepKind::Action).filter_map(|s| plan.host_name(s)).collect();
+            let total: u32 = p.waves.iter().map(|w| w.hosts).sum();
+            prop_assert_eq!(total as usize, hosts.len());
+            prop_assert!(plan.steps().iter().filter(|s| &*s.phase == p.name.as_str() && s.kind == StepKind::Action).all(|s| s.wave.is_some()));
+        }
+        // Every step is reachable in the JSON and the JSON reads back identically.
+        let json = medic_plan::plan_to_json(&plan);
+        prop_assert_eq!(medic_plan::plan_to_json(&medic_plan::plan_from_json(&json).expect("reads")), json);
+    }
+}
