@@ -164,7 +164,15 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     if text.trim().is_empty() {
         return Err(SyntaxError { message: "the file is empty".to_owned(), loc: None });
     }
-    serde_saphyr::from_str::<Node>(text).map_err(|e| {
+    // Budgets grow with the file, so a 100,000-host inventory loads, while alias and depth
+    // limits (the billion-laughs defences) stay at the crate's defaults.
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = budget.max_nodes.max(text.len() / 4);
+    budget.max_events = budget.max_events.max(text.len() / 2);
+    budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(text.len());
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| {
         let loc = e.location().map(|l| Loc::from_saphyr(&l));
         let message = first_line(&e.to_string());
         SyntaxError { message, loc }

@@ -25,7 +25,7 @@ use crate::reader::JournalReader;
 
 /// Upper bound on records per transaction, so a producer that outruns the disk still gets
 /// its durable acknowledgements at a bounded interval and the WAL stays bounded.
-const MAX_BATCH: usize = 65_536;
+const MAX_BATCH: usize = 262_144;
 
 type Ack = oneshot::Sender<Result<(), Failure>>;
 
@@ -96,20 +96,37 @@ impl Journal {
                 });
             }
         }
-        let lock = take_writer_lock(path)?;
-        let mut conn = db::open_writer(path, true)?;
-        if let Some(pages) = max_pages {
-            conn.pragma_update(None, "max_page_count", pages)
-                .map_err(|e| JournalError::open(path, e))?;
+        let setup = || -> Result<(File, Connection), JournalError> {
+            let lock = take_writer_lock(path)?;
+            let mut conn = db::open_writer(path, true)?;
+            if let Some(pages) = max_pages {
+                conn.pragma_update(None, "max_page_count", pages)
+                    .map_err(|e| JournalError::open(path, e))?;
+            }
+            db::migrate(&mut conn, path)?;
+            conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES (?1, ?2)",
+                (crate::meta_keys::CREATED_MS, now_ms().to_string()),
+            )
+            .map_err(|e| JournalError::open(path, e))?;
+            sync_parent_dir(path)?;
+            Ok((lock, conn))
+        };
+        match setup() {
+            Ok((lock, conn)) => Journal::start(path, conn, lock),
+            Err(e) => {
+                // A half-made file would make the retry (after freeing space, say) fail
+                // with `Exists`; nothing was recorded in it yet.
+                if !matches!(e, JournalError::Locked { .. }) {
+                    for suffix in ["", "-wal", "-shm"] {
+                        let mut p = path.as_os_str().to_owned();
+                        p.push(suffix);
+                        let _ = std::fs::remove_file(&p);
+                    }
+                }
+                Err(e)
+            }
         }
-        db::migrate(&mut conn, path)?;
-        conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES (?1, ?2)",
-            (crate::meta_keys::CREATED_MS, now_ms().to_string()),
-        )
-        .map_err(|e| JournalError::open(path, e))?;
-        sync_parent_dir(path)?;
-        Journal::start(path, conn, lock)
     }
 
     /// Opens an existing journal to resume its run.
@@ -488,5 +505,16 @@ mod tests {
         reader.check_integrity().expect("integrity");
         let steps = reader.steps().expect("steps");
         assert_eq!(steps.len(), acknowledged as usize + 1);
+    }
+
+    #[test]
+    fn a_create_that_fails_leaves_no_file_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("run.journal");
+        // Too small for the schema: the disk is "full" before the journal exists.
+        let err = Journal::create_with(&path, Some(2)).err().expect("cap hit");
+        assert!(matches!(err, JournalError::DiskFull { .. }), "{err:?}");
+        assert!(!path.exists());
+        Journal::create(&path).expect("retry").close().expect("close");
     }
 }
