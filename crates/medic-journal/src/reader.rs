@@ -69,7 +69,9 @@ impl JournalReader {
     pub fn steps(&self) -> Result<Vec<StepRow>, JournalError> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT step, state, attempt, updated_ms, detail FROM steps")
+            .prepare_cached(
+                "SELECT step, state, attempt, updated_ms, detail FROM steps ORDER BY step",
+            )
             .map_err(|e| self.err(e))?;
         let mut rows = st.query([]).map_err(|e| self.err(e))?;
         let mut out = Vec::new();

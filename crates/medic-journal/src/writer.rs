@@ -25,7 +25,7 @@ use crate::reader::JournalReader;
 
 /// Upper bound on records per transaction, so a producer that outruns the disk still gets
 /// its durable acknowledgements at a bounded interval and the WAL stays bounded.
-const MAX_BATCH: usize = 262_144;
+const MAX_BATCH: usize = 65_536;
 
 type Ack = oneshot::Sender<Result<(), Failure>>;
 
@@ -41,6 +41,9 @@ enum Msg {
 /// Handle to a run's journal writer. Cheap to clone; every clone feeds the same writer
 /// thread, so records keep the order in which they were appended across clones.
 ///
+/// The queue is unbounded: `append` never blocks the executor, and the writer commits far
+/// faster than steps finish (see `examples/journal_bench.rs`).
+///
 /// Dropping the last clone flushes and joins the writer (and blocks while doing so); call
 /// [`Journal::close`] to learn whether that final flush failed.
 #[derive(Clone)]
@@ -49,7 +52,8 @@ pub struct Journal {
 }
 
 struct Inner {
-    path: PathBuf,
+    // Shared with every pending durable future, which names it in its error.
+    path: Arc<Path>,
     // `None` once closed: dropping the only sender is what tells the writer to drain and stop.
     tx: Mutex<Option<Sender<Msg>>>,
     // Set once, by the writer, before it answers anyone with the failure.
@@ -66,7 +70,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Journal {
     /// Creates a new journal file (mode 0600) and starts its writer. Refuses to overwrite an
-    /// existing file.
+    /// existing file. A `<path>.lock` file next to it marks the run's single writer and is
+    /// left in place (removing lock files races with other processes).
     pub fn create(path: &Path) -> Result<Journal, JournalError> {
         Journal::create_with(path, None)
     }
@@ -129,7 +134,8 @@ impl Journal {
         }
     }
 
-    /// Opens an existing journal to resume its run.
+    /// Opens an existing journal to resume its run; fails with [`JournalError::Locked`]
+    /// while another process writes it.
     pub fn open_existing(path: &Path) -> Result<Journal, JournalError> {
         std::fs::metadata(path).map_err(|source| JournalError::Io {
             path: path.to_owned(),
@@ -168,7 +174,7 @@ impl Journal {
             })?;
         Ok(Journal {
             inner: Arc::new(Inner {
-                path: path.to_owned(),
+                path: Arc::from(path),
                 tx: Mutex::new(Some(tx)),
                 failure,
                 thread: Mutex::new(Some(thread)),
@@ -223,7 +229,8 @@ impl Journal {
     }
 
     /// Commits everything queued, stops the writer and reports any failure it had. Closes
-    /// the journal for every clone of this handle.
+    /// the journal for every clone of this handle. Blocks until the writer has exited; from
+    /// async code call it once the run is over or from `spawn_blocking`.
     pub fn close(self) -> Result<(), JournalError> {
         self.inner.shutdown();
         match self.inner.failure.get() {
@@ -248,17 +255,21 @@ impl Journal {
         sent: Result<(), JournalError>,
         done: oneshot::Receiver<Result<(), Failure>>,
     ) -> impl Future<Output = Result<(), JournalError>> + Send + 'static {
-        let path = self.inner.path.clone();
+        let path = Arc::clone(&self.inner.path);
         let failure = Arc::clone(&self.inner.failure);
         async move {
             sent?;
             match done.await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(f)) => Err(f.to_error(&path)),
-                // The writer dropped the ack without answering: it stopped.
+                // The writer answers every ack it drains, so an unanswered one means it
+                // died (a panic unwinding before the failure was recorded).
                 Err(_) => Err(match failure.get() {
                     Some(f) => f.to_error(&path),
-                    None => JournalError::Closed { path },
+                    None => JournalError::Writer {
+                        path: path.to_path_buf(),
+                        message: "writer thread stopped".to_owned(),
+                    },
                 }),
             }
         }
@@ -268,7 +279,7 @@ impl Journal {
 impl Inner {
     fn closed(&self) -> JournalError {
         JournalError::Closed {
-            path: self.path.clone(),
+            path: self.path.to_path_buf(),
         }
     }
 
@@ -276,7 +287,7 @@ impl Inner {
         match self.failure.get() {
             Some(f) => f.to_error(&self.path),
             None => JournalError::Writer {
-                path: self.path.clone(),
+                path: self.path.to_path_buf(),
                 message: "writer thread stopped".to_owned(),
             },
         }
@@ -515,6 +526,9 @@ mod tests {
         let err = Journal::create_with(&path, Some(2)).err().expect("cap hit");
         assert!(matches!(err, JournalError::DiskFull { .. }), "{err:?}");
         assert!(!path.exists());
-        Journal::create(&path).expect("retry").close().expect("close");
+        Journal::create(&path)
+            .expect("retry")
+            .close()
+            .expect("close");
     }
 }
