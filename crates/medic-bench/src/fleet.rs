@@ -33,13 +33,28 @@ pub(crate) fn inventory_yaml(hosts: usize, seed: u64) -> String {
         let _ = writeln!(o, "  - {{ name: rg{g:04} }}");
     }
     o.push_str("hosts:\n");
-    let builds = ["20.0.0-3445", "20.0.0-5995", "12.0.0-1234", "20.0.0-877", "20.0.1-690", "20.0.1-700"];
+    let builds = [
+        "20.0.0-3445",
+        "20.0.0-5995",
+        "12.0.0-1234",
+        "20.0.0-877",
+        "20.0.1-690",
+        "20.0.1-700",
+    ];
     for i in 0..hosts {
         let relay = i < relays;
         let group = if relay { i / 10 } else { i % groups };
         let windows = r.below(10) < 3;
-        let b = builds[if r.below(10) < 8 { r.below(4) } else { 4 + r.below(2) } as usize];
-        let (kind, n) = if relay { ("relay", i) } else { ("agent", i - relays) };
+        let b = builds[if r.below(10) < 8 {
+            r.below(4)
+        } else {
+            4 + r.below(2)
+        } as usize];
+        let (kind, n) = if relay {
+            ("relay", i)
+        } else {
+            ("agent", i - relays)
+        };
         let addr = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
         let canary = !relay && n % 100 == 7;
         let _ = writeln!(

@@ -50,11 +50,14 @@ fn main() -> ExitCode {
 }
 
 fn bench_plan(n: usize) -> Result<(), String> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../playbooks/ds-activeupdate-cert-2023.yaml");
-    let pb_text = std::fs::read_to_string(&root).map_err(|e| format!("cannot read {}: {e}", root.display()))?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../playbooks/ds-activeupdate-cert-2023.yaml");
+    let pb_text = std::fs::read_to_string(&root)
+        .map_err(|e| format!("cannot read {}: {e}", root.display()))?;
     let inv_text = fleet::inventory_yaml(n, 1);
     let t0 = Instant::now();
-    let inv = medic_config::load_inventory("generated.yaml", &inv_text).map_err(|p| p.to_string())?;
+    let inv =
+        medic_config::load_inventory("generated.yaml", &inv_text).map_err(|p| p.to_string())?;
     let t1 = Instant::now();
     let pb = medic_config::load_playbook("ds.yaml", &pb_text, &[]).map_err(|p| p.to_string())?;
     let plan = medic_plan::build_plan(&inv, &pb, &pb_text, None).map_err(|e| e.to_string())?;
@@ -67,8 +70,15 @@ fn bench_plan(n: usize) -> Result<(), String> {
     println!("skipped               {}", plan.skipped().len());
     println!("load inventory        {:.3} s", (t1 - t0).as_secs_f64());
     println!("load playbook + plan  {:.3} s", (t2 - t1).as_secs_f64());
-    println!("load + plan (target <= 1 s)  {:.3} s", (t2 - t0).as_secs_f64());
-    println!("render json           {:.3} s ({} MiB)", (t3 - t2).as_secs_f64(), json.len() / (1 << 20));
+    println!(
+        "load + plan (target <= 1 s)  {:.3} s",
+        (t2 - t0).as_secs_f64()
+    );
+    println!(
+        "render json           {:.3} s ({} MiB)",
+        (t3 - t2).as_secs_f64(),
+        json.len() / (1 << 20)
+    );
     println!("estimated makespan    {} s", plan.estimate().makespan_s);
     if let Some(m) = peak_rss_mib() {
         println!("peak RSS (target <= 500 MiB, generated text included)  {m:.0} MiB");

@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// then runs it in stages: resumable after any crash, never claiming a success it did not
 /// verify.
 #[derive(Parser, Debug)]
-#[command(name = "medic", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "medic",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) cmd: Cmd,

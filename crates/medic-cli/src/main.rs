@@ -46,8 +46,13 @@ fn read(path: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(|e| {
         let file = SourceFile::new(path.display().to_string(), "");
         Failure::BadInput(Problems(vec![
-            Problem::new(&file, None, "medic::io::read", format!("cannot read {}: {e}", path.display()))
-                .help("check the path and its permissions"),
+            Problem::new(
+                &file,
+                None,
+                "medic::io::read",
+                format!("cannot read {}: {e}", path.display()),
+            )
+            .help("check the path and its permissions"),
         ]))
     })
 }
@@ -87,10 +92,20 @@ fn validate(a: &InputArgs) -> Result<u8, Failure> {
     Ok(exit_codes::OK)
 }
 
-pub(crate) fn make_plan(inv: &Inventory, pb: &Playbook, text: &str, window: Option<Window>) -> Result<Plan, Failure> {
+pub(crate) fn make_plan(
+    inv: &Inventory,
+    pb: &Playbook,
+    text: &str,
+    window: Option<Window>,
+) -> Result<Plan, Failure> {
     build_plan(inv, pb, text, window).map_err(|e| {
         let file = SourceFile::new("plan", "");
-        Failure::BadInput(Problems(vec![Problem::new(&file, None, "medic::plan::cycle", e.to_string())]))
+        Failure::BadInput(Problems(vec![Problem::new(
+            &file,
+            None,
+            "medic::plan::cycle",
+            e.to_string(),
+        )]))
     })
 }
 
@@ -125,14 +140,17 @@ fn plan(a: &PlanArgs) -> Result<u8, Failure> {
 pub(crate) fn write_out(path: Option<&Path>, text: &str) -> Result<(), Failure> {
     use std::io::Write as _;
     match path {
-        Some(p) => std::fs::write(p, text).map_err(|e| Failure::Internal(format!("cannot write {}: {e}", p.display()))),
+        Some(p) => std::fs::write(p, text)
+            .map_err(|e| Failure::Internal(format!("cannot write {}: {e}", p.display()))),
         None => {
             let mut out = std::io::stdout().lock();
             match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
                 Ok(()) => Ok(()),
                 // A closed pipe (`medic plan | head`) is the reader's choice, not an error.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-                Err(e) => Err(Failure::Internal(format!("cannot write to standard output: {e}"))),
+                Err(e) => Err(Failure::Internal(format!(
+                    "cannot write to standard output: {e}"
+                ))),
             }
         }
     }

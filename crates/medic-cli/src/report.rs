@@ -8,8 +8,13 @@ use medic_config::Problems;
 use miette::{GraphicalReportHandler, GraphicalTheme};
 
 pub(crate) fn problems(p: &Problems) {
-    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal();
-    let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::stderr().is_terminal();
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
     let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(1);
     let mut out = String::new();
     for prob in &p.0 {
@@ -21,6 +26,9 @@ pub(crate) fn problems(p: &Problems) {
         out.push('\n');
     }
     let n = p.len();
-    out.push_str(&format!("{n} problem{} found; nothing was planned or run\n", if n == 1 { "" } else { "s" }));
+    out.push_str(&format!(
+        "{n} problem{} found; nothing was planned or run\n",
+        if n == 1 { "" } else { "s" }
+    ));
     eprint!("{out}");
 }

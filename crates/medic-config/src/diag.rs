@@ -19,7 +19,10 @@ pub struct SourceFile {
 
 impl SourceFile {
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
-        SourceFile { name: Arc::from(name.into()), text: Arc::new(text.into()) }
+        SourceFile {
+            name: Arc::from(name.into()),
+            text: Arc::new(text.into()),
+        }
     }
 }
 
@@ -34,8 +37,19 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(file: &SourceFile, loc: Option<Loc>, code: &'static str, message: impl Into<String>) -> Self {
-        Problem { file: file.clone(), loc, message: message.into(), help: None, code }
+    pub fn new(
+        file: &SourceFile,
+        loc: Option<Loc>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Problem {
+            file: file.clone(),
+            loc,
+            message: message.into(),
+            help: None,
+            code,
+        }
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Self {
@@ -66,7 +80,9 @@ impl Diagnostic for Problem {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
@@ -78,8 +94,15 @@ impl Diagnostic for Problem {
         if l.line == 0 {
             return None;
         }
-        let len = l.len.max(1).min(self.file.text.len().saturating_sub(l.offset).max(1));
-        Some(Box::new(std::iter::once(LabeledSpan::new(Some("here".to_owned()), l.offset, len))))
+        let len = l
+            .len
+            .max(1)
+            .min(self.file.text.len().saturating_sub(l.offset).max(1));
+        Some(Box::new(std::iter::once(LabeledSpan::new(
+            Some("here".to_owned()),
+            l.offset,
+            len,
+        ))))
     }
 }
 

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use medic_model::{AgentBuild, Host, Inventory, Manager, ManagerBuild, Platform, RelayGroup, Settings};
+use medic_model::{
+    AgentBuild, Host, Inventory, Manager, ManagerBuild, Platform, RelayGroup, Settings,
+};
 use serde::Deserialize;
 
 use crate::diag::{Problem, Problems, SourceFile};
@@ -64,7 +66,10 @@ pub fn load_inventory(name: &str, text: &str) -> Result<Inventory, Problems> {
             return Err(problems);
         }
     };
-    let mut ctx = Ctx { file: &file, problems: &mut problems };
+    let mut ctx = Ctx {
+        file: &file,
+        problems: &mut problems,
+    };
     let inv = ctx.inventory(&root);
     match inv {
         Some(inv) if problems.is_empty() => Ok(inv),
@@ -78,8 +83,15 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    pub(crate) fn err(&mut self, loc: Loc, code: &'static str, msg: impl Into<String>, help: impl Into<String>) {
-        self.problems.push(Problem::new(self.file, Some(loc), code, msg).help(help));
+    pub(crate) fn err(
+        &mut self,
+        loc: Loc,
+        code: &'static str,
+        msg: impl Into<String>,
+        help: impl Into<String>,
+    ) {
+        self.problems
+            .push(Problem::new(self.file, Some(loc), code, msg).help(help));
     }
 
     pub(crate) fn node_err(&mut self, e: yaml::NodeError, what: &str) {
@@ -90,17 +102,26 @@ impl Ctx<'_> {
         } else {
             format!("give the value the type the {what} format asks for")
         };
-        self.problems.push(Problem::new(self.file, Some(e.loc), "medic::yaml::shape", e.message).help(help));
+        self.problems
+            .push(Problem::new(self.file, Some(e.loc), "medic::yaml::shape", e.message).help(help));
     }
 
     /// Checks that `node` is a map whose keys are all in `allowed`; returns its entries.
-    pub(crate) fn top_map<'n>(&mut self, node: &'n Node, allowed: &[&str], what: &str) -> Option<&'n [(Node, Node)]> {
+    pub(crate) fn top_map<'n>(
+        &mut self,
+        node: &'n Node,
+        allowed: &[&str],
+        what: &str,
+    ) -> Option<&'n [(Node, Node)]> {
         let NodeKind::Map(entries) = &node.kind else {
             self.err(
                 node.loc,
                 "medic::yaml::shape",
                 format!("the {what} must be a map, found {}", node.kind_name()),
-                format!("start the file with the {what} keys: {}", allowed.join(", ")),
+                format!(
+                    "start the file with the {what} keys: {}",
+                    allowed.join(", ")
+                ),
             );
             return None;
         };
@@ -110,7 +131,14 @@ impl Ctx<'_> {
                 self.err(
                     k.loc,
                     "medic::yaml::shape",
-                    format!("unknown key `{key}`: expected one of {}", allowed.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")),
+                    format!(
+                        "unknown key `{key}`: expected one of {}",
+                        allowed
+                            .iter()
+                            .map(|a| format!("`{a}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                     format!("remove or rename the key; see the {what} format"),
                 );
             }
@@ -119,7 +147,12 @@ impl Ctx<'_> {
     }
 
     /// Deserializes every item of a list on its own, so one bad item does not hide others.
-    pub(crate) fn items<T: serde::de::DeserializeOwned>(&mut self, node: Option<&Node>, key: &str, what: &str) -> Vec<(T, Loc)> {
+    pub(crate) fn items<T: serde::de::DeserializeOwned>(
+        &mut self,
+        node: Option<&Node>,
+        key: &str,
+        what: &str,
+    ) -> Vec<(T, Loc)> {
         let Some(node) = node else { return Vec::new() };
         match &node.kind {
             NodeKind::Null => Vec::new(),
@@ -145,7 +178,11 @@ impl Ctx<'_> {
         }
     }
 
-    pub(crate) fn one<T: serde::de::DeserializeOwned>(&mut self, node: &Node, what: &str) -> Option<T> {
+    pub(crate) fn one<T: serde::de::DeserializeOwned>(
+        &mut self,
+        node: &Node,
+        what: &str,
+    ) -> Option<T> {
         match from_node::<T>(node) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -162,7 +199,10 @@ impl Ctx<'_> {
         self.err(
             n.loc,
             "medic::inventory::bad_name",
-            format!("{what} name `{}` is not allowed: names use only letters, digits, `.`, `_` and `-`", n.value),
+            format!(
+                "{what} name `{}` is not allowed: names use only letters, digits, `.`, `_` and `-`",
+                n.value
+            ),
             "rename it with [A-Za-z0-9._-]+ (names end up in file names and remote commands)",
         );
         false
@@ -173,7 +213,10 @@ impl Ctx<'_> {
             self.err(
                 a.loc,
                 "medic::inventory::bad_address",
-                format!("`{owner}`: address `{}` is neither an IP address nor a DNS name", a.value),
+                format!(
+                    "`{owner}`: address `{}` is neither an IP address nor a DNS name",
+                    a.value
+                ),
                 "write an IPv4/IPv6 address or a host name (letters, digits, `-` and `.` only)",
             );
         }
@@ -181,22 +224,38 @@ impl Ctx<'_> {
 
     fn inventory(&mut self, root: &Node) -> Option<Inventory> {
         let entries = self.top_map(root, TOP_KEYS, "inventory")?;
-        let get = |k: &str| entries.iter().find(|(kk, _)| kk.scalar_text().as_deref() == Some(k)).map(|(_, v)| v);
+        let get = |k: &str| {
+            entries
+                .iter()
+                .find(|(kk, _)| kk.scalar_text().as_deref() == Some(k))
+                .map(|(_, v)| v)
+        };
 
         let manager = match get("manager") {
             Some(n) => self.one::<RawManager>(n, "inventory"),
             None => {
-                self.err(root.loc, "medic::inventory::no_manager", "missing key `manager`", "add `manager: { name: dsm01, address: 10.0.0.5, version: \"20.0.463\" }`");
+                self.err(
+                    root.loc,
+                    "medic::inventory::no_manager",
+                    "missing key `manager`",
+                    "add `manager: { name: dsm01, address: 10.0.0.5, version: \"20.0.463\" }`",
+                );
                 None
             }
         };
         let settings = get("settings")
             .filter(|n| n.kind != NodeKind::Null)
             .and_then(|n| self.one::<RawSettings>(n, "inventory"));
-        let groups: Vec<(RawRelayGroup, Loc)> = self.items(get("relay_groups"), "relay_groups", "inventory");
+        let groups: Vec<(RawRelayGroup, Loc)> =
+            self.items(get("relay_groups"), "relay_groups", "inventory");
         let hosts: Vec<(RawHost, Loc)> = self.items(get("hosts"), "hosts", "inventory");
         if get("hosts").is_none() {
-            self.err(root.loc, "medic::inventory::no_hosts", "missing key `hosts`", "add `hosts:` with one item per computer");
+            self.err(
+                root.loc,
+                "medic::inventory::no_hosts",
+                "missing key `hosts`",
+                "add `hosts:` with one item per computer",
+            );
         }
 
         let mut names: HashMap<String, Loc> = HashMap::with_capacity(hosts.len() + 1);
@@ -225,7 +284,12 @@ impl Ctx<'_> {
         for (i, (g, _)) in groups.iter().enumerate() {
             if self.name(&g.name, "relay group") {
                 if group_index.contains_key(&g.name.value) {
-                    self.err(g.name.loc, "medic::inventory::duplicate_group", format!("duplicate relay group `{}`", g.name.value), "give each relay group a unique name");
+                    self.err(
+                        g.name.loc,
+                        "medic::inventory::duplicate_group",
+                        format!("duplicate relay group `{}`", g.name.value),
+                        "give each relay group a unique name",
+                    );
                 } else {
                     group_index.insert(g.name.value.clone(), i);
                 }
@@ -246,7 +310,10 @@ impl Ctx<'_> {
                     self.err(
                         h.name.loc,
                         "medic::inventory::duplicate_host",
-                        format!("duplicate host name `{}` (first defined on line {first_line})", h.name.value),
+                        format!(
+                            "duplicate host name `{}` (first defined on line {first_line})",
+                            h.name.value
+                        ),
                         "give every host, and the Manager, a unique name",
                     );
                 } else {
@@ -259,7 +326,12 @@ impl Ctx<'_> {
                 Some(p) => match u16::try_from(p.value) {
                     Ok(v) if v > 0 => Some(v),
                     _ => {
-                        self.err(p.loc, "medic::inventory::bad_port", format!("host `{}`: port {} is out of range", h.name.value, p.value), "use a TCP port between 1 and 65535");
+                        self.err(
+                            p.loc,
+                            "medic::inventory::bad_port",
+                            format!("host `{}`: port {} is out of range", h.name.value, p.value),
+                            "use a TCP port between 1 and 65535",
+                        );
                         None
                     }
                 },
@@ -267,11 +339,27 @@ impl Ctx<'_> {
             if let Some(u) = &h.user
                 && !is_user(u)
             {
-                self.err(u.loc, "medic::inventory::bad_user", format!("host `{}`: user `{}` is not a login name", h.name.value, u.value), "use letters, digits, `.`, `_` and `-` only");
+                self.err(
+                    u.loc,
+                    "medic::inventory::bad_user",
+                    format!(
+                        "host `{}`: user `{}` is not a login name",
+                        h.name.value, u.value
+                    ),
+                    "use letters, digits, `.`, `_` and `-` only",
+                );
             }
             let platform = Platform::parse(&h.platform);
             if platform.is_none() {
-                self.err(h.platform.loc, "medic::inventory::bad_platform", format!("host `{}`: unknown platform `{}`", h.name.value, h.platform.value), "use `linux` or `windows`");
+                self.err(
+                    h.platform.loc,
+                    "medic::inventory::bad_platform",
+                    format!(
+                        "host `{}`: unknown platform `{}`",
+                        h.name.value, h.platform.value
+                    ),
+                    "use `linux` or `windows`",
+                );
             }
             let build = match h.agent_version.parse::<AgentBuild>() {
                 Ok(b) => Some(b),
@@ -291,8 +379,14 @@ impl Ctx<'_> {
                 self.err(
                     rg.loc,
                     "medic::inventory::unknown_relay_group",
-                    format!("host `{}`: unknown relay group `{}`", h.name.value, rg.value),
-                    format!("declare it under `relay_groups:` or use one of: {}", known_groups()),
+                    format!(
+                        "host `{}`: unknown relay group `{}`",
+                        h.name.value, rg.value
+                    ),
+                    format!(
+                        "declare it under `relay_groups:` or use one of: {}",
+                        known_groups()
+                    ),
                 );
             }
             for g in h.groups.iter().flatten() {
@@ -316,7 +410,10 @@ impl Ctx<'_> {
             }
         }
 
-        let by_name: HashMap<&str, &RawHost> = hosts.iter().map(|(h, _)| (h.name.value.as_str(), h)).collect();
+        let by_name: HashMap<&str, &RawHost> = hosts
+            .iter()
+            .map(|(h, _)| (h.name.value.as_str(), h))
+            .collect();
         let mut out_groups = Vec::with_capacity(groups.len());
         for (g, gloc) in &groups {
             let offline = g.offline.unwrap_or(false);

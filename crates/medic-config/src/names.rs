@@ -4,7 +4,10 @@ use std::net::IpAddr;
 
 /// `[A-Za-z0-9._-]+`, the alphabet of host, group, phase and parameter names.
 pub fn is_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// An IP address or a DNS name (RFC 1123 labels). Anything else, in particular anything with
@@ -18,7 +21,9 @@ pub fn is_address(s: &str) -> bool {
         return false;
     }
     // An all-numeric dotted string that is not an IP (e.g. 10.0.0.300) is a typo, not a name.
-    if s.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit())) {
+    if s.split('.')
+        .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+    {
         return false;
     }
     s.split('.').all(|label| {
@@ -26,7 +31,9 @@ pub fn is_address(s: &str) -> bool {
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     })
 }
 
@@ -41,10 +48,28 @@ mod tests {
 
     #[test]
     fn addresses() {
-        for ok in ["10.0.0.5", "::1", "fe80::1", "relay-tky-1.example.com", "host", "a.b.c."] {
+        for ok in [
+            "10.0.0.5",
+            "::1",
+            "fe80::1",
+            "relay-tky-1.example.com",
+            "host",
+            "a.b.c.",
+        ] {
             assert!(is_address(ok), "{ok}");
         }
-        for bad in ["10.0.0.300", "a;b", "$(id)", "a b", "-x.com", "x-.com", "", "a..b", "`x`", "a|b"] {
+        for bad in [
+            "10.0.0.300",
+            "a;b",
+            "$(id)",
+            "a b",
+            "-x.com",
+            "x-.com",
+            "",
+            "a..b",
+            "`x`",
+            "a|b",
+        ] {
             assert!(!is_address(bad), "{bad}");
         }
     }

@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use medic_model::{
-    ActionSpec, After, AfterOn, Budget, Check, CmpOp, Cond, FactType, Guard, Join, Operand, ParamSpec,
-    ParamType, Params, Path, PathRoot, Phase, Platform, Playbook, Retry, Role, Rollout, Scalar, Selector,
-    SkipRule, Template, TemplatePart, Value, WaveSpec, parse_duration,
+    ActionSpec, After, AfterOn, Budget, Check, CmpOp, Cond, FactType, Guard, Join, Operand,
+    ParamSpec, ParamType, Params, Path, PathRoot, Phase, Platform, Playbook, Retry, Role, Rollout,
+    Scalar, Selector, SkipRule, Template, TemplatePart, Value, WaveSpec, parse_duration,
 };
 use serde::Deserialize;
 
@@ -17,8 +17,16 @@ use crate::yaml::{self, At, Loc, Node, NodeKind, Raw};
 
 pub const PLAYBOOK_FORMAT: &str = "medic.playbook/v1";
 
-const TOP_KEYS: &[&str] =
-    &["format", "name", "description", "params", "defaults", "max_parallel", "endpoints", "phases"];
+const TOP_KEYS: &[&str] = &[
+    "format",
+    "name",
+    "description",
+    "params",
+    "defaults",
+    "max_parallel",
+    "endpoints",
+    "phases",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -221,7 +229,10 @@ pub fn host_fact_type(field: &str) -> Option<FactType> {
     if let Some(rest) = field.strip_prefix("vars.") {
         return is_name(rest).then_some(FactType::Str);
     }
-    HOST_FACTS.iter().find(|(n, _)| *n == field).map(|(_, t)| *t)
+    HOST_FACTS
+        .iter()
+        .find(|(n, _)| *n == field)
+        .map(|(_, t)| *t)
 }
 
 /// Loads a playbook from its text, with the operator's `--set` values applied.
@@ -239,8 +250,16 @@ pub fn load_playbook(name: &str, text: &str, sets: &[String]) -> Result<Playbook
         }
     };
     let pb = {
-        let mut ctx = Ctx { file: &file, problems: &mut problems };
-        PbCtx { c: &mut ctx, params: Params::default(), phase_names: HashMap::new() }.playbook(&root, sets)
+        let mut ctx = Ctx {
+            file: &file,
+            problems: &mut problems,
+        };
+        PbCtx {
+            c: &mut ctx,
+            params: Params::default(),
+            phase_names: HashMap::new(),
+        }
+        .playbook(&root, sets)
     };
     match pb {
         Some(pb) if problems.is_empty() => Ok(pb),
@@ -255,7 +274,13 @@ struct PbCtx<'a, 'b> {
 }
 
 impl PbCtx<'_, '_> {
-    fn err(&mut self, loc: Loc, code: &'static str, msg: impl Into<String>, help: impl Into<String>) {
+    fn err(
+        &mut self,
+        loc: Loc,
+        code: &'static str,
+        msg: impl Into<String>,
+        help: impl Into<String>,
+    ) {
         self.c.err(loc, code, msg, help);
     }
 
@@ -263,7 +288,12 @@ impl PbCtx<'_, '_> {
         match parse_duration(d) {
             Ok(v) => Some(v),
             Err(e) => {
-                self.err(d.loc, "medic::playbook::bad_duration", format!("{what}: {e}"), "write a duration such as 90s, 10m or 1h30m");
+                self.err(
+                    d.loc,
+                    "medic::playbook::bad_duration",
+                    format!("{what}: {e}"),
+                    "write a duration such as 90s, 10m or 1h30m",
+                );
                 None
             }
         }
@@ -271,38 +301,69 @@ impl PbCtx<'_, '_> {
 
     fn playbook(&mut self, root: &Node, sets: &[String]) -> Option<Playbook> {
         let entries = self.c.top_map(root, TOP_KEYS, "playbook")?;
-        let get = |k: &str| entries.iter().find(|(kk, _)| kk.scalar_text().as_deref() == Some(k)).map(|(_, v)| v);
+        let get = |k: &str| {
+            entries
+                .iter()
+                .find(|(kk, _)| kk.scalar_text().as_deref() == Some(k))
+                .map(|(_, v)| v)
+        };
 
         if let Some(f) = get("format") {
             let t = f.scalar_text().unwrap_or_default();
             if t != PLAYBOOK_FORMAT {
-                self.err(f.loc, "medic::playbook::format", format!("unsupported playbook format `{t}`"), format!("this medic reads `format: {PLAYBOOK_FORMAT}`"));
+                self.err(
+                    f.loc,
+                    "medic::playbook::format",
+                    format!("unsupported playbook format `{t}`"),
+                    format!("this medic reads `format: {PLAYBOOK_FORMAT}`"),
+                );
             }
         }
         let name = match get("name") {
             Some(n) => self.c.one::<At<String>>(n, "playbook"),
             None => {
-                self.err(root.loc, "medic::playbook::no_name", "missing key `name`", "add `name: my-remediation`");
+                self.err(
+                    root.loc,
+                    "medic::playbook::no_name",
+                    "missing key `name`",
+                    "add `name: my-remediation`",
+                );
                 None
             }
         };
         if let Some(n) = &name
             && !is_name(n)
         {
-            self.err(n.loc, "medic::playbook::bad_name", format!("playbook name `{}` is not allowed", n.value), "use letters, digits, `.`, `_` and `-`");
+            self.err(
+                n.loc,
+                "medic::playbook::bad_name",
+                format!("playbook name `{}` is not allowed", n.value),
+                "use letters, digits, `.`, `_` and `-`",
+            );
         }
         let description = get("description").and_then(|n| self.c.one::<String>(n, "playbook"));
-        let defaults: RawDefaults = get("defaults").and_then(|n| self.c.one(n, "playbook")).unwrap_or_default();
-        let max_parallel = get("max_parallel").and_then(|n| self.c.one::<u32>(n, "playbook")).unwrap_or(50).max(1);
-        let endpoint_limits: BTreeMap<String, u32> =
-            get("endpoints").and_then(|n| self.c.one(n, "playbook")).unwrap_or_default();
+        let defaults: RawDefaults = get("defaults")
+            .and_then(|n| self.c.one(n, "playbook"))
+            .unwrap_or_default();
+        let max_parallel = get("max_parallel")
+            .and_then(|n| self.c.one::<u32>(n, "playbook"))
+            .unwrap_or(50)
+            .max(1);
+        let endpoint_limits: BTreeMap<String, u32> = get("endpoints")
+            .and_then(|n| self.c.one(n, "playbook"))
+            .unwrap_or_default();
 
         self.params(get("params"), sets);
 
         let raw_phases: Vec<(RawPhase, Loc)> = match get("phases") {
             Some(n) => self.c.items(Some(n), "phases", "playbook"),
             None => {
-                self.err(root.loc, "medic::playbook::no_phases", "missing key `phases`", "add `phases:` with at least one phase");
+                self.err(
+                    root.loc,
+                    "medic::playbook::no_phases",
+                    "missing key `phases`",
+                    "add `phases:` with at least one phase",
+                );
                 Vec::new()
             }
         };
@@ -315,26 +376,59 @@ impl PbCtx<'_, '_> {
         for n in name_nodes {
             let name = n.scalar_text().unwrap_or_default();
             if !is_name(&name) {
-                self.err(n.loc, "medic::playbook::bad_name", format!("phase name `{name}` is not allowed"), "use letters, digits, `.`, `_` and `-`");
+                self.err(
+                    n.loc,
+                    "medic::playbook::bad_name",
+                    format!("phase name `{name}` is not allowed"),
+                    "use letters, digits, `.`, `_` and `-`",
+                );
             } else if let Some(first) = self.phase_names.get(&name) {
                 let line = first.line;
-                self.err(n.loc, "medic::playbook::duplicate_phase", format!("duplicate phase `{name}` (first defined on line {line})"), "give every phase a unique name");
+                self.err(
+                    n.loc,
+                    "medic::playbook::duplicate_phase",
+                    format!("duplicate phase `{name}` (first defined on line {line})"),
+                    "give every phase a unique name",
+                );
             } else {
                 self.phase_names.insert(name, n.loc);
             }
         }
 
-        let dflt_driver = defaults.driver.as_ref().map(|d| d.value.clone()).unwrap_or_else(|| "ssh".to_owned());
-        let dflt_timeout = defaults.timeout.as_ref().and_then(|d| self.duration(d, "default timeout")).unwrap_or(1800);
-        let dflt_estimate = defaults.estimate.as_ref().and_then(|d| self.duration(d, "default estimate")).unwrap_or(60);
+        let dflt_driver = defaults
+            .driver
+            .as_ref()
+            .map(|d| d.value.clone())
+            .unwrap_or_else(|| "ssh".to_owned());
+        let dflt_timeout = defaults
+            .timeout
+            .as_ref()
+            .and_then(|d| self.duration(d, "default timeout"))
+            .unwrap_or(1800);
+        let dflt_estimate = defaults
+            .estimate
+            .as_ref()
+            .and_then(|d| self.duration(d, "default estimate"))
+            .unwrap_or(60);
         let dflt_retry = match &defaults.retries {
             Some(r) => self.retry(r),
-            None => Retry { max: 0, backoff_s: 30 },
+            None => Retry {
+                max: 0,
+                backoff_s: 30,
+            },
         };
 
         let mut phases = Vec::with_capacity(raw_phases.len());
         for (rp, loc) in &raw_phases {
-            if let Some(p) = self.phase(rp, *loc, &dflt_driver, dflt_timeout, dflt_estimate, dflt_retry, &endpoint_limits) {
+            if let Some(p) = self.phase(
+                rp,
+                *loc,
+                &dflt_driver,
+                dflt_timeout,
+                dflt_estimate,
+                dflt_retry,
+                &endpoint_limits,
+            ) {
                 phases.push(p);
             }
         }
@@ -351,8 +445,15 @@ impl PbCtx<'_, '_> {
     }
 
     fn retry(&mut self, r: &RawRetry) -> Retry {
-        let backoff_s = r.backoff.as_ref().and_then(|b| self.duration(b, "retry backoff")).unwrap_or(30);
-        Retry { max: r.max, backoff_s }
+        let backoff_s = r
+            .backoff
+            .as_ref()
+            .and_then(|b| self.duration(b, "retry backoff"))
+            .unwrap_or(30);
+        Retry {
+            max: r.max,
+            backoff_s,
+        }
     }
 
     // --- parameters -------------------------------------------------------------------
@@ -364,7 +465,10 @@ impl PbCtx<'_, '_> {
                 NodeKind::Null => {}
                 NodeKind::Map(entries) => {
                     for (k, v) in entries {
-                        let key = At { value: k.scalar_text().unwrap_or_default(), loc: k.loc };
+                        let key = At {
+                            value: k.scalar_text().unwrap_or_default(),
+                            loc: k.loc,
+                        };
                         if !is_name(&key) || key.contains('.') {
                             self.err(k.loc, "medic::playbook::bad_name", format!("parameter name `{}` is not allowed", key.value), "use letters, digits, `_` and `-` (no dots: per-platform values are written NAME.linux)");
                             continue;
@@ -374,7 +478,12 @@ impl PbCtx<'_, '_> {
                         }
                     }
                 }
-                _ => self.err(node.loc, "medic::yaml::shape", format!("`params` must be a map, found {}", node.kind_name()), "write `params:` followed by `name: { type: ..., default: ... }` entries"),
+                _ => self.err(
+                    node.loc,
+                    "medic::yaml::shape",
+                    format!("`params` must be a map, found {}", node.kind_name()),
+                    "write `params:` followed by `name: { type: ..., default: ... }` entries",
+                ),
             }
         }
         let mut specs = Vec::new();
@@ -391,12 +500,22 @@ impl PbCtx<'_, '_> {
                 "enum" => match &p.values {
                     Some(vs) if !vs.is_empty() => Some(ParamType::Enum(vs.clone())),
                     _ => {
-                        self.err(p.ty.loc, "medic::playbook::bad_param", format!("parameter `{}`: an enum needs `values`", key.value), "add `values: [a, b]`");
+                        self.err(
+                            p.ty.loc,
+                            "medic::playbook::bad_param",
+                            format!("parameter `{}`: an enum needs `values`", key.value),
+                            "add `values: [a, b]`",
+                        );
                         None
                     }
                 },
                 other => {
-                    self.err(p.ty.loc, "medic::playbook::bad_param", format!("parameter `{}`: unknown type `{other}`", key.value), "use one of bool, int, string, agent_build, manager_build, duration, enum");
+                    self.err(
+                        p.ty.loc,
+                        "medic::playbook::bad_param",
+                        format!("parameter `{}`: unknown type `{other}`", key.value),
+                        "use one of bool, int, string, agent_build, manager_build, duration, enum",
+                    );
                     None
                 }
             };
@@ -408,16 +527,31 @@ impl PbCtx<'_, '_> {
             if let Some(from) = &p.default_from {
                 pending_from.push((key.value.clone(), from.clone()));
             }
-            specs.push(ParamSpec { name: key.value.clone(), ty, per_platform, doc: p.doc.clone(), example: p.example.unwrap_or(false) });
+            specs.push(ParamSpec {
+                name: key.value.clone(),
+                ty,
+                per_platform,
+                doc: p.doc.clone(),
+                example: p.example.unwrap_or(false),
+            });
         }
-        self.params = Params { specs, values, set_by_operator: Vec::new() };
+        self.params = Params {
+            specs,
+            values,
+            set_by_operator: Vec::new(),
+        };
 
         // Operator values first, then defaults copied from other parameters, so that
         // `--set fixed_build.linux=X` also moves a `target_build` that defaults to it.
         let cmdline = SourceFile::new("--set", sets.join(" "));
         let mut offset = 0usize;
         for s in sets {
-            let loc = Loc { line: 1, col: offset as u32 + 1, offset, len: s.len() };
+            let loc = Loc {
+                line: 1,
+                col: offset as u32 + 1,
+                offset,
+                len: s.len(),
+            };
             offset += s.len() + 1;
             match crate::set::parse_set(s, &self.params) {
                 Ok((k, v)) => {
@@ -425,26 +559,57 @@ impl PbCtx<'_, '_> {
                     self.params.set_by_operator.push(k);
                 }
                 Err((msg, help)) => {
-                    self.c.problems.push(Problem::new(&cmdline, Some(loc), "medic::params::bad_set", msg).help(help));
+                    self.c.problems.push(
+                        Problem::new(&cmdline, Some(loc), "medic::params::bad_set", msg).help(help),
+                    );
                 }
             }
         }
         for (name, from) in pending_from {
-            let (Some(spec), Some(src)) = (self.params.spec(&name).cloned(), self.params.spec(&from).cloned()) else {
-                self.err(from.loc, "medic::playbook::bad_param", format!("parameter `{name}`: `default_from` names unknown parameter `{}`", from.value), "name another parameter of this playbook");
+            let (Some(spec), Some(src)) = (
+                self.params.spec(&name).cloned(),
+                self.params.spec(&from).cloned(),
+            ) else {
+                self.err(
+                    from.loc,
+                    "medic::playbook::bad_param",
+                    format!(
+                        "parameter `{name}`: `default_from` names unknown parameter `{}`",
+                        from.value
+                    ),
+                    "name another parameter of this playbook",
+                );
                 continue;
             };
             if spec.ty != src.ty || spec.per_platform != src.per_platform {
-                self.err(from.loc, "medic::playbook::bad_param", format!("parameter `{name}` cannot default from `{}`: the types differ", from.value), "default from a parameter of the same type");
+                self.err(
+                    from.loc,
+                    "medic::playbook::bad_param",
+                    format!(
+                        "parameter `{name}` cannot default from `{}`: the types differ",
+                        from.value
+                    ),
+                    "default from a parameter of the same type",
+                );
                 continue;
             }
             let keys: Vec<String> = if spec.per_platform {
-                [Platform::Linux, Platform::Windows].iter().map(|p| p.as_str().to_owned()).collect()
+                [Platform::Linux, Platform::Windows]
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect()
             } else {
                 vec![String::new()]
             };
             for suffix in keys {
-                let (k, ks) = if suffix.is_empty() { (name.clone(), from.value.clone()) } else { (format!("{name}.{suffix}"), format!("{}.{suffix}", from.value)) };
+                let (k, ks) = if suffix.is_empty() {
+                    (name.clone(), from.value.clone())
+                } else {
+                    (
+                        format!("{name}.{suffix}"),
+                        format!("{}.{suffix}", from.value),
+                    )
+                };
                 if !self.params.values.contains_key(&k)
                     && let Some(v) = self.params.values.get(&ks).cloned()
                 {
@@ -454,36 +619,76 @@ impl PbCtx<'_, '_> {
         }
         for spec in self.params.specs.clone() {
             let missing: Vec<String> = if spec.per_platform {
-                ["linux", "windows"].iter().map(|p| format!("{}.{p}", spec.name)).filter(|k| !self.params.values.contains_key(k)).collect()
+                ["linux", "windows"]
+                    .iter()
+                    .map(|p| format!("{}.{p}", spec.name))
+                    .filter(|k| !self.params.values.contains_key(k))
+                    .collect()
             } else if self.params.values.contains_key(&spec.name) {
                 Vec::new()
             } else {
                 vec![spec.name.clone()]
             };
             for k in missing {
-                let loc = raws.iter().find(|(n, _)| n.value == spec.name).map(|(n, _)| n.loc);
+                let loc = raws
+                    .iter()
+                    .find(|(n, _)| n.value == spec.name)
+                    .map(|(n, _)| n.loc);
                 self.c.problems.push(
-                    Problem::new(self.c.file, loc, "medic::params::missing", format!("parameter `{k}` has no value"))
-                        .help(format!("give it a default in the playbook or pass `--set {k}=VALUE`")),
+                    Problem::new(
+                        self.c.file,
+                        loc,
+                        "medic::params::missing",
+                        format!("parameter `{k}` has no value"),
+                    )
+                    .help(format!(
+                        "give it a default in the playbook or pass `--set {k}=VALUE`"
+                    )),
                 );
             }
         }
     }
 
-    fn param_default(&mut self, name: &str, ty: &ParamType, per_platform: bool, node: &Node, values: &mut BTreeMap<String, Value>) {
-        let mut put = |this: &mut Self, key: String, n: &Node| match scalar_of(n).map(|s| typed(ty, &s)) {
-            Some(Ok(v)) => {
-                values.insert(key, v);
-            }
-            Some(Err(e)) => this.err(n.loc, "medic::playbook::bad_param", format!("default of `{key}`: {e}"), format!("write a value of type {}", ty.describe())),
-            None => this.err(n.loc, "medic::playbook::bad_param", format!("default of `{key}` must be a single value, found {}", n.kind_name()), format!("write a value of type {}", ty.describe())),
-        };
+    fn param_default(
+        &mut self,
+        name: &str,
+        ty: &ParamType,
+        per_platform: bool,
+        node: &Node,
+        values: &mut BTreeMap<String, Value>,
+    ) {
+        let mut put =
+            |this: &mut Self, key: String, n: &Node| match scalar_of(n).map(|s| typed(ty, &s)) {
+                Some(Ok(v)) => {
+                    values.insert(key, v);
+                }
+                Some(Err(e)) => this.err(
+                    n.loc,
+                    "medic::playbook::bad_param",
+                    format!("default of `{key}`: {e}"),
+                    format!("write a value of type {}", ty.describe()),
+                ),
+                None => this.err(
+                    n.loc,
+                    "medic::playbook::bad_param",
+                    format!(
+                        "default of `{key}` must be a single value, found {}",
+                        n.kind_name()
+                    ),
+                    format!("write a value of type {}", ty.describe()),
+                ),
+            };
         match (&node.kind, per_platform) {
             (NodeKind::Map(entries), true) => {
                 for (k, v) in entries {
                     let plat = k.scalar_text().unwrap_or_default();
                     if Platform::parse(&plat).is_none() {
-                        self.err(k.loc, "medic::playbook::bad_param", format!("parameter `{name}`: unknown platform `{plat}`"), "per-platform defaults are keyed `linux` and `windows`");
+                        self.err(
+                            k.loc,
+                            "medic::playbook::bad_param",
+                            format!("parameter `{name}`: unknown platform `{plat}`"),
+                            "per-platform defaults are keyed `linux` and `windows`",
+                        );
                         continue;
                     }
                     put(self, format!("{name}.{plat}"), v);
@@ -499,7 +704,10 @@ impl PbCtx<'_, '_> {
 
     // --- phases -------------------------------------------------------------------------
 
-    #[expect(clippy::too_many_arguments, reason = "the defaults travel together only here")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the defaults travel together only here"
+    )]
     fn phase(
         &mut self,
         rp: &RawPhase,
@@ -515,19 +723,41 @@ impl PbCtx<'_, '_> {
         for r in sel.map(|s| s.roles.as_slice()).unwrap_or_default() {
             match Role::parse(r) {
                 Some(x) => roles.push(x),
-                None => self.err(r.loc, "medic::playbook::bad_selector", format!("phase `{}`: unknown role `{}`", rp.name.value, r.value), "use manager, relay or agent"),
+                None => self.err(
+                    r.loc,
+                    "medic::playbook::bad_selector",
+                    format!("phase `{}`: unknown role `{}`", rp.name.value, r.value),
+                    "use manager, relay or agent",
+                ),
             }
         }
         let mut platforms = Vec::new();
         for p in sel.map(|s| s.platforms.as_slice()).unwrap_or_default() {
             match Platform::parse(p) {
                 Some(x) => platforms.push(x),
-                None => self.err(p.loc, "medic::playbook::bad_selector", format!("phase `{}`: unknown platform `{}`", rp.name.value, p.value), "use linux or windows"),
+                None => self.err(
+                    p.loc,
+                    "medic::playbook::bad_selector",
+                    format!("phase `{}`: unknown platform `{}`", rp.name.value, p.value),
+                    "use linux or windows",
+                ),
             }
         }
-        for g in sel.map(|s| s.groups.iter().chain(s.relay_groups.iter())).into_iter().flatten() {
+        for g in sel
+            .map(|s| s.groups.iter().chain(s.relay_groups.iter()))
+            .into_iter()
+            .flatten()
+        {
             if !is_name(g) {
-                self.err(g.loc, "medic::playbook::bad_selector", format!("phase `{}`: group name `{}` is not allowed", rp.name.value, g.value), "use letters, digits, `.`, `_` and `-`");
+                self.err(
+                    g.loc,
+                    "medic::playbook::bad_selector",
+                    format!(
+                        "phase `{}`: group name `{}` is not allowed",
+                        rp.name.value, g.value
+                    ),
+                    "use letters, digits, `.`, `_` and `-`",
+                );
             }
         }
         let mut planned_in = Vec::new();
@@ -538,7 +768,9 @@ impl PbCtx<'_, '_> {
                 self.unknown_phase(p, &rp.name.value, "select.planned_in");
             }
         }
-        let when = sel.and_then(|s| s.when.as_ref()).and_then(|c| self.cond(c, Scope::Host, &rp.name.value, &[]));
+        let when = sel
+            .and_then(|s| s.when.as_ref())
+            .and_then(|c| self.cond(c, Scope::Host, &rp.name.value, &[]));
 
         let mut skip = Vec::new();
         for s in &rp.skip {
@@ -563,7 +795,12 @@ impl PbCtx<'_, '_> {
                 Some("all") => Join::All,
                 Some(other) => {
                     let l = a.join.as_ref().map(|j| j.loc).unwrap_or(a.phase.loc);
-                    self.err(l, "medic::playbook::bad_join", format!("phase `{}`: unknown join `{other}`", rp.name.value), "use same-host, same-relay-group, bundle-source or all");
+                    self.err(
+                        l,
+                        "medic::playbook::bad_join",
+                        format!("phase `{}`: unknown join `{other}`", rp.name.value),
+                        "use same-host, same-relay-group, bundle-source or all",
+                    );
                     continue;
                 }
             };
@@ -587,7 +824,12 @@ impl PbCtx<'_, '_> {
                 },
                 None => None,
             };
-            after.push(After { phase: a.phase.value.clone(), join, on, when });
+            after.push(After {
+                phase: a.phase.value.clone(),
+                join,
+                on,
+                when,
+            });
         }
 
         let guard = rp.guard.as_ref().and_then(|g| {
@@ -596,24 +838,55 @@ impl PbCtx<'_, '_> {
             let mut paths = Vec::new();
             when.paths(&mut paths);
             if probe.is_none() && paths.iter().any(|p| p.root == PathRoot::Facts) {
-                self.err(loc, "medic::playbook::bad_guard", format!("phase `{}`: the guard reads `facts.` but names no `probe`", rp.name.value), "add `probe: ACTION` that returns those facts");
+                self.err(
+                    loc,
+                    "medic::playbook::bad_guard",
+                    format!(
+                        "phase `{}`: the guard reads `facts.` but names no `probe`",
+                        rp.name.value
+                    ),
+                    "add `probe: ACTION` that returns those facts",
+                );
                 return None;
             }
-            Some(Guard { probe, when, describe: g.describe.clone() })
+            Some(Guard {
+                probe,
+                when,
+                describe: g.describe.clone(),
+            })
         });
 
         if rp.actions.is_empty() {
-            self.err(rp.name.loc, "medic::playbook::no_actions", format!("phase `{}` has no actions", rp.name.value), "add `actions: [{ action: NAME }]`");
+            self.err(
+                rp.name.loc,
+                "medic::playbook::no_actions",
+                format!("phase `{}` has no actions", rp.name.value),
+                "add `actions: [{ action: NAME }]`",
+            );
         }
         let mut actions = Vec::new();
         for a in &rp.actions {
             if !is_name(&a.action) {
-                self.err(a.action.loc, "medic::playbook::bad_name", format!("action name `{}` is not allowed", a.action.value), "use letters, digits, `.`, `_` and `-`");
+                self.err(
+                    a.action.loc,
+                    "medic::playbook::bad_name",
+                    format!("action name `{}` is not allowed", a.action.value),
+                    "use letters, digits, `.`, `_` and `-`",
+                );
             }
-            let driver = a.driver.as_ref().map(|d| d.value.clone()).unwrap_or_else(|| dflt_driver.to_owned());
+            let driver = a
+                .driver
+                .as_ref()
+                .map(|d| d.value.clone())
+                .unwrap_or_else(|| dflt_driver.to_owned());
             if !["ssh", "dsm", "local", "manual", "sim"].contains(&driver.as_str()) {
                 let l = a.driver.as_ref().map(|d| d.loc).unwrap_or(a.action.loc);
-                self.err(l, "medic::playbook::bad_driver", format!("unknown driver `{driver}`"), "use ssh, dsm, local, manual or sim");
+                self.err(
+                    l,
+                    "medic::playbook::bad_driver",
+                    format!("unknown driver `{driver}`"),
+                    "use ssh, dsm, local, manual or sim",
+                );
             }
             let mut args = BTreeMap::new();
             for (k, v) in &a.args {
@@ -621,17 +894,40 @@ impl PbCtx<'_, '_> {
                     args.insert(k.clone(), t);
                 }
             }
-            let timeout_s = a.timeout.as_ref().and_then(|t| self.duration(t, "timeout")).unwrap_or(dflt_timeout);
-            let estimate_s = a.estimate.as_ref().and_then(|t| self.duration(t, "estimate")).unwrap_or(dflt_estimate);
-            let retry = a.retries.as_ref().map(|r| self.retry(r)).unwrap_or(dflt_retry);
+            let timeout_s = a
+                .timeout
+                .as_ref()
+                .and_then(|t| self.duration(t, "timeout"))
+                .unwrap_or(dflt_timeout);
+            let estimate_s = a
+                .estimate
+                .as_ref()
+                .and_then(|t| self.duration(t, "estimate"))
+                .unwrap_or(dflt_estimate);
+            let retry = a
+                .retries
+                .as_ref()
+                .map(|r| self.retry(r))
+                .unwrap_or(dflt_retry);
             let check = a.check.as_ref().and_then(|c| {
-                Some(Check { probe: c.probe.value.clone(), when: self.cond(&c.when, Scope::Probe, &rp.name.value, &[])? })
+                Some(Check {
+                    probe: c.probe.value.clone(),
+                    when: self.cond(&c.when, Scope::Probe, &rp.name.value, &[])?,
+                })
             });
-            let only = a.only.as_ref().and_then(|c| self.cond(c, Scope::Host, &rp.name.value, &[]));
+            let only = a
+                .only
+                .as_ref()
+                .and_then(|c| self.cond(c, Scope::Host, &rp.name.value, &[]));
             if let Some(e) = &a.endpoint
                 && !endpoints.contains_key(&e.value)
             {
-                self.err(e.loc, "medic::playbook::unknown_endpoint", format!("unknown endpoint `{}`", e.value), "declare it under `endpoints:` with its concurrency limit");
+                self.err(
+                    e.loc,
+                    "medic::playbook::unknown_endpoint",
+                    format!("unknown endpoint `{}`", e.value),
+                    "declare it under `endpoints:` with its concurrency limit",
+                );
             }
             actions.push(ActionSpec {
                 action: a.action.value.clone(),
@@ -646,8 +942,14 @@ impl PbCtx<'_, '_> {
             });
         }
 
-        let rollout = rp.rollout.as_ref().and_then(|r| self.rollout(r, &rp.name.value));
-        let soft_fail = rp.soft_fail.as_ref().and_then(|c| self.cond(c, Scope::Host, &rp.name.value, &[]));
+        let rollout = rp
+            .rollout
+            .as_ref()
+            .and_then(|r| self.rollout(r, &rp.name.value));
+        let soft_fail = rp
+            .soft_fail
+            .as_ref()
+            .and_then(|c| self.cond(c, Scope::Host, &rp.name.value, &[]));
 
         Some(Phase {
             name: rp.name.value.clone(),
@@ -655,8 +957,12 @@ impl PbCtx<'_, '_> {
             select: Selector {
                 roles,
                 platforms,
-                groups: sel.map(|s| s.groups.iter().map(|g| g.value.clone()).collect()).unwrap_or_default(),
-                relay_groups: sel.map(|s| s.relay_groups.iter().map(|g| g.value.clone()).collect()).unwrap_or_default(),
+                groups: sel
+                    .map(|s| s.groups.iter().map(|g| g.value.clone()).collect())
+                    .unwrap_or_default(),
+                relay_groups: sel
+                    .map(|s| s.relay_groups.iter().map(|g| g.value.clone()).collect())
+                    .unwrap_or_default(),
                 planned_in,
                 when,
             },
@@ -677,7 +983,12 @@ impl PbCtx<'_, '_> {
         let mut known: Vec<&String> = self.phase_names.keys().collect();
         known.sort();
         let known: Vec<&str> = known.iter().map(|s| s.as_str()).collect();
-        self.err(p.loc, "medic::playbook::unknown_phase", format!("phase `{phase}`: `{key}` names unknown phase `{}`", p.value), format!("use one of: {}", known.join(", ")));
+        self.err(
+            p.loc,
+            "medic::playbook::unknown_phase",
+            format!("phase `{phase}`: `{key}` names unknown phase `{}`", p.value),
+            format!("use one of: {}", known.join(", ")),
+        );
     }
 
     fn rollout(&mut self, r: &RawRollout, phase: &str) -> Option<Rollout> {
@@ -698,26 +1009,65 @@ impl PbCtx<'_, '_> {
             }
         }
         if waves.is_empty() {
-            self.err(Loc::default(), "medic::playbook::bad_wave", format!("phase `{phase}`: `rollout.waves` is empty"), "list at least one wave, e.g. `waves: [\"100%\"]`");
+            self.err(
+                Loc::default(),
+                "medic::playbook::bad_wave",
+                format!("phase `{phase}`: `rollout.waves` is empty"),
+                "list at least one wave, e.g. `waves: [\"100%\"]`",
+            );
         }
-        let max_failures = r.max_failures.as_ref().and_then(|b| self.budget(&b.0, phase));
-        let max_failures_total = r.max_failures_total.as_ref().and_then(|b| self.budget(&b.0, phase));
-        let pause_s = r.pause.as_ref().and_then(|p| self.duration(p, "rollout pause")).unwrap_or(0);
-        Some(Rollout { waves, max_failures, max_failures_total, strict: r.strict.unwrap_or(false), pause_s, approval: r.approval.unwrap_or(false) })
+        let max_failures = r
+            .max_failures
+            .as_ref()
+            .and_then(|b| self.budget(&b.0, phase));
+        let max_failures_total = r
+            .max_failures_total
+            .as_ref()
+            .and_then(|b| self.budget(&b.0, phase));
+        let pause_s = r
+            .pause
+            .as_ref()
+            .and_then(|p| self.duration(p, "rollout pause"))
+            .unwrap_or(0);
+        Some(Rollout {
+            waves,
+            max_failures,
+            max_failures_total,
+            strict: r.strict.unwrap_or(false),
+            pause_s,
+            approval: r.approval.unwrap_or(false),
+        })
     }
 
     fn budget(&mut self, n: &Node, phase: &str) -> Option<Budget> {
         match &n.kind {
-            NodeKind::Int(i) if *i >= 0 && *i <= i64::from(u32::MAX) => Some(Budget::Count(*i as u32)),
-            NodeKind::Str(s) if s.ends_with('%') => match s.trim_end_matches('%').trim().parse::<u32>() {
-                Ok(p) if p <= 100 => Some(Budget::Percent(p)),
-                _ => {
-                    self.err(n.loc, "medic::playbook::bad_budget", format!("phase `{phase}`: failure budget `{s}` is not a percentage"), "write a count (e.g. 1) or a percentage (e.g. \"5%\")");
-                    None
+            NodeKind::Int(i) if *i >= 0 && *i <= i64::from(u32::MAX) => {
+                Some(Budget::Count(*i as u32))
+            }
+            NodeKind::Str(s) if s.ends_with('%') => {
+                match s.trim_end_matches('%').trim().parse::<u32>() {
+                    Ok(p) if p <= 100 => Some(Budget::Percent(p)),
+                    _ => {
+                        self.err(
+                            n.loc,
+                            "medic::playbook::bad_budget",
+                            format!("phase `{phase}`: failure budget `{s}` is not a percentage"),
+                            "write a count (e.g. 1) or a percentage (e.g. \"5%\")",
+                        );
+                        None
+                    }
                 }
-            },
+            }
             _ => {
-                self.err(n.loc, "medic::playbook::bad_budget", format!("phase `{phase}`: a failure budget is a count or a percentage, found {}", n.kind_name()), "write a count (e.g. 1) or a percentage (e.g. \"5%\")");
+                self.err(
+                    n.loc,
+                    "medic::playbook::bad_budget",
+                    format!(
+                        "phase `{phase}`: a failure budget is a count or a percentage, found {}",
+                        n.kind_name()
+                    ),
+                    "write a count (e.g. 1) or a percentage (e.g. \"5%\")",
+                );
                 None
             }
         }
@@ -725,7 +1075,13 @@ impl PbCtx<'_, '_> {
 
     // --- conditions, paths and templates ----------------------------------------------
 
-    fn path(&mut self, p: &At<String>, scope: Scope, phase: &str, needs: &[String]) -> Option<(Path, Option<FactType>)> {
+    fn path(
+        &mut self,
+        p: &At<String>,
+        scope: Scope,
+        phase: &str,
+        needs: &[String],
+    ) -> Option<(Path, Option<FactType>)> {
         let Some(path) = Path::parse(p) else {
             self.err(p.loc, "medic::playbook::bad_path", format!("phase `{phase}`: `{}` is not a path", p.value), "write ROOT.FIELD with ROOT one of host, params, settings, manager, bundle_source, facts, needs");
             return None;
@@ -739,11 +1095,18 @@ impl PbCtx<'_, '_> {
         if !allowed {
             let hint = match scope {
                 Scope::Global => "only `params.` and `settings.` are known here",
-                Scope::Host => "`facts.` and `needs.` are known only at run time: use them in a `guard` or a `check`",
+                Scope::Host => {
+                    "`facts.` and `needs.` are known only at run time: use them in a `guard` or a `check`"
+                }
                 Scope::Probe => "a check reads `facts.` from its probe and plan-time facts",
                 Scope::Guard => "",
             };
-            self.err(p.loc, "medic::playbook::bad_path", format!("phase `{phase}`: `{}` cannot be read here", p.value), hint);
+            self.err(
+                p.loc,
+                "medic::playbook::bad_path",
+                format!("phase `{phase}`: `{}` cannot be read here", p.value),
+                hint,
+            );
             return None;
         }
         let ty = match path.root {
@@ -753,7 +1116,9 @@ impl PbCtx<'_, '_> {
                 "version" => Some(FactType::ManagerBuild),
                 _ => None,
             },
-            PathRoot::Settings => (path.field == "direct_download_when_relays_unavailable").then_some(FactType::Bool),
+            PathRoot::Settings => {
+                (path.field == "direct_download_when_relays_unavailable").then_some(FactType::Bool)
+            }
             PathRoot::Params => {
                 let (base, plat) = match path.field.split_once('.') {
                     Some((b, p)) => (b, Some(p)),
@@ -761,7 +1126,9 @@ impl PbCtx<'_, '_> {
                 };
                 match (self.params.spec(base), plat) {
                     (Some(s), None) => Some(s.ty.fact_type()),
-                    (Some(s), Some(pl)) if s.per_platform && Platform::parse(pl).is_some() => Some(s.ty.fact_type()),
+                    (Some(s), Some(pl)) if s.per_platform && Platform::parse(pl).is_some() => {
+                        Some(s.ty.fact_type())
+                    }
                     _ => None,
                 }
             }
@@ -778,13 +1145,31 @@ impl PbCtx<'_, '_> {
             Some(t) => Some((path, Some(t))),
             None => {
                 let known = match path.root {
-                    PathRoot::Host | PathRoot::BundleSource => HOST_FACTS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ") + ", vars.NAME",
+                    PathRoot::Host | PathRoot::BundleSource => {
+                        HOST_FACTS
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                            + ", vars.NAME"
+                    }
                     PathRoot::Manager => "name, address, version".to_owned(),
                     PathRoot::Settings => "direct_download_when_relays_unavailable".to_owned(),
-                    PathRoot::Params => self.params.specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>().join(", "),
+                    PathRoot::Params => self
+                        .params
+                        .specs
+                        .iter()
+                        .map(|s| s.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     _ => String::new(),
                 };
-                self.err(p.loc, "medic::playbook::unknown_path", format!("phase `{phase}`: unknown `{}`", p.value), format!("known here: {known}"));
+                self.err(
+                    p.loc,
+                    "medic::playbook::unknown_path",
+                    format!("phase `{phase}`: unknown `{}`", p.value),
+                    format!("known here: {known}"),
+                );
                 None
             }
         }
@@ -797,10 +1182,23 @@ impl PbCtx<'_, '_> {
                 if let Some(t) = ty
                     && t != FactType::Bool
                 {
-                    self.err(p.loc, "medic::playbook::type_mismatch", format!("phase `{phase}`: `{}` is {}, not a boolean", p.value, t.as_str()), "use `compare` or `equals` for non-boolean facts");
+                    self.err(
+                        p.loc,
+                        "medic::playbook::type_mismatch",
+                        format!(
+                            "phase `{phase}`: `{}` is {}, not a boolean",
+                            p.value,
+                            t.as_str()
+                        ),
+                        "use `compare` or `equals` for non-boolean facts",
+                    );
                     return None;
                 }
-                Some(if matches!(c, RawCond::Is(_)) { Cond::Is(path) } else { Cond::IsNot(path) })
+                Some(if matches!(c, RawCond::Is(_)) {
+                    Cond::Is(path)
+                } else {
+                    Cond::IsNot(path)
+                })
             }
             RawCond::Compare(rc) => {
                 let (left, lt) = self.path(&rc.left, scope, phase, needs)?;
@@ -818,7 +1216,16 @@ impl PbCtx<'_, '_> {
                             && !t.is_ordered()
                             && !matches!(rc.op.value, CmpOp::Eq | CmpOp::Ne)
                         {
-                            self.err(rc.op.loc, "medic::playbook::type_mismatch", format!("phase `{phase}`: `{}` is not ordered for {}", rc.op.value.symbol(), t.as_str()), "use eq or ne");
+                            self.err(
+                                rc.op.loc,
+                                "medic::playbook::type_mismatch",
+                                format!(
+                                    "phase `{phase}`: `{}` is not ordered for {}",
+                                    rc.op.value.symbol(),
+                                    t.as_str()
+                                ),
+                                "use eq or ne",
+                            );
                             return None;
                         }
                         Operand::Path(rp)
@@ -833,12 +1240,20 @@ impl PbCtx<'_, '_> {
                         return None;
                     }
                 };
-                Some(Cond::Compare { left, op: rc.op.value, right })
+                Some(Cond::Compare {
+                    left,
+                    op: rc.op.value,
+                    right,
+                })
             }
             RawCond::Equals(e) => {
                 let (path, ty) = self.path(&e.path, scope, phase, needs)?;
                 let lit = self.literal(ty.unwrap_or(FactType::Str), &e.value.0, phase)?;
-                Some(Cond::Compare { left: path, op: CmpOp::Eq, right: Operand::Lit(lit) })
+                Some(Cond::Compare {
+                    left: path,
+                    op: CmpOp::Eq,
+                    right: Operand::Lit(lit),
+                })
             }
             RawCond::In(i) => {
                 let (path, ty) = self.path(&i.path, scope, phase, needs)?;
@@ -851,10 +1266,18 @@ impl PbCtx<'_, '_> {
             RawCond::Contains(cn) => {
                 let (path, ty) = self.path(&cn.path, scope, phase, needs)?;
                 if ty.is_some_and(|t| t != FactType::StrList) {
-                    self.err(cn.path.loc, "medic::playbook::type_mismatch", format!("phase `{phase}`: `{}` is not a list", cn.path.value), "use `contains` on host.groups");
+                    self.err(
+                        cn.path.loc,
+                        "medic::playbook::type_mismatch",
+                        format!("phase `{phase}`: `{}` is not a list", cn.path.value),
+                        "use `contains` on host.groups",
+                    );
                     return None;
                 }
-                Some(Cond::Contains { path, value: cn.value.value.clone() })
+                Some(Cond::Contains {
+                    path,
+                    value: cn.value.value.clone(),
+                })
             }
             RawCond::All(cs) | RawCond::Any(cs) => {
                 let mut out = Vec::new();
@@ -865,21 +1288,40 @@ impl PbCtx<'_, '_> {
                         None => ok = false,
                     }
                 }
-                ok.then(|| if matches!(c, RawCond::All(_)) { Cond::All(out) } else { Cond::Any(out) })
+                ok.then_some(if matches!(c, RawCond::All(_)) {
+                    Cond::All(out)
+                } else {
+                    Cond::Any(out)
+                })
             }
-            RawCond::Not(inner) => Some(Cond::Not(Box::new(self.cond(inner, scope, phase, needs)?))),
+            RawCond::Not(inner) => {
+                Some(Cond::Not(Box::new(self.cond(inner, scope, phase, needs)?)))
+            }
         }
     }
 
     fn literal(&mut self, t: FactType, n: &Node, phase: &str) -> Option<Value> {
         let Some(s) = scalar_of(n) else {
-            self.err(n.loc, "medic::playbook::bad_cond", format!("phase `{phase}`: expected a single value, found {}", n.kind_name()), "write a string, a number or true/false");
+            self.err(
+                n.loc,
+                "medic::playbook::bad_cond",
+                format!(
+                    "phase `{phase}`: expected a single value, found {}",
+                    n.kind_name()
+                ),
+                "write a string, a number or true/false",
+            );
             return None;
         };
         match Value::parse_as(t, &s) {
             Ok(v) => Some(v),
             Err(e) => {
-                self.err(n.loc, "medic::playbook::type_mismatch", format!("phase `{phase}`: {e}"), format!("write a value of type {}", t.as_str()));
+                self.err(
+                    n.loc,
+                    "medic::playbook::type_mismatch",
+                    format!("phase `{phase}`: {e}"),
+                    format!("write a value of type {}", t.as_str()),
+                );
                 None
             }
         }
@@ -894,11 +1336,22 @@ impl PbCtx<'_, '_> {
                 parts.push(TemplatePart::Text(rest[..start].to_owned()));
             }
             let Some(end) = rest[start..].find('}') else {
-                self.err(t.loc, "medic::playbook::bad_template", format!("phase `{phase}`: `{{` without a closing `}}` in `{}`", t.value), "write placeholders as {host.name}");
+                self.err(
+                    t.loc,
+                    "medic::playbook::bad_template",
+                    format!(
+                        "phase `{phase}`: `{{` without a closing `}}` in `{}`",
+                        t.value
+                    ),
+                    "write placeholders as {host.name}",
+                );
                 return None;
             };
             let inner = &rest[start + 1..start + end];
-            let at = At { value: inner.trim().to_owned(), loc: t.loc };
+            let at = At {
+                value: inner.trim().to_owned(),
+                loc: t.loc,
+            };
             match self.path(&at, Scope::Host, phase, &[]) {
                 Some((p, _)) => parts.push(TemplatePart::Path(p)),
                 None => ok = false,
@@ -924,12 +1377,20 @@ impl PbCtx<'_, '_> {
                     // of same-host or all joins is a real cycle for any host in it.
                     p.after
                         .iter()
-                        .filter(|a| matches!(a.join.as_ref().map(|j| j.as_str()), None | Some("same-host") | Some("all")))
+                        .filter(|a| {
+                            matches!(
+                                a.join.as_ref().map(|j| j.as_str()),
+                                None | Some("same-host") | Some("all")
+                            )
+                        })
                         .map(|a| a.phase.value.as_str())
                         .filter(|t| *t != p.name.value)
                         .collect()
                 } else {
-                    p.select.iter().flat_map(|s| s.planned_in.iter().map(|x| x.value.as_str())).collect()
+                    p.select
+                        .iter()
+                        .flat_map(|s| s.planned_in.iter().map(|x| x.value.as_str()))
+                        .collect()
                 };
                 for t in targets {
                     if let Some(&j) = idx.get(t) {
@@ -944,7 +1405,10 @@ impl PbCtx<'_, '_> {
                 self.err(
                     loc,
                     "medic::playbook::cycle",
-                    format!("phase dependency cycle through `{kind}`: {}", path.join(" -> ")),
+                    format!(
+                        "phase dependency cycle through `{kind}`: {}",
+                        path.join(" -> ")
+                    ),
                     "remove one of these dependencies so that the phases can be ordered",
                 );
             }
@@ -962,6 +1426,10 @@ fn find_cycles(adj: &[BTreeSet<usize>]) -> Vec<Vec<usize>> {
     let mut stack = Vec::new();
     let mut next = 0;
     let mut sccs = Vec::new();
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "Tarjan's state, kept local to this function"
+    )]
     fn strong(
         v: usize,
         adj: &[BTreeSet<usize>],
@@ -1001,7 +1469,9 @@ fn find_cycles(adj: &[BTreeSet<usize>]) -> Vec<Vec<usize>> {
     }
     for v in 0..n {
         if index[v] == usize::MAX {
-            strong(v, adj, &mut index, &mut low, &mut on, &mut stack, &mut next, &mut sccs);
+            strong(
+                v, adj, &mut index, &mut low, &mut on, &mut stack, &mut next, &mut sccs,
+            );
         }
     }
     // Order each component as a walk along its edges, so the message reads as a cycle.
@@ -1012,7 +1482,10 @@ fn find_cycles(adj: &[BTreeSet<usize>]) -> Vec<Vec<usize>> {
             let mut path = vec![start];
             let mut seen = BTreeSet::from([start]);
             let mut cur = start;
-            while let Some(&nx) = adj[cur].iter().find(|w| set.contains(w) && !seen.contains(w)) {
+            while let Some(&nx) = adj[cur]
+                .iter()
+                .find(|w| set.contains(w) && !seen.contains(w))
+            {
                 path.push(nx);
                 seen.insert(nx);
                 cur = nx;
@@ -1036,7 +1509,11 @@ pub(crate) fn typed(ty: &ParamType, s: &Scalar) -> Result<Value, String> {
     match ty {
         ParamType::Enum(vs) => {
             let t = s.text();
-            if vs.contains(&t) { Ok(Value::Str(t)) } else { Err(format!("`{t}` is not one of {}", vs.join(", "))) }
+            if vs.contains(&t) {
+                Ok(Value::Str(t))
+            } else {
+                Err(format!("`{t}` is not one of {}", vs.join(", ")))
+            }
         }
         ParamType::Scalar(t) => Value::parse_as(*t, s),
     }

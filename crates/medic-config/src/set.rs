@@ -8,16 +8,29 @@ use crate::playbook::typed;
 /// text and given the parameter's type (`true`/`false` and integers are recognised).
 pub(crate) fn parse_set(arg: &str, params: &Params) -> Result<(String, Value), (String, String)> {
     let Some((key, raw)) = arg.split_once('=') else {
-        return Err((format!("`--set {arg}` has no `=`"), "write `--set NAME=VALUE`".to_owned()));
+        return Err((
+            format!("`--set {arg}` has no `=`"),
+            "write `--set NAME=VALUE`".to_owned(),
+        ));
     };
     let key = key.trim();
     let (base, plat) = match key.split_once('.') {
         Some((b, p)) => (b, Some(p)),
         None => (key, None),
     };
-    let known = || params.specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+    let known = || {
+        params
+            .specs
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let Some(spec) = params.spec(base) else {
-        return Err((format!("unknown parameter `{key}` in `--set {arg}`"), format!("this playbook takes: {}", known())));
+        return Err((
+            format!("unknown parameter `{key}` in `--set {arg}`"),
+            format!("this playbook takes: {}", known()),
+        ));
     };
     match (spec.per_platform, plat) {
         (true, None) => {
@@ -27,10 +40,16 @@ pub(crate) fn parse_set(arg: &str, params: &Params) -> Result<(String, Value), (
             ));
         }
         (true, Some(p)) if Platform::parse(p).is_none() => {
-            return Err((format!("unknown platform `{p}` in `--set {arg}`"), "use linux or windows".to_owned()));
+            return Err((
+                format!("unknown platform `{p}` in `--set {arg}`"),
+                "use linux or windows".to_owned(),
+            ));
         }
         (false, Some(_)) => {
-            return Err((format!("parameter `{base}` is not per platform"), format!("write `--set {base}=VALUE`")));
+            return Err((
+                format!("parameter `{base}` is not per platform"),
+                format!("write `--set {base}=VALUE`"),
+            ));
         }
         _ => {}
     }
@@ -49,5 +68,10 @@ pub(crate) fn parse_set(arg: &str, params: &Params) -> Result<(String, Value), (
     };
     typed(&spec.ty, &scalar)
         .map(|v| (key.to_owned(), v))
-        .map_err(|e| (format!("`--set {arg}`: {e}"), format!("`{base}` takes {}", spec.ty.describe())))
+        .map_err(|e| {
+            (
+                format!("`--set {arg}`: {e}"),
+                format!("`{base}` takes {}", spec.ty.describe()),
+            )
+        })
 }

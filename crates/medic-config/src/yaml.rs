@@ -8,8 +8,10 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Error as _, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{
+    self, DeserializeSeed, Error as _, IntoDeserializer, MapAccess, SeqAccess, Visitor,
+};
 use serde_saphyr::Spanned;
 
 /// Where a value sits in its file: 1-based line and column, byte offset and length.
@@ -109,7 +111,9 @@ impl<'de> Visitor<'de> for KindVisitor {
         Ok(NodeKind::Int(v))
     }
     fn visit_u64<E>(self, v: u64) -> Result<NodeKind, E> {
-        Ok(i64::try_from(v).map(NodeKind::Int).unwrap_or(NodeKind::Float(v as f64)))
+        Ok(i64::try_from(v)
+            .map(NodeKind::Int)
+            .unwrap_or(NodeKind::Float(v as f64)))
     }
     fn visit_f64<E>(self, v: f64) -> Result<NodeKind, E> {
         Ok(NodeKind::Float(v))
@@ -147,7 +151,10 @@ struct NodeKindWrap(NodeKind);
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let sp = Spanned::<NodeKindWrap>::deserialize(d)?;
-        Ok(Node { kind: sp.value.0, loc: Loc::from_saphyr(&sp.referenced) })
+        Ok(Node {
+            kind: sp.value.0,
+            loc: Loc::from_saphyr(&sp.referenced),
+        })
     }
 }
 
@@ -162,7 +169,10 @@ pub struct SyntaxError {
 /// refused by the parser.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     if text.trim().is_empty() {
-        return Err(SyntaxError { message: "the file is empty".to_owned(), loc: None });
+        return Err(SyntaxError {
+            message: "the file is empty".to_owned(),
+            loc: None,
+        });
     }
     // Budgets grow with the file, so a 100,000-host inventory loads, while alias and depth
     // limits (the billion-laughs defences) stay at the crate's defaults.
@@ -216,7 +226,11 @@ impl std::error::Error for NodeError {}
 
 impl de::Error for NodeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        NodeError { message: msg.to_string(), loc: Loc::default(), located: false }
+        NodeError {
+            message: msg.to_string(),
+            loc: Loc::default(),
+            located: false,
+        }
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
@@ -225,24 +239,38 @@ impl de::Error for NodeError {
         } else {
             format!("unknown key `{field}`: expected one of {}", list(expected))
         };
-        NodeError { message: msg, loc: Loc::default(), located: false }
+        NodeError {
+            message: msg,
+            loc: Loc::default(),
+            located: false,
+        }
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
         NodeError {
-            message: format!("unknown value `{variant}`: expected one of {}", list(expected)),
+            message: format!(
+                "unknown value `{variant}`: expected one of {}",
+                list(expected)
+            ),
             loc: Loc::default(),
             located: false,
         }
     }
 
     fn missing_field(field: &'static str) -> Self {
-        NodeError { message: format!("missing key `{field}`"), loc: Loc::default(), located: false }
+        NodeError {
+            message: format!("missing key `{field}`"),
+            loc: Loc::default(),
+            located: false,
+        }
     }
 }
 
 fn list(xs: &[&str]) -> String {
-    xs.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", ")
+    xs.iter()
+        .map(|x| format!("`{x}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl NodeError {
@@ -273,8 +301,14 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             NodeKind::Int(i) => v.visit_i64(*i),
             NodeKind::Float(f) => v.visit_f64(*f),
             NodeKind::Str(s) => v.visit_str(s),
-            NodeKind::Seq(items) => v.visit_seq(SeqDe { items: items.iter() }),
-            NodeKind::Map(entries) => v.visit_map(MapDe { entries: entries.iter(), value: None, key_loc: n.loc }),
+            NodeKind::Seq(items) => v.visit_seq(SeqDe {
+                items: items.iter(),
+            }),
+            NodeKind::Map(entries) => v.visit_map(MapDe {
+                entries: entries.iter(),
+                value: None,
+                key_loc: n.loc,
+            }),
         };
         r.map_err(|e| e.at(n.loc))
     }
@@ -331,7 +365,8 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
                 .map_err(|e: de::value::Error| NodeError::custom(e).at(n.loc)),
             NodeKind::Map(entries) if entries.len() == 1 => {
                 let (k, val) = &entries[0];
-                v.visit_enum(EnumDe { key: k, value: val }).map_err(|e| e.at(n.loc))
+                v.visit_enum(EnumDe { key: k, value: val })
+                    .map_err(|e| e.at(n.loc))
             }
             _ => Err(NodeError::custom(format!(
                 "expected a name or a map with exactly one key, found {}",
@@ -354,9 +389,15 @@ struct SeqDe<'a> {
 
 impl<'de, 'a> SeqAccess<'de> for SeqDe<'a> {
     type Error = NodeError;
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, NodeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, NodeError> {
         match self.items.next() {
-            Some(n) => seed.deserialize(NodeDe(n)).map(Some).map_err(|e| e.at(n.loc)),
+            Some(n) => seed
+                .deserialize(NodeDe(n))
+                .map(Some)
+                .map_err(|e| e.at(n.loc)),
             None => Ok(None),
         }
     }
@@ -370,19 +411,27 @@ struct MapDe<'a> {
 
 impl<'de, 'a> MapAccess<'de> for MapDe<'a> {
     type Error = NodeError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, NodeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, NodeError> {
         match self.entries.next() {
             Some((k, v)) => {
                 self.value = Some(v);
                 self.key_loc = k.loc;
                 // An unknown key is reported at the key itself.
-                seed.deserialize(NodeDe(k)).map(Some).map_err(|e| e.at(k.loc))
+                seed.deserialize(NodeDe(k))
+                    .map(Some)
+                    .map_err(|e| e.at(k.loc))
             }
             None => Ok(None),
         }
     }
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, NodeError> {
-        let n = self.value.take().ok_or_else(|| NodeError::custom("value without a key").at(self.key_loc))?;
+        let n = self
+            .value
+            .take()
+            .ok_or_else(|| NodeError::custom("value without a key").at(self.key_loc))?;
         seed.deserialize(NodeDe(n)).map_err(|e| e.at(n.loc))
     }
 }
@@ -395,8 +444,13 @@ struct EnumDe<'a> {
 impl<'de, 'a> de::EnumAccess<'de> for EnumDe<'a> {
     type Error = NodeError;
     type Variant = VariantDe<'a>;
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, VariantDe<'a>), NodeError> {
-        let v = seed.deserialize(NodeDe(self.key)).map_err(|e| e.at(self.key.loc))?;
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, VariantDe<'a>), NodeError> {
+        let v = seed
+            .deserialize(NodeDe(self.key))
+            .map_err(|e| e.at(self.key.loc))?;
         Ok((v, VariantDe(self.value)))
     }
 }
@@ -412,12 +466,17 @@ impl<'de, 'a> de::VariantAccess<'de> for VariantDe<'a> {
         }
     }
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, NodeError> {
-        seed.deserialize(NodeDe(self.0)).map_err(|e| e.at(self.0.loc))
+        seed.deserialize(NodeDe(self.0))
+            .map_err(|e| e.at(self.0.loc))
     }
     fn tuple_variant<V: Visitor<'de>>(self, _len: usize, v: V) -> Result<V::Value, NodeError> {
         de::Deserializer::deserialize_seq(NodeDe(self.0), v)
     }
-    fn struct_variant<V: Visitor<'de>>(self, _fields: &'static [&'static str], v: V) -> Result<V::Value, NodeError> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, NodeError> {
         de::Deserializer::deserialize_map(NodeDe(self.0), v)
     }
 }
@@ -449,14 +508,18 @@ struct AtSeq<'a> {
 
 impl<'de, 'a> SeqAccess<'de> for AtSeq<'a> {
     type Error = NodeError;
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, NodeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, NodeError> {
         self.step += 1;
         match self.step {
             1 => seed.deserialize(NodeDe(self.node)).map(Some),
             2 => {
                 let l = self.node.loc;
                 let enc = format!("{}:{}:{}:{}", l.line, l.col, l.offset, l.len);
-                seed.deserialize(de::value::StringDeserializer::<NodeError>::new(enc)).map(Some)
+                seed.deserialize(de::value::StringDeserializer::<NodeError>::new(enc))
+                    .map(Some)
             }
             _ => Ok(None),
         }
@@ -475,9 +538,9 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for At<T> {
                 let value: T = seq
                     .next_element()?
                     .ok_or_else(|| de::Error::custom("internal: located value without a value"))?;
-                let enc: String = seq
-                    .next_element()?
-                    .ok_or_else(|| de::Error::custom("internal: located value without a location"))?;
+                let enc: String = seq.next_element()?.ok_or_else(|| {
+                    de::Error::custom("internal: located value without a location")
+                })?;
                 let mut it = enc.split(':').map(|p| p.parse::<usize>().unwrap_or(0));
                 let mut next = || it.next().unwrap_or(0);
                 let loc = Loc {
@@ -510,21 +573,28 @@ mod tests {
         let text = "hosts:\n  - name: a\n    port: 22\n  - { name: b, tags: [x, y] }\n";
         let root = parse(text).expect("parses");
         let hosts = root.get("hosts").expect("has hosts");
-        let NodeKind::Seq(items) = &hosts.kind else { panic!("seq") };
+        let NodeKind::Seq(items) = &hosts.kind else {
+            panic!("seq")
+        };
         let a: H = from_node(&items[0]).expect("a");
         assert_eq!((a.name.loc.line, a.name.loc.col), (2, 11));
         assert_eq!(a.port, Some(22));
         let b: H = from_node(&items[1]).expect("b");
         let tags = b.tags.expect("tags");
         assert_eq!((tags[1].loc.line, tags[1].loc.col), (4, 26));
-        assert_eq!(&text[tags[1].loc.offset..tags[1].loc.offset + tags[1].loc.len], "y");
+        assert_eq!(
+            &text[tags[1].loc.offset..tags[1].loc.offset + tags[1].loc.len],
+            "y"
+        );
     }
 
     #[test]
     fn unknown_key_points_at_the_key() {
         let text = "- name: a\n  prot: 22\n";
         let root = parse(text).expect("parses");
-        let NodeKind::Seq(items) = &root.kind else { panic!("seq") };
+        let NodeKind::Seq(items) = &root.kind else {
+            panic!("seq")
+        };
         let e = from_node::<H>(&items[0]).expect_err("unknown key");
         assert_eq!((e.loc.line, e.loc.col), (2, 3), "{e:?}");
         assert!(e.message.contains("unknown key `prot`"), "{}", e.message);

@@ -455,7 +455,7 @@ impl Cond {
             }
             Cond::All(cs) => {
                 let cs: Vec<Cond> = cs.iter().map(|c| c.bind(get)).collect();
-                if cs.iter().any(|c| *c == Cond::Const(false)) {
+                if cs.contains(&Cond::Const(false)) {
                     Cond::Const(false)
                 } else {
                     let rest: Vec<Cond> =
@@ -469,7 +469,7 @@ impl Cond {
             }
             Cond::Any(cs) => {
                 let cs: Vec<Cond> = cs.iter().map(|c| c.bind(get)).collect();
-                if cs.iter().any(|c| *c == Cond::Const(true)) {
+                if cs.contains(&Cond::Const(true)) {
                     Cond::Const(true)
                 } else {
                     let rest: Vec<Cond> = cs

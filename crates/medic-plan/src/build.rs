@@ -10,7 +10,10 @@ use medic_model::{AfterOn, Inventory, Join, Phase, Playbook, Role, WaveSpec};
 use crate::estimate::estimate;
 use crate::facts::{Facts, Target};
 use crate::fingerprint::digests;
-use crate::plan::{GateSpec, Need, PhaseInfo, Plan, PlanHost, Skipped, Step, StepCheck, StepGuard, StepKind, WaveInfo};
+use crate::plan::{
+    GateSpec, Need, PhaseInfo, Plan, PlanHost, Skipped, Step, StepCheck, StepGuard, StepKind,
+    WaveInfo,
+};
 use crate::window::Window;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,9 +28,19 @@ struct Members {
 }
 
 /// Builds the sealed plan. `playbook_text` is hashed into the fingerprint.
-pub fn build_plan(inv: &Inventory, pb: &Playbook, playbook_text: &str, window: Option<Window>) -> Result<Plan, PlanError> {
+pub fn build_plan(
+    inv: &Inventory,
+    pb: &Playbook,
+    playbook_text: &str,
+    window: Option<Window>,
+) -> Result<Plan, PlanError> {
     let facts = Facts::new(inv, &pb.params);
-    let phase_idx: HashMap<&str, usize> = pb.phases.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
+    let phase_idx: HashMap<&str, usize> = pb
+        .phases
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i))
+        .collect();
 
     let mut members: Vec<Option<Members>> = (0..pb.phases.len()).map(|_| None).collect();
     let mut member_sets: Vec<Vec<bool>> = vec![Vec::new(); pb.phases.len()];
@@ -48,7 +61,10 @@ pub fn build_plan(inv: &Inventory, pb: &Playbook, playbook_text: &str, window: O
     let mut phase_infos = Vec::with_capacity(pb.phases.len());
     let mut wave_gates: Vec<Vec<Option<u32>>> = vec![Vec::new(); pb.phases.len()];
     for (pi, phase) in pb.phases.iter().enumerate() {
-        let m = members[pi].as_ref().map(|m| m.targets.as_slice()).unwrap_or_default();
+        let m = members[pi]
+            .as_ref()
+            .map(|m| m.targets.as_slice())
+            .unwrap_or_default();
         let pname: Arc<str> = Arc::from(phase.name.as_str());
         let mut wave_sizes: BTreeMap<u32, u32> = BTreeMap::new();
         for (t, wave, actions) in m {
@@ -63,9 +79,13 @@ pub fn build_plan(inv: &Inventory, pb: &Playbook, playbook_text: &str, window: O
                 let get = &mut |p: &medic_model::Path| facts.get(*t, p);
                 let id = match (*t, single) {
                     (Target::Manager, true) => format!("{}/{}", phase.name, inv.manager.name),
-                    (Target::Manager, false) => format!("{}/{}/{}", phase.name, inv.manager.name, a.action),
+                    (Target::Manager, false) => {
+                        format!("{}/{}/{}", phase.name, inv.manager.name, a.action)
+                    }
                     (Target::Host(h), true) => format!("{}/{}", phase.name, facts.host(h).name),
-                    (Target::Host(h), false) => format!("{}/{}/{}", phase.name, facts.host(h).name, a.action),
+                    (Target::Host(h), false) => {
+                        format!("{}/{}/{}", phase.name, facts.host(h).name, a.action)
+                    }
                 };
                 let idx = g.push(Step {
                     id,
@@ -74,15 +94,29 @@ pub fn build_plan(inv: &Inventory, pb: &Playbook, playbook_text: &str, window: O
                     action: Arc::from(a.action.as_str()),
                     kind: StepKind::Action,
                     driver: Arc::from(a.driver.as_str()),
-                    args: a.args.iter().map(|(k, v)| (k.clone(), v.render(get))).collect(),
-                    needs: prev.map(|p| vec![Need { step: p, on_finish: false }]).unwrap_or_default(),
+                    args: a
+                        .args
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.render(get)))
+                        .collect(),
+                    needs: prev
+                        .map(|p| {
+                            vec![Need {
+                                step: p,
+                                on_finish: false,
+                            }]
+                        })
+                        .unwrap_or_default(),
                     wave: *wave,
                     guard: phase.guard.as_ref().map(|gd| StepGuard {
                         probe: gd.probe.clone(),
                         when: gd.when.bind(get),
                         describe: gd.describe.clone(),
                     }),
-                    check: a.check.as_ref().map(|c| StepCheck { probe: c.probe.clone(), when: c.when.bind(get) }),
+                    check: a.check.as_ref().map(|c| StepCheck {
+                        probe: c.probe.clone(),
+                        when: c.when.bind(get),
+                    }),
                     estimate_s: a.estimate_s,
                     timeout_s: a.timeout_s,
                     retry: a.retry,
@@ -108,13 +142,22 @@ pub fn build_plan(inv: &Inventory, pb: &Playbook, playbook_text: &str, window: O
                 let needs = m
                     .iter()
                     .filter(|(_, w, _)| *w == Some(prev_w))
-                    .filter_map(|(t, _, _)| chains.get(&(pi, *t)).map(|c| Need { step: c.1, on_finish: true }))
+                    .filter_map(|(t, _, _)| {
+                        chains.get(&(pi, *t)).map(|c| Need {
+                            step: c.1,
+                            on_finish: true,
+                        })
+                    })
                     .collect();
                 let gate = g.push(special(
                     format!("gate/{}/wave-{next_w}", phase.name),
                     &pname,
                     "gate",
-                    StepKind::Gate(GateSpec { approval: r.approval, pause_s: r.pause_s, opens_wave: next_w }),
+                    StepKind::Gate(GateSpec {
+                        approval: r.approval,
+                        pause_s: r.pause_s,
+                        opens_wave: next_w,
+                    }),
                     needs,
                     r.pause_s,
                 ));
@@ -128,28 +171,46 @@ pub fn build_plan(inv: &Inventory, pb: &Playbook, playbook_text: &str, window: O
     // Edges from joins, attached to the first step of each (phase, target) chain.
     let mut barriers: HashMap<(usize, Option<String>, bool), Option<u32>> = HashMap::new();
     for (pi, phase) in pb.phases.iter().enumerate() {
-        let Some(m) = members[pi].as_ref() else { continue };
+        let Some(m) = members[pi].as_ref() else {
+            continue;
+        };
         let afters: Vec<(usize, Join, bool)> = phase
             .after
             .iter()
-            .filter(|a| a.when.as_ref().is_none_or(|c| c.eval(&mut |p| facts.get(Target::Manager, p))))
-            .filter_map(|a| phase_idx.get(a.phase.as_str()).map(|&q| (q, a.join, a.on == AfterOn::Finish)))
+            .filter(|a| {
+                a.when
+                    .as_ref()
+                    .is_none_or(|c| c.eval(&mut |p| facts.get(Target::Manager, p)))
+            })
+            .filter_map(|a| {
+                phase_idx
+                    .get(a.phase.as_str())
+                    .map(|&q| (q, a.join, a.on == AfterOn::Finish))
+            })
             .collect();
         for (t, wave, _) in &m.targets {
-            let Some(&(first, _)) = chains.get(&(pi, *t)) else { continue };
+            let Some(&(first, _)) = chains.get(&(pi, *t)) else {
+                continue;
+            };
             let mut needs = Vec::new();
             for &(q, join, on_finish) in &afters {
                 match join {
                     Join::SameHost => {
                         if let Some(c) = chains.get(&(q, *t)) {
-                            needs.push(Need { step: c.1, on_finish });
+                            needs.push(Need {
+                                step: c.1,
+                                on_finish,
+                            });
                         }
                     }
                     Join::BundleSource => {
                         if let Some(b) = facts.bundle_source(*t)
                             && let Some(c) = chains.get(&(q, Target::Host(b)))
                         {
-                            needs.push(Need { step: c.1, on_finish });
+                            needs.push(Need {
+                                step: c.1,
+                                on_finish,
+                            });
                         }
                     }
                     Join::All | Join::SameRelayGroup => {
@@ -167,7 +228,16 @@ pub fn build_plan(inv: &Inventory, pb: &Playbook, playbook_text: &str, window: O
                         let node = match barriers.get(&key) {
                             Some(n) => *n,
                             None => {
-                                let n = join_node(&mut g, pb, &members, &chains, q, group.as_deref(), on_finish, &facts);
+                                let n = join_node(
+                                    &mut g,
+                                    pb,
+                                    &members,
+                                    &chains,
+                                    q,
+                                    group.as_deref(),
+                                    on_finish,
+                                    &facts,
+                                );
                                 barriers.insert(key, n);
                                 n
                             }
@@ -175,7 +245,10 @@ pub fn build_plan(inv: &Inventory, pb: &Playbook, playbook_text: &str, window: O
                         if let Some(n) = node
                             && n != first
                         {
-                            needs.push(Need { step: n, on_finish: false });
+                            needs.push(Need {
+                                step: n,
+                                on_finish: false,
+                            });
                         }
                     }
                 }
@@ -183,14 +256,21 @@ pub fn build_plan(inv: &Inventory, pb: &Playbook, playbook_text: &str, window: O
             if let Some(w) = wave
                 && let Some(Some(gate)) = wave_gates[pi].get(*w as usize)
             {
-                needs.push(Need { step: *gate, on_finish: false });
+                needs.push(Need {
+                    step: *gate,
+                    on_finish: false,
+                });
             }
             g.steps[first as usize].needs.extend(needs);
         }
     }
 
     let steps = g.sorted()?;
-    let index: HashMap<String, u32> = steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i as u32)).collect();
+    let index: HashMap<String, u32> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.clone(), i as u32))
+        .collect();
 
     let mut skipped = Vec::new();
     for s in skipped_by_phase {
@@ -200,7 +280,10 @@ pub fn build_plan(inv: &Inventory, pb: &Playbook, playbook_text: &str, window: O
     let mut phases = Vec::with_capacity(pb.phases.len());
     for (pi, wave_sizes) in phase_infos {
         let phase = &pb.phases[pi];
-        let ps: Vec<&Step> = steps.iter().filter(|s| &*s.phase == phase.name.as_str() && s.kind == StepKind::Action).collect();
+        let ps: Vec<&Step> = steps
+            .iter()
+            .filter(|s| &*s.phase == phase.name.as_str() && s.kind == StepKind::Action)
+            .collect();
         let hosts = members[pi].as_ref().map(|m| m.targets.len()).unwrap_or(0) as u32;
         let r = phase.rollout.as_ref();
         let waves = wave_sizes
@@ -208,7 +291,9 @@ pub fn build_plan(inv: &Inventory, pb: &Playbook, playbook_text: &str, window: O
             .map(|(&w, &n)| WaveInfo {
                 index: w,
                 hosts: n,
-                max_failures: r.and_then(|r| r.max_failures).map(|b| b.absolute(n as usize) as u32),
+                max_failures: r
+                    .and_then(|r| r.max_failures)
+                    .map(|b| b.absolute(n as usize) as u32),
                 gate: index.get(&format!("gate/{}/wave-{w}", phase.name)).copied(),
             })
             .collect();
@@ -219,7 +304,9 @@ pub fn build_plan(inv: &Inventory, pb: &Playbook, playbook_text: &str, window: O
             steps: ps.len() as u32,
             skipped: skipped.iter().filter(|s| s.phase == phase.name).count() as u32,
             waves,
-            max_failures_total: r.and_then(|r| r.max_failures_total).map(|b| b.absolute(hosts as usize) as u32),
+            max_failures_total: r
+                .and_then(|r| r.max_failures_total)
+                .map(|b| b.absolute(hosts as usize) as u32),
             strict: r.is_some_and(|r| r.strict),
             approval: r.is_some_and(|r| r.approval),
             pause_s: r.map(|r| r.pause_s).unwrap_or(0),
@@ -254,17 +341,37 @@ pub fn build_plan(inv: &Inventory, pb: &Playbook, playbook_text: &str, window: O
         relay_group: None,
     });
 
-    let phase_limits: HashMap<&str, u32> = pb.phases.iter().filter_map(|p| p.max_parallel.map(|m| (p.name.as_str(), m))).collect();
-    let est = estimate(&steps, pb.max_parallel, &pb.endpoint_limits, &phase_limits, window);
+    let phase_limits: HashMap<&str, u32> = pb
+        .phases
+        .iter()
+        .filter_map(|p| p.max_parallel.map(|m| (p.name.as_str(), m)))
+        .collect();
+    let est = estimate(
+        &steps,
+        pb.max_parallel,
+        &pb.endpoint_limits,
+        &phase_limits,
+        window,
+    );
     let (fingerprint, host_digests) = digests(inv, pb, playbook_text);
 
-    let params = pb.params.values.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+    let params = pb
+        .params
+        .values
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
     let example_params = pb
         .params
         .specs
         .iter()
         .filter(|s| s.example)
-        .filter(|s| !pb.params.set_by_operator.iter().any(|k| k == &s.name || k.starts_with(&format!("{}.", s.name))))
+        .filter(|s| {
+            !pb.params
+                .set_by_operator
+                .iter()
+                .any(|k| k == &s.name || k.starts_with(&format!("{}.", s.name)))
+        })
         .map(|s| s.name.clone())
         .collect();
 
@@ -293,7 +400,14 @@ fn host_slot(t: Target, inv: &Inventory) -> u32 {
     }
 }
 
-fn special(id: String, phase: &Arc<str>, action: &str, kind: StepKind, needs: Vec<Need>, estimate_s: u64) -> Step {
+fn special(
+    id: String,
+    phase: &Arc<str>,
+    action: &str,
+    kind: StepKind,
+    needs: Vec<Need>,
+    estimate_s: u64,
+) -> Step {
     Step {
         id,
         phase: phase.clone(),
@@ -308,7 +422,10 @@ fn special(id: String, phase: &Arc<str>, action: &str, kind: StepKind, needs: Ve
         check: None,
         estimate_s,
         timeout_s: 0,
-        retry: medic_model::Retry { max: 0, backoff_s: 0 },
+        retry: medic_model::Retry {
+            max: 0,
+            backoff_s: 0,
+        },
         endpoint: None,
         soft_fail: false,
         verifies: false,
@@ -349,8 +466,18 @@ fn join_node(
                 None => format!("join/{phase}/all{suffix}"),
                 Some(gname) => format!("join/{phase}/relay-group/{gname}{suffix}"),
             };
-            let needs = lasts.into_iter().map(|s| Need { step: s, on_finish }).collect();
-            Some(g.push(special(id, &Arc::from(phase.as_str()), "barrier", StepKind::Barrier, needs, 0)))
+            let needs = lasts
+                .into_iter()
+                .map(|s| Need { step: s, on_finish })
+                .collect();
+            Some(g.push(special(
+                id,
+                &Arc::from(phase.as_str()),
+                "barrier",
+                StepKind::Barrier,
+                needs,
+                0,
+            )))
         }
     }
 }
@@ -363,7 +490,12 @@ fn membership_order(pb: &Playbook, idx: &HashMap<&str, usize>) -> Vec<usize> {
     // Validation rejected cycles, so n passes are enough.
     for _ in 0..n {
         for (i, p) in pb.phases.iter().enumerate() {
-            if !done[i] && p.select.planned_in.iter().all(|d| idx.get(d.as_str()).is_none_or(|&j| done[j])) {
+            if !done[i]
+                && p.select
+                    .planned_in
+                    .iter()
+                    .all(|d| idx.get(d.as_str()).is_none_or(|&j| done[j]))
+            {
                 done[i] = true;
                 out.push(i);
             }
@@ -385,10 +517,18 @@ fn select(
     let sel = &phase.select;
     let roles = &sel.roles;
     let mut candidates: Vec<Target> = Vec::new();
-    if roles.contains(&Role::Manager) && sel.platforms.is_empty() && sel.groups.is_empty() && sel.relay_groups.is_empty() {
+    if roles.contains(&Role::Manager)
+        && sel.platforms.is_empty()
+        && sel.groups.is_empty()
+        && sel.relay_groups.is_empty()
+    {
         candidates.push(Target::Manager);
     }
-    let planned: Vec<usize> = sel.planned_in.iter().filter_map(|p| phase_idx.get(p.as_str()).copied()).collect();
+    let planned: Vec<usize> = sel
+        .planned_in
+        .iter()
+        .filter_map(|p| phase_idx.get(p.as_str()).copied())
+        .collect();
     if !planned.is_empty()
         && (roles.is_empty() || roles.contains(&Role::Manager))
         && planned.iter().any(|&p| manager_in[p])
@@ -409,10 +549,19 @@ fn select(
             if !sel.groups.is_empty() && !h.groups.iter().any(|g| sel.groups.contains(g)) {
                 continue;
             }
-            if !sel.relay_groups.is_empty() && !h.relay_group.as_ref().is_some_and(|g| sel.relay_groups.contains(g)) {
+            if !sel.relay_groups.is_empty()
+                && !h
+                    .relay_group
+                    .as_ref()
+                    .is_some_and(|g| sel.relay_groups.contains(g))
+            {
                 continue;
             }
-            if !planned.is_empty() && !planned.iter().any(|&p| member_sets[p].get(i).copied().unwrap_or(false)) {
+            if !planned.is_empty()
+                && !planned
+                    .iter()
+                    .any(|&p| member_sets[p].get(i).copied().unwrap_or(false))
+            {
                 continue;
             }
             candidates.push(Target::Host(i as u32));
@@ -435,13 +584,26 @@ fn select(
             Target::Host(h) => facts.host(h).name.clone(),
         };
         if let Some(rule) = phase.skip.iter().find(|r| r.when.eval(get)) {
-            skipped.push(Skipped { host: name, phase: phase.name.clone(), reason: rule.reason.render(get) });
+            skipped.push(Skipped {
+                host: name,
+                phase: phase.name.clone(),
+                reason: rule.reason.render(get),
+            });
             continue;
         }
-        let actions: Vec<usize> =
-            phase.actions.iter().enumerate().filter(|(_, a)| a.only.as_ref().is_none_or(|c| c.eval(get))).map(|(i, _)| i).collect();
+        let actions: Vec<usize> = phase
+            .actions
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.only.as_ref().is_none_or(|c| c.eval(get)))
+            .map(|(i, _)| i)
+            .collect();
         if actions.is_empty() {
-            skipped.push(Skipped { host: name, phase: phase.name.clone(), reason: "no action of this phase applies to this host".to_owned() });
+            skipped.push(Skipped {
+                host: name,
+                phase: phase.name.clone(),
+                reason: "no action of this phase applies to this host".to_owned(),
+            });
             continue;
         }
         match t {
@@ -452,16 +614,25 @@ fn select(
     }
 
     let waves = assign_waves(facts, phase, &chosen);
-    let mut targets: Vec<(Target, Option<u32>, Vec<usize>)> =
-        chosen.into_iter().zip(waves).map(|((t, a), w)| (t, w, a)).collect();
+    let mut targets: Vec<(Target, Option<u32>, Vec<usize>)> = chosen
+        .into_iter()
+        .zip(waves)
+        .map(|((t, a), w)| (t, w, a))
+        .collect();
     targets.sort_by_key(|(t, w, _)| (*w, *t));
     (Members { targets }, set, mgr, skipped)
 }
 
 /// Assigns rollout waves in inventory order; the last wave size repeats until every member
 /// has one. A `{ group: G }` wave takes the members of G not taken yet.
-fn assign_waves(facts: &Facts<'_>, phase: &Phase, chosen: &[(Target, Vec<usize>)]) -> Vec<Option<u32>> {
-    let Some(r) = &phase.rollout else { return vec![None; chosen.len()] };
+fn assign_waves(
+    facts: &Facts<'_>,
+    phase: &Phase,
+    chosen: &[(Target, Vec<usize>)],
+) -> Vec<Option<u32>> {
+    let Some(r) = &phase.rollout else {
+        return vec![None; chosen.len()];
+    };
     let n = chosen.len();
     let mut out: Vec<Option<u32>> = vec![None; n];
     let mut left = n;
@@ -538,7 +709,10 @@ impl Graph {
                 out_edges[d as usize].push(i as u32);
             }
         }
-        let mut heap: BinaryHeap<Reverse<u32>> = (0..n as u32).filter(|&i| indeg[i as usize] == 0).map(Reverse).collect();
+        let mut heap: BinaryHeap<Reverse<u32>> = (0..n as u32)
+            .filter(|&i| indeg[i as usize] == 0)
+            .map(Reverse)
+            .collect();
         let mut order = Vec::with_capacity(n);
         while let Some(Reverse(i)) = heap.pop() {
             order.push(i);
@@ -550,8 +724,11 @@ impl Graph {
             }
         }
         if order.len() != n {
-            let stuck: Vec<&str> =
-                (0..n).filter(|&i| indeg[i] > 0).take(6).map(|i| self.steps[i].id.as_str()).collect();
+            let stuck: Vec<&str> = (0..n)
+                .filter(|&i| indeg[i] > 0)
+                .take(6)
+                .map(|i| self.steps[i].id.as_str())
+                .collect();
             return Err(PlanError::Cycle(stuck.join(", ")));
         }
         let mut new_pos = vec![0u32; n];

@@ -32,7 +32,12 @@ pub(crate) fn estimate(
     }
 }
 
-fn simulate(steps: &[Step], global: u32, endpoints: &BTreeMap<String, u32>, phases: &HashMap<&str, u32>) -> u64 {
+fn simulate(
+    steps: &[Step],
+    global: u32,
+    endpoints: &BTreeMap<String, u32>,
+    phases: &HashMap<&str, u32>,
+) -> u64 {
     let n = steps.len();
     if n == 0 {
         return 0;
@@ -49,7 +54,10 @@ fn simulate(steps: &[Step], global: u32, endpoints: &BTreeMap<String, u32>, phas
     let mut classes: Vec<Class> = Vec::new();
     let mut class_ids: HashMap<Class, u32> = HashMap::new();
     for s in steps {
-        let c = Class { phase: s.phase.to_string(), endpoint: s.endpoint.as_deref().map(str::to_owned) };
+        let c = Class {
+            phase: s.phase.to_string(),
+            endpoint: s.endpoint.as_deref().map(str::to_owned),
+        };
         let id = *class_ids.entry(c.clone()).or_insert_with(|| {
             classes.push(c);
             (classes.len() - 1) as u32
@@ -120,7 +128,9 @@ fn simulate(steps: &[Step], global: u32, endpoints: &BTreeMap<String, u32>, phas
             }
             events.push(Reverse((now + s.estimate_s, i)));
         }
-        let Some(Reverse((t, i))) = events.pop() else { break };
+        let Some(Reverse((t, i))) = events.pop() else {
+            break;
+        };
         now = t;
         end = end.max(t);
         let s = &steps[i as usize];

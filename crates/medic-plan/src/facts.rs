@@ -21,15 +21,36 @@ pub(crate) struct Facts<'a> {
 
 impl<'a> Facts<'a> {
     pub(crate) fn new(inv: &'a Inventory, params: &'a Params) -> Self {
-        let by_name: HashMap<&str, u32> = inv.hosts.iter().enumerate().map(|(i, h)| (h.name.as_str(), i as u32)).collect();
+        let by_name: HashMap<&str, u32> = inv
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.name.as_str(), i as u32))
+            .collect();
         let offline_groups = inv
             .relay_groups
             .iter()
             .filter(|g| g.offline)
-            .map(|g| (g.name.as_str(), g.bundle_source.as_deref().and_then(|s| by_name.get(s).copied())))
+            .map(|g| {
+                (
+                    g.name.as_str(),
+                    g.bundle_source
+                        .as_deref()
+                        .and_then(|s| by_name.get(s).copied()),
+                )
+            })
             .collect();
-        let bundle_sources = inv.relay_groups.iter().filter_map(|g| g.bundle_source.as_deref()).collect();
-        Facts { inv, params, offline_groups, bundle_sources }
+        let bundle_sources = inv
+            .relay_groups
+            .iter()
+            .filter_map(|g| g.bundle_source.as_deref())
+            .collect();
+        Facts {
+            inv,
+            params,
+            offline_groups,
+            bundle_sources,
+        }
     }
 
     pub(crate) fn host(&self, i: u32) -> &'a Host {
@@ -54,9 +75,9 @@ impl<'a> Facts<'a> {
         match p.root {
             PathRoot::Params => self.params.get(&p.field, self.platform(t)).cloned(),
             PathRoot::Settings => match p.field.as_str() {
-                "direct_download_when_relays_unavailable" => {
-                    Some(Value::Bool(self.inv.settings.direct_download_when_relays_unavailable))
-                }
+                "direct_download_when_relays_unavailable" => Some(Value::Bool(
+                    self.inv.settings.direct_download_when_relays_unavailable,
+                )),
                 _ => None,
             },
             PathRoot::Manager => match p.field.as_str() {
@@ -66,7 +87,9 @@ impl<'a> Facts<'a> {
                 _ => None,
             },
             PathRoot::Host => self.target_fact(t, &p.field),
-            PathRoot::BundleSource => self.bundle_source(t).and_then(|b| self.target_fact(Target::Host(b), &p.field)),
+            PathRoot::BundleSource => self
+                .bundle_source(t)
+                .and_then(|b| self.target_fact(Target::Host(b), &p.field)),
             PathRoot::Facts | PathRoot::Needs => None,
         }
     }
@@ -79,9 +102,11 @@ impl<'a> Facts<'a> {
                     "name" => Some(Value::Str(m.name.clone())),
                     "address" => Some(Value::Str(m.address.clone())),
                     "role" => Some(Value::Str("manager".to_owned())),
-                    "relay" | "relay_group_offline" | "protected_by_appliance" | "has_agent" | "is_bundle_source" => {
-                        Some(Value::Bool(false))
-                    }
+                    "relay"
+                    | "relay_group_offline"
+                    | "protected_by_appliance"
+                    | "has_agent"
+                    | "is_bundle_source" => Some(Value::Bool(false)),
                     "groups" => Some(Value::List(Vec::new())),
                     _ => None,
                 };
@@ -97,12 +122,16 @@ impl<'a> Facts<'a> {
             "relay_group" => Value::Str(h.relay_group.clone()?),
             "agent_version" => Value::Agent(h.agent_version),
             "relay" => Value::Bool(h.relay),
-            "relay_group_offline" => {
-                Value::Bool(h.relay_group.as_deref().is_some_and(|g| self.offline_groups.contains_key(g)))
-            }
+            "relay_group_offline" => Value::Bool(
+                h.relay_group
+                    .as_deref()
+                    .is_some_and(|g| self.offline_groups.contains_key(g)),
+            ),
             "protected_by_appliance" => Value::Bool(h.protected_by_appliance),
             "has_agent" => Value::Bool(h.has_agent()),
-            "is_bundle_source" => Value::Bool(h.relay && self.bundle_sources.contains(h.name.as_str())),
+            "is_bundle_source" => {
+                Value::Bool(h.relay && self.bundle_sources.contains(h.name.as_str()))
+            }
             "groups" => Value::List(h.groups.clone()),
             "port" => Value::Int(i64::from(h.port)),
             f => match f.strip_prefix("vars.") {

@@ -34,14 +34,31 @@ fn host_line(h: &Host, offline: bool) -> String {
     )
 }
 
-pub(crate) fn digests(inv: &Inventory, pb: &Playbook, playbook_text: &str) -> (String, BTreeMap<String, String>) {
+pub(crate) fn digests(
+    inv: &Inventory,
+    pb: &Playbook,
+    playbook_text: &str,
+) -> (String, BTreeMap<String, String>) {
     let mut per_host = BTreeMap::new();
     let m = &inv.manager;
-    let mline = format!("manager|{}|{}|{}|{}", m.name, m.address, m.version, inv.settings.direct_download_when_relays_unavailable);
-    per_host.insert(m.name.clone(), hex(&Sha256::digest(mline.as_bytes()))[..16].to_owned());
+    let mline = format!(
+        "manager|{}|{}|{}|{}",
+        m.name, m.address, m.version, inv.settings.direct_download_when_relays_unavailable
+    );
+    per_host.insert(
+        m.name.clone(),
+        hex(&Sha256::digest(mline.as_bytes()))[..16].to_owned(),
+    );
     for h in &inv.hosts {
-        let offline = h.relay_group.as_deref().and_then(|g| inv.relay_group(g)).is_some_and(|g| g.offline);
-        per_host.insert(h.name.clone(), hex(&Sha256::digest(host_line(h, offline).as_bytes()))[..16].to_owned());
+        let offline = h
+            .relay_group
+            .as_deref()
+            .and_then(|g| inv.relay_group(g))
+            .is_some_and(|g| g.offline);
+        per_host.insert(
+            h.name.clone(),
+            hex(&Sha256::digest(host_line(h, offline).as_bytes()))[..16].to_owned(),
+        );
     }
     let mut all = Sha256::new();
     all.update(b"medic.plan/v1\n");

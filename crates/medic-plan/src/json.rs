@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as J, json};
 
 use crate::plan::{
-    Estimate, GateSpec, Need, PhaseInfo, Plan, PlanHost, Skipped, Step, StepCheck, StepGuard, StepKind, WaveInfo,
+    Estimate, GateSpec, Need, PhaseInfo, Plan, PlanHost, Skipped, Step, StepCheck, StepGuard,
+    StepKind, WaveInfo,
 };
 use crate::window::Window;
 
@@ -159,7 +160,11 @@ struct HostJson {
 pub fn plan_to_json(plan: &Plan) -> String {
     let hosts = &plan.hosts;
     let ids = |needs: &[Need], finished: bool| -> Vec<String> {
-        needs.iter().filter(|n| !finished || n.on_finish).map(|n| plan.steps[n.step as usize].id.clone()).collect()
+        needs
+            .iter()
+            .filter(|n| !finished || n.on_finish)
+            .map(|n| plan.steps[n.step as usize].id.clone())
+            .collect()
     };
     let steps = plan
         .steps
@@ -190,7 +195,10 @@ pub fn plan_to_json(plan: &Plan) -> String {
                 when: cond_to_json(&g.when),
                 describe: g.describe.clone(),
             }),
-            check: s.check.as_ref().map(|c| CheckJson { probe: c.probe.clone(), when: cond_to_json(&c.when) }),
+            check: s.check.as_ref().map(|c| CheckJson {
+                probe: c.probe.clone(),
+                when: cond_to_json(&c.when),
+            }),
             timeout_s: s.timeout_s,
             retries: s.retry.max,
             backoff_s: s.retry.backoff_s,
@@ -198,7 +206,11 @@ pub fn plan_to_json(plan: &Plan) -> String {
             soft_fail: s.soft_fail,
             verifies: s.verifies,
             gate: match s.kind {
-                StepKind::Gate(g) => Some(GateJson { approval: g.approval, pause_s: g.pause_s, opens_wave: g.opens_wave }),
+                StepKind::Gate(g) => Some(GateJson {
+                    approval: g.approval,
+                    pause_s: g.pause_s,
+                    opens_wave: g.opens_wave,
+                }),
                 _ => None,
             },
         })
@@ -211,17 +223,27 @@ pub fn plan_to_json(plan: &Plan) -> String {
         skipped: plan
             .skipped
             .iter()
-            .map(|s| SkippedJson { host: s.host.clone(), phase: s.phase.clone(), reason: s.reason.clone() })
+            .map(|s| SkippedJson {
+                host: s.host.clone(),
+                phase: s.phase.clone(),
+                reason: s.reason.clone(),
+            })
             .collect(),
         estimate: EstimateJson {
             makespan_s: plan.estimate.makespan_s,
             fits_window: plan.estimate.fits_window,
             serial_s: plan.estimate.serial_s,
-            window: plan.estimate.window.map(|w| format!("{}/{}", w.start, w.end)),
+            window: plan
+                .estimate
+                .window
+                .map(|w| format!("{}/{}", w.start, w.end)),
         },
         params: plan.params.clone(),
         example_params: plan.example_params.clone(),
-        limits: LimitsJson { max_parallel: plan.max_parallel, endpoints: plan.endpoint_limits.clone() },
+        limits: LimitsJson {
+            max_parallel: plan.max_parallel,
+            endpoints: plan.endpoint_limits.clone(),
+        },
         phases: plan
             .phases
             .iter()
@@ -266,7 +288,8 @@ pub fn plan_to_json(plan: &Plan) -> String {
             .collect(),
         host_digests: plan.host_digests.clone(),
     };
-    let mut out = serde_json::to_string_pretty(&j).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let mut out =
+        serde_json::to_string_pretty(&j).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     out.push('\n');
     out
 }
@@ -276,7 +299,10 @@ pub fn plan_to_json(plan: &Plan) -> String {
 pub fn plan_from_json(text: &str) -> Result<Plan, String> {
     let j: PlanJson = serde_json::from_str(text).map_err(|e| format!("not a medic plan: {e}"))?;
     if j.format != PLAN_FORMAT {
-        return Err(format!("unsupported plan format `{}` (this medic reads {PLAN_FORMAT})", j.format));
+        return Err(format!(
+            "unsupported plan format `{}` (this medic reads {PLAN_FORMAT})",
+            j.format
+        ));
     }
     let hosts: Vec<PlanHost> = j
         .hosts
@@ -289,7 +315,9 @@ pub fn plan_from_json(text: &str) -> Result<Plan, String> {
                 user: h.user,
                 platform: match h.platform.as_deref() {
                     None => None,
-                    Some(p) => Some(Platform::parse(p).ok_or_else(|| format!("unknown platform `{p}`"))?),
+                    Some(p) => {
+                        Some(Platform::parse(p).ok_or_else(|| format!("unknown platform `{p}`"))?)
+                    }
                 },
                 role: match h.role.as_str() {
                     "manager" => "manager",
@@ -300,29 +328,59 @@ pub fn plan_from_json(text: &str) -> Result<Plan, String> {
             })
         })
         .collect::<Result<_, String>>()?;
-    let host_ix: HashMap<&str, u32> = hosts.iter().enumerate().map(|(i, h)| (h.name.as_str(), i as u32)).collect();
-    let index: HashMap<String, u32> = j.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i as u32)).collect();
+    let host_ix: HashMap<&str, u32> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.name.as_str(), i as u32))
+        .collect();
+    let index: HashMap<String, u32> = j
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.clone(), i as u32))
+        .collect();
     let mut steps = Vec::with_capacity(j.steps.len());
     let mut interned: HashMap<String, Arc<str>> = HashMap::new();
-    let mut intern = |s: &str| interned.entry(s.to_owned()).or_insert_with(|| Arc::from(s)).clone();
+    let mut intern = |s: &str| {
+        interned
+            .entry(s.to_owned())
+            .or_insert_with(|| Arc::from(s))
+            .clone()
+    };
     for (pos, s) in j.steps.iter().enumerate() {
         let mut needs = Vec::with_capacity(s.needs.len());
         for n in &s.needs {
-            let &step = index.get(n).ok_or_else(|| format!("step `{}` needs unknown step `{n}`", s.id))?;
+            let &step = index
+                .get(n)
+                .ok_or_else(|| format!("step `{}` needs unknown step `{n}`", s.id))?;
             if step as usize >= pos {
-                return Err(format!("step `{}` comes before `{n}`, which it needs", s.id));
+                return Err(format!(
+                    "step `{}` comes before `{n}`, which it needs",
+                    s.id
+                ));
             }
-            needs.push(Need { step, on_finish: s.needs_finished.contains(n) });
+            needs.push(Need {
+                step,
+                on_finish: s.needs_finished.contains(n),
+            });
         }
         let kind = match (s.kind.as_str(), &s.gate) {
             ("action", _) => StepKind::Action,
             ("barrier", _) => StepKind::Barrier,
-            ("gate", Some(g)) => StepKind::Gate(GateSpec { approval: g.approval, pause_s: g.pause_s, opens_wave: g.opens_wave }),
+            ("gate", Some(g)) => StepKind::Gate(GateSpec {
+                approval: g.approval,
+                pause_s: g.pause_s,
+                opens_wave: g.opens_wave,
+            }),
             (k, _) => return Err(format!("step `{}` has unknown kind `{k}`", s.id)),
         };
         let host = match &s.host {
             None => None,
-            Some(h) => Some(*host_ix.get(h.as_str()).ok_or_else(|| format!("step `{}` names unknown host `{h}`", s.id))?),
+            Some(h) => Some(
+                *host_ix
+                    .get(h.as_str())
+                    .ok_or_else(|| format!("step `{}` names unknown host `{h}`", s.id))?,
+            ),
         };
         steps.push(Step {
             id: s.id.clone(),
@@ -335,16 +393,26 @@ pub fn plan_from_json(text: &str) -> Result<Plan, String> {
             needs,
             wave: s.wave,
             guard: match &s.guard_spec {
-                Some(g) => Some(StepGuard { probe: g.probe.clone(), when: cond_from_json(&g.when)?, describe: g.describe.clone() }),
+                Some(g) => Some(StepGuard {
+                    probe: g.probe.clone(),
+                    when: cond_from_json(&g.when)?,
+                    describe: g.describe.clone(),
+                }),
                 None => None,
             },
             check: match &s.check {
-                Some(c) => Some(StepCheck { probe: c.probe.clone(), when: cond_from_json(&c.when)? }),
+                Some(c) => Some(StepCheck {
+                    probe: c.probe.clone(),
+                    when: cond_from_json(&c.when)?,
+                }),
                 None => None,
             },
             estimate_s: s.estimate_s,
             timeout_s: s.timeout_s,
-            retry: Retry { max: s.retries, backoff_s: s.backoff_s },
+            retry: Retry {
+                max: s.retries,
+                backoff_s: s.backoff_s,
+            },
             endpoint: s.endpoint.as_deref().map(&mut intern),
             soft_fail: s.soft_fail,
             verifies: s.verifies,
@@ -362,7 +430,12 @@ pub fn plan_from_json(text: &str) -> Result<Plan, String> {
             waves: p
                 .waves
                 .into_iter()
-                .map(|w| WaveInfo { index: w.index, hosts: w.hosts, max_failures: w.max_failures, gate: w.gate.and_then(|g| index.get(&g).copied()) })
+                .map(|w| WaveInfo {
+                    index: w.index,
+                    hosts: w.hosts,
+                    max_failures: w.max_failures,
+                    gate: w.gate.and_then(|g| index.get(&g).copied()),
+                })
                 .collect(),
             max_failures_total: p.max_failures_total,
             strict: p.strict,
@@ -389,9 +462,22 @@ pub fn plan_from_json(text: &str) -> Result<Plan, String> {
         endpoint_limits: j.limits.endpoints,
         hosts,
         steps,
-        skipped: j.skipped.into_iter().map(|s| Skipped { host: s.host, phase: s.phase, reason: s.reason }).collect(),
+        skipped: j
+            .skipped
+            .into_iter()
+            .map(|s| Skipped {
+                host: s.host,
+                phase: s.phase,
+                reason: s.reason,
+            })
+            .collect(),
         phases,
-        estimate: Estimate { makespan_s: j.estimate.makespan_s, fits_window: j.estimate.fits_window, window, serial_s: j.estimate.serial_s },
+        estimate: Estimate {
+            makespan_s: j.estimate.makespan_s,
+            fits_window: j.estimate.fits_window,
+            window,
+            serial_s: j.estimate.serial_s,
+        },
         index,
     })
 }
@@ -418,11 +504,25 @@ fn value_from_json(j: &J) -> Result<Value, String> {
         "bool" => Value::Bool(v.as_bool().ok_or_else(bad)?),
         "int" => Value::Int(v.as_i64().ok_or_else(bad)?),
         "string" => Value::Str(v.as_str().ok_or_else(bad)?.to_owned()),
-        "agent_build" => Value::Agent(v.as_str().ok_or_else(bad)?.parse().map_err(|e| format!("{e}"))?),
-        "manager_build" => Value::Manager(v.as_str().ok_or_else(bad)?.parse().map_err(|e| format!("{e}"))?),
+        "agent_build" => Value::Agent(
+            v.as_str()
+                .ok_or_else(bad)?
+                .parse()
+                .map_err(|e| format!("{e}"))?,
+        ),
+        "manager_build" => Value::Manager(
+            v.as_str()
+                .ok_or_else(bad)?
+                .parse()
+                .map_err(|e| format!("{e}"))?,
+        ),
         "duration_s" => Value::Duration(v.as_u64().ok_or_else(bad)?),
         "list" => Value::List(
-            v.as_array().ok_or_else(bad)?.iter().map(|x| x.as_str().map(str::to_owned).ok_or_else(bad)).collect::<Result<_, _>>()?,
+            v.as_array()
+                .ok_or_else(bad)?
+                .iter()
+                .map(|x| x.as_str().map(str::to_owned).ok_or_else(bad))
+                .collect::<Result<_, _>>()?,
         ),
         _ => return Err(bad()),
     })
@@ -445,7 +545,9 @@ fn cond_to_json(c: &Cond) -> J {
         Cond::In { path, values } => {
             json!({ "in": { "path": path.to_string(), "values": values.iter().map(value_to_json).collect::<Vec<_>>() } })
         }
-        Cond::Contains { path, value } => json!({ "contains": { "path": path.to_string(), "value": value } }),
+        Cond::Contains { path, value } => {
+            json!({ "contains": { "path": path.to_string(), "value": value } })
+        }
         Cond::All(cs) => json!({ "all": cs.iter().map(cond_to_json).collect::<Vec<_>>() }),
         Cond::Any(cs) => json!({ "any": cs.iter().map(cond_to_json).collect::<Vec<_>>() }),
         Cond::Not(c) => json!({ "not": cond_to_json(c) }),
@@ -457,27 +559,52 @@ fn cond_from_json(j: &J) -> Result<Cond, String> {
     let bad = || format!("not a condition: {j}");
     let obj = j.as_object().filter(|o| o.len() == 1).ok_or_else(bad)?;
     let (k, v) = obj.iter().next().ok_or_else(bad)?;
-    let path = |v: &J| -> Result<Path, String> { v.as_str().and_then(Path::parse).ok_or_else(|| format!("not a path: {v}")) };
-    let list = |v: &J| -> Result<Vec<Cond>, String> { v.as_array().ok_or_else(bad)?.iter().map(cond_from_json).collect() };
+    let path = |v: &J| -> Result<Path, String> {
+        v.as_str()
+            .and_then(Path::parse)
+            .ok_or_else(|| format!("not a path: {v}"))
+    };
+    let list = |v: &J| -> Result<Vec<Cond>, String> {
+        v.as_array()
+            .ok_or_else(bad)?
+            .iter()
+            .map(cond_from_json)
+            .collect()
+    };
     Ok(match k.as_str() {
         "is" => Cond::Is(path(v)?),
         "is_not" => Cond::IsNot(path(v)?),
         "compare" => {
-            let op: CmpOp = serde_json::from_value(v.get("op").cloned().unwrap_or(J::Null)).map_err(|e| e.to_string())?;
+            let op: CmpOp = serde_json::from_value(v.get("op").cloned().unwrap_or(J::Null))
+                .map_err(|e| e.to_string())?;
             let right = match (v.get("right"), v.get("value")) {
                 (Some(r), None) => Operand::Path(path(r)?),
                 (None, Some(l)) => Operand::Lit(value_from_json(l)?),
                 _ => return Err(bad()),
             };
-            Cond::Compare { left: path(v.get("left").ok_or_else(bad)?)?, op, right }
+            Cond::Compare {
+                left: path(v.get("left").ok_or_else(bad)?)?,
+                op,
+                right,
+            }
         }
         "in" => Cond::In {
             path: path(v.get("path").ok_or_else(bad)?)?,
-            values: v.get("values").and_then(|x| x.as_array()).ok_or_else(bad)?.iter().map(value_from_json).collect::<Result<_, _>>()?,
+            values: v
+                .get("values")
+                .and_then(|x| x.as_array())
+                .ok_or_else(bad)?
+                .iter()
+                .map(value_from_json)
+                .collect::<Result<_, _>>()?,
         },
         "contains" => Cond::Contains {
             path: path(v.get("path").ok_or_else(bad)?)?,
-            value: v.get("value").and_then(|x| x.as_str()).ok_or_else(bad)?.to_owned(),
+            value: v
+                .get("value")
+                .and_then(|x| x.as_str())
+                .ok_or_else(bad)?
+                .to_owned(),
         },
         "all" => Cond::All(list(v)?),
         "any" => Cond::Any(list(v)?),

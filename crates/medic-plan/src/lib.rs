@@ -16,7 +16,7 @@ mod window;
 pub use build::{PlanError, build_plan};
 pub use json::{PLAN_FORMAT, plan_from_json, plan_to_json};
 pub use plan::{
-    Estimate, GateSpec, Need, Plan, PlanHost, PhaseInfo, Skipped, Step, StepCheck, StepGuard, StepKind,
-    WaveInfo,
+    Estimate, GateSpec, Need, PhaseInfo, Plan, PlanHost, Skipped, Step, StepCheck, StepGuard,
+    StepKind, WaveInfo,
 };
 pub use window::{Window, WindowError};

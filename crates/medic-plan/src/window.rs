@@ -12,7 +12,9 @@ pub struct Window {
 pub enum WindowError {
     #[error("window `{0}` must be START/END, e.g. 2026-12-01T22:00+09:00/2026-12-02T04:00+09:00")]
     Shape(String),
-    #[error("window {which} `{text}` is not an RFC 3339 time with an offset (e.g. 2026-12-01T22:00+09:00)")]
+    #[error(
+        "window {which} `{text}` is not an RFC 3339 time with an offset (e.g. 2026-12-01T22:00+09:00)"
+    )]
     Time { which: &'static str, text: String },
     #[error("window ends ({end}) before it starts ({start})")]
     Reversed { start: String, end: String },
@@ -20,11 +22,22 @@ pub enum WindowError {
 
 impl Window {
     pub fn parse(s: &str) -> Result<Window, WindowError> {
-        let (a, b) = s.split_once('/').ok_or_else(|| WindowError::Shape(s.to_owned()))?;
-        let start = parse_ts(a).ok_or_else(|| WindowError::Time { which: "start", text: a.to_owned() })?;
-        let end = parse_ts(b).ok_or_else(|| WindowError::Time { which: "end", text: b.to_owned() })?;
+        let (a, b) = s
+            .split_once('/')
+            .ok_or_else(|| WindowError::Shape(s.to_owned()))?;
+        let start = parse_ts(a).ok_or_else(|| WindowError::Time {
+            which: "start",
+            text: a.to_owned(),
+        })?;
+        let end = parse_ts(b).ok_or_else(|| WindowError::Time {
+            which: "end",
+            text: b.to_owned(),
+        })?;
         if end <= start {
-            return Err(WindowError::Reversed { start: a.to_owned(), end: b.to_owned() });
+            return Err(WindowError::Reversed {
+                start: a.to_owned(),
+                end: b.to_owned(),
+            });
         }
         Ok(Window { start, end })
     }
@@ -55,7 +68,10 @@ mod tests {
     fn parses_the_contract_example() {
         let w = Window::parse("2026-12-01T22:00+09:00/2026-12-02T04:00+09:00").expect("valid");
         assert_eq!(w.length_s(), 6 * 3600);
-        assert!(Window::parse("2026-12-01T22:00/2026-12-02T04:00").is_err(), "offset is required");
+        assert!(
+            Window::parse("2026-12-01T22:00/2026-12-02T04:00").is_err(),
+            "offset is required"
+        );
         assert!(Window::parse("2026-12-02T04:00+09:00/2026-12-01T22:00+09:00").is_err());
         assert!(Window::parse("tonight").is_err());
     }

@@ -37,7 +37,11 @@ pub fn to_dot(plan: &Plan) -> String {
             StepKind::Barrier => ", shape=circle, width=0.2",
             StepKind::Gate(_) => ", shape=diamond",
         };
-        let _ = writeln!(o, "  n{i} [label=\"{}\"{shape}];", label(plan, i).replace('"', "'"));
+        let _ = writeln!(
+            o,
+            "  n{i} [label=\"{}\"{shape}];",
+            label(plan, i).replace('"', "'")
+        );
     }
     for (i, s) in plan.steps.iter().enumerate() {
         for n in &s.needs {

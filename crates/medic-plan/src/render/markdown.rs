@@ -16,18 +16,42 @@ pub fn to_markdown(plan: &Plan) -> String {
     let _ = writeln!(o, "Plan fingerprint: `{}`\n", plan.fingerprint);
     let _ = writeln!(o, "## Scope\n");
     let hosts = plan.hosts.len().saturating_sub(1);
-    let planned: BTreeSet<u32> = plan.steps.iter().filter(|s| s.kind == StepKind::Action).filter_map(|s| s.host).collect();
-    let actions = plan.steps.iter().filter(|s| s.kind == StepKind::Action).count();
+    let planned: BTreeSet<u32> = plan
+        .steps
+        .iter()
+        .filter(|s| s.kind == StepKind::Action)
+        .filter_map(|s| s.host)
+        .collect();
+    let actions = plan
+        .steps
+        .iter()
+        .filter(|s| s.kind == StepKind::Action)
+        .count();
     let _ = writeln!(o, "| | |\n|---|---|");
     let _ = writeln!(o, "| hosts in inventory | {hosts} (+ the Manager) |");
     let _ = writeln!(o, "| hosts with work | {} |", planned.len());
     let _ = writeln!(o, "| steps | {actions} |");
     let _ = writeln!(o, "| hosts skipped (per phase) | {} |", plan.skipped.len());
-    let _ = writeln!(o, "| estimated duration | {} (concurrency {}) |", format_duration(e.makespan_s), plan.max_parallel);
+    let _ = writeln!(
+        o,
+        "| estimated duration | {} (concurrency {}) |",
+        format_duration(e.makespan_s),
+        plan.max_parallel
+    );
     match e.window {
         Some(w) => {
-            let fits = if e.fits_window == Some(true) { "fits" } else { "**does not fit**" };
-            let _ = writeln!(o, "| change window | {} to {} ({}): {fits} |", w.start, w.end, format_duration(w.length_s()));
+            let fits = if e.fits_window == Some(true) {
+                "fits"
+            } else {
+                "**does not fit**"
+            };
+            let _ = writeln!(
+                o,
+                "| change window | {} to {} ({}): {fits} |",
+                w.start,
+                w.end,
+                format_duration(w.length_s())
+            );
         }
         None => {
             let _ = writeln!(o, "| change window | not given (`--window START/END`) |");
@@ -38,7 +62,11 @@ pub fn to_markdown(plan: &Plan) -> String {
         let _ = writeln!(
             o,
             "> **Confirm before approval:** {} still carry the playbook's example values.\n",
-            plan.example_params.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+            plan.example_params
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let _ = writeln!(o, "## Parameters\n");
@@ -47,11 +75,16 @@ pub fn to_markdown(plan: &Plan) -> String {
     }
 
     let _ = writeln!(o, "\n## Tasks\n");
-    let _ = writeln!(o, "| # | task | hosts | predecessors | expected duration | notes |");
+    let _ = writeln!(
+        o,
+        "| # | task | hosts | predecessors | expected duration | notes |"
+    );
     let _ = writeln!(o, "|---|---|---|---|---|---|");
     // One task per (phase, wave); predecessors are the tasks its steps wait for.
     let mut task_of: Vec<String> = Vec::with_capacity(plan.steps.len());
-    let mut tasks: Vec<(String, BTreeSet<u32>, BTreeSet<String>, u64, String)> = Vec::new();
+    // (name, hosts, predecessor tasks, longest step estimate, notes)
+    type Task = (String, BTreeSet<u32>, BTreeSet<String>, u64, String);
+    let mut tasks: Vec<Task> = Vec::new();
     let mut task_ix: BTreeMap<String, usize> = BTreeMap::new();
     for s in &plan.steps {
         let key = match s.kind {
@@ -63,7 +96,13 @@ pub fn to_markdown(plan: &Plan) -> String {
             StepKind::Gate(g) => format!("GO/NO-GO before {} wave {}", s.phase, g.opens_wave),
         };
         let ix = *task_ix.entry(key.clone()).or_insert_with(|| {
-            tasks.push((key.clone(), BTreeSet::new(), BTreeSet::new(), 0, String::new()));
+            tasks.push((
+                key.clone(),
+                BTreeSet::new(),
+                BTreeSet::new(),
+                0,
+                String::new(),
+            ));
             tasks.len() - 1
         });
         for n in &s.needs {
@@ -90,24 +129,42 @@ pub fn to_markdown(plan: &Plan) -> String {
         }
         task_of.push(key);
     }
-    let numbers: BTreeMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.0.as_str(), i + 1)).collect();
+    let numbers: BTreeMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.0.as_str(), i + 1))
+        .collect();
     let mut ponr_done = false;
     for (i, (name, hosts, preds, dur, notes)) in tasks.iter().enumerate() {
-        let mut preds: Vec<usize> = preds.iter().filter_map(|p| numbers.get(p.as_str()).copied()).collect();
+        let mut preds: Vec<usize> = preds
+            .iter()
+            .filter_map(|p| numbers.get(p.as_str()).copied())
+            .collect();
         preds.sort_unstable();
         let preds: Vec<String> = preds.iter().map(|n| n.to_string()).collect();
         let phase = name.split(' ').next().unwrap_or(name);
         let mut notes = notes.clone();
-        if !ponr_done && plan.phase_info(phase).is_some_and(|p| p.point_of_no_return) && !name.starts_with("GO/NO-GO") {
+        if !ponr_done
+            && plan.phase_info(phase).is_some_and(|p| p.point_of_no_return)
+            && !name.starts_with("GO/NO-GO")
+        {
             ponr_done = true;
-            notes = if notes.is_empty() { "**point of no return**".to_owned() } else { format!("**point of no return**; {notes}") };
+            notes = if notes.is_empty() {
+                "**point of no return**".to_owned()
+            } else {
+                format!("**point of no return**; {notes}")
+            };
         }
         let _ = writeln!(
             o,
             "| {} | {name} | {} | {} | {} per host | {notes} |",
             i + 1,
             hosts.len(),
-            if preds.is_empty() { "-".to_owned() } else { preds.join(", ") },
+            if preds.is_empty() {
+                "-".to_owned()
+            } else {
+                preds.join(", ")
+            },
             format_duration(*dur),
         );
     }
@@ -125,9 +182,21 @@ pub fn to_markdown(plan: &Plan) -> String {
                     w.index,
                     w.hosts,
                     w.index.saturating_sub(1),
-                    p.waves.get(w.index.saturating_sub(1) as usize).and_then(|x| x.max_failures).map(|m| m.to_string()).unwrap_or_else(|| "no".to_owned()),
-                    if p.pause_s > 0 { format!(", after a soak of {}", format_duration(p.pause_s)) } else { String::new() },
-                    if p.approval { ", and an approver signed off" } else { "" },
+                    p.waves
+                        .get(w.index.saturating_sub(1) as usize)
+                        .and_then(|x| x.max_failures)
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| "no".to_owned()),
+                    if p.pause_s > 0 {
+                        format!(", after a soak of {}", format_duration(p.pause_s))
+                    } else {
+                        String::new()
+                    },
+                    if p.approval {
+                        ", and an approver signed off"
+                    } else {
+                        ""
+                    },
                 );
             }
         }
@@ -141,19 +210,36 @@ pub fn to_markdown(plan: &Plan) -> String {
         if p.steps == 0 {
             continue;
         }
-        let ponr = if p.point_of_no_return { " (point of no return)" } else { "" };
-        let _ = writeln!(o, "- **{}**{ponr}: {}", p.name, p.backout.as_deref().unwrap_or("no backout note in the playbook"));
+        let ponr = if p.point_of_no_return {
+            " (point of no return)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            o,
+            "- **{}**{ponr}: {}",
+            p.name,
+            p.backout
+                .as_deref()
+                .unwrap_or("no backout note in the playbook")
+        );
     }
 
     if !plan.skipped.is_empty() {
         let _ = writeln!(o, "\n## Skipped hosts\n");
         let mut by: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
         for s in &plan.skipped {
-            by.entry((s.phase.as_str(), s.reason.as_str())).or_default().push(&s.host);
+            by.entry((s.phase.as_str(), s.reason.as_str()))
+                .or_default()
+                .push(&s.host);
         }
         for ((phase, reason), hosts) in by {
             let shown: Vec<&str> = hosts.iter().take(20).copied().collect();
-            let more = if hosts.len() > 20 { format!(" and {} more", hosts.len() - 20) } else { String::new() };
+            let more = if hosts.len() > 20 {
+                format!(" and {} more", hosts.len() - 20)
+            } else {
+                String::new()
+            };
             let _ = writeln!(o, "- {phase}: {reason}: {}{more}", shown.join(", "));
         }
     }

@@ -12,10 +12,22 @@ pub fn to_text(plan: &Plan) -> String {
     let fp = &plan.fingerprint[..plan.fingerprint.len().min(16)];
     let _ = writeln!(o, "plan {} (fingerprint {fp})", plan.playbook);
     let hosts = plan.hosts.len().saturating_sub(1);
-    let actions = plan.steps.iter().filter(|s| s.kind == StepKind::Action).count();
-    let gates = plan.steps.iter().filter(|s| matches!(s.kind, StepKind::Gate(_))).count();
-    let planned: std::collections::BTreeSet<u32> =
-        plan.steps.iter().filter(|s| s.kind == StepKind::Action).filter_map(|s| s.host).collect();
+    let actions = plan
+        .steps
+        .iter()
+        .filter(|s| s.kind == StepKind::Action)
+        .count();
+    let gates = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.kind, StepKind::Gate(_)))
+        .count();
+    let planned: std::collections::BTreeSet<u32> = plan
+        .steps
+        .iter()
+        .filter(|s| s.kind == StepKind::Action)
+        .filter_map(|s| s.host)
+        .collect();
     let _ = writeln!(
         o,
         "scope: {hosts} hosts and the Manager; {} get steps, {actions} steps, {gates} gates",
@@ -25,13 +37,25 @@ pub fn to_text(plan: &Plan) -> String {
         let _ = writeln!(o, "parameters:");
         for (k, v) in &plan.params {
             let base = k.split('.').next().unwrap_or(k);
-            let mark = if plan.example_params.iter().any(|e| e == base) { "  (EXAMPLE value: confirm it, then --set it)" } else { "" };
+            let mark = if plan.example_params.iter().any(|e| e == base) {
+                "  (EXAMPLE value: confirm it, then --set it)"
+            } else {
+                ""
+            };
             let _ = writeln!(o, "  {k} = {v}{mark}");
         }
     }
     let _ = writeln!(o, "\nphases:");
     for (i, p) in plan.phases.iter().enumerate() {
-        let _ = write!(o, "{:>3}. {:<24} {:>5} {} {:>6} steps", i + 1, p.name, p.hosts, if p.hosts == 1 { "host " } else { "hosts" }, p.steps);
+        let _ = write!(
+            o,
+            "{:>3}. {:<24} {:>5} {} {:>6} steps",
+            i + 1,
+            p.name,
+            p.hosts,
+            if p.hosts == 1 { "host " } else { "hosts" },
+            p.steps
+        );
         if p.skipped > 0 {
             let _ = write!(o, "  ({} skipped)", p.skipped);
         }
@@ -44,14 +68,25 @@ pub fn to_text(plan: &Plan) -> String {
         o.push('\n');
         if p.waves.len() > 1 || p.waves.iter().any(|w| w.max_failures.is_some()) {
             for w in &p.waves {
-                let _ = write!(o, "       wave {}: {} host{}", w.index, w.hosts, if w.hosts == 1 { "" } else { "s" });
+                let _ = write!(
+                    o,
+                    "       wave {}: {} host{}",
+                    w.index,
+                    w.hosts,
+                    if w.hosts == 1 { "" } else { "s" }
+                );
                 if let Some(m) = w.max_failures {
-                    let _ = write!(o, ", tolerates {m} failed host{}", if m == 1 { "" } else { "s" });
+                    let _ = write!(
+                        o,
+                        ", tolerates {m} failed host{}",
+                        if m == 1 { "" } else { "s" }
+                    );
                 }
                 if let Some(g) = w.gate {
                     let gs = &plan.steps[g as usize];
                     if let StepKind::Gate(spec) = gs.kind {
-                        let mut parts = vec!["after the previous wave finished within budget".to_owned()];
+                        let mut parts =
+                            vec!["after the previous wave finished within budget".to_owned()];
                         if spec.pause_s > 0 {
                             parts.push(format!("soak {}", format_duration(spec.pause_s)));
                         }
@@ -64,7 +99,12 @@ pub fn to_text(plan: &Plan) -> String {
                 o.push('\n');
             }
             if let Some(t) = p.max_failures_total {
-                let _ = writeln!(o, "       whole phase tolerates {t} failed host{}{}", if t == 1 { "" } else { "s" }, if p.strict { " (strict)" } else { "" });
+                let _ = writeln!(
+                    o,
+                    "       whole phase tolerates {t} failed host{}{}",
+                    if t == 1 { "" } else { "s" },
+                    if p.strict { " (strict)" } else { "" }
+                );
             }
         }
     }
@@ -78,18 +118,35 @@ pub fn to_text(plan: &Plan) -> String {
     );
     o.push('\n');
     if let Some(w) = e.window {
-        let fits = if e.fits_window == Some(true) { "fits" } else { "DOES NOT FIT" };
-        let _ = writeln!(o, "window: {} to {} ({}): {fits}", w.start, w.end, format_duration(w.length_s()));
+        let fits = if e.fits_window == Some(true) {
+            "fits"
+        } else {
+            "DOES NOT FIT"
+        };
+        let _ = writeln!(
+            o,
+            "window: {} to {} ({}): {fits}",
+            w.start,
+            w.end,
+            format_duration(w.length_s())
+        );
     }
     if !plan.skipped.is_empty() {
         let _ = writeln!(o, "\nskipped ({}):", plan.skipped.len());
         let mut by_reason: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
         for s in &plan.skipped {
-            by_reason.entry((s.phase.as_str(), s.reason.as_str())).or_default().push(&s.host);
+            by_reason
+                .entry((s.phase.as_str(), s.reason.as_str()))
+                .or_default()
+                .push(&s.host);
         }
         for ((phase, reason), hosts) in by_reason {
             let shown: Vec<&str> = hosts.iter().take(8).copied().collect();
-            let more = if hosts.len() > 8 { format!(" and {} more", hosts.len() - 8) } else { String::new() };
+            let more = if hosts.len() > 8 {
+                format!(" and {} more", hosts.len() - 8)
+            } else {
+                String::new()
+            };
             let _ = writeln!(o, "  {phase}: {reason}\n      {}{more}", shown.join(", "));
         }
     }

@@ -20,8 +20,22 @@ struct H {
 }
 
 fn host_strategy() -> impl Strategy<Value = H> {
-    (any::<bool>(), any::<bool>(), prop_oneof![Just(0u32), 100u32..2000], 0usize..4, prop::bool::weighted(0.1), prop::bool::weighted(0.2))
-        .prop_map(|(relay, windows, build, group, appliance, canary)| H { relay, windows, build, group, appliance, canary })
+    (
+        any::<bool>(),
+        any::<bool>(),
+        prop_oneof![Just(0u32), 100u32..2000],
+        0usize..4,
+        prop::bool::weighted(0.1),
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(|(relay, windows, build, group, appliance, canary)| H {
+            relay,
+            windows,
+            build,
+            group,
+            appliance,
+            canary,
+        })
 }
 
 fn fleet(hosts: &[H], setting: bool, offline: bool, manager_build: u32) -> Inventory {
@@ -37,12 +51,20 @@ fn fleet(hosts: &[H], setting: bool, offline: bool, manager_build: u32) -> Inven
             address: format!("10.0.{}.{}", i / 250, i % 250 + 1),
             port: 22,
             user: None,
-            platform: if h.windows { Platform::Windows } else { Platform::Linux },
+            platform: if h.windows {
+                Platform::Windows
+            } else {
+                Platform::Linux
+            },
             os: None,
             agent_version,
             relay: h.relay,
             relay_group: Some(format!("g{}", h.group)),
-            groups: if h.canary { vec!["canary".to_owned()] } else { Vec::new() },
+            groups: if h.canary {
+                vec!["canary".to_owned()]
+            } else {
+                Vec::new()
+            },
             protected_by_appliance: h.appliance,
             vars: BTreeMap::new(),
         });
@@ -50,14 +72,26 @@ fn fleet(hosts: &[H], setting: bool, offline: bool, manager_build: u32) -> Inven
     // The bundle source must be a Relay of an online group: make h0 one.
     inv_hosts[0].relay = true;
     inv_hosts[0].relay_group = Some("g0".to_owned());
-    let mut groups: Vec<RelayGroup> = (0..4).map(|g| RelayGroup { name: format!("g{g}"), offline: false, bundle_source: None }).collect();
+    let mut groups: Vec<RelayGroup> = (0..4)
+        .map(|g| RelayGroup {
+            name: format!("g{g}"),
+            offline: false,
+            bundle_source: None,
+        })
+        .collect();
     if offline {
         groups[3].offline = true;
         groups[3].bundle_source = Some("h0".to_owned());
     }
     Inventory {
-        manager: Manager { name: "dsm".to_owned(), address: "10.9.9.9".to_owned(), version: format!("20.0.{manager_build}").parse().expect("valid") },
-        settings: Settings { direct_download_when_relays_unavailable: setting },
+        manager: Manager {
+            name: "dsm".to_owned(),
+            address: "10.9.9.9".to_owned(),
+            version: format!("20.0.{manager_build}").parse().expect("valid"),
+        },
+        settings: Settings {
+            direct_download_when_relays_unavailable: setting,
+        },
         relay_groups: groups,
         hosts: inv_hosts,
     }

@@ -19,19 +19,38 @@ fn every_rule_on_the_lab() {
 
     // R1: the Manager (20.0.463) meets manager_min_build (20.0.463): no upgrade, with a reason.
     assert!(!phases.contains_key("manager-upgrade"));
-    assert!(plan.skipped().iter().any(|s| s.host == "dsm01" && s.phase == "manager-upgrade" && s.reason.contains("already supports")));
+    assert!(plan.skipped().iter().any(|s| s.host == "dsm01"
+        && s.phase == "manager-upgrade"
+        && s.reason.contains("already supports")));
 
     // R2, R9: affected Relays are upgraded then updated; the rest are skipped with reasons.
     for h in &inv.hosts {
         let affected = h.has_agent() && !h.protected_by_appliance && h.agent_version < fixed();
-        let phase = if h.relay { "relay-upgrade" } else { "agent-upgrade" };
+        let phase = if h.relay {
+            "relay-upgrade"
+        } else {
+            "agent-upgrade"
+        };
         let planned = has(&plan, &format!("{phase}/{}", h.name));
-        assert_eq!(planned, affected, "{} planned={planned} affected={affected}", h.name);
+        assert_eq!(
+            planned, affected,
+            "{} planned={planned} affected={affected}",
+            h.name
+        );
         if !affected {
-            assert!(plan.skipped().iter().any(|s| s.host == h.name && s.phase == phase && !s.reason.is_empty()), "{} has a skip reason", h.name);
+            assert!(
+                plan.skipped()
+                    .iter()
+                    .any(|s| s.host == h.name && s.phase == phase && !s.reason.is_empty()),
+                "{} has a skip reason",
+                h.name
+            );
         }
         if affected && h.relay {
-            assert!(direct_needs(&plan, &format!("relay-security-update/{}", h.name)).contains(&format!("relay-upgrade/{}", h.name)));
+            assert!(
+                direct_needs(&plan, &format!("relay-security-update/{}", h.name))
+                    .contains(&format!("relay-upgrade/{}", h.name))
+            );
         }
         if affected {
             // R3: Windows prerequisites before the upgrade.
@@ -41,21 +60,45 @@ fn every_rule_on_the_lab() {
             if h.platform == Platform::Windows {
                 assert!(direct_needs(&plan, &up).contains(&pre), "{up} needs {pre}");
                 // R6: reboot guarded by the OS's answer.
-                let reboot = plan.step(plan.step_index(&format!("reboot/{}", h.name)).expect("reboot step"));
-                assert!(reboot.guard.as_ref().is_some_and(|g| g.when.to_string().contains("facts.pending_reboot")));
+                let reboot = plan.step(
+                    plan.step_index(&format!("reboot/{}", h.name))
+                        .expect("reboot step"),
+                );
+                assert!(
+                    reboot
+                        .guard
+                        .as_ref()
+                        .is_some_and(|g| g.when.to_string().contains("facts.pending_reboot"))
+                );
                 // R7: reinstall guarded, then verify again.
-                let re = plan.step(plan.step_index(&format!("reinstall/{}", h.name)).expect("reinstall"));
+                let re = plan.step(
+                    plan.step_index(&format!("reinstall/{}", h.name))
+                        .expect("reinstall"),
+                );
                 assert!(re.guard.is_some());
-                assert!(direct_needs(&plan, &format!("reverify/{}", h.name)).contains(&format!("reinstall/{}", h.name)));
+                assert!(
+                    direct_needs(&plan, &format!("reverify/{}", h.name))
+                        .contains(&format!("reinstall/{}", h.name))
+                );
             }
             // R7: every upgraded host is verified after its security update.
-            let su = if h.relay { "relay-security-update" } else { "agent-security-update" };
-            assert!(ancestors(&plan, &format!("verify/{}", h.name)).contains(&format!("{su}/{}", h.name)));
+            let su = if h.relay {
+                "relay-security-update"
+            } else {
+                "agent-security-update"
+            };
+            assert!(
+                ancestors(&plan, &format!("verify/{}", h.name))
+                    .contains(&format!("{su}/{}", h.name))
+            );
         }
     }
 
     // R5 (global barrier): every Agent upgrade waits for every Relay security update.
-    let relay_updates: Vec<String> = phases["relay-security-update"].iter().map(|h| format!("relay-security-update/{h}")).collect();
+    let relay_updates: Vec<String> = phases["relay-security-update"]
+        .iter()
+        .map(|h| format!("relay-security-update/{h}"))
+        .collect();
     for a in &phases["agent-upgrade"] {
         let anc = ancestors(&plan, &format!("agent-upgrade/{a}"));
         for r in &relay_updates {
@@ -66,14 +109,40 @@ fn every_rule_on_the_lab() {
     // R8: the offline Relay after its bundle source, to the same build; export after the
     // source's update; import after both; its security update from the bundle.
     assert!(direct_needs(&plan, "relay-upgrade/relay-dmz-1").contains("relay-upgrade/relay-tky-1"));
-    assert!(direct_needs(&plan, "bundle-export/relay-tky-1").contains("relay-security-update/relay-tky-1"));
+    assert!(
+        direct_needs(&plan, "bundle-export/relay-tky-1")
+            .contains("relay-security-update/relay-tky-1")
+    );
     let import = direct_needs(&plan, "bundle-import/relay-dmz-1");
-    assert!(import.contains("bundle-export/relay-tky-1") && import.contains("relay-upgrade/relay-dmz-1"));
-    assert!(direct_needs(&plan, "relay-security-update/relay-dmz-1").contains("bundle-import/relay-dmz-1"));
-    let to = |id: &str| plan.step(plan.step_index(id).expect("step")).args.iter().find(|(k, _)| k == "to").map(|(_, v)| v.clone());
-    assert_eq!(to("relay-upgrade/relay-dmz-1"), to("relay-upgrade/relay-tky-1"));
-    let offline_su = plan.step(plan.step_index("relay-security-update/relay-dmz-1").expect("step"));
-    assert!(offline_su.args.iter().any(|(k, v)| k == "source" && v == "bundle"));
+    assert!(
+        import.contains("bundle-export/relay-tky-1")
+            && import.contains("relay-upgrade/relay-dmz-1")
+    );
+    assert!(
+        direct_needs(&plan, "relay-security-update/relay-dmz-1")
+            .contains("bundle-import/relay-dmz-1")
+    );
+    let to = |id: &str| {
+        plan.step(plan.step_index(id).expect("step"))
+            .args
+            .iter()
+            .find(|(k, _)| k == "to")
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        to("relay-upgrade/relay-dmz-1"),
+        to("relay-upgrade/relay-tky-1")
+    );
+    let offline_su = plan.step(
+        plan.step_index("relay-security-update/relay-dmz-1")
+            .expect("step"),
+    );
+    assert!(
+        offline_su
+            .args
+            .iter()
+            .any(|(k, v)| k == "source" && v == "bundle")
+    );
 }
 
 #[test]
@@ -83,39 +152,79 @@ fn an_old_manager_is_upgraded_before_any_relay() {
     let plan = plan(&inv, &playbook(&[]));
     assert!(has(&plan, "manager-upgrade/dsm01"));
     for h in &by_phase(&plan)["relay-upgrade"] {
-        assert!(ancestors(&plan, &format!("relay-upgrade/{h}")).contains("manager-upgrade/dsm01"), "{h}");
+        assert!(
+            ancestors(&plan, &format!("relay-upgrade/{h}")).contains("manager-upgrade/dsm01"),
+            "{h}"
+        );
     }
 }
 
 #[test]
 fn with_the_setting_off_no_plain_agent_is_touched() {
-    let text = inventory_text(LAB).replace("direct_download_when_relays_unavailable: true", "direct_download_when_relays_unavailable: false");
+    let text = inventory_text(LAB).replace(
+        "direct_download_when_relays_unavailable: true",
+        "direct_download_when_relays_unavailable: false",
+    );
     let plan = plan(&inventory(&text), &playbook(&[]));
     assert!(!by_phase(&plan).contains_key("agent-upgrade"));
-    let reasons: Vec<_> = plan.skipped().iter().filter(|s| s.phase == "agent-upgrade").collect();
-    assert!(reasons.iter().any(|s| s.host == "web-01" && s.reason.contains("does not let Agents download directly")));
+    let reasons: Vec<_> = plan
+        .skipped()
+        .iter()
+        .filter(|s| s.phase == "agent-upgrade")
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|s| s.host == "web-01"
+                && s.reason.contains("does not let Agents download directly"))
+    );
     // Relays are still remediated.
     assert!(has(&plan, "relay-upgrade/relay-tky-1"));
 }
 
 #[test]
 fn the_relay_group_barrier_waits_only_for_the_agents_own_relays() {
-    let plan = plan(&inventory(&inventory_text(LAB)), &playbook(&["relay_barrier=relay-group"]));
+    let plan = plan(
+        &inventory(&inventory_text(LAB)),
+        &playbook(&["relay_barrier=relay-group"]),
+    );
     // Direct edges: waves may add indirect waits (a wave gate after another group's hosts).
     let needs = direct_needs(&plan, "agent-upgrade/db-01");
-    assert!(needs.contains("relay-security-update/relay-osk-1"), "db-01 is in osaka: {needs:?}");
-    assert!(!needs.iter().any(|n| n.contains("relay-tky") || n.starts_with("join/")), "db-01 does not wait for tokyo: {needs:?}");
+    assert!(
+        needs.contains("relay-security-update/relay-osk-1"),
+        "db-01 is in osaka: {needs:?}"
+    );
+    assert!(
+        !needs
+            .iter()
+            .any(|n| n.contains("relay-tky") || n.starts_with("join/")),
+        "db-01 does not wait for tokyo: {needs:?}"
+    );
     let anc = ancestors(&plan, "agent-upgrade/app-01");
     assert!(anc.contains("relay-security-update/relay-tky-1"));
-    assert!(!anc.contains("relay-security-update/relay-osk-1"), "app-01 is in wave 0 and tokyo: {anc:?}");
+    assert!(
+        !anc.contains("relay-security-update/relay-osk-1"),
+        "app-01 is in wave 0 and tokyo: {anc:?}"
+    );
 }
 
 #[test]
 fn raising_the_fixed_build_brings_hosts_in_and_set_moves_the_target() {
-    let plan = plan(&inventory(&inventory_text(LAB)), &playbook(&["fixed_build.linux=20.0.1-9000"]));
-    assert!(has(&plan, "agent-upgrade/app-02"), "app-02 (20.0.1-690) is now affected");
+    let plan = plan(
+        &inventory(&inventory_text(LAB)),
+        &playbook(&["fixed_build.linux=20.0.1-9000"]),
+    );
+    assert!(
+        has(&plan, "agent-upgrade/app-02"),
+        "app-02 (20.0.1-690) is now affected"
+    );
     let s = plan.step(plan.step_index("agent-upgrade/app-02").expect("step"));
-    assert!(s.args.contains(&("to".to_owned(), "20.0.1.9000".to_owned())), "{:?}", s.args);
+    assert!(
+        s.args
+            .contains(&("to".to_owned(), "20.0.1.9000".to_owned())),
+        "{:?}",
+        s.args
+    );
     assert!(plan.example_params().iter().all(|p| p != "fixed_build"));
 }
 
@@ -125,11 +234,27 @@ fn the_multi_site_example_has_waves_gates_and_a_canary() {
     let plan = plan(&inv, &playbook(&["manager_min_build=20.0.463"]));
     let info = plan.phase_info("agent-upgrade").expect("phase");
     assert!(info.waves.len() >= 3, "{:?}", info.waves);
-    let canary: Vec<_> = plan.steps().iter().filter(|s| &*s.phase == "agent-upgrade" && s.wave == Some(0)).filter_map(|s| plan.host_name(s)).collect();
+    let canary: Vec<_> = plan
+        .steps()
+        .iter()
+        .filter(|s| &*s.phase == "agent-upgrade" && s.wave == Some(0))
+        .filter_map(|s| plan.host_name(s))
+        .collect();
     for h in &canary {
-        assert!(inv.host(h).expect("host").groups.iter().any(|g| g == "canary"), "{h} in canary wave");
+        assert!(
+            inv.host(h)
+                .expect("host")
+                .groups
+                .iter()
+                .any(|g| g == "canary"),
+            "{h} in canary wave"
+        );
     }
-    assert!(plan.steps().iter().any(|s| matches!(s.kind, StepKind::Gate(g) if g.approval)));
+    assert!(
+        plan.steps()
+            .iter()
+            .any(|s| matches!(s.kind, StepKind::Gate(g) if g.approval))
+    );
     assert!(has(&plan, "manager-upgrade/dsm-prod"));
 }
 
@@ -141,15 +266,25 @@ fn plans_are_deterministic_and_round_trip_through_json() {
     let b = medic_plan::plan_to_json(&plan(&inv, &pb));
     assert_eq!(a, b, "same inputs, same bytes");
     let back = medic_plan::plan_from_json(&a).expect("reads back");
-    assert_eq!(medic_plan::plan_to_json(&back), a, "JSON round trip is lossless");
+    assert_eq!(
+        medic_plan::plan_to_json(&back),
+        a,
+        "JSON round trip is lossless"
+    );
 }
 
 #[test]
 fn a_changed_host_is_named_as_drift() {
     let pb = playbook(&[]);
     let a = plan(&inventory(&inventory_text(LAB)), &pb);
-    let text = inventory_text(LAB).replace("agent_version: \"20.0.0-877\", relay_group: osaka, groups: [osaka] }", "agent_version: \"20.0.0-878\", relay_group: osaka, groups: [osaka] }");
+    let text = inventory_text(LAB).replace(
+        "agent_version: \"20.0.0-877\", relay_group: osaka, groups: [osaka] }",
+        "agent_version: \"20.0.0-878\", relay_group: osaka, groups: [osaka] }",
+    );
     let b = plan(&inventory(&text), &pb);
     assert_ne!(a.fingerprint(), b.fingerprint());
-    assert_eq!(a.drifted_hosts(&b), vec!["db-01".to_owned(), "file-01".to_owned()]);
+    assert_eq!(
+        a.drifted_hosts(&b),
+        vec!["db-01".to_owned(), "file-01".to_owned()]
+    );
 }
