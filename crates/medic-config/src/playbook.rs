@@ -1474,23 +1474,34 @@ fn find_cycles(adj: &[BTreeSet<usize>]) -> Vec<Vec<usize>> {
             );
         }
     }
-    // Order each component as a walk along its edges, so the message reads as a cycle.
+    // Report a real cycle inside each component: the shortest path from its lowest node
+    // back to itself along existing edges (breadth-first), so every arrow is an edge.
     sccs.into_iter()
-        .map(|comp| {
+        .filter_map(|comp| {
             let set: BTreeSet<usize> = comp.iter().copied().collect();
-            let start = *set.iter().next().unwrap_or(&0);
-            let mut path = vec![start];
-            let mut seen = BTreeSet::from([start]);
-            let mut cur = start;
-            while let Some(&nx) = adj[cur]
-                .iter()
-                .find(|w| set.contains(w) && !seen.contains(w))
-            {
-                path.push(nx);
-                seen.insert(nx);
-                cur = nx;
+            let start = *set.iter().next()?;
+            let mut prev: std::collections::BTreeMap<usize, usize> =
+                std::collections::BTreeMap::new();
+            let mut queue = std::collections::VecDeque::from([start]);
+            while let Some(v) = queue.pop_front() {
+                for &w in adj[v].iter().filter(|w| set.contains(w)) {
+                    if w == start {
+                        let mut path = vec![v];
+                        let mut cur = v;
+                        while cur != start {
+                            cur = prev[&cur];
+                            path.push(cur);
+                        }
+                        path.reverse();
+                        return Some(path);
+                    }
+                    if let std::collections::btree_map::Entry::Vacant(e) = prev.entry(w) {
+                        e.insert(v);
+                        queue.push_back(w);
+                    }
+                }
             }
-            path
+            None
         })
         .collect()
 }

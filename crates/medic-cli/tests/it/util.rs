@@ -36,7 +36,9 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> Self {
-        TestEnv { dir: tempfile::tempdir().expect("create a temporary directory") }
+        TestEnv {
+            dir: tempfile::tempdir().expect("create a temporary directory"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -55,14 +57,16 @@ impl TestEnv {
 
     /// Copies the files of a fixture directory, except those in `skip`.
     pub fn copy_from(&self, from: &Path, skip: &[&str]) {
-        let entries = std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
+        let entries =
+            std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
         for entry in entries {
             let entry = entry.expect("read a fixture entry");
             let name = entry.file_name().to_string_lossy().into_owned();
             if skip.contains(&name.as_str()) || !entry.path().is_file() {
                 continue;
             }
-            let text = std::fs::read(entry.path()).unwrap_or_else(|e| panic!("read {}: {e}", entry.path().display()));
+            let text = std::fs::read(entry.path())
+                .unwrap_or_else(|e| panic!("read {}: {e}", entry.path().display()));
             self.write(&name, text);
         }
     }
@@ -73,8 +77,12 @@ impl TestEnv {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
-        let mut cmd = Command::cargo_bin("medic").expect("the medic binary is built for integration tests");
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect();
+        let mut cmd =
+            Command::cargo_bin("medic").expect("the medic binary is built for integration tests");
         cmd.current_dir(self.path())
             .args(&args)
             .env("NO_COLOR", "1")
@@ -83,7 +91,11 @@ impl TestEnv {
             .timeout(Duration::from_secs(120));
         let out = cmd.output().expect("run medic");
         Run {
-            cmd: format!("(cd {} && NO_COLOR=1 medic {})", self.path().display(), shell_words(&args)),
+            cmd: format!(
+                "(cd {} && NO_COLOR=1 medic {})",
+                self.path().display(),
+                shell_words(&args)
+            ),
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -94,7 +106,10 @@ impl TestEnv {
 fn shell_words(args: &[String]) -> String {
     args.iter()
         .map(|a| {
-            if !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:".contains(&b)) {
+            if !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:".contains(&b))
+            {
                 a.clone()
             } else {
                 format!("'{}'", a.replace('\'', r"'\''"))
@@ -123,7 +138,10 @@ impl Run {
     #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Self {
         if self.code != Some(code) {
-            self.fail(format_args!("expected exit code {code}, got {:?}", self.code));
+            self.fail(format_args!(
+                "expected exit code {code}, got {:?}",
+                self.code
+            ));
         }
         if self.stderr.contains("panicked") {
             self.fail("medic panicked");
@@ -133,7 +151,11 @@ impl Run {
 
     /// The `error: ...` header lines of the problem report, in order.
     pub fn headers(&self) -> Vec<Header> {
-        self.stderr.lines().filter_map(|l| l.strip_prefix("error: ")).map(Header::parse).collect()
+        self.stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("error: "))
+            .map(Header::parse)
+            .collect()
     }
 }
 
@@ -166,20 +188,33 @@ impl Header {
         if let (Some(col), Some(line), Some(file)) = (parts.next(), parts.next(), parts.next())
             && let (Ok(line), Ok(col)) = (line.parse::<u32>(), col.parse::<u32>())
         {
-            return Header { file: file.to_owned(), pos: Some((line, col)), message: message.to_owned() };
+            return Header {
+                file: file.to_owned(),
+                pos: Some((line, col)),
+                message: message.to_owned(),
+            };
         }
-        Header { file: head.to_owned(), pos: None, message: message.to_owned() }
+        Header {
+            file: head.to_owned(),
+            pos: None,
+            message: message.to_owned(),
+        }
     }
 
     /// The file's base name, so that absolute and relative paths compare equal.
     pub fn basename(&self) -> &str {
-        Path::new(&self.file).file_name().and_then(|n| n.to_str()).unwrap_or(&self.file)
+        Path::new(&self.file)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(&self.file)
     }
 
     /// Whether this printed header is the `expected` one: same file (base name), same line
     /// and column, and the expected message is part of the printed one.
     pub fn matches(&self, expected: &Header) -> bool {
-        self.basename() == expected.basename() && self.pos == expected.pos && self.message.contains(&expected.message)
+        self.basename() == expected.basename()
+            && self.pos == expected.pos
+            && self.message.contains(&expected.message)
     }
 }
 
