@@ -142,7 +142,7 @@ struct RawAfter {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRollout {
-    waves: Vec<Raw>,
+    waves: At<Vec<Raw>>,
     max_failures: Option<Raw>,
     max_failures_total: Option<Raw>,
     strict: Option<bool>,
@@ -993,7 +993,7 @@ impl PbCtx<'_, '_> {
 
     fn rollout(&mut self, r: &RawRollout, phase: &str) -> Option<Rollout> {
         let mut waves = Vec::new();
-        for w in &r.waves {
+        for w in r.waves.iter() {
             let n = &w.0;
             match &n.kind {
                 NodeKind::Int(i) if *i > 0 && *i <= i64::from(u32::MAX) => waves.push(WaveSpec::Count(*i as u32)),
@@ -1008,9 +1008,9 @@ impl PbCtx<'_, '_> {
                 _ => self.err(n.loc, "medic::playbook::bad_wave", format!("phase `{phase}`: a wave is a count, a percentage or `{{ group: NAME }}`, found {}", n.kind_name()), "write e.g. `waves: [1, \"10%\", \"100%\"]`"),
             }
         }
-        if waves.is_empty() {
+        if waves.is_empty() && r.waves.is_empty() {
             self.err(
-                Loc::default(),
+                r.waves.loc,
                 "medic::playbook::bad_wave",
                 format!("phase `{phase}`: `rollout.waves` is empty"),
                 "list at least one wave, e.g. `waves: [\"100%\"]`",

@@ -187,7 +187,6 @@ cases! {
     unknown_join,
     #[ignore = "product bug: reported at the phase's first key (7:5), not at the guard's `facts.` path (11:19)"]
     guard_facts_without_probe,
-    #[ignore = "product bug: `rollout.waves` is empty is reported with no line or column (Loc::default())"]
     rollout_waves_empty,
     // --- several problems at once ---------------------------------------------------
     many_problems,
