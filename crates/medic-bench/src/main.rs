@@ -4,8 +4,6 @@
 //! - `medic-bench plan --hosts N` generates, loads and plans N hosts and prints wall time
 //!   per stage and the peak RSS of the process.
 
-mod fleet;
-
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -33,7 +31,7 @@ fn main() -> ExitCode {
             Some("gen-inventory") => {
                 let n = arg(&args, "--hosts", 1000)? as usize;
                 let seed = arg(&args, "--seed", 1)?;
-                print!("{}", fleet::inventory_yaml(n, seed));
+                print!("{}", medic_sim::generate_inventory_yaml(n, seed));
                 Ok(())
             }
             Some("plan") => bench_plan(arg(&args, "--hosts", 100_000)? as usize),
@@ -54,7 +52,7 @@ fn bench_plan(n: usize) -> Result<(), String> {
         .join("../../playbooks/ds-activeupdate-cert-2023.yaml");
     let pb_text = std::fs::read_to_string(&root)
         .map_err(|e| format!("cannot read {}: {e}", root.display()))?;
-    let inv_text = fleet::inventory_yaml(n, 1);
+    let inv_text = medic_sim::generate_inventory_yaml(n, 1);
     let tp = Instant::now();
     let tree = medic_config::yaml::parse(&inv_text).map_err(|e| e.message)?;
     let parse_s = tp.elapsed().as_secs_f64();

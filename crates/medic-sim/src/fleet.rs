@@ -1,0 +1,1224 @@
+//! The simulated fleet: its state, the advisory's rules as state transitions, fault
+//! injection and the Manager's view of the computers.
+//!
+//! Every call of [`SimFleet::perform`] runs in three steps under one lock: decide the
+//! outcome from the current state without touching it, write the effect ahead to the log
+//! (durable fleets only), then apply it. Replay on open runs only the last step, from the
+//! log, so live runs and replays share one mutation function and cannot drift apart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use medic_model::{AgentBuild, Inventory, ManagerBuild, Platform, Value};
+
+use crate::action::{Action, EFFECT_SLOTS, SIDE_EFFECTS};
+use crate::config::{Fault, SimConfig, SimError};
+use crate::log::{Effect, EffectLog, Entry, EntryRef, Logged};
+use crate::rng;
+
+/// The ActiveUpdate error a Relay below the fixed build reports after the certificate
+/// change (the advisory's Problem 1).
+pub const CERT_EXPIRE_ERROR: &str = "IAURELAY_STATUS_DIGITAL_SIGNATURE_CERT_EXPIRE (-24)";
+
+/// Spread of the simulated durations around their median (log-normal sigma).
+const DURATION_SIGMA: f64 = 0.3;
+
+/// How an action ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SimResult {
+    Ok,
+    Failed(String),
+    /// The host did not answer; nothing happened on it.
+    Unreachable,
+    /// The action never finishes; a driver must time it out. Nothing happened.
+    Hang,
+}
+
+/// The result of one action and the facts it reported (probes report facts; side
+/// effects report none).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimOutcome {
+    pub result: SimResult,
+    pub facts: BTreeMap<String, Value>,
+}
+
+impl SimOutcome {
+    fn of(result: SimResult) -> SimOutcome {
+        SimOutcome {
+            result,
+            facts: BTreeMap::new(),
+        }
+    }
+
+    fn ok() -> SimOutcome {
+        SimOutcome::of(SimResult::Ok)
+    }
+
+    fn failed(message: String) -> SimOutcome {
+        SimOutcome::of(SimResult::Failed(message))
+    }
+
+    fn fact(mut self, key: &str, value: Value) -> SimOutcome {
+        self.facts.insert(key.to_owned(), value);
+        self
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.result == SimResult::Ok
+    }
+}
+
+/// Everything the simulator knows about one host, for tests and reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimHostState {
+    pub name: String,
+    pub platform: Platform,
+    pub relay: bool,
+    pub relay_group: Option<String>,
+    pub protected_by_appliance: bool,
+    pub build: AgentBuild,
+    pub pending_reboot: bool,
+    pub antimalware_online: bool,
+    /// A security update succeeded since the last upgrade or reinstall.
+    pub security_update_current: bool,
+    /// The message of the last security update, if it failed.
+    pub last_security_update_error: Option<String>,
+    pub sha2_supported: bool,
+    pub root_certs_present: bool,
+    /// Increases by one on every reboot, so that "the host came back" is observable.
+    pub boot_id: u64,
+    /// The bundle imported on this (offline) Relay, if any.
+    pub imported_bundle: Option<String>,
+    pub relay_cache_clears: u32,
+    /// The fleet-wide change counter when this host last changed.
+    pub last_changed: u64,
+}
+
+/// One computer as the Manager sees it: the fields a DSM REST simulator serves. Status
+/// values use the API's vocabulary (`inactive|active|warning|error|not-supported`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimComputer {
+    /// 1-based, stable: the host's position in the inventory.
+    pub id: u64,
+    pub host_name: String,
+    /// Four dotted parts (`20.0.1.690`); `0.0.0.0` without an agent.
+    pub agent_version: String,
+    pub relay: bool,
+    /// 1-based index of the relay group in the inventory; 0 = none.
+    pub relay_list_id: u32,
+    /// E.g. "Red Hat Enterprise 8 (64 bit)".
+    pub platform: String,
+    pub appliance_protected: bool,
+    /// `computerStatus.agentStatus`.
+    pub agent_status: &'static str,
+    /// `computerStatus.agentStatusMessages[0]`.
+    pub agent_status_message: &'static str,
+    /// `antiMalware.moduleStatus.agentStatus`.
+    pub anti_malware_status: &'static str,
+    pub anti_malware_status_message: &'static str,
+    /// `securityUpdates.updateStatus.status`.
+    pub security_update_status: &'static str,
+    pub security_update_message: String,
+    /// The fleet-wide change counter when this computer last changed (`lastChanged`).
+    pub last_changed: u64,
+}
+
+/// A relay group as the Manager's configuration knows it (there is no REST endpoint).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimRelayGroup {
+    /// The `relayListID` of its members: 1-based, in inventory order.
+    pub id: u32,
+    pub name: String,
+    pub offline: bool,
+    pub bundle_source: Option<String>,
+    pub relays: Vec<String>,
+}
+
+/// An in-process simulated Deep Security fleet. Cheap to clone (shared state), `Send` and
+/// `Sync`: one fleet serves every worker of an executor.
+#[derive(Clone)]
+pub struct SimFleet {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SimFleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimFleet")
+            .field("seed", &self.shared.rules.seed)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    rules: Rules,
+    state: Mutex<State>,
+}
+
+/// What does not change while the fleet runs, so it is read without the lock.
+struct Rules {
+    seed: u64,
+    fixed_linux: AgentBuild,
+    fixed_windows: AgentBuild,
+    reboot_probability: f64,
+    direct_download: bool,
+}
+
+impl Rules {
+    fn fixed(&self, platform: Platform) -> AgentBuild {
+        match platform {
+            Platform::Linux => self.fixed_linux,
+            Platform::Windows => self.fixed_windows,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Manager,
+    Host(usize),
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    unreachable: bool,
+    rules: Vec<FaultRule>,
+}
+
+#[derive(Debug)]
+struct FaultRule {
+    action: String,
+    kind: FaultKind,
+}
+
+#[derive(Debug)]
+enum FaultKind {
+    Hang,
+    FailTimes { times: u32, consumed: u32 },
+}
+
+enum FaultHit {
+    None,
+    Unreachable,
+    Hang,
+    Fail { rule: usize, n: u32, times: u32 },
+}
+
+impl Faults {
+    fn hit(&self, action: &str) -> FaultHit {
+        if self.unreachable {
+            return FaultHit::Unreachable;
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            if r.action != action {
+                continue;
+            }
+            match r.kind {
+                FaultKind::Hang => return FaultHit::Hang,
+                FaultKind::FailTimes { times, consumed } if consumed < times => {
+                    return FaultHit::Fail {
+                        rule: i,
+                        n: consumed + 1,
+                        times,
+                    };
+                }
+                FaultKind::FailTimes { .. } => {}
+            }
+        }
+        FaultHit::None
+    }
+
+    /// Replays one injected failure: the first rule that still had failures left took it.
+    fn consume_first(&mut self, action: &str) {
+        for r in &mut self.rules {
+            if let FaultKind::FailTimes { times, consumed } = &mut r.kind
+                && r.action == action
+                && *consumed < *times
+            {
+                *consumed += 1;
+                return;
+            }
+        }
+    }
+
+    fn consume(&mut self, rule: usize) {
+        if let Some(FaultRule {
+            kind: FaultKind::FailTimes { consumed, .. },
+            ..
+        }) = self.rules.get_mut(rule)
+        {
+            *consumed += 1;
+        }
+    }
+}
+
+struct ManagerSim {
+    name: String,
+    version: ManagerBuild,
+    counts: [u32; EFFECT_SLOTS],
+    faults: Faults,
+}
+
+struct HostSim {
+    name: String,
+    platform: Platform,
+    os_text: String,
+    relay: bool,
+    group: Option<usize>,
+    appliance: bool,
+    build: AgentBuild,
+    pending_reboot: bool,
+    antimalware_online: bool,
+    security_update_current: bool,
+    last_update: Option<Result<(), String>>,
+    sha2: bool,
+    root_certs: bool,
+    boot_id: u64,
+    /// Successful upgrades so far: keys the seeded reboot draw, so that each upgrade of a
+    /// host gets its own, reproducible coin.
+    upgrades: u32,
+    imported_bundle: Option<String>,
+    cache_clears: u32,
+    last_changed: u64,
+    counts: [u32; EFFECT_SLOTS],
+    faults: Faults,
+}
+
+impl HostSim {
+    fn certs_ok(&self) -> bool {
+        self.sha2 && self.root_certs
+    }
+}
+
+struct GroupSim {
+    name: String,
+    offline: bool,
+    bundle_source: Option<String>,
+    relays: Vec<usize>,
+}
+
+struct State {
+    names: HashMap<String, Target>,
+    manager: ManagerSim,
+    hosts: Vec<HostSim>,
+    groups: Vec<GroupSim>,
+    bundles: BTreeMap<String, AgentBuild>,
+    /// Fleet-wide change counter, the simulator's `lastChanged` clock.
+    changes: u64,
+    log: Option<EffectLog>,
+}
+
+/// What an action would do, decided before anything changes.
+enum Decision {
+    /// No side effect: answer directly (probes, and refusals of malformed requests).
+    Answer(SimOutcome),
+    /// A side-effect attempt that reached the host: logged, then applied.
+    Attempt {
+        result: Result<(), String>,
+        effect: Option<Effect>,
+    },
+}
+
+impl State {
+    fn faults_mut(&mut self, t: Target) -> &mut Faults {
+        match t {
+            Target::Manager => &mut self.manager.faults,
+            Target::Host(i) => &mut self.hosts[i].faults,
+        }
+    }
+
+    fn faults(&self, t: Target) -> &Faults {
+        match t {
+            Target::Manager => &self.manager.faults,
+            Target::Host(i) => &self.hosts[i].faults,
+        }
+    }
+
+    /// The one place state changes, live and on replay.
+    fn apply(&mut self, target: Target, action: Action, ok: bool, effect: Option<&Effect>) {
+        if let Some(effect) = effect {
+            match target {
+                Target::Manager => {
+                    if let Effect::ManagerVersion { to } = effect {
+                        self.manager.version = *to;
+                    }
+                }
+                Target::Host(i) => {
+                    self.changes += 1;
+                    let h = &mut self.hosts[i];
+                    h.last_changed = self.changes;
+                    match effect {
+                        Effect::ManagerVersion { .. } => {}
+                        Effect::Certificates => {
+                            h.sha2 = true;
+                            h.root_certs = true;
+                        }
+                        Effect::Upgraded {
+                            to,
+                            pending_reboot,
+                            antimalware_online,
+                        } => {
+                            h.build = *to;
+                            h.pending_reboot = *pending_reboot;
+                            h.antimalware_online = *antimalware_online;
+                            h.security_update_current = false;
+                            h.upgrades += 1;
+                        }
+                        Effect::UpdateSucceeded => {
+                            h.security_update_current = true;
+                            h.last_update = Some(Ok(()));
+                        }
+                        Effect::UpdateFailed { message } => {
+                            h.last_update = Some(Err(message.clone()));
+                        }
+                        Effect::BundleMade { bundle, build } => {
+                            self.bundles.insert(bundle.clone(), *build);
+                        }
+                        Effect::BundleImported { bundle, .. } => {
+                            h.imported_bundle = Some(bundle.clone());
+                        }
+                        Effect::Rebooted => {
+                            h.pending_reboot = false;
+                            h.boot_id += 1;
+                        }
+                        Effect::Reinstalled { to } => {
+                            h.build = *to;
+                            h.antimalware_online = true;
+                            h.security_update_current = false;
+                        }
+                        Effect::CacheCleared => h.cache_clears += 1,
+                    }
+                }
+            }
+        }
+        if ok && let Some(slot) = action.effect_slot() {
+            let counts = match target {
+                Target::Manager => &mut self.manager.counts,
+                Target::Host(i) => &mut self.hosts[i].counts,
+            };
+            counts[slot] += 1;
+        }
+    }
+
+    fn replay(&mut self, entries: Vec<Entry>, path: &Path) -> Result<(), SimError> {
+        for (i, e) in entries.into_iter().enumerate() {
+            let corrupt = |message: String| SimError::CorruptLog {
+                path: path.to_owned(),
+                // Line 1 is the header.
+                line: i + 2,
+                message,
+            };
+            let Some(&target) = self.names.get(&e.host) else {
+                return Err(corrupt(format!("unknown host `{}`", e.host)));
+            };
+            if e.injected {
+                self.faults_mut(target).consume_first(&e.action);
+                continue;
+            }
+            let Some(action) = Action::parse(&e.action) else {
+                return Err(corrupt(format!("unknown action `{}`", e.action)));
+            };
+            self.apply(target, action, e.result == Logged::Ok, e.effect.as_ref());
+        }
+        Ok(())
+    }
+}
+
+impl SimFleet {
+    /// Builds the fleet from a validated inventory. With `state_path`, the fleet's state
+    /// is durable: if the file exists its effect log is replayed (a torn last line is
+    /// ignored and truncated away), so a second process (after the first one was
+    /// SIGKILLed) sees the same world. The log refuses to be replayed onto another
+    /// inventory or seed.
+    pub fn open(
+        inventory: &Inventory,
+        config: SimConfig,
+        state_path: Option<&Path>,
+    ) -> Result<SimFleet, SimError> {
+        let p = config.windows_reboot_probability;
+        if !(0.0..=1.0).contains(&p) {
+            return Err(SimError::BadProbability(p));
+        }
+        let mut names = HashMap::with_capacity(inventory.hosts.len() + 1);
+        names.insert(inventory.manager.name.clone(), Target::Manager);
+        let mut groups: Vec<GroupSim> = inventory
+            .relay_groups
+            .iter()
+            .map(|g| GroupSim {
+                name: g.name.clone(),
+                offline: g.offline,
+                bundle_source: g.bundle_source.clone(),
+                relays: Vec::new(),
+            })
+            .collect();
+        let group_index: HashMap<&str, usize> = inventory
+            .relay_groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.name.as_str(), i))
+            .collect();
+        let mut hosts = Vec::with_capacity(inventory.hosts.len());
+        for (i, h) in inventory.hosts.iter().enumerate() {
+            if names.insert(h.name.clone(), Target::Host(i)).is_some() {
+                return Err(SimError::DuplicateName(h.name.clone()));
+            }
+            let group = match &h.relay_group {
+                None => None,
+                Some(g) => match group_index.get(g.as_str()) {
+                    Some(&gi) => Some(gi),
+                    None => {
+                        return Err(SimError::UnknownRelayGroup {
+                            host: h.name.clone(),
+                            group: g.clone(),
+                        });
+                    }
+                },
+            };
+            if h.relay
+                && let Some(gi) = group
+            {
+                groups[gi].relays.push(i);
+            }
+            // Linux has no such prerequisite; Windows has it only where the operator
+            // says so (the advisory: "even hosts that imported certificates before may
+            // need more").
+            let certs = match h.platform {
+                Platform::Linux => true,
+                Platform::Windows => h.vars.get("certs").is_some_and(|v| v == "present"),
+            };
+            hosts.push(HostSim {
+                name: h.name.clone(),
+                platform: h.platform,
+                os_text: h.os.clone().unwrap_or_else(|| {
+                    match h.platform {
+                        Platform::Linux => "Red Hat Enterprise 8 (64 bit)",
+                        Platform::Windows => "Microsoft Windows Server 2019 (64 bit)",
+                    }
+                    .to_owned()
+                }),
+                relay: h.relay,
+                group,
+                appliance: h.protected_by_appliance,
+                build: h.agent_version,
+                pending_reboot: false,
+                antimalware_online: h.has_agent(),
+                security_update_current: false,
+                last_update: None,
+                sha2: certs,
+                root_certs: certs,
+                boot_id: 0,
+                upgrades: 0,
+                imported_bundle: None,
+                cache_clears: 0,
+                last_changed: 0,
+                counts: [0; EFFECT_SLOTS],
+                faults: Faults::default(),
+            });
+        }
+        let mut state = State {
+            names,
+            manager: ManagerSim {
+                name: inventory.manager.name.clone(),
+                version: inventory.manager.version,
+                counts: [0; EFFECT_SLOTS],
+                faults: Faults::default(),
+            },
+            hosts,
+            groups,
+            bundles: BTreeMap::new(),
+            changes: 0,
+            log: None,
+        };
+        for f in &config.faults {
+            let Some(&target) = state.names.get(f.host()) else {
+                return Err(SimError::UnknownFaultHost(f.host().to_owned()));
+            };
+            let faults = state.faults_mut(target);
+            match f {
+                Fault::Unreachable { .. } => faults.unreachable = true,
+                Fault::Hang { action, .. } => faults.rules.push(FaultRule {
+                    action: action.clone(),
+                    kind: FaultKind::Hang,
+                }),
+                Fault::FailTimes { action, times, .. } => faults.rules.push(FaultRule {
+                    action: action.clone(),
+                    kind: FaultKind::FailTimes {
+                        times: *times,
+                        consumed: 0,
+                    },
+                }),
+            }
+        }
+        if let Some(path) = state_path {
+            let (log, entries) = EffectLog::open(path, config.seed, &fingerprint(inventory))?;
+            state.replay(entries, path)?;
+            state.log = Some(log);
+        }
+        Ok(SimFleet {
+            shared: Arc::new(Shared {
+                rules: Rules {
+                    seed: config.seed,
+                    fixed_linux: config.fixed_build_linux,
+                    fixed_windows: config.fixed_build_windows,
+                    reboot_probability: p,
+                    direct_download: inventory.settings.direct_download_when_relays_unavailable,
+                },
+                state: Mutex::new(state),
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // State is only mutated by `apply`, which cannot panic half-way, so a poisoned
+        // lock still guards a consistent state.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Performs one action on one host (`host` is a host name, or the Manager's name for
+    /// manager actions). Faults apply first; a side effect is logged (durable fleets)
+    /// before it changes anything. Only successful side effects are counted.
+    pub fn perform(&self, host: &str, action: &str, args: &BTreeMap<String, String>) -> SimOutcome {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(&target) = st.names.get(host) else {
+            return SimOutcome::failed(format!("unknown host `{host}`"));
+        };
+        match st.faults(target).hit(action) {
+            FaultHit::None => {}
+            FaultHit::Unreachable => return SimOutcome::of(SimResult::Unreachable),
+            FaultHit::Hang => return SimOutcome::of(SimResult::Hang),
+            FaultHit::Fail { rule, n, times } => {
+                let message = format!("injected failure {n} of {times}");
+                let logged = Logged::Failed(message.clone());
+                if let Some(log) = st.log.as_mut() {
+                    let entry = EntryRef {
+                        host,
+                        action,
+                        args,
+                        result: &logged,
+                        effect: None,
+                        injected: true,
+                    };
+                    if let Err(e) = log.append(&entry) {
+                        return log_failure(&e);
+                    }
+                }
+                st.faults_mut(target).consume(rule);
+                return SimOutcome::failed(message);
+            }
+        }
+        let Some(act) = Action::parse(action) else {
+            return SimOutcome::failed(format!("unknown action `{action}`"));
+        };
+        let (result, effect) = match decide(&self.shared.rules, st, target, act, args) {
+            Decision::Answer(outcome) => return outcome,
+            Decision::Attempt { result, effect } => (result, effect),
+        };
+        let logged = match result {
+            Ok(()) => Logged::Ok,
+            Err(m) => Logged::Failed(m),
+        };
+        if let Some(log) = st.log.as_mut() {
+            let entry = EntryRef {
+                host,
+                action,
+                args,
+                result: &logged,
+                effect: effect.as_ref(),
+                injected: false,
+            };
+            if let Err(e) = log.append(&entry) {
+                return log_failure(&e);
+            }
+        }
+        st.apply(target, act, logged == Logged::Ok, effect.as_ref());
+        match logged {
+            Logged::Ok => SimOutcome::ok(),
+            Logged::Failed(m) => SimOutcome::failed(m),
+        }
+    }
+
+    /// A seeded, deterministic duration for (host, action, attempt), in *simulated*
+    /// seconds: log-normal around the action's base estimate (the median), sigma 0.3,
+    /// within three sigmas. Unknown actions take no time.
+    pub fn duration_s(&self, host: &str, action: &str, attempt: u32) -> f64 {
+        let Some(act) = Action::parse(action) else {
+            return 0.0;
+        };
+        let x = rng::mix(
+            self.shared.rules.seed,
+            &[b"duration", host.as_bytes(), action.as_bytes()],
+            u64::from(attempt),
+        );
+        rng::log_normal(act.base_duration_s(), DURATION_SIGMA, x)
+    }
+
+    /// Successful side effects performed so far, per (host, action). Probes are not side
+    /// effects; failed attempts change little and are not counted. Only non-zero counts
+    /// appear.
+    pub fn effect_counts(&self) -> BTreeMap<(String, String), u32> {
+        let st = self.lock();
+        let mut out = BTreeMap::new();
+        let all = std::iter::once((&st.manager.name, &st.manager.counts))
+            .chain(st.hosts.iter().map(|h| (&h.name, &h.counts)));
+        for (name, counts) in all {
+            for (slot, n) in counts.iter().enumerate() {
+                if *n > 0 {
+                    out.insert((name.clone(), SIDE_EFFECTS[slot].as_str().to_owned()), *n);
+                }
+            }
+        }
+        out
+    }
+
+    /// The state of one host; `None` for the Manager and unknown names.
+    pub fn host_state(&self, host: &str) -> Option<SimHostState> {
+        let st = self.lock();
+        let Some(&Target::Host(i)) = st.names.get(host) else {
+            return None;
+        };
+        let h = &st.hosts[i];
+        Some(SimHostState {
+            name: h.name.clone(),
+            platform: h.platform,
+            relay: h.relay,
+            relay_group: h.group.map(|g| st.groups[g].name.clone()),
+            protected_by_appliance: h.appliance,
+            build: h.build,
+            pending_reboot: h.pending_reboot,
+            antimalware_online: h.antimalware_online,
+            security_update_current: h.security_update_current,
+            last_security_update_error: match &h.last_update {
+                Some(Err(m)) => Some(m.clone()),
+                _ => None,
+            },
+            sha2_supported: h.sha2,
+            root_certs_present: h.root_certs,
+            boot_id: h.boot_id,
+            imported_bundle: h.imported_bundle.clone(),
+            relay_cache_clears: h.cache_clears,
+            last_changed: h.last_changed,
+        })
+    }
+
+    /// The Manager's view of every computer, in inventory order.
+    pub fn computers(&self) -> Vec<SimComputer> {
+        let st = self.lock();
+        st.hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| computer(i, h))
+            .collect()
+    }
+
+    pub fn manager_version(&self) -> ManagerBuild {
+        self.lock().manager.version
+    }
+
+    pub fn manager_name(&self) -> String {
+        self.lock().manager.name.clone()
+    }
+
+    /// The relay groups with their Relays, in inventory order.
+    pub fn relay_groups(&self) -> Vec<SimRelayGroup> {
+        let st = self.lock();
+        st.groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| SimRelayGroup {
+                id: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                name: g.name.clone(),
+                offline: g.offline,
+                bundle_source: g.bundle_source.clone(),
+                relays: g.relays.iter().map(|r| st.hosts[*r].name.clone()).collect(),
+            })
+            .collect()
+    }
+
+    /// Update bundles made so far: name -> build of the Relay that made it.
+    pub fn bundles(&self) -> BTreeMap<String, AgentBuild> {
+        self.lock().bundles.clone()
+    }
+
+    /// The DSM system setting that lets Agents download directly when no Relay answers.
+    pub fn direct_download_when_relays_unavailable(&self) -> bool {
+        self.shared.rules.direct_download
+    }
+
+    /// The first unaffected build for a platform, as configured.
+    pub fn fixed_build(&self, platform: Platform) -> AgentBuild {
+        self.shared.rules.fixed(platform)
+    }
+}
+
+fn log_failure(e: &std::io::Error) -> SimOutcome {
+    SimOutcome::failed(format!(
+        "cannot write the simulator state file, nothing was done: {e}"
+    ))
+}
+
+fn computer(i: usize, h: &HostSim) -> SimComputer {
+    let has_agent = h.build != AgentBuild::NONE;
+    let (agent_status, agent_status_message) = if !has_agent {
+        ("inactive", "Unmanaged (No Agent)")
+    } else if !h.antimalware_online {
+        ("error", "Anti-Malware Engine Offline")
+    } else if h.pending_reboot {
+        ("warning", "Reboot Required")
+    } else {
+        ("active", "Managed (Online)")
+    };
+    let (anti_malware_status, anti_malware_status_message) = if !has_agent {
+        ("inactive", "Not Activated")
+    } else if h.antimalware_online {
+        ("active", "Anti-Malware: On, Real Time")
+    } else {
+        ("error", "Anti-Malware Engine Offline")
+    };
+    let (security_update_status, security_update_message) = match &h.last_update {
+        _ if !has_agent => ("inactive", String::new()),
+        Some(Err(m)) => ("error", m.clone()),
+        _ if h.security_update_current => ("active", "Security Update: Succeeded".to_owned()),
+        _ => ("warning", "Security Update: Pending".to_owned()),
+    };
+    SimComputer {
+        id: i as u64 + 1,
+        host_name: h.name.clone(),
+        agent_version: h.build.to_string(),
+        relay: h.relay,
+        relay_list_id: h
+            .group
+            .map_or(0, |g| u32::try_from(g + 1).unwrap_or(u32::MAX)),
+        platform: h.os_text.clone(),
+        appliance_protected: h.appliance,
+        agent_status,
+        agent_status_message,
+        anti_malware_status,
+        anti_malware_status_message,
+        security_update_status,
+        security_update_message,
+        last_changed: h.last_changed,
+    }
+}
+
+/// Identifies the inventory's initial world (names, roles, builds, groups, certificates)
+/// in the log header, so a log is never replayed onto a different fleet.
+fn fingerprint(inv: &Inventory) -> String {
+    let mut h = rng::mix(
+        0,
+        &[
+            inv.manager.name.as_bytes(),
+            inv.manager.version.to_string().as_bytes(),
+        ],
+        inv.hosts.len() as u64,
+    );
+    for host in &inv.hosts {
+        let build = host.agent_version.to_string();
+        let certs = host.vars.get("certs").map_or("", String::as_str);
+        h = rng::mix(
+            h,
+            &[
+                host.name.as_bytes(),
+                host.platform.as_str().as_bytes(),
+                build.as_bytes(),
+                host.relay_group.as_deref().unwrap_or("").as_bytes(),
+                certs.as_bytes(),
+            ],
+            u64::from(host.relay),
+        );
+    }
+    for g in &inv.relay_groups {
+        h = rng::mix(
+            h,
+            &[
+                g.name.as_bytes(),
+                g.bundle_source.as_deref().unwrap_or("").as_bytes(),
+            ],
+            u64::from(g.offline),
+        );
+    }
+    format!("{h:016x}")
+}
+
+fn arg<'a>(
+    args: &'a BTreeMap<String, String>,
+    key: &str,
+    action: Action,
+) -> Result<&'a str, String> {
+    args.get(key)
+        .map(String::as_str)
+        .ok_or_else(|| format!("{} needs the argument `{key}`", action.as_str()))
+}
+
+fn parse_arg<T: std::str::FromStr>(
+    args: &BTreeMap<String, String>,
+    key: &str,
+    action: Action,
+) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw = arg(args, key, action)?;
+    raw.parse()
+        .map_err(|e| format!("{}: bad argument `{key}`: {e}", action.as_str()))
+}
+
+fn antimalware_text(online: bool) -> Value {
+    Value::Str(if online { "online" } else { "offline" }.to_owned())
+}
+
+/// Decides what an action does, without changing anything.
+fn decide(
+    rules: &Rules,
+    st: &State,
+    target: Target,
+    act: Action,
+    args: &BTreeMap<String, String>,
+) -> Decision {
+    use Decision::{Answer, Attempt};
+    let refuse = |m: String| Answer(SimOutcome::failed(m));
+    if act == Action::Noop {
+        return Answer(SimOutcome::ok());
+    }
+    let i = match target {
+        Target::Manager => return decide_manager(st, act, args),
+        Target::Host(i) => i,
+    };
+    let h = &st.hosts[i];
+    if act.on_manager() {
+        return refuse(format!(
+            "{} runs on the manager `{}`, not on host `{}`",
+            act.as_str(),
+            st.manager.name,
+            h.name
+        ));
+    }
+    let fixed = rules.fixed(h.platform);
+    let group = h.group.map(|g| &st.groups[g]);
+    match act {
+        // Handled above; listed so that the match stays exhaustive.
+        Action::Noop | Action::ManagerVersion | Action::ManagerUpgrade => Answer(SimOutcome::ok()),
+        Action::AgentVersion => {
+            Answer(SimOutcome::ok().fact("agent_version", Value::Agent(h.build)))
+        }
+        Action::PendingReboot => {
+            Answer(SimOutcome::ok().fact("pending_reboot", Value::Bool(h.pending_reboot)))
+        }
+        Action::AgentStatus => {
+            let status = if h.build == AgentBuild::NONE {
+                "inactive"
+            } else {
+                "active"
+            };
+            Answer(
+                SimOutcome::ok()
+                    .fact("antimalware", antimalware_text(h.antimalware_online))
+                    .fact("agent_status", Value::Str(status.to_owned())),
+            )
+        }
+        Action::WindowsCerts => Answer(
+            SimOutcome::ok()
+                .fact("sha2_supported", Value::Bool(h.sha2))
+                .fact("root_certs_present", Value::Bool(h.root_certs)),
+        ),
+        Action::SecurityStatus => Answer(SimOutcome::ok().fact(
+            "security_update_current",
+            Value::Bool(h.security_update_current),
+        )),
+        Action::Verify => {
+            let min: AgentBuild = match parse_arg(args, "min_build", act) {
+                Ok(b) => b,
+                Err(m) => return refuse(m),
+            };
+            let mut problems = Vec::new();
+            if h.build < min {
+                problems.push(format!("build {} is below {min}", h.build));
+            }
+            if !h.antimalware_online {
+                problems.push("anti-malware engine offline".to_owned());
+            }
+            if !h.security_update_current {
+                problems.push("no successful security update since the last upgrade".to_owned());
+            }
+            if h.pending_reboot {
+                problems.push("a reboot is pending".to_owned());
+            }
+            let mut out = if problems.is_empty() {
+                SimOutcome::ok()
+            } else {
+                SimOutcome::failed(problems.join("; "))
+            };
+            out = out
+                .fact("agent_version", Value::Agent(h.build))
+                .fact("antimalware", antimalware_text(h.antimalware_online))
+                .fact(
+                    "security_update_current",
+                    Value::Bool(h.security_update_current),
+                )
+                .fact("pending_reboot", Value::Bool(h.pending_reboot));
+            Answer(out)
+        }
+        Action::WindowsPrereq => {
+            if h.platform != Platform::Windows {
+                return refuse("not a windows host".to_owned());
+            }
+            Attempt {
+                result: Ok(()),
+                effect: Some(Effect::Certificates),
+            }
+        }
+        Action::AgentUpgrade => {
+            let to: AgentBuild = match parse_arg(args, "to", act) {
+                Ok(b) => b,
+                Err(m) => return refuse(m),
+            };
+            let manager_min: Option<ManagerBuild> = match args.get("manager_min") {
+                None => None,
+                Some(_) => match parse_arg(args, "manager_min", act) {
+                    Ok(b) => Some(b),
+                    Err(m) => return refuse(m),
+                },
+            };
+            if to < h.build {
+                return Attempt {
+                    result: Err(format!(
+                        "refusing to downgrade the agent from {} to {to}",
+                        h.build
+                    )),
+                    effect: None,
+                };
+            }
+            if let Some(min) = manager_min
+                && st.manager.version < min
+            {
+                return Attempt {
+                    result: Err(format!(
+                        "the manager runs {} but build {to} needs manager {min} or later: upgrade the manager first",
+                        st.manager.version
+                    )),
+                    effect: None,
+                };
+            }
+            let fresh = h.build == AgentBuild::NONE;
+            let (pending_reboot, antimalware_online) = match h.platform {
+                Platform::Linux => (h.pending_reboot, h.antimalware_online || fresh),
+                Platform::Windows => {
+                    let coin = rng::unit(rng::mix(
+                        rules.seed,
+                        &[b"reboot", h.name.as_bytes()],
+                        u64::from(h.upgrades),
+                    ));
+                    let reboot = h.pending_reboot || coin < rules.reboot_probability;
+                    // The advisory: without SHA-2 support and the root certificates the
+                    // upgraded engine cannot load, "Anti-Malware offline".
+                    let am = h.certs_ok() && (h.antimalware_online || fresh);
+                    (reboot, am)
+                }
+            };
+            Attempt {
+                result: Ok(()),
+                effect: Some(Effect::Upgraded {
+                    to,
+                    pending_reboot,
+                    antimalware_online,
+                }),
+            }
+        }
+        Action::SecurityUpdate => {
+            let failed = |message: String| Attempt {
+                result: Err(message.clone()),
+                effect: Some(Effect::UpdateFailed { message }),
+            };
+            let succeeded = Attempt {
+                result: Ok(()),
+                effect: Some(Effect::UpdateSucceeded),
+            };
+            if h.build == AgentBuild::NONE {
+                return refuse("no agent installed".to_owned());
+            }
+            match args.get("source").map(String::as_str) {
+                Some("bundle") => {
+                    if h.imported_bundle.is_some() {
+                        succeeded
+                    } else {
+                        failed("no bundle imported".to_owned())
+                    }
+                }
+                Some(other) => refuse(format!(
+                    "security-update: unknown source `{other}` (use `bundle`, or no source for the relays/ActiveUpdate)"
+                )),
+                None if h.relay => {
+                    if let Some(g) = group.filter(|g| g.offline) {
+                        failed(format!(
+                            "relay group `{}` is offline: import an update bundle and update with source=bundle",
+                            g.name
+                        ))
+                    } else if h.build < fixed {
+                        failed(CERT_EXPIRE_ERROR.to_owned())
+                    } else {
+                        succeeded
+                    }
+                }
+                None => {
+                    // An Agent downloads through the Relays of its group; each one below
+                    // the fixed build breaks the chain.
+                    let bad_relay = group.and_then(|g| {
+                        g.relays
+                            .iter()
+                            .map(|r| &st.hosts[*r])
+                            .find(|r| r.build < rules.fixed(r.platform))
+                    });
+                    if let Some(r) = bad_relay {
+                        failed(format!(
+                            "{CERT_EXPIRE_ERROR} (through relay `{}`, build {})",
+                            r.name, r.build
+                        ))
+                    } else if rules.direct_download && h.build < fixed {
+                        failed(format!(
+                            "{CERT_EXPIRE_ERROR} (direct download from the primary update source, own build {})",
+                            h.build
+                        ))
+                    } else {
+                        succeeded
+                    }
+                }
+            }
+        }
+        Action::BundleExport => {
+            let bundle = match arg(args, "bundle", act) {
+                Ok(b) => b.to_owned(),
+                Err(m) => return refuse(m),
+            };
+            let result = if !h.relay {
+                Err(format!("`{}` is not a relay", h.name))
+            } else if let Some(g) = group.filter(|g| g.offline) {
+                Err(format!(
+                    "relay group `{}` is offline: a bundle is made on a connected relay",
+                    g.name
+                ))
+            } else if !h.security_update_current {
+                Err("no successful security update since the last upgrade: nothing current to bundle".to_owned())
+            } else {
+                Ok(())
+            };
+            match result {
+                Ok(()) => Attempt {
+                    result: Ok(()),
+                    effect: Some(Effect::BundleMade {
+                        bundle,
+                        build: h.build,
+                    }),
+                },
+                Err(m) => Attempt {
+                    result: Err(m),
+                    effect: None,
+                },
+            }
+        }
+        Action::BundleImport => {
+            let bundle = match arg(args, "bundle", act) {
+                Ok(b) => b.to_owned(),
+                Err(m) => return refuse(m),
+            };
+            let result = if !h.relay || !group.is_some_and(|g| g.offline) {
+                Err(format!("`{}` is not a relay of an offline group", h.name))
+            } else {
+                match st.bundles.get(&bundle) {
+                    None => Err(format!("bundle `{bundle}` does not exist")),
+                    Some(b) if *b != h.build => Err(format!(
+                        "bundle made by build {b} cannot be imported on build {}",
+                        h.build
+                    )),
+                    Some(_) => Ok(()),
+                }
+            };
+            match result {
+                Ok(()) => Attempt {
+                    result: Ok(()),
+                    effect: Some(Effect::BundleImported {
+                        bundle,
+                        build: h.build,
+                    }),
+                },
+                Err(m) => Attempt {
+                    result: Err(m),
+                    effect: None,
+                },
+            }
+        }
+        Action::Reboot => Attempt {
+            result: Ok(()),
+            effect: Some(Effect::Rebooted),
+        },
+        Action::Reinstall => {
+            let to: AgentBuild = if args.contains_key("to") {
+                match parse_arg(args, "to", act) {
+                    Ok(b) => b,
+                    Err(m) => return refuse(m),
+                }
+            } else {
+                h.build
+            };
+            if h.certs_ok() {
+                Attempt {
+                    result: Ok(()),
+                    effect: Some(Effect::Reinstalled { to }),
+                }
+            } else {
+                Attempt {
+                    result: Err("anti-malware engine still offline after the reinstall: SHA-2 support or the root certificates are missing (run windows-prereq)".to_owned()),
+                    effect: None,
+                }
+            }
+        }
+        Action::CacheClear => {
+            if !h.relay {
+                return refuse(format!(
+                    "`{}` is not a relay: it has no relay cache",
+                    h.name
+                ));
+            }
+            Attempt {
+                result: Ok(()),
+                effect: Some(Effect::CacheCleared),
+            }
+        }
+    }
+}
+
+fn decide_manager(st: &State, act: Action, args: &BTreeMap<String, String>) -> Decision {
+    match act {
+        Action::Noop => Decision::Answer(SimOutcome::ok()),
+        Action::ManagerVersion => Decision::Answer(
+            SimOutcome::ok().fact("manager_version", Value::Manager(st.manager.version)),
+        ),
+        Action::ManagerUpgrade => {
+            let to: ManagerBuild = match parse_arg(args, "to", act) {
+                Ok(b) => b,
+                Err(m) => return Decision::Answer(SimOutcome::failed(m)),
+            };
+            if to < st.manager.version {
+                Decision::Attempt {
+                    result: Err(format!(
+                        "refusing to downgrade the manager from {} to {to}",
+                        st.manager.version
+                    )),
+                    effect: None,
+                }
+            } else {
+                Decision::Attempt {
+                    result: Ok(()),
+                    effect: Some(Effect::ManagerVersion { to }),
+                }
+            }
+        }
+        _ => Decision::Answer(SimOutcome::failed(format!(
+            "{} runs on agent hosts, and `{}` is the manager",
+            act.as_str(),
+            st.manager.name
+        ))),
+    }
+}

@@ -1,0 +1,30 @@
+//! A simulated Deep Security fleet, in process: a Manager, Relays and Agents that follow
+//! the ActiveUpdate certificate advisory (Relays below the fixed build fail security
+//! updates, Agents behind them fail too, Windows upgrades without the certificate
+//! prerequisite take Anti-Malware offline, offline relay groups need a bundle made at the
+//! same build, ...).
+//!
+//! It exists so that the orchestrator can be rehearsed and tested end to end without a
+//! single real host: `medic demo`, `medic apply --simulate`, the executor's crash tests
+//! and the benchmarks all drive a [`SimFleet`]. The fleet can be made durable with a
+//! write-ahead effect log, so that a second process started after the first one was
+//! killed sees the same world, which is what resume tests need to prove that no side
+//! effect ever runs twice.
+//!
+//! No async, no network, no clock: durations are *simulated* seconds drawn from the seed.
+
+mod action;
+mod config;
+mod fleet;
+mod generate;
+mod log;
+mod rng;
+
+pub use config::{Fault, SimConfig, SimError};
+pub use fleet::{
+    CERT_EXPIRE_ERROR, SimComputer, SimFleet, SimHostState, SimOutcome, SimRelayGroup, SimResult,
+};
+pub use generate::{demo_inventory_yaml, generate_inventory_yaml};
+
+#[cfg(test)]
+mod tests;
