@@ -11,6 +11,7 @@ pub(crate) enum Action {
     WindowsCerts,
     ManagerVersion,
     SecurityStatus,
+    BundleStatus,
     Verify,
     ManagerUpgrade,
     WindowsPrereq,
@@ -49,6 +50,7 @@ impl Action {
             "windows-certs" => Action::WindowsCerts,
             "manager-version" => Action::ManagerVersion,
             "security-status" => Action::SecurityStatus,
+            "bundle-status" => Action::BundleStatus,
             "verify" => Action::Verify,
             "manager-upgrade" => Action::ManagerUpgrade,
             "windows-prereq" => Action::WindowsPrereq,
@@ -72,6 +74,7 @@ impl Action {
             Action::WindowsCerts => "windows-certs",
             Action::ManagerVersion => "manager-version",
             Action::SecurityStatus => "security-status",
+            Action::BundleStatus => "bundle-status",
             Action::Verify => "verify",
             Action::ManagerUpgrade => "manager-upgrade",
             Action::WindowsPrereq => "windows-prereq",
@@ -100,7 +103,8 @@ impl Action {
             | Action::AgentStatus
             | Action::WindowsCerts
             | Action::ManagerVersion
-            | Action::SecurityStatus => 2.0,
+            | Action::SecurityStatus
+            | Action::BundleStatus => 2.0,
             Action::Verify => 30.0,
             Action::ManagerUpgrade => 1800.0,
             Action::WindowsPrereq => 120.0,

@@ -928,6 +928,21 @@ fn decide(
             "security_update_current",
             Value::Bool(h.security_update_current),
         )),
+        // Tells a resumed run whether an export or import already happened.
+        Action::BundleStatus => {
+            let bundle = match arg(args, "bundle", act) {
+                Ok(b) => b.to_owned(),
+                Err(m) => return refuse(m),
+            };
+            Answer(
+                SimOutcome::ok()
+                    .fact("bundle_exported", Value::Bool(st.bundles.contains_key(&bundle)))
+                    .fact(
+                        "bundle_imported",
+                        Value::Bool(h.imported_bundle.as_deref() == Some(bundle.as_str())),
+                    ),
+            )
+        }
         Action::Verify => {
             let min: AgentBuild = match parse_arg(args, "min_build", act) {
                 Ok(b) => b,
