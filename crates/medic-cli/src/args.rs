@@ -27,6 +27,152 @@ pub(crate) enum Cmd {
     /// Build the plan and render it: what runs where, in which order and waves, how long,
     /// and which hosts are skipped and why. Touches no host.
     Plan(PlanArgs),
+    /// Run a plan: stages, waves, budgets and gates, inside the window, journaled so that
+    /// `medic resume` can finish it after any crash. With --simulate, a rehearsal on a
+    /// simulated fleet built from the inventory (no host is touched).
+    Apply(ApplyArgs),
+    /// Finish a run from its journal: succeeded steps never run again, steps left running
+    /// are re-probed with their check before anything is decided.
+    Resume(ResumeArgs),
+    /// Show a run's progress from its journal (works while the run goes on).
+    Status(StatusArgs),
+    /// Approve a waiting gate of a running (or stopped) run from another shell.
+    Approve(ApproveArgs),
+    /// The whole Deep Security remediation on a built-in simulated fleet of 60 hosts.
+    Demo(DemoArgs),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum WindowPolicyArg {
+    /// Do not start a wave whose estimate exceeds the time left; stop, resumable.
+    Stop,
+    /// Start it anyway (the cutoff still stops new steps).
+    Continue,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    /// Where the run's journal goes (default: .medic/runs/RUN-ID/journal.sqlite).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) journal: Option<PathBuf>,
+    /// Also write every event as a JSON line to FILE (default: beside the journal).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub(crate) events: Option<PathBuf>,
+    /// The approved change window, RFC 3339 with offsets; no step starts outside it.
+    #[arg(long, value_name = "START/END")]
+    pub(crate) window: Option<String>,
+    /// What to do when a wave's estimate does not fit the time left in the window.
+    #[arg(long, value_enum, default_value_t = WindowPolicyArg::Stop)]
+    pub(crate) window_policy: WindowPolicyArg,
+    /// Approve every gate without asking.
+    #[arg(long)]
+    pub(crate) yes: bool,
+    /// Strict failure budgets in every phase: in-flight steps are capped so a budget can
+    /// never be overshot.
+    #[arg(long)]
+    pub(crate) strict: bool,
+    /// At most N steps at once per relay group.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_per_group: Option<u32>,
+    /// Progress bars: auto (on a terminal), always or never.
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub(crate) progress: Progress,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Progress {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct SimArgs {
+    /// Rehearse on a simulated fleet built from the inventory; no host is touched.
+    #[arg(long)]
+    pub(crate) simulate: bool,
+    /// With --simulate: simulated seconds per real second (e.g. 600).
+    #[arg(long, value_name = "X", default_value_t = 1.0, requires = "simulate")]
+    pub(crate) time_scale: f64,
+    /// With --simulate: the seed of the simulated fleet's durations and reboots.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "simulate")]
+    pub(crate) sim_seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ApplyArgs {
+    /// A plan written by `medic plan --format json` (applied exactly as reviewed).
+    #[arg(long, value_name = "PLAN.json", conflicts_with_all = ["playbook", "sets"])]
+    pub(crate) plan: Option<PathBuf>,
+    /// The fleet (inventory v1). With --plan it is only needed for --simulate.
+    #[arg(long, short = 'i', value_name = "INV")]
+    pub(crate) inventory: Option<PathBuf>,
+    /// The playbook, when no --plan is given.
+    #[arg(long, short = 'p', value_name = "PB")]
+    pub(crate) playbook: Option<PathBuf>,
+    /// Set a playbook parameter (repeatable).
+    #[arg(long = "set", value_name = "K=V")]
+    pub(crate) sets: Vec<String>,
+    /// Run again only the failed steps of --journal (and what depends on them).
+    #[arg(long, requires = "journal")]
+    pub(crate) retry_failed: bool,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+    #[command(flatten)]
+    pub(crate) sim: SimArgs,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ResumeArgs {
+    /// The journal of the run to finish.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) journal: PathBuf,
+    /// Also write events to FILE (default: the run's events file).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub(crate) events: Option<PathBuf>,
+    /// Approve every gate without asking.
+    #[arg(long)]
+    pub(crate) yes: bool,
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub(crate) progress: Progress,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct StatusArgs {
+    #[arg(long, value_name = "FILE")]
+    pub(crate) journal: PathBuf,
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub(crate) format: StatusFormat,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StatusFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ApproveArgs {
+    #[arg(long, value_name = "FILE")]
+    pub(crate) journal: PathBuf,
+    /// The gate's id, e.g. gate/agent-upgrade/wave-1 (`medic status` lists waiting gates).
+    #[arg(value_name = "GATE")]
+    pub(crate) gate: String,
+    /// Who approves (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) by: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DemoArgs {
+    /// Simulated seconds per real second; the default finishes in well under a minute.
+    #[arg(long, value_name = "X", default_value_t = 600.0)]
+    pub(crate) time_scale: f64,
+    /// Where the demo's journal and events go (default: .medic/demo-TIMESTAMP).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub(crate) progress: Progress,
 }
 
 #[derive(Args, Debug)]

@@ -3,18 +3,10 @@
 /// Everything succeeded and was verified.
 pub(crate) const OK: u8 = 0;
 /// The run finished with failed steps.
-#[expect(
-    dead_code,
-    reason = "returned by apply and resume, which land with the executor"
-)]
 pub(crate) const RUN_FAILED: u8 = 1;
 /// Bad input: validation failed, nothing was run.
 pub(crate) const BAD_INPUT: u8 = 2;
 /// Stopped (window closed, budget exceeded, cancelled) and resumable.
-#[expect(
-    dead_code,
-    reason = "returned by apply and resume, which land with the executor"
-)]
 pub(crate) const STOPPED: u8 = 3;
 /// An IO or internal error that is not the input's fault (e.g. the journal cannot be written).
 pub(crate) const INTERNAL: u8 = 4;

@@ -5,6 +5,8 @@
 mod args;
 mod exit_codes;
 mod report;
+mod reporters;
+mod run;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -28,6 +30,11 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Validate(a) => validate(&a),
         Cmd::Plan(a) => plan(&a),
+        Cmd::Apply(a) => run::apply(&a),
+        Cmd::Resume(a) => run::resume(&a),
+        Cmd::Status(a) => run::status(&a),
+        Cmd::Approve(a) => run::approve(&a),
+        Cmd::Demo(a) => run::demo(&a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -59,12 +66,21 @@ fn read(path: &Path) -> Result<String, Failure> {
 
 /// Loads and validates both inputs, reporting the problems of both files together.
 pub(crate) fn load(a: &InputArgs) -> Result<(Inventory, Playbook, String), Failure> {
-    let inv_text = read(&a.inventory)?;
-    let pb_text = read(&a.playbook)?;
-    let inv = medic_config::load_inventory(&a.inventory.display().to_string(), &inv_text);
-    let pb = medic_config::load_playbook(&a.playbook.display().to_string(), &pb_text, &a.sets);
+    load_files(&a.inventory, &a.playbook, &a.sets).map(|(i, p, t, _)| (i, p, t))
+}
+
+/// Like [`load`], also returning the inventory's text.
+pub(crate) fn load_files(
+    inv_path: &Path,
+    pb_path: &Path,
+    sets: &[String],
+) -> Result<(Inventory, Playbook, String, String), Failure> {
+    let inv_text = read(inv_path)?;
+    let pb_text = read(pb_path)?;
+    let inv = medic_config::load_inventory(&inv_path.display().to_string(), &inv_text);
+    let pb = medic_config::load_playbook(&pb_path.display().to_string(), &pb_text, sets);
     match (inv, pb) {
-        (Ok(i), Ok(p)) => Ok((i, p, pb_text)),
+        (Ok(i), Ok(p)) => Ok((i, p, pb_text, inv_text)),
         (i, p) => {
             let mut all = Problems::default();
             if let Err(e) = i {
@@ -109,7 +125,7 @@ pub(crate) fn make_plan(
     })
 }
 
-fn parse_window(w: Option<&str>) -> Result<Option<Window>, Failure> {
+pub(crate) fn parse_window(w: Option<&str>) -> Result<Option<Window>, Failure> {
     match w {
         None => Ok(None),
         Some(w) => Window::parse(w).map(Some).map_err(|e| {

@@ -936,7 +936,10 @@ fn decide(
             };
             Answer(
                 SimOutcome::ok()
-                    .fact("bundle_exported", Value::Bool(st.bundles.contains_key(&bundle)))
+                    .fact(
+                        "bundle_exported",
+                        Value::Bool(st.bundles.contains_key(&bundle)),
+                    )
                     .fact(
                         "bundle_imported",
                         Value::Bool(h.imported_bundle.as_deref() == Some(bundle.as_str())),

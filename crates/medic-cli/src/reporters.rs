@@ -1,0 +1,310 @@
+//! The CLI's reporters: progress bars (one per active phase, log lines above them, hidden
+//! when stderr is not a terminal, where plain log lines are printed instead), the JSON
+//! lines event file, and the final summary text. They consume `RunEvent`s only.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use medic_exec::{Outcome, Reporter, RunEvent, StopReason, Summary};
+
+pub(crate) struct Progress {
+    multi: Option<MultiProgress>,
+    bars: HashMap<String, ProgressBar>,
+    /// Where to approve from, when a gate waits and we may ask on the terminal.
+    approve: Option<PathBuf>,
+    asked: std::collections::HashSet<String>,
+}
+
+impl Progress {
+    pub(crate) fn new(bars: bool, approve: Option<PathBuf>) -> Self {
+        let multi = bars.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Progress {
+            multi,
+            bars: HashMap::new(),
+            approve,
+            asked: Default::default(),
+        }
+    }
+
+    fn line(&self, s: &str) {
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(s);
+            }
+            None => eprintln!("{s}"),
+        }
+    }
+
+    fn ask(&mut self, gate: &str) {
+        let Some(journal) = self.approve.clone() else {
+            return;
+        };
+        if !self.asked.insert(gate.to_owned()) {
+            return;
+        }
+        let gate = gate.to_owned();
+        if let Some(m) = &self.multi {
+            let _ = m.println(format!("approve {gate}? type y and Enter (or run `medic approve --journal {} {gate}` elsewhere)", journal.display()));
+        }
+        std::thread::spawn(move || {
+            let mut answer = String::new();
+            if std::io::stdin().read_line(&mut answer).is_ok()
+                && answer.trim().eq_ignore_ascii_case("y")
+            {
+                let by = std::env::var("USER").unwrap_or_else(|_| "terminal".to_owned());
+                if let Err(e) = medic_journal::approve(&journal, &gate, &by) {
+                    eprintln!("error: cannot record the approval: {e}");
+                }
+            }
+        });
+    }
+}
+
+impl Reporter for Progress {
+    fn event(&mut self, ev: &RunEvent) {
+        match ev {
+            RunEvent::RunStarted {
+                run_id,
+                playbook,
+                steps,
+                done_before,
+                resumed,
+                ..
+            } => {
+                let what = if *resumed {
+                    format!("resuming run {run_id}: {done_before} of {steps} steps already done")
+                } else {
+                    format!("run {run_id}: {steps} steps")
+                };
+                self.line(&format!("{playbook}: {what}"));
+            }
+            RunEvent::PhaseStarted { phase, steps } => match &self.multi {
+                Some(m) => {
+                    let bar = m.add(ProgressBar::new(u64::from(*steps)));
+                    bar.set_style(
+                        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> "),
+                    );
+                    bar.set_prefix(phase.clone());
+                    self.bars.insert(phase.clone(), bar);
+                }
+                None => self.line(&format!("phase {phase}: started ({steps} steps)")),
+            },
+            RunEvent::WaveStarted { phase, wave, hosts } => {
+                if let Some(b) = self.bars.get(phase) {
+                    b.set_message(format!("wave {wave} ({hosts} hosts)"));
+                } else {
+                    self.line(&format!(
+                        "phase {phase}: wave {wave} started ({hosts} hosts)"
+                    ));
+                }
+            }
+            RunEvent::StepFinished {
+                step,
+                outcome,
+                detail,
+                phase,
+                ..
+            } => {
+                if let Some(b) = self.bars.get(phase) {
+                    b.inc(1);
+                }
+                if *outcome == Outcome::Failed || *outcome == Outcome::Unknown {
+                    self.line(&format!(
+                        "{} {step}: {}",
+                        outcome.as_str(),
+                        detail.as_deref().unwrap_or("")
+                    ));
+                }
+            }
+            RunEvent::StepRetrying {
+                step,
+                attempt,
+                wait_ms,
+                error,
+            } => {
+                self.line(&format!(
+                    "retry {step} (attempt {attempt} failed: {error}); next in {:.1}s",
+                    *wait_ms as f64 / 1000.0
+                ));
+            }
+            RunEvent::PhaseFinished {
+                phase,
+                succeeded,
+                failed,
+                skipped,
+            } => {
+                let text = format!(
+                    "phase {phase}: done, {succeeded} succeeded, {failed} failed, {skipped} skipped by guard"
+                );
+                match self.bars.remove(phase) {
+                    Some(b) => {
+                        b.finish_and_clear();
+                        self.line(&text);
+                    }
+                    None => self.line(&text),
+                }
+            }
+            RunEvent::GateWaiting {
+                gate, waiting_for, ..
+            } => {
+                self.line(&format!("gate {gate}: waiting for {waiting_for}"));
+                if waiting_for == "approval" {
+                    self.ask(gate);
+                }
+            }
+            RunEvent::GateOpened {
+                gate, approved_by, ..
+            } => match approved_by {
+                Some(by) => self.line(&format!("gate {gate}: open (approved by {by})")),
+                None => self.line(&format!("gate {gate}: open")),
+            },
+            RunEvent::BudgetExceeded {
+                phase,
+                wave,
+                failures,
+                tolerated,
+                in_flight,
+            } => {
+                let w = wave.map(|w| format!(" wave {w}")).unwrap_or_default();
+                self.line(&format!("budget exceeded in {phase}{w}: {failures} failed, {tolerated} tolerated; no new step starts, {in_flight} in flight drain"));
+            }
+            RunEvent::WindowWaiting { until_ms } => self.line(&format!(
+                "waiting for the change window to open ({})",
+                fmt_ms(*until_ms)
+            )),
+            RunEvent::WindowClosed => self.line("the change window closed: no new step starts"),
+            RunEvent::CancelRequested { hard } => {
+                if *hard {
+                    self.line("second interrupt: stopping in-flight steps (recorded as unknown)");
+                } else {
+                    self.line("interrupt: no new step starts; waiting for in-flight steps (interrupt again to stop them)");
+                }
+            }
+            RunEvent::RunFinished { .. } => {
+                for (_, b) in self.bars.drain() {
+                    b.finish_and_clear();
+                }
+            }
+            RunEvent::StepStarted { .. }
+            | RunEvent::StepReprobed { .. }
+            | RunEvent::WaveFinished { .. } => {}
+        }
+    }
+}
+
+fn fmt_ms(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// Every event as one JSON line, with the wall-clock time it was reported.
+pub(crate) struct JsonLines {
+    out: std::io::BufWriter<std::fs::File>,
+    failed: bool,
+}
+
+impl JsonLines {
+    pub(crate) fn create(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(JsonLines {
+            out: std::io::BufWriter::new(f),
+            failed: false,
+        })
+    }
+}
+
+impl Reporter for JsonLines {
+    fn event(&mut self, ev: &RunEvent) {
+        if self.failed {
+            return;
+        }
+        let ts = jiff::Timestamp::now().as_millisecond();
+        let line = match serde_json::to_value(ev) {
+            Ok(serde_json::Value::Object(mut m)) => {
+                m.insert("ts_ms".to_owned(), ts.into());
+                serde_json::Value::Object(m).to_string()
+            }
+            _ => return,
+        };
+        let ok = writeln!(self.out, "{line}").is_ok();
+        let ok = ok
+            && (!matches!(
+                ev,
+                RunEvent::RunFinished { .. } | RunEvent::GateWaiting { .. }
+            ) || self.out.flush().is_ok());
+        if !ok {
+            self.failed = true;
+            eprintln!(
+                "warning: the events file cannot be written; the journal still records the run"
+            );
+        }
+    }
+}
+
+/// The final summary, by verified state.
+pub(crate) fn summary_text(
+    s: &Summary,
+    stop: Option<&StopReason>,
+    skipped: &[medic_plan::Skipped],
+) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "\nsummary");
+    let _ = writeln!(
+        o,
+        "  hosts: {} verified, {} failed, {} incomplete, {} without steps",
+        s.hosts_verified, s.hosts_failed, s.hosts_incomplete, s.hosts_without_steps
+    );
+    let _ = writeln!(
+        o,
+        "  {:<16} {:>6} {:>13} {:>14} {:>7}",
+        "action", "acted", "already done", "guard skipped", "failed"
+    );
+    for (a, c) in &s.actions {
+        let _ = writeln!(
+            o,
+            "  {a:<16} {:>6} {:>13} {:>14} {:>7}",
+            c.acted, c.already_done, c.guard_skipped, c.failed
+        );
+    }
+    let states: Vec<String> = s.steps.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let _ = writeln!(o, "  steps: {}", states.join(", "));
+    if !s.failures.is_empty() {
+        let _ = writeln!(o, "  failed steps: {}", s.failures.join(", "));
+    }
+    if !skipped.is_empty() {
+        let mut by: std::collections::BTreeMap<(&str, &str), u32> =
+            std::collections::BTreeMap::new();
+        for k in skipped {
+            *by.entry((k.phase.as_str(), k.reason.as_str())).or_default() += 1;
+        }
+        let _ = writeln!(o, "  skipped by the plan:");
+        for ((phase, reason), n) in by {
+            let _ = writeln!(o, "    {n:>5} x {phase}: {reason}");
+        }
+    }
+    if s.overshoot > 0 {
+        let _ = writeln!(
+            o,
+            "  {} failure(s) came from steps already in flight when the budget was exceeded",
+            s.overshoot
+        );
+    }
+    if let Some(r) = stop {
+        let _ = writeln!(o, "  stopped: {r}");
+    }
+    o
+}

@@ -1,0 +1,656 @@
+//! `apply`, `resume`, `demo`, `status` and `approve`: turning the command line into a run of
+//! the executor, with its journal, drivers, reporters and signal handling.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use medic_config::{Problem, Problems, SourceFile};
+use medic_drivers::{ManualDriver, SimDriver};
+use medic_exec::{
+    Clock, Control, Drivers, Fanout, Prior, Reporter, RunExit, RunOptions, WindowPolicy,
+};
+use medic_journal::{Journal, JournalReader, Record, StepState, meta_keys};
+use medic_model::{AgentBuild, Inventory};
+use medic_plan::{Plan, Window, plan_from_json, plan_to_json};
+use medic_sim::{SimConfig, SimFleet};
+use serde::{Deserialize, Serialize};
+
+use crate::args::{
+    ApplyArgs, ApproveArgs, DemoArgs, Progress, ResumeArgs, StatusArgs, StatusFormat,
+    WindowPolicyArg,
+};
+use crate::reporters::{JsonLines, summary_text};
+use crate::{Failure, exit_codes, load_files, make_plan, parse_window};
+
+/// What a run was started with, kept in the journal so that `resume` needs nothing else.
+/// Never holds a secret.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Inputs {
+    inventory: Option<PathBuf>,
+    playbook: Option<PathBuf>,
+    sets: Vec<String>,
+    window: Option<String>,
+    window_policy_continue: bool,
+    yes: bool,
+    strict: bool,
+    max_per_group: Option<u32>,
+    events: PathBuf,
+    simulate: bool,
+    time_scale: f64,
+    sim_seed: u64,
+    /// The inventory the simulated fleet was built from (its log refuses any other).
+    sim_inventory: Option<String>,
+}
+
+const INPUTS: &str = "inputs";
+
+fn bad(file: &str, msg: impl Into<String>, help: &str) -> Failure {
+    let f = SourceFile::new(file, "");
+    Failure::BadInput(Problems(vec![
+        Problem::new(&f, None, "medic::run::input", msg).help(help),
+    ]))
+}
+
+fn internal(msg: impl Into<String>) -> Failure {
+    Failure::Internal(msg.into())
+}
+
+fn run_id() -> String {
+    let now = jiff::Timestamp::now();
+    let t = now.strftime("%Y%m%dT%H%M%SZ").to_string();
+    format!("{t}-{:04x}", std::process::id() & 0xffff)
+}
+
+fn abs(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn sim_state_path(journal: &Path) -> PathBuf {
+    let mut s = journal.as_os_str().to_owned();
+    s.push(".sim.log");
+    PathBuf::from(s)
+}
+
+/// The simulated world follows the plan's fixed builds, so a rehearsal fails where the
+/// real fleet would.
+fn sim_config(plan: &Plan, seed: u64) -> SimConfig {
+    let mut c = SimConfig::demo(seed);
+    let get = |k: &str| {
+        plan.params()
+            .get(k)
+            .and_then(|v| v.parse::<AgentBuild>().ok())
+    };
+    if let Some(b) = get("fixed_build.linux") {
+        c.fixed_build_linux = b;
+    }
+    if let Some(b) = get("fixed_build.windows") {
+        c.fixed_build_windows = b;
+    }
+    c
+}
+
+fn drivers_for(plan: &Plan, inputs: &Inputs, journal: &Path) -> Result<Drivers, Failure> {
+    if inputs.simulate {
+        let text = inputs.sim_inventory.as_deref().ok_or_else(|| {
+            bad(
+                "--simulate",
+                "a simulated run needs the inventory",
+                "pass --inventory",
+            )
+        })?;
+        let inv = medic_config::load_inventory("inventory (recorded)", text)
+            .map_err(Failure::BadInput)?;
+        let fleet = SimFleet::open(
+            &inv,
+            sim_config(plan, inputs.sim_seed),
+            Some(&sim_state_path(journal)),
+        )
+        .map_err(|e| internal(format!("cannot open the simulated fleet: {e}")))?;
+        return Ok(Drivers::everything(Arc::new(SimDriver::new(
+            fleet,
+            inputs.time_scale,
+        ))));
+    }
+    let drivers = Drivers::new().with("manual", Arc::new(ManualDriver));
+    let missing: BTreeSet<&str> = plan
+        .steps()
+        .iter()
+        .filter(|s| s.kind == medic_plan::StepKind::Action)
+        .map(|s| &*s.driver)
+        .filter(|d| drivers.get(d).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err(bad(
+            "apply",
+            format!(
+                "this build of medic has no {} driver yet, which the plan needs",
+                missing.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+            "rehearse the plan with --simulate; the ssh and dsm drivers are the next milestone",
+        ));
+    }
+    Ok(drivers)
+}
+
+fn options(
+    inputs: &Inputs,
+    run_id: String,
+    window: Option<Window>,
+    retry_failed: bool,
+) -> RunOptions {
+    RunOptions {
+        run_id,
+        yes: inputs.yes,
+        window,
+        window_policy: if inputs.window_policy_continue {
+            WindowPolicy::Continue
+        } else {
+            WindowPolicy::Stop
+        },
+        time_scale: if inputs.simulate {
+            inputs.time_scale
+        } else {
+            1.0
+        },
+        max_per_group: inputs.max_per_group,
+        strict: inputs.strict,
+        retry_failed,
+        approval_poll: Duration::from_millis(300),
+        clock: Clock::system(),
+    }
+}
+
+fn show_bars(p: Progress) -> bool {
+    match p {
+        Progress::Always => true,
+        Progress::Never => false,
+        Progress::Auto => std::io::stderr().is_terminal(),
+    }
+}
+
+pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
+    if a.run.journal.as_deref().is_some_and(Path::exists) && a.retry_failed {
+        return resume_journal(
+            a.run.journal.as_deref().unwrap_or(Path::new("")),
+            a.run.events.clone(),
+            a.run.yes,
+            a.run.progress,
+            true,
+        );
+    }
+    let window = parse_window(a.run.window.as_deref())?;
+    let (plan, inv_text) = match (&a.plan, &a.playbook, &a.inventory) {
+        (Some(p), _, inv) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                bad(
+                    &p.display().to_string(),
+                    format!("cannot read {}: {e}", p.display()),
+                    "check the path",
+                )
+            })?;
+            let plan = plan_from_json(&text).map_err(|e| {
+                bad(
+                    &p.display().to_string(),
+                    e,
+                    "pass a file written by `medic plan --format json`",
+                )
+            })?;
+            let inv_text = match inv {
+                Some(i) => Some(std::fs::read_to_string(i).map_err(|e| {
+                    bad(
+                        &i.display().to_string(),
+                        format!("cannot read {}: {e}", i.display()),
+                        "check the path",
+                    )
+                })?),
+                None => None,
+            };
+            (plan, inv_text)
+        }
+        (None, Some(pb), Some(inv)) => {
+            let (i, p, pb_text, inv_text) = load_files(inv, pb, &a.sets)?;
+            (make_plan(&i, &p, &pb_text, window)?, Some(inv_text))
+        }
+        _ => {
+            return Err(bad(
+                "apply",
+                "nothing to apply",
+                "pass --plan PLAN.json, or --inventory INV --playbook PB",
+            ));
+        }
+    };
+    if a.sim.simulate && inv_text.is_none() {
+        return Err(bad(
+            "--simulate",
+            "a rehearsal builds its simulated fleet from the inventory",
+            "pass --inventory INV as well",
+        ));
+    }
+    let id = run_id();
+    let journal_path = a.run.journal.clone().unwrap_or_else(|| {
+        PathBuf::from(".medic/runs")
+            .join(&id)
+            .join("journal.sqlite")
+    });
+    let events = a
+        .run
+        .events
+        .clone()
+        .unwrap_or_else(|| journal_path.with_file_name("events.jsonl"));
+    let inputs = Inputs {
+        inventory: a.inventory.as_deref().map(abs),
+        playbook: a.playbook.as_deref().map(abs),
+        sets: a.sets.clone(),
+        window: a.run.window.clone(),
+        window_policy_continue: a.run.window_policy == WindowPolicyArg::Continue,
+        yes: a.run.yes,
+        strict: a.run.strict,
+        max_per_group: a.run.max_per_group,
+        events: abs_future(&events),
+        simulate: a.sim.simulate,
+        time_scale: a.sim.time_scale,
+        sim_seed: a.sim.sim_seed,
+        sim_inventory: if a.sim.simulate { inv_text } else { None },
+    };
+    start_new(plan, inputs, &journal_path, id, window, a.run.progress)
+}
+
+/// An absolute path for a file that may not exist yet.
+fn abs_future(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    std::env::current_dir()
+        .map(|d| d.join(p))
+        .unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn start_new(
+    plan: Plan,
+    inputs: Inputs,
+    journal_path: &Path,
+    id: String,
+    window: Option<Window>,
+    progress: Progress,
+) -> Result<u8, Failure> {
+    let drivers = drivers_for(&plan, &inputs, journal_path)?;
+    if let Some(dir) = journal_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let journal = Journal::create(journal_path).map_err(|e| internal(e.to_string()))?;
+    let meta = |k: &str, v: String| Record::Meta {
+        key: k.to_owned(),
+        value: v,
+    };
+    for rec in [
+        meta(meta_keys::RUN_ID, id.clone()),
+        meta(meta_keys::PLAN_FINGERPRINT, plan.fingerprint().to_owned()),
+        meta(meta_keys::PLAN_JSON, plan_to_json(&plan)),
+        meta(
+            INPUTS,
+            serde_json::to_string(&inputs).map_err(|e| internal(e.to_string()))?,
+        ),
+    ] {
+        journal.append(rec).map_err(|e| internal(e.to_string()))?;
+    }
+    let opts = options(&inputs, id, window, false);
+    execute(
+        plan,
+        drivers,
+        journal,
+        Prior::default(),
+        opts,
+        &inputs.events,
+        progress,
+        inputs.yes,
+    )
+}
+
+pub(crate) fn resume(a: &ResumeArgs) -> Result<u8, Failure> {
+    resume_journal(&a.journal, a.events.clone(), a.yes, a.progress, false)
+}
+
+fn resume_journal(
+    path: &Path,
+    events: Option<PathBuf>,
+    yes: bool,
+    progress: Progress,
+    retry_failed: bool,
+) -> Result<u8, Failure> {
+    let name = path.display().to_string();
+    let reader = JournalReader::open(path).map_err(|e| {
+        bad(
+            &name,
+            e.to_string(),
+            "pass the journal of a run started by `medic apply`",
+        )
+    })?;
+    let get = |k: &str| reader.meta(k).map_err(|e| internal(e.to_string()));
+    let plan_json = get(meta_keys::PLAN_JSON)?.ok_or_else(|| {
+        bad(
+            &name,
+            "the journal holds no plan",
+            "was it written by `medic apply`?",
+        )
+    })?;
+    let mut inputs: Inputs =
+        serde_json::from_str(&get(INPUTS)?.unwrap_or_default()).map_err(|e| {
+            bad(
+                &name,
+                format!("the journal's inputs cannot be read: {e}"),
+                "resume it with the medic that started it",
+            )
+        })?;
+    let id = get(meta_keys::RUN_ID)?.unwrap_or_else(run_id);
+    let plan = plan_from_json(&plan_json)
+        .map_err(|e| internal(format!("the journal's plan cannot be read: {e}")))?;
+    let window = parse_window(inputs.window.as_deref())?;
+
+    // Refuse a plan whose inputs changed since the run started, naming the hosts.
+    if let (Some(inv), Some(pb)) = (&inputs.inventory, &inputs.playbook)
+        && inv.exists()
+        && pb.exists()
+    {
+        let (i, p, pb_text, _) = load_files(inv, pb, &inputs.sets)?;
+        let now = make_plan(&i, &p, &pb_text, window)?;
+        if now.fingerprint() != plan.fingerprint() {
+            let drifted = plan.drifted_hosts(&now);
+            let hosts = if drifted.is_empty() {
+                "none (the playbook or parameters changed)".to_owned()
+            } else {
+                drifted.join(", ")
+            };
+            return Err(bad(
+                &inv.display().to_string(),
+                format!(
+                    "the inputs changed since this run started (plan fingerprint differs); hosts that drifted: {hosts}"
+                ),
+                "restore the inputs, or start a new run with `medic apply` for the changed fleet",
+            ));
+        }
+    }
+    let mut prior = Prior::default();
+    for row in reader.steps().map_err(|e| internal(e.to_string()))? {
+        prior
+            .steps
+            .insert(row.step, (row.state, row.attempt, row.detail));
+    }
+    for t in reader.timers().map_err(|e| internal(e.to_string()))? {
+        prior.timers.insert(t.key, t.due_ms);
+    }
+    drop(reader);
+    if yes {
+        inputs.yes = true;
+    }
+    let events = events.unwrap_or_else(|| inputs.events.clone());
+    let drivers = drivers_for(&plan, &inputs, path)?;
+    let journal = Journal::open_existing(path).map_err(|e| internal(e.to_string()))?;
+    let opts = options(&inputs, id, window, retry_failed);
+    execute(
+        plan, drivers, journal, prior, opts, &events, progress, inputs.yes,
+    )
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the pieces of a run meet only here"
+)]
+fn execute(
+    plan: Plan,
+    drivers: Drivers,
+    journal: Journal,
+    prior: Prior,
+    opts: RunOptions,
+    events: &Path,
+    progress: Progress,
+    yes: bool,
+) -> Result<u8, Failure> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| internal(format!("cannot start the runtime: {e}")))?;
+    let interactive = !yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(crate::reporters::Progress::new(
+        show_bars(progress),
+        interactive.then(|| journal.path().to_path_buf()),
+    ))];
+    match JsonLines::create(events) {
+        Ok(j) => reporters.push(Box::new(j)),
+        Err(e) => eprintln!("warning: cannot write events to {}: {e}", events.display()),
+    }
+    let mut fan = Fanout(reporters);
+    let control = Control::default();
+    let plan = Arc::new(plan);
+    let report = rt.block_on(async {
+        let c = control.clone();
+        tokio::spawn(async move {
+            // First interrupt drains, the second aborts in-flight steps.
+            if tokio::signal::ctrl_c().await.is_ok() {
+                c.cancel.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    c.abort.cancel();
+                }
+            }
+        });
+        medic_exec::execute(
+            plan.clone(),
+            &drivers,
+            &journal,
+            &prior,
+            &opts,
+            control,
+            &mut fan,
+        )
+        .await
+    });
+    drop(fan);
+    let path = journal.path().to_path_buf();
+    if let Err(e) = journal.close() {
+        eprintln!("error: the journal could not be closed cleanly: {e}");
+    }
+    rt.shutdown_timeout(Duration::from_secs(1));
+    eprint!(
+        "{}",
+        summary_text(&report.summary, report.stop.as_ref(), plan.skipped())
+    );
+    eprintln!("  journal: {}", path.display());
+    eprintln!("  events:  {}", events.display());
+    if report.exit == RunExit::Stopped {
+        eprintln!("  resume with: medic resume --journal {}", path.display());
+    }
+    Ok(match report.exit {
+        RunExit::Ok => exit_codes::OK,
+        RunExit::Failed => exit_codes::RUN_FAILED,
+        RunExit::Stopped => exit_codes::STOPPED,
+    })
+}
+
+pub(crate) const DEMO_PLAYBOOK: &str =
+    include_str!("../../../playbooks/ds-activeupdate-cert-2023.yaml");
+
+pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
+    let id = run_id();
+    let dir = a
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".medic").join(format!("demo-{id}")));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
+    let inv_path = dir.join("inventory.yaml");
+    let pb_path = dir.join("playbook.yaml");
+    std::fs::write(&inv_path, medic_sim::demo_inventory_yaml())
+        .map_err(|e| internal(e.to_string()))?;
+    std::fs::write(&pb_path, DEMO_PLAYBOOK).map_err(|e| internal(e.to_string()))?;
+    let (i, p, pb_text, inv_text): (Inventory, _, _, _) = load_files(&inv_path, &pb_path, &[])?;
+    let plan = make_plan(&i, &p, &pb_text, None)?;
+    eprintln!(
+        "medic demo: the Deep Security remediation on a simulated fleet of {} hosts (3 sites, one air-gapped), {} steps, estimated {} of real work, replayed {}x faster",
+        i.hosts.len(),
+        plan.steps().len(),
+        medic_model::format_duration(plan.estimate().makespan_s),
+        a.time_scale
+    );
+    let journal = dir.join("journal.sqlite");
+    let inputs = Inputs {
+        inventory: Some(abs(&inv_path)),
+        playbook: Some(abs(&pb_path)),
+        sets: Vec::new(),
+        window: None,
+        window_policy_continue: false,
+        yes: true,
+        strict: false,
+        max_per_group: None,
+        events: abs_future(&dir.join("events.jsonl")),
+        simulate: true,
+        time_scale: a.time_scale,
+        sim_seed: 2023,
+        sim_inventory: Some(inv_text),
+    };
+    start_new(plan, inputs, &journal, id, None, a.progress)
+}
+
+#[derive(Serialize)]
+struct StatusJson {
+    run_id: Option<String>,
+    fingerprint: Option<String>,
+    steps: HashMap<String, u64>,
+    failed: Vec<String>,
+    running: Vec<String>,
+    unknown: Vec<String>,
+    waiting_for_approval: Vec<String>,
+    approvals: Vec<String>,
+}
+
+pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
+    let name = a.journal.display().to_string();
+    let r = JournalReader::open(&a.journal)
+        .map_err(|e| bad(&name, e.to_string(), "pass the journal of a run"))?;
+    let e = |x: medic_journal::JournalError| internal(x.to_string());
+    let steps = r.steps().map_err(e)?;
+    let pick = |st: StepState| -> Vec<String> {
+        steps
+            .iter()
+            .filter(|s| s.state == st)
+            .map(|s| s.step.clone())
+            .collect()
+    };
+    let approvals: Vec<String> = r
+        .approvals()
+        .map_err(e)?
+        .into_iter()
+        .map(|a| format!("{} by {}", a.gate, a.by))
+        .collect();
+    let approved: BTreeSet<String> = r
+        .approvals()
+        .map_err(e)?
+        .into_iter()
+        .map(|a| a.gate)
+        .collect();
+    let mut waiting = Vec::new();
+    let mut after = 0;
+    loop {
+        let evs = r.events_since(after, 10_000).map_err(e)?;
+        let Some(last) = evs.last() else { break };
+        after = last.seq;
+        for ev in &evs {
+            if ev.kind == "gate.waiting"
+                && let Some(g) = &ev.step
+                && !approved.contains(g)
+                && !steps
+                    .iter()
+                    .any(|s| &s.step == g && s.state == StepState::Succeeded)
+                && !waiting.contains(g)
+            {
+                waiting.push(g.clone());
+            }
+        }
+    }
+    let s = StatusJson {
+        run_id: r.meta(meta_keys::RUN_ID).map_err(e)?,
+        fingerprint: r.meta(meta_keys::PLAN_FINGERPRINT).map_err(e)?,
+        steps: r
+            .counts()
+            .map_err(e)?
+            .into_iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v))
+            .collect(),
+        failed: pick(StepState::Failed),
+        running: pick(StepState::Running),
+        unknown: pick(StepState::Unknown),
+        waiting_for_approval: waiting,
+        approvals,
+    };
+    match a.format {
+        StatusFormat::Json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&s).map_err(|x| internal(x.to_string()))?
+            );
+        }
+        StatusFormat::Text => {
+            println!(
+                "run {} (plan {})",
+                s.run_id.as_deref().unwrap_or("?"),
+                s.fingerprint
+                    .as_deref()
+                    .map(|f| &f[..f.len().min(16)])
+                    .unwrap_or("?")
+            );
+            let mut counts: Vec<_> = s.steps.iter().collect();
+            counts.sort();
+            println!(
+                "steps: {}",
+                counts
+                    .iter()
+                    .map(|(k, v)| format!("{v} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            for (label, list) in [
+                ("running", &s.running),
+                ("failed", &s.failed),
+                ("unknown", &s.unknown),
+                ("waiting for approval", &s.waiting_for_approval),
+                ("approved", &s.approvals),
+            ] {
+                if !list.is_empty() {
+                    let shown: Vec<&str> = list.iter().take(20).map(String::as_str).collect();
+                    let more = if list.len() > 20 {
+                        format!(" and {} more", list.len() - 20)
+                    } else {
+                        String::new()
+                    };
+                    println!("{label}: {}{more}", shown.join(", "));
+                }
+            }
+        }
+    }
+    Ok(exit_codes::OK)
+}
+
+pub(crate) fn approve(a: &ApproveArgs) -> Result<u8, Failure> {
+    let by =
+        a.by.clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "operator".to_owned());
+    if !a.gate.starts_with("gate/") {
+        return Err(bad(
+            "approve",
+            format!("`{}` is not a gate id", a.gate),
+            "gate ids look like gate/agent-upgrade/wave-1; `medic status` lists the waiting ones",
+        ));
+    }
+    medic_journal::approve(&a.journal, &a.gate, &by).map_err(|e| {
+        bad(
+            &a.journal.display().to_string(),
+            e.to_string(),
+            "pass the journal of the run",
+        )
+    })?;
+    println!("approved {} as {by}", a.gate);
+    Ok(exit_codes::OK)
+}

@@ -1,0 +1,87 @@
+//! The `sim` driver: every action goes to the simulated fleet, taking the simulated
+//! duration divided by the time scale. Used by `medic demo`, `medic apply --simulate` and
+//! the tests.
+
+use std::time::Duration;
+
+use medic_exec::{ActionFuture, ActionReply, ActionRequest, ActionStatus, Driver};
+use medic_sim::{SimFleet, SimResult};
+
+pub struct SimDriver {
+    fleet: SimFleet,
+    time_scale: f64,
+}
+
+impl SimDriver {
+    /// `time_scale` divides the simulated durations (e.g. 300: five simulated minutes in one second).
+    pub fn new(fleet: SimFleet, time_scale: f64) -> Self {
+        SimDriver {
+            fleet,
+            time_scale: time_scale.max(1e-9),
+        }
+    }
+
+    pub fn fleet(&self) -> &SimFleet {
+        &self.fleet
+    }
+}
+
+/// Actions that change nothing, so a step whose outcome is unknown may simply run them again.
+const SIDE_EFFECT_FREE: &[&str] = &[
+    "noop",
+    "verify",
+    "agent-version",
+    "pending-reboot",
+    "agent-status",
+    "windows-certs",
+    "manager-version",
+    "security-status",
+    "bundle-status",
+];
+
+impl Driver for SimDriver {
+    fn run(&self, req: ActionRequest) -> ActionFuture<'_> {
+        Box::pin(async move {
+            let host = req
+                .host
+                .as_ref()
+                .map(|h| h.name.clone())
+                .unwrap_or_default();
+            let secs = self.fleet.duration_s(&host, &req.action, req.attempt) / self.time_scale;
+            if secs > 0.0 {
+                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            }
+            let out = if SIDE_EFFECT_FREE.contains(&req.action.as_str()) {
+                self.fleet.perform(&host, &req.action, &req.args)
+            } else {
+                // Side effects are written ahead (with fsync) to the fleet's log: keep that
+                // off the async workers.
+                let fleet = self.fleet.clone();
+                let (action, args) = (req.action.clone(), req.args.clone());
+                match tokio::task::spawn_blocking(move || fleet.perform(&host, &action, &args))
+                    .await
+                {
+                    Ok(o) => o,
+                    Err(e) => return ActionReply::failed(format!("simulator task failed: {e}")),
+                }
+            };
+            let status = match out.result {
+                SimResult::Ok => ActionStatus::Ok,
+                SimResult::Failed(m) => ActionStatus::Failed(m),
+                SimResult::Unreachable => {
+                    ActionStatus::Unreachable("host does not answer (simulated)".to_owned())
+                }
+                // A hung action never answers; the executor's deadline ends it.
+                SimResult::Hang => std::future::pending::<ActionStatus>().await,
+            };
+            ActionReply {
+                status,
+                facts: out.facts,
+            }
+        })
+    }
+
+    fn idempotent(&self, action: &str) -> bool {
+        SIDE_EFFECT_FREE.contains(&action)
+    }
+}

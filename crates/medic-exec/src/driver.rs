@@ -1,0 +1,99 @@
+//! How an action reaches the world. The executor knows only this trait; drivers (ssh, dsm,
+//! sim, manual) never see the graph.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use medic_model::Value;
+use medic_plan::PlanHost;
+
+/// One call of one action on one host.
+#[derive(Clone, Debug)]
+pub struct ActionRequest {
+    pub step: String,
+    /// `None` for steps that target no host.
+    pub host: Option<PlanHost>,
+    pub action: String,
+    pub args: BTreeMap<String, String>,
+    /// 1-based.
+    pub attempt: u32,
+}
+
+/// What the action did, as the driver observed it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ActionStatus {
+    Ok,
+    /// The action ran and failed; retrying may help.
+    Failed(String),
+    /// The host could not be reached; nothing was done.
+    Unreachable(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActionReply {
+    pub status: ActionStatus,
+    /// What the action learned, e.g. `agent_version` or `pending_reboot`, for guards and checks.
+    pub facts: BTreeMap<String, Value>,
+}
+
+impl ActionReply {
+    pub fn ok() -> Self {
+        ActionReply {
+            status: ActionStatus::Ok,
+            facts: BTreeMap::new(),
+        }
+    }
+
+    pub fn failed(msg: impl Into<String>) -> Self {
+        ActionReply {
+            status: ActionStatus::Failed(msg.into()),
+            facts: BTreeMap::new(),
+        }
+    }
+}
+
+pub type ActionFuture<'a> = Pin<Box<dyn Future<Output = ActionReply> + Send + 'a>>;
+
+/// A way to act on hosts. Futures must be cancel-safe: the executor drops them on timeout
+/// or abort, and the driver must then stop (or make the remote side stop) the action.
+pub trait Driver: Send + Sync {
+    fn run(&self, req: ActionRequest) -> ActionFuture<'_>;
+
+    /// Whether running the action again is harmless (probes, verifications). A step whose
+    /// outcome is unknown after a crash and which has no `check` is re-run only if this is
+    /// true; otherwise it is left for the operator.
+    fn idempotent(&self, action: &str) -> bool;
+}
+
+/// The drivers of a run, by the names the playbook uses (`ssh`, `dsm`, `manual`, `sim`).
+#[derive(Clone, Default)]
+pub struct Drivers {
+    by_name: HashMap<String, Arc<dyn Driver>>,
+    /// Serves every driver name (a rehearsal on the simulated fleet).
+    all: Option<Arc<dyn Driver>>,
+}
+
+impl Drivers {
+    pub fn new() -> Self {
+        Drivers::default()
+    }
+
+    pub fn with(mut self, name: &str, d: Arc<dyn Driver>) -> Self {
+        self.by_name.insert(name.to_owned(), d);
+        self
+    }
+
+    /// One driver for every step, whatever the playbook says (`--simulate`).
+    pub fn everything(d: Arc<dyn Driver>) -> Self {
+        Drivers {
+            by_name: HashMap::new(),
+            all: Some(d),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Driver>> {
+        self.all.clone().or_else(|| self.by_name.get(name).cloned())
+    }
+}

@@ -1,0 +1,247 @@
+//! The closed set of everything that happens in a run. Reporters (progress bars, the JSON
+//! lines file, the summary) consume these and nothing else.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// How a step ended in this run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The action ran and its post-condition was observed (or it has none to observe).
+    Succeeded,
+    /// The check held before acting: nothing to do.
+    AlreadyDone,
+    /// The guard was false: the step did not act.
+    Skipped,
+    Failed,
+    /// Stopped before it finished (second Ctrl-C); the outcome is unknown.
+    Unknown,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::AlreadyDone => "already_done",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+/// Why a run stopped before the end (exit 3, resumable).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StopReason {
+    Cancelled,
+    Aborted,
+    BudgetExceeded {
+        phase: String,
+        wave: Option<u32>,
+        failures: u32,
+        tolerated: u32,
+    },
+    WindowClosed,
+    WindowTooShort {
+        phase: String,
+        wave: u32,
+        needed_s: u64,
+        left_s: u64,
+    },
+    /// Steps whose outcome is unknown and that cannot be re-probed need an operator.
+    UnknownOutcomes {
+        steps: Vec<String>,
+    },
+    JournalFailed {
+        message: String,
+    },
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Cancelled => {
+                f.write_str("cancelled by the operator; in-flight steps were drained")
+            }
+            StopReason::Aborted => f.write_str(
+                "aborted by the operator; in-flight steps were stopped and are recorded as unknown",
+            ),
+            StopReason::BudgetExceeded {
+                phase,
+                wave,
+                failures,
+                tolerated,
+            } => match wave {
+                Some(w) => write!(
+                    f,
+                    "failure budget exceeded in {phase} wave {w}: {failures} failed, {tolerated} tolerated"
+                ),
+                None => write!(
+                    f,
+                    "failure budget exceeded in {phase}: {failures} failed, {tolerated} tolerated"
+                ),
+            },
+            StopReason::WindowClosed => {
+                f.write_str("the change window closed; in-flight steps finished")
+            }
+            StopReason::WindowTooShort {
+                phase,
+                wave,
+                needed_s,
+                left_s,
+            } => write!(
+                f,
+                "{phase} wave {wave} needs about {needed_s}s but the window has {left_s}s left; not started"
+            ),
+            StopReason::UnknownOutcomes { steps } => write!(
+                f,
+                "{} step(s) have an unknown outcome and no check to re-probe them: {}",
+                steps.len(),
+                steps.join(", ")
+            ),
+            StopReason::JournalFailed { message } => {
+                write!(f, "the journal cannot be written: {message}")
+            }
+        }
+    }
+}
+
+/// Host and step counts at the end of a run, by *verified* state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Hosts whose last verification succeeded (or, without one, whose every step was observed done).
+    pub hosts_verified: u32,
+    pub hosts_failed: u32,
+    /// Hosts with steps not run yet (stopped, blocked by a failure, or unknown).
+    pub hosts_incomplete: u32,
+    /// Hosts in the inventory that the plan gives no step.
+    pub hosts_without_steps: u32,
+    /// Per action: how many steps acted, found the work already done, were skipped by their guard, failed.
+    pub actions: BTreeMap<String, ActionCounts>,
+    /// Steps per final journal state.
+    pub steps: BTreeMap<String, u32>,
+    /// The first failures, `step: reason`.
+    pub failures: Vec<String>,
+    /// Failures of steps that were already running when a budget was exceeded.
+    pub overshoot: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ActionCounts {
+    pub acted: u32,
+    pub already_done: u32,
+    pub guard_skipped: u32,
+    pub failed: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEvent {
+    RunStarted {
+        run_id: String,
+        playbook: String,
+        fingerprint: String,
+        steps: u32,
+        done_before: u32,
+        resumed: bool,
+    },
+    PhaseStarted {
+        phase: String,
+        steps: u32,
+    },
+    PhaseFinished {
+        phase: String,
+        succeeded: u32,
+        failed: u32,
+        skipped: u32,
+    },
+    WaveStarted {
+        phase: String,
+        wave: u32,
+        hosts: u32,
+    },
+    WaveFinished {
+        phase: String,
+        wave: u32,
+        failed: u32,
+    },
+    StepStarted {
+        step: String,
+        phase: String,
+        host: Option<String>,
+        action: String,
+        attempt: u32,
+    },
+    StepRetrying {
+        step: String,
+        attempt: u32,
+        wait_ms: u64,
+        error: String,
+    },
+    StepFinished {
+        step: String,
+        phase: String,
+        host: Option<String>,
+        action: String,
+        attempt: u32,
+        outcome: Outcome,
+        elapsed_ms: u64,
+        detail: Option<String>,
+    },
+    /// A step was re-probed after a crash: its check decided.
+    StepReprobed {
+        step: String,
+        done: bool,
+    },
+    GateWaiting {
+        gate: String,
+        phase: String,
+        wave: u32,
+        waiting_for: String,
+    },
+    GateOpened {
+        gate: String,
+        phase: String,
+        wave: u32,
+        approved_by: Option<String>,
+    },
+    BudgetExceeded {
+        phase: String,
+        wave: Option<u32>,
+        failures: u32,
+        tolerated: u32,
+        in_flight: u32,
+    },
+    WindowWaiting {
+        until_ms: i64,
+    },
+    WindowClosed,
+    CancelRequested {
+        hard: bool,
+    },
+    RunFinished {
+        summary: Summary,
+        stop: Option<StopReason>,
+        elapsed_ms: u64,
+    },
+}
+
+/// A consumer of run events. Called synchronously by the dispatcher, in order.
+pub trait Reporter: Send {
+    fn event(&mut self, ev: &RunEvent);
+}
+
+/// Sends every event to each reporter in turn.
+#[derive(Default)]
+pub struct Fanout(pub Vec<Box<dyn Reporter>>);
+
+impl Reporter for Fanout {
+    fn event(&mut self, ev: &RunEvent) {
+        for r in &mut self.0 {
+            r.event(ev);
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! The executor: walks a sealed [`medic_plan::Plan`] with drivers, staged waves, failure
+//! budgets, gates and a change window, recording every transition in the journal before
+//! acting and reporting through one closed event enum ([`RunEvent`]).
+//!
+//! Split as in nextest: the dispatcher (`dispatcher.rs`) owns the run state and reacts to
+//! internal events; each step attempt is a small state machine (`attempt.rs`) run on its
+//! own task. The plan is never mutated.
+
+mod attempt;
+mod clock;
+mod dispatcher;
+mod driver;
+mod event;
+
+use std::sync::Arc;
+
+use medic_journal::Journal;
+use medic_plan::Plan;
+
+pub use clock::Clock;
+pub use dispatcher::{Control, Prior, RunExit, RunOptions, RunReport, WindowPolicy};
+pub use driver::{ActionFuture, ActionReply, ActionRequest, ActionStatus, Driver, Drivers};
+pub use event::{ActionCounts, Fanout, Outcome, Reporter, RunEvent, StopReason, Summary};
+
+/// Runs (or resumes, given the journal's `prior` view) a plan to its end or to a stop.
+pub async fn execute(
+    plan: Arc<Plan>,
+    drivers: &Drivers,
+    journal: &Journal,
+    prior: &Prior,
+    opts: &RunOptions,
+    control: Control,
+    reporter: &mut dyn Reporter,
+) -> RunReport {
+    dispatcher::Dispatcher::new(plan, drivers, journal, opts, reporter, prior)
+        .run(control)
+        .await
+}
