@@ -1,0 +1,5 @@
+//! Executor tests on small plans, with a scripted driver and tokio's paused clock (no
+//! sleeps): order, limits, budgets, gates, windows, retries, timeouts, cancel and resume.
+
+mod runs;
+mod util;
