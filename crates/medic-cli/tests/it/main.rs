@@ -1,5 +1,7 @@
 //! Black-box tests of the `medic` binary: the real executable, real files, exit codes and
 //! what it prints.
 
+mod crash;
+mod runs;
 mod util;
 mod validation;

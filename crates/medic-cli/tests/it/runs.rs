@@ -1,0 +1,160 @@
+//! Runs of the binary on the simulated fleet: the demo, the summary, status and approve.
+
+use crate::util::{TestEnv, lab_inventory, real_playbook};
+
+fn summary_block(stderr: &str) -> String {
+    let start = stderr.find("\nsummary").map(|i| i + 1).unwrap_or(0);
+    let end = stderr.find("  journal:").unwrap_or(stderr.len());
+    stderr[start..end].to_owned()
+}
+
+#[test]
+fn the_demo_runs_green_and_says_what_it_did() {
+    let env = TestEnv::new();
+    let run = env.run([
+        "demo",
+        "--dir",
+        "demo",
+        "--time-scale",
+        "6000",
+        "--progress",
+        "never",
+    ]);
+    run.assert_code(0);
+    let s = summary_block(&run.stderr);
+    assert!(s.contains("54 verified, 0 failed, 0 incomplete"), "{s}");
+    for word in [
+        "agent-upgrade",
+        "reboot",
+        "reinstall",
+        "skipped by the plan",
+    ] {
+        assert!(s.contains(word), "summary mentions {word}:\n{s}");
+    }
+    assert!(
+        run.stderr.contains("journal: demo/journal.sqlite"),
+        "{}",
+        run.stderr
+    );
+    assert!(env.path().join("demo/events.jsonl").exists());
+    insta::assert_snapshot!("demo_summary", s);
+    let mode = |p: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(env.path().join(p))
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0)
+    };
+    assert_eq!(mode("demo/journal.sqlite"), 0o600);
+    assert_eq!(mode("demo/events.jsonl"), 0o600);
+    let status = env.run([
+        "status",
+        "--journal",
+        "demo/journal.sqlite",
+        "--format",
+        "json",
+    ]);
+    status.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
+    assert!(
+        v["steps"]["succeeded"].as_u64().is_some_and(|n| n > 100),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_gate_waits_for_approve_from_another_process() {
+    let env = TestEnv::new();
+    let inv = lab_inventory().display().to_string();
+    let pb = real_playbook().display().to_string();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+        .current_dir(env.path())
+        .args([
+            "apply",
+            "-i",
+            &inv,
+            "-p",
+            &pb,
+            "--simulate",
+            "--time-scale",
+            "6000",
+            "--journal",
+            "j.sqlite",
+            "--progress",
+            "never",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut approved = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while approved.len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let st = env.run(["status", "--journal", "j.sqlite", "--format", "json"]);
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&st.stdout) else {
+            continue;
+        };
+        for g in v["waiting_for_approval"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g.as_str())
+        {
+            if !approved.contains(&g.to_owned()) {
+                env.run(["approve", "--journal", "j.sqlite", g, "--by", "carol"])
+                    .assert_code(0);
+                approved.push(g.to_owned());
+            }
+        }
+    }
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        approved,
+        ["gate/agent-upgrade/wave-1", "gate/agent-upgrade/wave-2"]
+    );
+    assert!(stderr.contains("approved by carol"), "{stderr}");
+}
+
+#[test]
+fn a_changed_inventory_is_refused_on_resume_naming_the_hosts() {
+    let env = TestEnv::new();
+    let inv_text = std::fs::read_to_string(lab_inventory()).expect("lab");
+    env.write("inv.yaml", &inv_text);
+    let pb = real_playbook().display().to_string();
+    // A run stopped by its budget cannot happen here, so stop it with a closed window instead.
+    let run = env.run([
+        "apply",
+        "-i",
+        "inv.yaml",
+        "-p",
+        &pb,
+        "--simulate",
+        "--time-scale",
+        "6000",
+        "--yes",
+        "--journal",
+        "j.sqlite",
+        "--window",
+        "2020-01-01T00:00+00:00/2020-01-01T01:00+00:00",
+        "--progress",
+        "never",
+    ]);
+    run.assert_code(3);
+    env.write(
+        "inv.yaml",
+        inv_text.replace(
+            "agent_version: \"20.0.0-877\", relay_group: osaka",
+            "agent_version: \"20.0.0-900\", relay_group: osaka",
+        ),
+    );
+    let r = env.run(["resume", "--journal", "j.sqlite"]);
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains("hosts that drifted: db-01, file-01"),
+        "{}",
+        r.stderr
+    );
+}
