@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use medic_model::{Cond, Path, PathRoot, Value};
-use medic_plan::{Step, StepCheck};
+use medic_plan::{Plan, StepCheck};
 
 use crate::driver::{ActionReply, ActionRequest, ActionStatus, Driver};
 use crate::event::Outcome;
@@ -40,7 +40,8 @@ impl AttemptResult {
 
 pub(crate) struct AttemptInput {
     pub(crate) req: ActionRequest,
-    pub(crate) step: Step,
+    pub(crate) plan: Arc<Plan>,
+    pub(crate) index: u32,
     pub(crate) driver: Arc<dyn Driver>,
     /// Outcomes of this host's predecessor steps, by phase, for `needs.` paths.
     pub(crate) needs: BTreeMap<String, String>,
@@ -99,14 +100,8 @@ fn holds(cond: &Cond, facts: &BTreeMap<String, Value>, needs: &BTreeMap<String, 
 }
 
 pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
-    let AttemptInput {
-        req,
-        step,
-        driver,
-        needs,
-        timeout,
-        reprobe,
-    } = input;
+    let AttemptInput { req, plan, index, driver, needs, timeout, reprobe } = input;
+    let step = plan.step(index);
     let d = driver.as_ref();
 
     if let Some(g) = &step.guard {

@@ -746,40 +746,54 @@ impl<'a> Dispatcher<'a> {
             return;
         }
         let global = self.plan.max_parallel();
-        let candidates: Vec<u32> = self.ready.iter().copied().collect();
-        for i in candidates {
-            if self.running >= global || self.stop.is_some() {
+        // Walk the ready set in order, a slice at a time, so that a large ready set costs
+        // only what can start now (plus the steps passed over for a limit).
+        let mut from = 0u32;
+        'scan: while self.running < global && self.stop.is_none() {
+            let slice: Vec<u32> = self.ready.range(from..).take(((global - self.running) as usize).max(64)).copied().collect();
+            let Some(&last) = slice.last() else { break };
+            from = last.saturating_add(1);
+            for i in slice {
+                if self.running >= global || self.stop.is_some() {
+                    break 'scan;
+                }
+                if self.fits(i) {
+                    self.start_step(i, tx);
+                }
+            }
+            if last == u32::MAX {
                 break;
             }
-            let s = self.plan.step(i);
-            let p = self.phase_of[i as usize];
-            if p != NO
-                && let Some(lim) = self.phase_limit[p as usize]
-                && self.phase_running[p as usize] >= lim
-            {
-                continue;
+        }
+    }
+
+    /// Whether step `i` fits every limit now.
+    fn fits(&self, i: u32) -> bool {
+        let s = self.plan.step(i);
+        let p = self.phase_of[i as usize];
+        if p != NO
+            && let Some(lim) = self.phase_limit[p as usize]
+            && self.phase_running[p as usize] >= lim
+        {
+            return false;
+        }
+        let e = self.endpoint_of[i as usize];
+        if e != NO && self.endpoint_running[e as usize] >= self.endpoint_limit[e as usize] {
+            return false;
+        }
+        if let Some(h) = s.host {
+            if self.host_busy[h as usize] {
+                return false;
             }
-            let e = self.endpoint_of[i as usize];
-            if e != NO && self.endpoint_running[e as usize] >= self.endpoint_limit[e as usize] {
-                continue;
-            }
-            let g = s.host.map(|h| self.group_of_host[h as usize]).unwrap_or(NO);
+            let g = self.group_of_host[h as usize];
             if g != NO
                 && let Some(lim) = self.opts.max_per_group
                 && self.group_running[g as usize] >= lim
             {
-                continue;
+                return false;
             }
-            if let Some(h) = s.host
-                && self.host_busy[h as usize]
-            {
-                continue;
-            }
-            if !self.strict_allows(i) {
-                continue;
-            }
-            self.start_step(i, tx);
         }
+        self.strict_allows(i)
     }
 
     fn start_step(&mut self, i: u32, tx: &mpsc::UnboundedSender<Completion>) {
@@ -866,7 +880,8 @@ impl<'a> Dispatcher<'a> {
                 args: s.args.iter().cloned().collect(),
                 attempt,
             },
-            step: s.clone(),
+            plan: plan.clone(),
+            index: i,
             driver,
             needs,
             timeout: self.scaled(s.timeout_s.max(1) as f64),
@@ -937,7 +952,8 @@ impl<'a> Dispatcher<'a> {
                 return;
             }
         };
-        let s = self.plan.step(c.step).clone();
+        let plan = self.plan.clone();
+        let s = plan.step(c.step);
         if self.reprobe[c.step as usize] {
             self.reprobe[c.step as usize] = false;
             if s.check.is_some() {
@@ -1072,7 +1088,8 @@ impl<'a> Dispatcher<'a> {
 
     fn finish(&mut self, i: u32, o: Outcome, detail: Option<String>, elapsed_ms: u64) {
         self.st[i as usize] = St::Done(o);
-        let s = self.plan.step(i).clone();
+        let plan = self.plan.clone();
+        let s = plan.step(i);
         let detail = match (o, detail) {
             (Outcome::AlreadyDone, Some(d)) => Some(format!("{ALREADY}{d}")),
             (Outcome::AlreadyDone, None) => Some(ALREADY.trim_end().to_owned()),
@@ -1113,8 +1130,8 @@ impl<'a> Dispatcher<'a> {
                 self.phase_finished(p);
             }
         }
-        let deps = self.dependents[i as usize].clone();
-        for d in deps {
+        let deps = std::mem::take(&mut self.dependents[i as usize]);
+        for &d in &deps {
             let on_finish = self
                 .plan
                 .step(d)
@@ -1131,6 +1148,7 @@ impl<'a> Dispatcher<'a> {
                 self.block(d);
             }
         }
+        self.dependents[i as usize] = deps;
     }
 
     fn phase_finished(&mut self, p: u16) {
