@@ -74,9 +74,16 @@ pub fn build_plan(
             let single = actions.len() == 1;
             let mut prev: Option<u32> = None;
             let mut first = 0;
+            let mut seen: HashMap<&str, u32> = HashMap::new();
             for &ai in actions {
                 let a = &phase.actions[ai];
                 let get = &mut |p: &medic_model::Path| facts.get(*t, p);
+                // The same action twice on a host gets `#2`, `#3`... so ids stay unique.
+                let nth = {
+                    let n = seen.entry(a.action.as_str()).or_default();
+                    *n += 1;
+                    *n
+                };
                 let id = match (*t, single) {
                     (Target::Manager, true) => format!("{}/{}", phase.name, inv.manager.name),
                     (Target::Manager, false) => {
@@ -87,6 +94,7 @@ pub fn build_plan(
                         format!("{}/{}/{}", phase.name, facts.host(h).name, a.action)
                     }
                 };
+                let id = if nth > 1 { format!("{id}#{nth}") } else { id };
                 let idx = g.push(Step {
                     id,
                     phase: pname.clone(),
