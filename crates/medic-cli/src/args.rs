@@ -97,6 +97,10 @@ pub(crate) struct SimArgs {
     /// With --simulate: the seed of the simulated fleet's durations and reboots.
     #[arg(long, value_name = "N", default_value_t = 1, requires = "simulate")]
     pub(crate) sim_seed: u64,
+    /// With --simulate: inject a fault (repeatable): `unreachable:HOST`,
+    /// `hang:HOST:ACTION` or `fail:HOST:ACTION:TIMES`.
+    #[arg(long = "sim-fault", value_name = "SPEC", requires = "simulate")]
+    pub(crate) sim_faults: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -43,6 +43,8 @@ struct Inputs {
     sim_seed: u64,
     /// The inventory the simulated fleet was built from (its log refuses any other).
     sim_inventory: Option<String>,
+    #[serde(default)]
+    sim_faults: Vec<String>,
 }
 
 const INPUTS: &str = "inputs";
@@ -76,8 +78,42 @@ fn sim_state_path(journal: &Path) -> PathBuf {
 
 /// The simulated world follows the plan's fixed builds, so a rehearsal fails where the
 /// real fleet would.
-fn sim_config(plan: &Plan, seed: u64) -> SimConfig {
+fn sim_config(plan: &Plan, seed: u64, faults: &[String]) -> Result<SimConfig, Failure> {
     let mut c = SimConfig::demo(seed);
+    for f in faults {
+        let parts: Vec<&str> = f.split(':').collect();
+        let fault = match parts.as_slice() {
+            ["unreachable", host] => medic_sim::Fault::Unreachable {
+                host: (*host).to_owned(),
+            },
+            ["hang", host, action] => medic_sim::Fault::Hang {
+                host: (*host).to_owned(),
+                action: (*action).to_owned(),
+            },
+            ["fail", host, action, n] => match n.parse() {
+                Ok(times) => medic_sim::Fault::FailTimes {
+                    host: (*host).to_owned(),
+                    action: (*action).to_owned(),
+                    times,
+                },
+                Err(_) => {
+                    return Err(bad(
+                        "--sim-fault",
+                        format!("`{f}`: `{n}` is not a number of times"),
+                        "write fail:HOST:ACTION:TIMES",
+                    ));
+                }
+            },
+            _ => {
+                return Err(bad(
+                    "--sim-fault",
+                    format!("`{f}` is not a fault"),
+                    "write unreachable:HOST, hang:HOST:ACTION or fail:HOST:ACTION:TIMES",
+                ));
+            }
+        };
+        c.faults.push(fault);
+    }
     let get = |k: &str| {
         plan.params()
             .get(k)
@@ -89,7 +125,7 @@ fn sim_config(plan: &Plan, seed: u64) -> SimConfig {
     if let Some(b) = get("fixed_build.windows") {
         c.fixed_build_windows = b;
     }
-    c
+    Ok(c)
 }
 
 fn drivers_for(plan: &Plan, inputs: &Inputs, journal: &Path) -> Result<Drivers, Failure> {
@@ -105,7 +141,7 @@ fn drivers_for(plan: &Plan, inputs: &Inputs, journal: &Path) -> Result<Drivers, 
             .map_err(Failure::BadInput)?;
         let fleet = SimFleet::open(
             &inv,
-            sim_config(plan, inputs.sim_seed),
+            sim_config(plan, inputs.sim_seed, &inputs.sim_faults)?,
             Some(&sim_state_path(journal)),
         )
         .map_err(|e| internal(format!("cannot open the simulated fleet: {e}")))?;
@@ -254,6 +290,7 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
         time_scale: a.sim.time_scale,
         sim_seed: a.sim.sim_seed,
         sim_inventory: if a.sim.simulate { inv_text } else { None },
+        sim_faults: a.sim.sim_faults.clone(),
     };
     start_new(plan, inputs, &journal_path, id, window, a.run.progress)
 }
@@ -509,6 +546,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
         time_scale: a.time_scale,
         sim_seed: 2023,
         sim_inventory: Some(inv_text),
+        sim_faults: Vec::new(),
     };
     start_new(plan, inputs, &journal, id, None, a.progress)
 }

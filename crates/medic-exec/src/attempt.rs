@@ -100,7 +100,15 @@ fn holds(cond: &Cond, facts: &BTreeMap<String, Value>, needs: &BTreeMap<String, 
 }
 
 pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
-    let AttemptInput { req, plan, index, driver, needs, timeout, reprobe } = input;
+    let AttemptInput {
+        req,
+        plan,
+        index,
+        driver,
+        needs,
+        timeout,
+        reprobe,
+    } = input;
     let step = plan.step(index);
     let d = driver.as_ref();
 

@@ -535,6 +535,34 @@ impl<'a> Dispatcher<'a> {
         };
         let p = self.phase_of[i as usize];
         let phase = step.phase.to_string();
+        // A wave opens only if the waves before it, and the phase, are within budget; this
+        // also holds on a resume, where the failures come from the journal.
+        let info = self.plan.phases()[p as usize].clone();
+        for w in info.waves.iter().filter(|w| w.index < spec.opens_wave) {
+            let failures = self.wave_failures.get(&(p, w.index)).copied().unwrap_or(0);
+            if let Some(t) = w.max_failures
+                && failures > t
+            {
+                self.stop = Some(StopReason::BudgetExceeded {
+                    phase,
+                    wave: Some(w.index),
+                    failures,
+                    tolerated: t,
+                });
+                return;
+            }
+        }
+        if let Some(t) = info.max_failures_total
+            && self.phase_failures[p as usize] > t
+        {
+            self.stop = Some(StopReason::BudgetExceeded {
+                phase,
+                wave: None,
+                failures: self.phase_failures[p as usize],
+                tolerated: t,
+            });
+            return;
+        }
         if let Some(w) = self.opts.window {
             let left_s = ((w.end.as_millisecond() - self.now_ms()) / 1000).max(0) as u64;
             let needed_s = self.wave_estimate_s(p, spec.opens_wave);
@@ -750,7 +778,12 @@ impl<'a> Dispatcher<'a> {
         // only what can start now (plus the steps passed over for a limit).
         let mut from = 0u32;
         'scan: while self.running < global && self.stop.is_none() {
-            let slice: Vec<u32> = self.ready.range(from..).take(((global - self.running) as usize).max(64)).copied().collect();
+            let slice: Vec<u32> = self
+                .ready
+                .range(from..)
+                .take(((global - self.running) as usize).max(64))
+                .copied()
+                .collect();
             let Some(&last) = slice.last() else { break };
             from = last.saturating_add(1);
             for i in slice {

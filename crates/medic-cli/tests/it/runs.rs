@@ -158,3 +158,66 @@ fn a_changed_inventory_is_refused_on_resume_naming_the_hosts() {
         r.stderr
     );
 }
+
+#[test]
+fn a_budget_stop_survives_resume_and_retry_failed_reruns_only_what_failed() {
+    let env = TestEnv::new();
+    let inv = lab_inventory().display().to_string();
+    let pb = real_playbook().display().to_string();
+    let first = env.run([
+        "apply",
+        "-i",
+        &inv,
+        "-p",
+        &pb,
+        "--simulate",
+        "--time-scale",
+        "6000",
+        "--yes",
+        "--journal",
+        "j.sqlite",
+        "--progress",
+        "never",
+        "--sim-fault",
+        "fail:db-01:agent-upgrade:2",
+    ]);
+    first.assert_code(3);
+    assert!(
+        first
+            .stderr
+            .contains("failure budget exceeded in agent-upgrade"),
+        "{}",
+        first.stderr
+    );
+    let again = env.run(["resume", "--journal", "j.sqlite", "--progress", "never"]);
+    again.assert_code(3);
+    assert!(
+        again.stderr.contains("failure budget exceeded"),
+        "a resume does not open the next wave: {}",
+        again.stderr
+    );
+    let retry = env.run([
+        "apply",
+        "--retry-failed",
+        "--journal",
+        "j.sqlite",
+        "--progress",
+        "never",
+    ]);
+    retry.assert_code(0);
+    assert!(
+        retry.stderr.contains("hosts: 9 verified, 0 failed"),
+        "{}",
+        retry.stderr
+    );
+    let log = std::fs::read_to_string(env.path().join("j.sqlite.sim.log")).expect("sim log");
+    let upgrades = log
+        .lines()
+        .filter(|l| {
+            l.contains("\"host\":\"web-01\"")
+                && l.contains("\"action\":\"agent-upgrade\"")
+                && l.contains("\"result\":\"ok\"")
+        })
+        .count();
+    assert_eq!(upgrades, 1, "a host that succeeded is never upgraded again");
+}
