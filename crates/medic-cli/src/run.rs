@@ -12,7 +12,7 @@ use medic_drivers::{ManualDriver, SimDriver};
 use medic_exec::{
     Clock, Control, Drivers, Fanout, Prior, Reporter, RunExit, RunOptions, WindowPolicy,
 };
-use medic_journal::{Journal, JournalReader, Record, StepState, meta_keys};
+use medic_journal::{Journal, JournalReader, StepState, meta_keys};
 use medic_model::{AgentBuild, Inventory};
 use medic_plan::{Plan, Window, plan_from_json, plan_to_json};
 use medic_sim::{SimConfig, SimFleet};
@@ -318,22 +318,17 @@ fn start_new(
         std::fs::create_dir_all(dir)
             .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
     }
-    let journal = Journal::create(journal_path).map_err(|e| internal(e.to_string()))?;
-    let meta = |k: &str, v: String| Record::Meta {
-        key: k.to_owned(),
-        value: v,
-    };
-    for rec in [
-        meta(meta_keys::RUN_ID, id.clone()),
-        meta(meta_keys::PLAN_FINGERPRINT, plan.fingerprint().to_owned()),
-        meta(meta_keys::PLAN_JSON, plan_to_json(&plan)),
-        meta(
-            INPUTS,
-            serde_json::to_string(&inputs).map_err(|e| internal(e.to_string()))?,
-        ),
-    ] {
-        journal.append(rec).map_err(|e| internal(e.to_string()))?;
-    }
+    // The journal appears complete with its plan and inputs, or not at all.
+    let plan_json = plan_to_json(&plan);
+    let inputs_json = serde_json::to_string(&inputs).map_err(|e| internal(e.to_string()))?;
+    let meta = [
+        (meta_keys::RUN_ID, id.as_str()),
+        (meta_keys::PLAN_FINGERPRINT, plan.fingerprint()),
+        (meta_keys::PLAN_JSON, plan_json.as_str()),
+        (INPUTS, inputs_json.as_str()),
+    ];
+    let journal =
+        Journal::create_with_meta(journal_path, &meta).map_err(|e| internal(e.to_string()))?;
     let opts = options(&inputs, id, window, false);
     execute(
         plan,
@@ -359,6 +354,13 @@ fn resume_journal(
     retry_failed: bool,
 ) -> Result<u8, Failure> {
     let name = path.display().to_string();
+    if !path.exists() {
+        return Err(bad(
+            &name,
+            format!("there is no journal at {name}: no run was started there"),
+            "start the run with `medic apply`",
+        ));
+    }
     let reader = JournalReader::open(path).map_err(|e| {
         bad(
             &name,

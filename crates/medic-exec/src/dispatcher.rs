@@ -917,7 +917,11 @@ impl<'a> Dispatcher<'a> {
             index: i,
             driver,
             needs,
-            timeout: self.scaled(s.timeout_s.max(1) as f64),
+            // A rehearsal scales deadlines down with durations, but never below what a busy
+            // machine needs to answer a probe.
+            timeout: self
+                .scaled(s.timeout_s.max(1) as f64)
+                .max(Duration::from_secs(2).min(Duration::from_secs(s.timeout_s.max(1)))),
             reprobe: self.reprobe[i as usize],
         };
         let tx = tx.clone();

@@ -134,6 +134,73 @@ impl Journal {
         }
     }
 
+    /// Creates a journal that holds `meta` from its first moment: it is built under a
+    /// temporary name and linked into place complete, so a crash (even SIGKILL) leaves
+    /// either no journal or one with every meta record, never a half-made file at `path`.
+    pub fn create_with_meta(path: &Path, meta: &[(&str, &str)]) -> Result<Journal, JournalError> {
+        if path.exists() {
+            return Err(JournalError::Exists {
+                path: path.to_owned(),
+            });
+        }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".creating-{}", std::process::id()));
+        let tmp = std::path::PathBuf::from(tmp);
+        let io = |source: std::io::Error| JournalError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let build = || -> Result<(), JournalError> {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io)?;
+            let mut conn = db::open_writer(&tmp, true)?;
+            db::migrate(&mut conn, &tmp)?;
+            let tx = conn
+                .transaction()
+                .map_err(|e| JournalError::open(path, e))?;
+            tx.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES (?1, ?2)",
+                (crate::meta_keys::CREATED_MS, now_ms().to_string()),
+            )
+            .map_err(|e| JournalError::open(path, e))?;
+            for (k, v) in meta {
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+                    (k, v),
+                )
+                .map_err(|e| JournalError::open(path, e))?;
+            }
+            tx.commit().map_err(|e| JournalError::open(path, e))?;
+            // Fold the WAL into the file, so the file alone is the journal when it is linked.
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                .map_err(|e| JournalError::open(path, e))?;
+            conn.close().map_err(|(_, e)| JournalError::open(path, e))?;
+            File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+            match std::fs::hard_link(&tmp, path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(JournalError::Exists {
+                        path: path.to_owned(),
+                    });
+                }
+                Err(e) => return Err(io(e)),
+            }
+            sync_parent_dir(path)
+        };
+        let built = build();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = tmp.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(&p);
+        }
+        built?;
+        Journal::open_existing(path)
+    }
+
     /// Opens an existing journal to resume its run; fails with [`JournalError::Locked`]
     /// while another process writes it.
     pub fn open_existing(path: &Path) -> Result<Journal, JournalError> {

@@ -457,3 +457,33 @@ proptest! {
         journal.close().expect("close");
     }
 }
+
+#[test]
+fn a_journal_created_with_meta_is_complete_from_its_first_moment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.sqlite");
+    let j =
+        medic_journal::Journal::create_with_meta(&path, &[("plan_json", "{}"), ("run_id", "r1")])
+            .expect("create");
+    let r = medic_journal::JournalReader::open(&path).expect("reader");
+    assert_eq!(r.meta("plan_json").expect("meta").as_deref(), Some("{}"));
+    assert_eq!(r.meta("run_id").expect("meta").as_deref(), Some("r1"));
+    drop(r);
+    j.close().expect("close");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("creating"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(
+        medic_journal::Journal::create_with_meta(&path, &[]).is_err(),
+        "never overwrites"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+}
