@@ -11,7 +11,9 @@
 //! killed sees the same world, which is what resume tests need to prove that no side
 //! effect ever runs twice.
 //!
-//! No async, no network, no clock: durations are *simulated* seconds drawn from the seed.
+//! The fleet model itself has no async, no network and no clock: durations are *simulated*
+//! seconds drawn from the seed. [`server`] serves it as a Deep Security Manager REST API on
+//! loopback (the `medic-sim serve` binary), for the `dsm` driver and its tests.
 
 mod action;
 mod config;
@@ -19,6 +21,7 @@ mod fleet;
 mod generate;
 mod log;
 mod rng;
+pub mod server;
 
 pub use config::{Fault, SimConfig, SimError};
 pub use fleet::{

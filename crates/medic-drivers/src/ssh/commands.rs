@@ -1,0 +1,671 @@
+//! Every Deep Security command medic runs over SSH, in one table per platform, each with
+//! where it comes from in `../shared/reference/ds-domain.md` (§ numbers below), and the
+//! parsers of their output. Nothing else in the driver knows a command line.
+//!
+//! Sources: **[src]** the command is stated by the cited section; **[inf]** inferred
+//! (stated tools, assumed flags or values): confirm on a real agent; **NOT FOUND** the
+//! vendor procedure is not public: the command is a placeholder that a real agent rejects
+//! harmlessly, and the driver runs it only with `allow_unverified_commands`.
+//!
+//! Arguments never enter a script's text. Linux scripts are run as
+//! `timeout -k 10 SECS sh -c SCRIPT medic-OP "$1" "$2" "$3"` with every word POSIX-quoted;
+//! Windows scripts get `$p1 $p2 $p3` assigned from PowerShell-quoted literals, and the
+//! whole script travels as `-EncodedCommand`. The three arguments are always:
+//! `$1`/`$p1` the agent directory, `$2`/`$p2` the package directory, `$3`/`$p3` the op's
+//! own argument (a build in package form `20.0.1-690`, or a bundle name).
+//! Scripts that take the self-protection password read it as one line of stdin.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use medic_model::AgentBuild;
+
+/// One thing the driver asks a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    BootId,
+    AgentVersion,
+    PendingReboot,
+    /// `GetAgentStatus` then `GetComponentInfo`: agent state, Anti-Malware, security update.
+    Status,
+    /// `dsa_control -m`: heartbeat now, which makes the agent update its components.
+    Heartbeat,
+    Upgrade,
+    Reinstall,
+    WindowsCerts,
+    WindowsPrereq,
+    Reboot,
+    BundleExport,
+    BundleImport,
+    BundleStatus,
+    CacheClear,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::BootId => "boot-id",
+            Op::AgentVersion => "agent-version",
+            Op::PendingReboot => "pending-reboot",
+            Op::Status => "status",
+            Op::Heartbeat => "heartbeat",
+            Op::Upgrade => "upgrade",
+            Op::Reinstall => "reinstall",
+            Op::WindowsCerts => "windows-certs",
+            Op::WindowsPrereq => "windows-prereq",
+            Op::Reboot => "reboot",
+            Op::BundleExport => "bundle-export",
+            Op::BundleImport => "bundle-import",
+            Op::BundleStatus => "bundle-status",
+            Op::CacheClear => "cache-clear",
+        })
+    }
+}
+
+/// Where a command comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Src(&'static str),
+    Inferred(&'static str),
+    NotFound(&'static str),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Command {
+    pub script: &'static str,
+    pub source: Source,
+    /// Needs root (run through `sudo -n` when the driver is configured so).
+    pub privileged: bool,
+    /// Reads the self-protection password from stdin.
+    pub takes_password: bool,
+    /// Reachable on this platform at all.
+    pub available: bool,
+}
+
+const fn cmd(script: &'static str, source: Source, privileged: bool) -> Command {
+    Command {
+        script,
+        source,
+        privileged,
+        takes_password: false,
+        available: true,
+    }
+}
+
+const NOT_ON_LINUX: Command = Command {
+    script: "",
+    source: Source::Inferred("windows only"),
+    privileged: false,
+    takes_password: false,
+    available: false,
+};
+
+/// Picks the installed package manager, the staged package for build `$3` and turns
+/// self-protection off when a password came on stdin. Leaves the package in `$4`, its
+/// kind in `$kind`.
+macro_rules! linux_package_prelude {
+    () => {
+        r#"pw=
+IFS= read -r pw || true
+if [ -n "$pw" ]; then
+  "$1/dsa_control" --selfprotect=0 -p "$pw" >/dev/null || { echo 'cannot turn agent self-protection off (dsa_control --selfprotect=0)' >&2; exit 3; }
+fi
+if command -v rpm >/dev/null 2>&1 && rpm -q ds_agent >/dev/null 2>&1; then kind=rpm
+elif command -v dpkg-query >/dev/null 2>&1 && dpkg-query -W ds-agent >/dev/null 2>&1; then kind=deb
+elif command -v rpm >/dev/null 2>&1; then kind=rpm
+elif command -v dpkg >/dev/null 2>&1; then kind=deb
+else echo 'neither rpm nor dpkg is available' >&2; exit 3
+fi
+set -- "$1" "$2" "$3" "$2"/Agent-Core-*-"$3".*."$kind"
+[ -e "$4" ] || { echo "no agent package for build $3 in $2 (Agent-Core-*-$3.*.$kind)" >&2; exit 3; }
+"#
+    };
+}
+
+/// Self-protection off when a password came on stdin, then the staged MSI for build `$p3`
+/// in `$msi` and a log path in `$log`.
+macro_rules! windows_package_prelude {
+    () => {
+        r#"$pw = [Console]::In.ReadLine()
+if ($pw) {
+  & (Join-Path $p1 'dsa_control.cmd') --selfprotect=0 -p $pw | Out-Null
+  if ($LASTEXITCODE -ne 0) { throw 'cannot turn agent self-protection off (dsa_control --selfprotect=0)' }
+}
+$msi = Get-ChildItem -LiteralPath $p2 -Filter ('Agent-Core-Windows-' + $p3 + '.*.msi') | Select-Object -First 1
+if (-not $msi) { throw ('no agent package for build ' + $p3 + ' in ' + $p2) }
+$log = Join-Path $env:TEMP ('medic-agent-' + $p3 + '.log')
+"#
+    };
+}
+
+/// `$sha2`, the staged certificates `$certs` and the names of those not yet trusted in
+/// `$missing`.
+macro_rules! windows_certs_prelude {
+    () => {
+        r#"$sha2 = ([Environment]::OSVersion.Version -ge [Version]'6.2') -or ($null -ne (Get-HotFix -Id KB4474419 -ErrorAction SilentlyContinue))
+$certs = @(Get-ChildItem -LiteralPath $p2 -Filter *.cer)
+if ($certs.Count -eq 0) { throw ('no certificate files (*.cer) staged in ' + $p2) }
+$missing = @()
+foreach ($c in $certs) {
+  $x = New-Object System.Security.Cryptography.X509Certificates.X509Certificate2($c.FullName)
+  if (-not (Test-Path ('Cert:\LocalMachine\Root\' + $x.Thumbprint)) -and -not (Test-Path ('Cert:\LocalMachine\CA\' + $x.Thumbprint))) { $missing += $c.Name }
+}
+"#
+    };
+}
+
+/// The Linux table.
+pub fn linux(op: Op) -> Command {
+    match op {
+        // [inf] the kernel's id of the current boot; not a Deep Security command.
+        Op::BootId => cmd(
+            "cat /proc/sys/kernel/random/boot_id",
+            Source::Inferred("Linux kernel interface"),
+            false,
+        ),
+        // [src] §3 "Agent version, Linux": rpm -q --qf '%{VERSION}' / '%{RELEASE}' ds_agent,
+        // dpkg-query -W -f='${Version}' ds-agent.
+        Op::AgentVersion => cmd(
+            r#"if command -v rpm >/dev/null 2>&1 && rpm -q ds_agent >/dev/null 2>&1; then
+  rpm -q --qf '%{VERSION}.%{RELEASE}\n' ds_agent
+elif command -v dpkg-query >/dev/null 2>&1 && dpkg-query -W ds-agent >/dev/null 2>&1; then
+  dpkg-query -W -f='${Version}\n' ds-agent
+else
+  echo none
+fi"#,
+            Source::Src("§3 Agent version, Linux"),
+            false,
+        ),
+        // [inf] Debian's /run/reboot-required, RHEL's `needs-restarting -r` (exit 1 = reboot
+        // needed); ds-domain.md covers only the Windows reboot (§5 "Windows reboot required").
+        Op::PendingReboot => cmd(
+            r#"if [ -e /run/reboot-required ] || [ -e /var/run/reboot-required ]; then echo yes
+elif command -v needs-restarting >/dev/null 2>&1; then
+  if needs-restarting -r >/dev/null 2>&1; then echo no; else echo yes; fi
+else echo no
+fi"#,
+            Source::Inferred("distribution reboot flags"),
+            false,
+        ),
+        // [src] §3 dsa_query: -c GetAgentStatus (agentState, auStatus), -c GetComponentInfo
+        // (Component.AM.mode, Component.AM.driverOffline). [inf] the values of auStatus.
+        Op::Status => cmd(
+            r#"if [ ! -x "$1/dsa_query" ]; then echo 'medic: no agent'; exit 0; fi
+"$1/dsa_query" -c GetAgentStatus && exec "$1/dsa_query" -c GetComponentInfo"#,
+            Source::Src("§3 dsa_query"),
+            true,
+        ),
+        // [src] §3 dsa_control: "-m sends a heartbeat now"; §5 "Security update run
+        // (scheduled task or -m)".
+        Op::Heartbeat => cmd(
+            r#"exec "$1/dsa_control" -m"#,
+            Source::Src("§3 dsa_control -m"),
+            true,
+        ),
+        // [src] §3 "Install/upgrade commands": rpm -ihv (seen), dpkg -i; [inf] rpm -Uvh
+        // for an upgrade; §3 self-protection must be off to upgrade (--selfprotect=0, -p).
+        Op::Upgrade => Command {
+            takes_password: true,
+            ..cmd(
+                concat!(
+                    linux_package_prelude!(),
+                    r#"case $kind in rpm) exec rpm -Uvh "$4" ;; *) exec dpkg -i "$4" ;; esac"#
+                ),
+                Source::Src("§3 Install/upgrade commands"),
+                true,
+            )
+        },
+        // [inf] the same packages installed again over themselves (the advisory's "reinstall
+        // the Relay", §1.3 KA-0012761).
+        Op::Reinstall => Command {
+            takes_password: true,
+            ..cmd(
+                concat!(
+                    linux_package_prelude!(),
+                    r#"case $kind in rpm) exec rpm -Uvh --replacepkgs "$4" ;; *) exec dpkg -i "$4" ;; esac"#
+                ),
+                Source::Inferred("§1.3 reinstall workaround; package commands of §3"),
+                true,
+            )
+        },
+        Op::WindowsCerts | Op::WindowsPrereq => NOT_ON_LINUX,
+        // [inf] a plain reboot; the driver then waits for a new boot id and the agent.
+        Op::Reboot => cmd(
+            "exec shutdown -r now",
+            Source::Inferred("coreutils/systemd"),
+            true,
+        ),
+        // NOT FOUND §3 "Offline bundle ... NOT FOUND; the purpose of dsa_control -b is
+        // unverified": placeholder.
+        Op::BundleExport => cmd(
+            r#"exec "$1/dsa_control" -b "$3""#,
+            Source::NotFound("§3 offline bundle procedure NOT FOUND"),
+            true,
+        ),
+        // NOT FOUND §3 (see above): placeholder.
+        Op::BundleImport => cmd(
+            r#"exec "$1/dsa_control" --import-bundle "$3""#,
+            Source::NotFound("§3 offline bundle procedure NOT FOUND"),
+            true,
+        ),
+        // NOT FOUND §3 (see above): placeholder.
+        Op::BundleStatus => cmd(
+            r#"exec "$1/dsa_query" -c GetBundleStatus "$3""#,
+            Source::NotFound("§3 offline bundle procedure NOT FOUND"),
+            true,
+        ),
+        // NOT FOUND §3 "Relay cache clearing ... NOT FOUND": placeholder.
+        Op::CacheClear => cmd(
+            r#"exec "$1/dsa_control" --clear-relay-cache"#,
+            Source::NotFound("§3 relay cache clearing NOT FOUND"),
+            true,
+        ),
+    }
+}
+
+/// Windows: PowerShell over Windows OpenSSH. `$ErrorActionPreference = 'Stop'` and a
+/// catch-all that prints the message on stderr and exits 1 are added around each script.
+pub fn windows(op: Op) -> Command {
+    match op {
+        // [inf] WMI's last boot time stands in for Linux's boot id.
+        Op::BootId => cmd(
+            "(Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')",
+            Source::Inferred("WMI Win32_OperatingSystem"),
+            false,
+        ),
+        // [src] §3 "Agent version, Windows": "Use dsa_query.cmd -c GetPluginVersion"
+        // (PluginVersion.core).
+        Op::AgentVersion => cmd(
+            r#"$q = Join-Path $p1 'dsa_query.cmd'
+if (-not (Test-Path -LiteralPath $q)) { 'none'; exit 0 }
+& $q -c GetPluginVersion
+exit $LASTEXITCODE"#,
+            Source::Src("§3 Agent version, Windows"),
+            false,
+        ),
+        // [inf] the three places Windows records a pending reboot; §5 "Windows reboot required".
+        Op::PendingReboot => cmd(
+            r#"$p = (Test-Path 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending') -or (Test-Path 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired') -or ($null -ne (Get-ItemProperty -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' -Name PendingFileRenameOperations -ErrorAction SilentlyContinue))
+if ($p) { 'yes' } else { 'no' }"#,
+            Source::Inferred("§5 Windows reboot required"),
+            false,
+        ),
+        // [src] §3 dsa_query.cmd -c GetAgentStatus / -c GetComponentInfo.
+        Op::Status => cmd(
+            r#"$q = Join-Path $p1 'dsa_query.cmd'
+if (-not (Test-Path -LiteralPath $q)) { 'medic: no agent'; exit 0 }
+& $q -c GetAgentStatus
+if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
+& $q -c GetComponentInfo
+exit $LASTEXITCODE"#,
+            Source::Src("§3 dsa_query"),
+            false,
+        ),
+        // [src] §3 dsa_control -m.
+        Op::Heartbeat => cmd(
+            r#"& (Join-Path $p1 'dsa_control.cmd') -m
+exit $LASTEXITCODE"#,
+            Source::Src("§3 dsa_control -m"),
+            false,
+        ),
+        // [src] §3 msiexec /i Agent-Core-Windows-<build>.x86_64.msi /qn ADDLOCAL=ALL /l*v <log>;
+        // self-protection off first (§3); [inf] 3010 = success, reboot required.
+        Op::Upgrade => Command {
+            takes_password: true,
+            ..cmd(
+                concat!(
+                    windows_package_prelude!(),
+                    r#"$r = Start-Process -FilePath msiexec.exe -ArgumentList @('/i', ('"' + $msi.FullName + '"'), '/qn', 'ADDLOCAL=ALL', '/l*v', ('"' + $log + '"')) -Wait -PassThru
+if ($r.ExitCode -ne 0 -and $r.ExitCode -ne 3010) { throw ('msiexec exit code ' + $r.ExitCode + ' (log: ' + $log + ')') }"#
+                ),
+                Source::Src("§3 Install/upgrade commands (msiexec)"),
+                false,
+            )
+        },
+        // [inf] an MSI reinstall over the installed product (REINSTALL=ALL), which keeps the
+        // agent's activation; §1.3 KA-0006984: the fix for "Anti-malware engine offline".
+        Op::Reinstall => Command {
+            takes_password: true,
+            ..cmd(
+                concat!(
+                    windows_package_prelude!(),
+                    r#"$r = Start-Process -FilePath msiexec.exe -ArgumentList @('/i', ('"' + $msi.FullName + '"'), '/qn', 'ADDLOCAL=ALL', 'REINSTALL=ALL', 'REINSTALLMODE=vamus', '/l*v', ('"' + $log + '"')) -Wait -PassThru
+if ($r.ExitCode -ne 0 -and $r.ExitCode -ne 3010) { throw ('msiexec exit code ' + $r.ExitCode + ' (log: ' + $log + ')') }"#
+                ),
+                Source::Inferred("§1.3 KA-0006984 reinstall; msiexec of §3"),
+                false,
+            )
+        },
+        // [src] §1.3 KA-0006984: the root/intermediate certificates of the code-signing
+        // chain must be in the Local Computer store; §3 "Windows needs SHA-2 code-signing
+        // support". [inf] SHA-2 support = Windows 8 / 2012 or later, or KB4474419; the
+        // certificates are the *.cer files the operator staged.
+        Op::WindowsCerts => cmd(
+            concat!(
+                windows_certs_prelude!(),
+                r#"'sha2_supported: ' + $sha2
+'root_certs_present: ' + ($missing.Count -eq 0)
+if ($missing.Count) { 'missing: ' + ($missing -join ', ') }"#
+            ),
+            Source::Src("§1.3 KA-0006984, §3 SHA-2"),
+            false,
+        ),
+        // [src] §1.3 KA-0006984: import the certificates into the Local Computer store.
+        // [inf] Import-Certificate, self-signed ones to Root and the others to CA; the SHA-2
+        // update installed with wusa from the staged .msu.
+        Op::WindowsPrereq => cmd(
+            concat!(
+                windows_certs_prelude!(),
+                r#"foreach ($c in $certs) {
+  $x = New-Object System.Security.Cryptography.X509Certificates.X509Certificate2($c.FullName)
+  $store = if ($x.Subject -eq $x.Issuer) { 'Root' } else { 'CA' }
+  Import-Certificate -FilePath $c.FullName -CertStoreLocation ('Cert:\LocalMachine\' + $store) | Out-Null
+}
+if (-not $sha2) {
+  $msu = Get-ChildItem -LiteralPath $p2 -Filter '*kb4474419*.msu' | Select-Object -First 1
+  if (-not $msu) { throw ('SHA-2 code signing support is missing and no *kb4474419*.msu is staged in ' + $p2) }
+  $r = Start-Process -FilePath wusa.exe -ArgumentList @($msu.FullName, '/quiet', '/norestart') -Wait -PassThru
+  if ($r.ExitCode -ne 0 -and $r.ExitCode -ne 3010 -and $r.ExitCode -ne 2359302) { throw ('wusa exit code ' + $r.ExitCode) }
+}"#
+            ),
+            Source::Src("§1.3 KA-0006984"),
+            false,
+        ),
+        // [inf] §5 "Windows reboot required".
+        Op::Reboot => cmd(
+            "Restart-Computer -Force",
+            Source::Inferred("§5 Windows reboot required"),
+            false,
+        ),
+        // NOT FOUND §3: placeholders, as on Linux.
+        Op::BundleExport => cmd(
+            r#"& (Join-Path $p1 'dsa_control.cmd') -b $p3
+exit $LASTEXITCODE"#,
+            Source::NotFound("§3 offline bundle procedure NOT FOUND"),
+            false,
+        ),
+        Op::BundleImport => cmd(
+            r#"& (Join-Path $p1 'dsa_control.cmd') --import-bundle $p3
+exit $LASTEXITCODE"#,
+            Source::NotFound("§3 offline bundle procedure NOT FOUND"),
+            false,
+        ),
+        Op::BundleStatus => cmd(
+            r#"& (Join-Path $p1 'dsa_query.cmd') -c GetBundleStatus $p3
+exit $LASTEXITCODE"#,
+            Source::NotFound("§3 offline bundle procedure NOT FOUND"),
+            false,
+        ),
+        Op::CacheClear => cmd(
+            r#"& (Join-Path $p1 'dsa_control.cmd') --clear-relay-cache
+exit $LASTEXITCODE"#,
+            Source::NotFound("§3 relay cache clearing NOT FOUND"),
+            false,
+        ),
+    }
+}
+
+/// Wraps a Windows script: strict errors, the arguments, a catch-all.
+pub fn windows_script(body: &str, assignments: &str) -> String {
+    format!(
+        "$ErrorActionPreference = 'Stop'\n$ProgressPreference = 'SilentlyContinue'\n{assignments}try {{\n{body}\n}} catch {{\n[Console]::Error.WriteLine($_.Exception.Message)\nexit 1\n}}\n"
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Parsers.
+
+/// `Key: value` lines (dsa_query's form), last one wins.
+fn fields(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// The agent build from [`Op::AgentVersion`]: `none`, `20.0.1.7380`, `20.0.1-19250`,
+/// `1:20.0.1-19250` (a dpkg epoch) or `PluginVersion.core: 20.0.1.7380`.
+pub fn parse_agent_version(text: &str) -> Result<AgentBuild, String> {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .ok_or_else(|| "the version command printed nothing".to_owned())?;
+    if line == "none" {
+        return Ok(AgentBuild::NONE);
+    }
+    let v = line
+        .strip_prefix("PluginVersion.core:")
+        .unwrap_or(line)
+        .trim();
+    let v = match v.split_once(':') {
+        Some((epoch, rest)) if epoch.chars().all(|c| c.is_ascii_digit()) => rest,
+        _ => v,
+    };
+    v.parse::<AgentBuild>()
+        .map_err(|e| format!("cannot read the agent build from `{line}`: {e}"))
+}
+
+pub fn parse_yes_no(text: &str) -> Result<bool, String> {
+    match text.trim() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        other => Err(format!("expected yes or no, got `{other}`")),
+    }
+}
+
+pub fn parse_boot_id(text: &str) -> Result<String, String> {
+    let id = text.trim();
+    if id.is_empty() {
+        Err("the boot id command printed nothing".to_owned())
+    } else {
+        Ok(id.to_owned())
+    }
+}
+
+/// The last security update as the agent reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpdateState {
+    Current,
+    Failed(String),
+    /// Running, not started since the last upgrade, or unknown.
+    NotCurrent(String),
+}
+
+/// What [`Op::Status`] tells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentStatus {
+    pub installed: bool,
+    /// `active`, `warning`, `error`, `inactive`, or the agent's own word.
+    pub agent_status: String,
+    /// `online`, `offline` or `off` (the module is not turned on).
+    pub antimalware: String,
+    pub update: UpdateState,
+}
+
+pub fn parse_status(text: &str) -> AgentStatus {
+    if text.lines().any(|l| l.trim() == "medic: no agent") {
+        return AgentStatus {
+            installed: false,
+            agent_status: "inactive".to_owned(),
+            antimalware: "offline".to_owned(),
+            update: UpdateState::NotCurrent("no agent installed".to_owned()),
+        };
+    }
+    let f = fields(text);
+    let get = |k: &str| f.get(k).map(|v| v.to_ascii_lowercase());
+    let agent_status = match get("AgentStatus.agentState").as_deref() {
+        Some("green") => "active".to_owned(),
+        Some("yellow" | "orange") => "warning".to_owned(),
+        Some("red") => "error".to_owned(),
+        Some(other) => other.to_owned(),
+        None => "unknown".to_owned(),
+    };
+    let offline = matches!(
+        get("Component.AM.driverOffline").as_deref(),
+        Some("true" | "1" | "yes")
+    );
+    let antimalware = match get("Component.AM.mode").as_deref() {
+        Some("on") if !offline => "online",
+        Some("on") => "offline",
+        Some(_) | None if offline => "offline",
+        _ => "off",
+    }
+    .to_owned();
+    let raw = f.get("AgentStatus.auStatus").cloned().unwrap_or_default();
+    let lower = raw.to_ascii_lowercase();
+    let update = if lower.starts_with("success") {
+        UpdateState::Current
+    } else if lower.starts_with("fail") || lower.starts_with("error") {
+        let msg = raw
+            .split_once(':')
+            .map(|(_, m)| m.trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .unwrap_or(raw.clone());
+        UpdateState::Failed(msg)
+    } else if raw.is_empty() {
+        UpdateState::NotCurrent("the agent reports no security update status".to_owned())
+    } else {
+        UpdateState::NotCurrent(raw)
+    };
+    AgentStatus {
+        installed: true,
+        agent_status,
+        antimalware,
+        update,
+    }
+}
+
+/// `sha2_supported` and `root_certs_present` from [`Op::WindowsCerts`].
+pub fn parse_certs(text: &str) -> Result<(bool, bool), String> {
+    let f = fields(text);
+    let b = |k: &str| match f.get(k).map(|v| v.to_ascii_lowercase()).as_deref() {
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        _ => Err(format!("the certificate check printed no `{k}`")),
+    };
+    Ok((b("sha2_supported")?, b("root_certs_present")?))
+}
+
+/// `bundle_exported` and `bundle_imported` from [`Op::BundleStatus`].
+pub fn parse_bundle_status(text: &str) -> Result<(bool, bool), String> {
+    let f = fields(text);
+    let b = |k: &str| match f.get(k).map(String::as_str) {
+        Some("yes") => Ok(true),
+        Some("no") => Ok(false),
+        _ => Err(format!("the bundle status printed no `{k}`")),
+    };
+    Ok((b("Bundle.exported")?, b("Bundle.imported")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Op; 14] = [
+        Op::BootId,
+        Op::AgentVersion,
+        Op::PendingReboot,
+        Op::Status,
+        Op::Heartbeat,
+        Op::Upgrade,
+        Op::Reinstall,
+        Op::WindowsCerts,
+        Op::WindowsPrereq,
+        Op::Reboot,
+        Op::BundleExport,
+        Op::BundleImport,
+        Op::BundleStatus,
+        Op::CacheClear,
+    ];
+
+    #[test]
+    fn every_linux_script_parses_as_posix_sh() {
+        for op in ALL {
+            let c = linux(op);
+            if !c.available {
+                continue;
+            }
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-n")
+                .arg("-c")
+                .arg(c.script)
+                .output()
+                .expect("test value");
+            assert!(
+                out.status.success(),
+                "{op}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    #[test]
+    fn windows_has_every_op_and_unverified_ones_are_marked() {
+        for op in ALL {
+            assert!(windows(op).available, "{op}");
+            let unverified = matches!(
+                op,
+                Op::BundleExport | Op::BundleImport | Op::BundleStatus | Op::CacheClear
+            );
+            assert_eq!(
+                matches!(linux(op).source, Source::NotFound(_)),
+                unverified,
+                "{op}"
+            );
+            assert_eq!(
+                matches!(windows(op).source, Source::NotFound(_)),
+                unverified,
+                "{op}"
+            );
+        }
+    }
+
+    #[test]
+    fn versions() {
+        let b = AgentBuild::new(20, 0, 1, 690);
+        assert_eq!(parse_agent_version("20.0.1.690\n"), Ok(b));
+        assert_eq!(parse_agent_version("20.0.1-690"), Ok(b));
+        assert_eq!(parse_agent_version("1:20.0.1-690"), Ok(b));
+        assert_eq!(
+            parse_agent_version("PluginVersion.core: 20.0.1.690\r\n"),
+            Ok(b)
+        );
+        assert_eq!(parse_agent_version("none"), Ok(AgentBuild::NONE));
+        assert!(parse_agent_version("").is_err());
+        assert!(parse_agent_version("11.0.1617").is_err());
+    }
+
+    #[test]
+    fn status() {
+        let s = parse_status(
+            "AgentStatus.13: agentState\nAgentStatus.agentState: green\nAgentStatus.auStatus: failed: IAURELAY_STATUS_DIGITAL_SIGNATURE_CERT_EXPIRE (-24)\nComponent.AM.mode: on\nComponent.AM.driverOffline: false\n",
+        );
+        assert_eq!(s.agent_status, "active");
+        assert_eq!(s.antimalware, "online");
+        assert_eq!(
+            s.update,
+            UpdateState::Failed("IAURELAY_STATUS_DIGITAL_SIGNATURE_CERT_EXPIRE (-24)".to_owned())
+        );
+        let s = parse_status(
+            "AgentStatus.auStatus: success\nComponent.AM.mode: on\nComponent.AM.driverOffline: true\n",
+        );
+        assert_eq!(s.antimalware, "offline");
+        assert_eq!(s.update, UpdateState::Current);
+        assert_eq!(parse_status("Component.AM.mode: off").antimalware, "off");
+        assert!(!parse_status("medic: no agent\n").installed);
+    }
+
+    #[test]
+    fn certs_and_bundles() {
+        assert_eq!(
+            parse_certs("sha2_supported: True\r\nroot_certs_present: False\r\nmissing: a.cer"),
+            Ok((true, false))
+        );
+        assert!(parse_certs("").is_err());
+        assert_eq!(
+            parse_bundle_status("Bundle.exported: yes\nBundle.imported: no\n"),
+            Ok((true, false))
+        );
+    }
+}

@@ -1,0 +1,787 @@
+//! The `ssh` driver: the playbook's actions as Deep Security commands on the host, over a
+//! [`Transport`]. It turns an action into one or more ops of the command table
+//! ([`super::commands`]), quotes every argument, and turns what the host printed into the
+//! facts guards and checks read. Errors keep the executor's distinction: `Unreachable`
+//! when nothing was done on the host (no connection, untrusted key, refused login),
+//! `Failed` otherwise.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use medic_exec::{ActionFuture, ActionReply, ActionRequest, ActionStatus, Driver};
+use medic_model::{AgentBuild, Platform, Value};
+use secrecy::SecretString;
+
+use super::commands::{self, AgentStatus, Op, Source, UpdateState};
+use super::config::{SshConfig, SshConfigError};
+use super::libssh2::Ssh2Transport;
+use super::quote::{powershell_command, ps_quote, sh_join};
+use super::transport::{Endpoint, ExecOutput, RemoteCommand, Transport, TransportError};
+
+/// Actions that change nothing on the host, so an unknown outcome may simply be re-run.
+const SIDE_EFFECT_FREE: &[&str] = &[
+    "noop",
+    "verify",
+    "agent-version",
+    "pending-reboot",
+    "agent-status",
+    "windows-certs",
+    "security-status",
+    "bundle-status",
+];
+
+/// The transport's deadline is this much later than the remote `timeout` a Linux command
+/// runs under, so that the remote side stops a slow command first: the step then fails
+/// with exit 124 and the connection survives.
+const REMOTE_GRACE: Duration = Duration::from_secs(5);
+
+/// See the module docs. Construct with [`SshDriver::new`] (libssh2) or
+/// [`SshDriver::with_transport`].
+pub struct SshDriver {
+    cfg: Arc<SshConfig>,
+    transport: Arc<dyn Transport>,
+}
+
+/// Why an op gave no usable answer.
+#[derive(Debug)]
+enum OpError {
+    Transport(TransportError),
+    /// The command ran and failed.
+    Exit(String),
+    /// Not run: refused before anything was sent.
+    Refused(String),
+}
+
+impl From<TransportError> for OpError {
+    fn from(e: TransportError) -> Self {
+        OpError::Transport(e)
+    }
+}
+
+impl OpError {
+    fn reply(self) -> ActionReply {
+        let status = match self {
+            OpError::Transport(e) if e.nothing_done() => ActionStatus::Unreachable(e.to_string()),
+            OpError::Transport(e) => ActionStatus::Failed(e.to_string()),
+            OpError::Exit(m) | OpError::Refused(m) => ActionStatus::Failed(m),
+        };
+        ActionReply {
+            status,
+            facts: BTreeMap::new(),
+        }
+    }
+}
+
+struct Host {
+    name: String,
+    platform: Platform,
+    ep: Endpoint,
+}
+
+#[derive(Default)]
+struct Facts(BTreeMap<String, Value>);
+
+impl Facts {
+    fn set(mut self, k: &str, v: Value) -> Self {
+        self.0.insert(k.to_owned(), v);
+        self
+    }
+
+    fn ok(self) -> ActionReply {
+        ActionReply {
+            status: ActionStatus::Ok,
+            facts: self.0,
+        }
+    }
+
+    fn failed(self, msg: impl Into<String>) -> ActionReply {
+        ActionReply {
+            status: ActionStatus::Failed(msg.into()),
+            facts: self.0,
+        }
+    }
+}
+
+fn arg<'a>(req: &'a ActionRequest, key: &str) -> Result<&'a str, OpError> {
+    req.args
+        .get(key)
+        .map(String::as_str)
+        .ok_or_else(|| OpError::Refused(format!("{}: missing argument `{key}`", req.action)))
+}
+
+fn build_arg(req: &ActionRequest, key: &str) -> Result<AgentBuild, OpError> {
+    let v = arg(req, key)?;
+    v.parse::<AgentBuild>()
+        .map_err(|e| OpError::Refused(format!("{}: argument `{key}`: {e}", req.action)))
+}
+
+/// The last lines of what a failed command said, for the step's error.
+fn said(out: &ExecOutput) -> String {
+    let text = if out.stderr.total() > 0 {
+        out.stderr.text()
+    } else {
+        out.stdout.text()
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+    let skip = tail.chars().count().saturating_sub(1500);
+    let s: String = tail.chars().skip(skip).collect();
+    if s.is_empty() {
+        "no output".to_owned()
+    } else {
+        s
+    }
+}
+
+impl SshDriver {
+    /// The driver on libssh2.
+    pub fn new(cfg: SshConfig) -> Result<SshDriver, SshConfigError> {
+        let transport = Ssh2Transport::new(&cfg)?;
+        Ok(SshDriver::with_transport(cfg, Arc::new(transport)))
+    }
+
+    pub fn with_transport(cfg: SshConfig, transport: Arc<dyn Transport>) -> SshDriver {
+        SshDriver {
+            cfg: Arc::new(cfg),
+            transport,
+        }
+    }
+
+    pub fn config(&self) -> &SshConfig {
+        &self.cfg
+    }
+
+    fn host(&self, req: &ActionRequest) -> Result<Host, OpError> {
+        let h = req.host.as_ref().ok_or_else(|| {
+            OpError::Refused(format!(
+                "`{}` has no host: the ssh driver acts on hosts",
+                req.action
+            ))
+        })?;
+        let platform = h.platform.ok_or_else(|| {
+            OpError::Refused(format!(
+                "`{}` is the manager: use the dsm or manual driver for `{}`",
+                h.name, req.action
+            ))
+        })?;
+        let user = h
+            .user
+            .clone()
+            .or_else(|| self.cfg.default_user.clone())
+            .ok_or_else(|| {
+                OpError::Refused(format!(
+                    "no ssh user for `{}`: set `user` in the inventory, or $USER",
+                    h.name
+                ))
+            })?;
+        Ok(Host {
+            name: h.name.clone(),
+            platform,
+            ep: Endpoint {
+                address: h.address.clone(),
+                port: h.port,
+                user,
+            },
+        })
+    }
+
+    /// The command line (and stdin) for `op` on `platform`.
+    fn command(
+        &self,
+        platform: Platform,
+        op: Op,
+        arg: &str,
+        timeout: Duration,
+    ) -> Result<(String, Option<SecretString>), OpError> {
+        let c = match platform {
+            Platform::Linux => commands::linux(op),
+            Platform::Windows => commands::windows(op),
+        };
+        if !c.available {
+            return Err(OpError::Refused(format!(
+                "{op} does not apply to {} hosts",
+                platform.as_str()
+            )));
+        }
+        if let Source::NotFound(why) = c.source
+            && !self.cfg.allow_unverified_commands
+        {
+            return Err(OpError::Refused(format!(
+                "{op}: the Deep Security command is not verified ({why}); confirm it and set allow_unverified_commands to run it"
+            )));
+        }
+        let stdin = if c.takes_password {
+            self.cfg.agent_password.clone()
+        } else {
+            None
+        };
+        let quote_err = |e: super::quote::NulInArgument| OpError::Refused(format!("{op}: {e}"));
+        let line = match platform {
+            Platform::Linux => {
+                let l = &self.cfg.linux;
+                let secs = timeout.as_secs().max(1).to_string();
+                let name = format!("medic-{op}");
+                let mut words: Vec<&str> = Vec::new();
+                if c.privileged && self.cfg.sudo {
+                    words.extend(["sudo", "-n", "--"]);
+                }
+                words.extend(["timeout", "-k", "10", &secs, "sh", "-c", c.script, &name]);
+                words.extend([l.agent_dir.as_str(), l.package_dir.as_str(), arg]);
+                sh_join(&words).map_err(quote_err)?
+            }
+            Platform::Windows => {
+                let w = &self.cfg.windows;
+                let mut assign = String::new();
+                for (i, v) in [w.agent_dir.as_str(), w.package_dir.as_str(), arg]
+                    .iter()
+                    .enumerate()
+                {
+                    assign.push_str(&format!(
+                        "$p{} = {}\n",
+                        i + 1,
+                        ps_quote(v).map_err(quote_err)?
+                    ));
+                }
+                powershell_command(&commands::windows_script(c.script, &assign))
+            }
+        };
+        Ok((line, stdin))
+    }
+
+    /// Runs `op`; a non-zero exit is an [`ExecOutput`], not an error.
+    async fn exec(
+        &self,
+        h: &Host,
+        op: Op,
+        arg: &str,
+        timeout: Duration,
+    ) -> Result<ExecOutput, OpError> {
+        let (line, stdin) = self.command(h.platform, op, arg, timeout)?;
+        tracing::debug!(host = %h.name, %op, "ssh op");
+        let cmd = RemoteCommand {
+            line,
+            stdin,
+            deadline: Instant::now() + timeout + REMOTE_GRACE,
+        };
+        Ok(self.transport.exec(&h.ep, cmd).await?)
+    }
+
+    /// Runs `op` and wants exit 0; returns stdout.
+    async fn run_op(
+        &self,
+        h: &Host,
+        op: Op,
+        arg: &str,
+        timeout: Duration,
+    ) -> Result<String, OpError> {
+        let out = self.exec(h, op, arg, timeout).await?;
+        if out.success() {
+            Ok(out.stdout.text())
+        } else {
+            Err(OpError::Exit(format!(
+                "{op} on {} ended with {}: {}",
+                h.name,
+                out.exit,
+                said(&out)
+            )))
+        }
+    }
+
+    async fn probe(&self, h: &Host, op: Op, arg: &str) -> Result<String, OpError> {
+        self.run_op(h, op, arg, self.cfg.probe_timeout).await
+    }
+
+    async fn agent_version(&self, h: &Host) -> Result<AgentBuild, OpError> {
+        let out = self.probe(h, Op::AgentVersion, "").await?;
+        commands::parse_agent_version(&out).map_err(OpError::Exit)
+    }
+
+    async fn pending_reboot(&self, h: &Host) -> Result<bool, OpError> {
+        let out = self.probe(h, Op::PendingReboot, "").await?;
+        commands::parse_yes_no(&out).map_err(OpError::Exit)
+    }
+
+    async fn status(&self, h: &Host) -> Result<AgentStatus, OpError> {
+        let out = self.probe(h, Op::Status, "").await?;
+        Ok(commands::parse_status(&out))
+    }
+
+    async fn boot_id(&self, h: &Host, timeout: Duration) -> Result<String, OpError> {
+        let out = self.run_op(h, Op::BootId, "", timeout).await?;
+        commands::parse_boot_id(&out).map_err(OpError::Exit)
+    }
+
+    async fn bundle_facts(&self, h: &Host, bundle: &str) -> Result<Facts, OpError> {
+        let out = self.probe(h, Op::BundleStatus, bundle).await?;
+        let (exported, imported) = commands::parse_bundle_status(&out).map_err(OpError::Exit)?;
+        Ok(Facts::default()
+            .set("bundle_exported", Value::Bool(exported))
+            .set("bundle_imported", Value::Bool(imported)))
+    }
+
+    async fn act(&self, req: &ActionRequest) -> Result<ActionReply, OpError> {
+        if req.action == "noop" {
+            return Ok(ActionReply::ok());
+        }
+        if matches!(req.action.as_str(), "manager-version" | "manager-upgrade") {
+            return Err(OpError::Refused(format!(
+                "`{}` runs on the manager: use the dsm or manual driver",
+                req.action
+            )));
+        }
+        let h = self.host(req)?;
+        let cmd_timeout = self.cfg.command_timeout;
+        Ok(match req.action.as_str() {
+            "agent-version" => {
+                let b = self.agent_version(&h).await?;
+                Facts::default().set("agent_version", Value::Agent(b)).ok()
+            }
+            "pending-reboot" => {
+                let p = self.pending_reboot(&h).await?;
+                Facts::default().set("pending_reboot", Value::Bool(p)).ok()
+            }
+            "agent-status" => {
+                let st = self.status(&h).await?;
+                Facts::default()
+                    .set("antimalware", Value::Str(st.antimalware))
+                    .set("agent_status", Value::Str(st.agent_status))
+                    .ok()
+            }
+            "security-status" => {
+                let st = self.status(&h).await?;
+                Facts::default()
+                    .set(
+                        "security_update_current",
+                        Value::Bool(st.update == UpdateState::Current),
+                    )
+                    .ok()
+            }
+            "windows-certs" => {
+                let out = self.probe(&h, Op::WindowsCerts, "").await?;
+                let (sha2, certs) = commands::parse_certs(&out).map_err(OpError::Exit)?;
+                Facts::default()
+                    .set("sha2_supported", Value::Bool(sha2))
+                    .set("root_certs_present", Value::Bool(certs))
+                    .ok()
+            }
+            "windows-prereq" => {
+                self.run_op(&h, Op::WindowsPrereq, "", cmd_timeout).await?;
+                let out = self.probe(&h, Op::WindowsCerts, "").await?;
+                let (sha2, certs) = commands::parse_certs(&out).map_err(OpError::Exit)?;
+                let facts = Facts::default()
+                    .set("sha2_supported", Value::Bool(sha2))
+                    .set("root_certs_present", Value::Bool(certs));
+                if sha2 && certs {
+                    facts.ok()
+                } else {
+                    facts.failed("windows-prereq ran but SHA-2 support or a certificate is still missing (a reboot may be needed for the SHA-2 update)")
+                }
+            }
+            "bundle-status" => {
+                let bundle = arg(req, "bundle")?;
+                self.bundle_facts(&h, bundle).await?.ok()
+            }
+            "verify" => self.verify(req, &h).await?,
+            "agent-upgrade" => self.upgrade(req, &h).await?,
+            "reinstall" => {
+                let to = if req.args.contains_key("to") {
+                    build_arg(req, "to")?
+                } else {
+                    self.agent_version(&h).await?
+                };
+                self.run_op(&h, Op::Reinstall, &to.package_form(), cmd_timeout)
+                    .await?;
+                let st = self.status(&h).await?;
+                let facts = Facts::default()
+                    .set("antimalware", Value::Str(st.antimalware.clone()))
+                    .set("agent_status", Value::Str(st.agent_status));
+                if st.antimalware == "online" {
+                    facts.ok()
+                } else {
+                    facts.failed(format!(
+                        "anti-malware is {} after the reinstall",
+                        st.antimalware
+                    ))
+                }
+            }
+            "security-update" => self.security_update(req, &h).await?,
+            "bundle-export" | "bundle-import" => {
+                let bundle = arg(req, "bundle")?;
+                let op = if req.action == "bundle-export" {
+                    Op::BundleExport
+                } else {
+                    Op::BundleImport
+                };
+                self.run_op(&h, op, bundle, cmd_timeout).await?;
+                self.bundle_facts(&h, bundle).await?.ok()
+            }
+            "cache-clear" => {
+                self.run_op(&h, Op::CacheClear, "", cmd_timeout).await?;
+                ActionReply::ok()
+            }
+            "reboot" => self.reboot(&h).await?,
+            other => {
+                return Err(OpError::Refused(format!(
+                    "the ssh driver does not know the action `{other}`"
+                )));
+            }
+        })
+    }
+
+    async fn verify(&self, req: &ActionRequest, h: &Host) -> Result<ActionReply, OpError> {
+        let min = build_arg(req, "min_build")?;
+        let build = self.agent_version(h).await?;
+        let st = self.status(h).await?;
+        let pending = self.pending_reboot(h).await?;
+        let current = st.update == UpdateState::Current;
+        let mut problems = Vec::new();
+        if build < min {
+            problems.push(format!("build {build} is below {min}"));
+        }
+        if st.antimalware != "online" {
+            problems.push(format!("anti-malware is {}", st.antimalware));
+        }
+        match &st.update {
+            UpdateState::Current => {}
+            UpdateState::Failed(m) => {
+                problems.push(format!("the last security update failed: {m}"))
+            }
+            UpdateState::NotCurrent(m) => problems.push(format!(
+                "no successful security update since the last upgrade ({m})"
+            )),
+        }
+        if pending {
+            problems.push("a reboot is pending".to_owned());
+        }
+        let facts = Facts::default()
+            .set("agent_version", Value::Agent(build))
+            .set("antimalware", Value::Str(st.antimalware))
+            .set("security_update_current", Value::Bool(current))
+            .set("pending_reboot", Value::Bool(pending));
+        Ok(if problems.is_empty() {
+            facts.ok()
+        } else {
+            facts.failed(problems.join("; "))
+        })
+    }
+
+    async fn upgrade(&self, req: &ActionRequest, h: &Host) -> Result<ActionReply, OpError> {
+        let to = build_arg(req, "to")?;
+        let before = self.agent_version(h).await?;
+        if before > to {
+            return Ok(Facts::default()
+                .set("agent_version", Value::Agent(before))
+                .failed(format!(
+                    "refusing to downgrade the agent from {before} to {to}"
+                )));
+        }
+        if before < to {
+            self.run_op(h, Op::Upgrade, &to.package_form(), self.cfg.command_timeout)
+                .await?;
+        }
+        let after = self.agent_version(h).await?;
+        let facts = Facts::default().set("agent_version", Value::Agent(after));
+        Ok(if after == to {
+            facts.ok()
+        } else {
+            facts.failed(format!(
+                "the upgrade to {to} ran but the agent reports build {after}"
+            ))
+        })
+    }
+
+    async fn security_update(&self, req: &ActionRequest, h: &Host) -> Result<ActionReply, OpError> {
+        match req.args.get("source").map(String::as_str) {
+            None | Some("bundle") => {}
+            Some(other) => {
+                return Err(OpError::Refused(format!(
+                    "security-update: unknown source `{other}` (use `bundle`, or no source)"
+                )));
+            }
+        }
+        self.run_op(h, Op::Heartbeat, "", self.cfg.command_timeout)
+            .await?;
+        let deadline = Instant::now() + self.cfg.update_timeout;
+        loop {
+            let st = self.status(h).await?;
+            match st.update {
+                UpdateState::Current => {
+                    return Ok(Facts::default()
+                        .set("security_update_current", Value::Bool(true))
+                        .ok());
+                }
+                UpdateState::Failed(m) => {
+                    return Ok(Facts::default()
+                        .set("security_update_current", Value::Bool(false))
+                        .failed(format!("security update failed: {m}")));
+                }
+                UpdateState::NotCurrent(m) => {
+                    if Instant::now() >= deadline {
+                        return Ok(Facts::default()
+                            .set("security_update_current", Value::Bool(false))
+                            .failed(format!(
+                                "security update not complete after {:?}: {m}",
+                                self.cfg.update_timeout
+                            )));
+                    }
+                }
+            }
+            tokio::time::sleep(self.cfg.poll_interval).await;
+        }
+    }
+
+    /// Reboots, then waits until the host has a new boot id and its agent answers.
+    async fn reboot(&self, h: &Host) -> Result<ActionReply, OpError> {
+        let before = self.boot_id(h, self.cfg.probe_timeout).await?;
+        match self.exec(h, Op::Reboot, "", self.cfg.probe_timeout).await {
+            Ok(out) if !out.success() => {
+                return Err(OpError::Exit(format!(
+                    "reboot on {} ended with {}: {}",
+                    h.name,
+                    out.exit,
+                    said(&out)
+                )));
+            }
+            Ok(_) => {}
+            // The reboot may cut the connection before the exit status arrives.
+            Err(OpError::Transport(e)) if !e.nothing_done() => {
+                tracing::debug!(host = %h.name, error = %e, "connection ended by the reboot");
+            }
+            Err(e) => return Err(e),
+        }
+        self.transport.disconnect(&h.ep).await;
+        let deadline = Instant::now() + self.cfg.reboot_timeout;
+        let mut last = "no answer yet".to_owned();
+        loop {
+            tokio::time::sleep(self.cfg.poll_interval).await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(Facts::default().failed(format!(
+                    "{} did not come back within {:?} after the reboot (last: {last})",
+                    h.name, self.cfg.reboot_timeout
+                )));
+            }
+            let t = self.cfg.probe_timeout.min(left);
+            match self.boot_id(h, t).await {
+                Ok(id) if id == before => {
+                    last = "same boot id: not rebooted yet".to_owned();
+                }
+                Ok(_) => match self.run_op(h, Op::Status, "", t).await {
+                    Ok(_) => break,
+                    Err(e) => last = format!("the agent does not answer yet: {}", msg(&e)),
+                },
+                Err(e) => last = msg(&e),
+            }
+        }
+        let pending = self.pending_reboot(h).await?;
+        Ok(Facts::default()
+            .set("pending_reboot", Value::Bool(pending))
+            .ok())
+    }
+}
+
+fn msg(e: &OpError) -> String {
+    match e {
+        OpError::Transport(t) => t.to_string(),
+        OpError::Exit(m) | OpError::Refused(m) => m.clone(),
+    }
+}
+
+impl Driver for SshDriver {
+    fn run(&self, req: ActionRequest) -> ActionFuture<'_> {
+        Box::pin(async move {
+            match self.act(&req).await {
+                Ok(reply) => reply,
+                Err(e) => e.reply(),
+            }
+        })
+    }
+
+    fn idempotent(&self, action: &str) -> bool {
+        SIDE_EFFECT_FREE.contains(&action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use base64::Engine as _;
+    use medic_plan::PlanHost;
+    use secrecy::ExposeSecret as _;
+
+    use super::*;
+    use crate::ssh::capture::Captured;
+    use crate::ssh::transport::{Exit, TransportFuture};
+
+    /// Records what would be sent and answers every command with `stdout`.
+    struct Recorder {
+        stdout: &'static str,
+        sent: Mutex<Vec<(String, Option<String>)>>,
+    }
+
+    impl Transport for Recorder {
+        fn exec<'a>(
+            &'a self,
+            _endpoint: &'a Endpoint,
+            cmd: RemoteCommand,
+        ) -> TransportFuture<'a, Result<ExecOutput, TransportError>> {
+            let stdin = cmd.stdin.as_ref().map(|s| s.expose_secret().to_owned());
+            self.sent
+                .lock()
+                .expect("recorder lock")
+                .push((cmd.line, stdin));
+            Box::pin(async move {
+                Ok(ExecOutput {
+                    exit: Exit::Code(0),
+                    stdout: Captured::from_bytes(self.stdout.as_bytes()),
+                    stderr: Captured::new(16),
+                })
+            })
+        }
+
+        fn disconnect<'a>(&'a self, _endpoint: &'a Endpoint) -> TransportFuture<'a, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn request(platform: Platform, action: &str, args: &[(&str, &str)]) -> ActionRequest {
+        ActionRequest {
+            step: "s".to_owned(),
+            host: Some(PlanHost {
+                name: "h".to_owned(),
+                address: "192.0.2.7".to_owned(),
+                port: 22,
+                user: Some("ops".to_owned()),
+                platform: Some(platform),
+                role: "agent",
+                relay_group: None,
+            }),
+            action: action.to_owned(),
+            args: args
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            attempt: 1,
+        }
+    }
+
+    fn decode_powershell(line: &str) -> String {
+        let b64 = line.rsplit(' ').next().expect("encoded command");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64");
+        let units: Vec<u16> = bytes
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        String::from_utf16(&units).expect("utf-16")
+    }
+
+    #[tokio::test]
+    async fn windows_commands_are_encoded_powershell_with_quoted_arguments() {
+        let rec = Arc::new(Recorder {
+            stdout: "PluginVersion.core: 20.0.1.690\r\n",
+            sent: Mutex::new(Vec::new()),
+        });
+        let mut cfg = SshConfig::new();
+        cfg.windows.agent_dir = r"C:\Agent's dir".to_owned();
+        cfg.agent_password = Some(SecretString::from("pw-on-stdin-only".to_owned()));
+        let d = SshDriver::with_transport(cfg, rec.clone());
+        let r = d
+            .run(request(Platform::Windows, "agent-version", &[]))
+            .await;
+        assert_eq!(r.status, ActionStatus::Ok);
+        assert_eq!(
+            r.facts.get("agent_version"),
+            Some(&Value::Agent(AgentBuild::new(20, 0, 1, 690)))
+        );
+        // Same build again: the upgrade probes, finds it done and installs nothing.
+        let r = d
+            .run(request(
+                Platform::Windows,
+                "agent-upgrade",
+                &[("to", "20.0.1.690")],
+            ))
+            .await;
+        assert_eq!(r.status, ActionStatus::Ok);
+        let sent = rec.sent.lock().expect("lock").clone();
+        let (line, stdin) = &sent[0];
+        assert!(line.starts_with("powershell.exe -NoProfile -NonInteractive"));
+        assert!(stdin.is_none());
+        let script = decode_powershell(line);
+        assert!(script.contains("$p1 = 'C:\\Agent''s dir'"), "{script}");
+        assert!(script.contains("GetPluginVersion"), "{script}");
+        assert!(script.contains("$ErrorActionPreference = 'Stop'"));
+        assert!(sent.iter().all(|(l, _)| !l.contains("pw-on-stdin-only")
+            && !decode_powershell(l).contains("pw-on-stdin-only")));
+    }
+
+    #[tokio::test]
+    async fn linux_upgrade_sends_the_password_on_stdin_and_uses_sudo() {
+        let rec = Arc::new(Recorder {
+            stdout: "20.0.0.100\n",
+            sent: Mutex::new(Vec::new()),
+        });
+        let mut cfg = SshConfig::new();
+        cfg.sudo = true;
+        cfg.agent_password = Some(SecretString::from("pw-on-stdin-only".to_owned()));
+        let d = SshDriver::with_transport(cfg, rec.clone());
+        let r = d
+            .run(request(
+                Platform::Linux,
+                "agent-upgrade",
+                &[("to", "20.0.1-690")],
+            ))
+            .await;
+        // The recorder keeps answering the old build, so the driver notices.
+        assert!(
+            matches!(&r.status, ActionStatus::Failed(m) if m.contains("reports build 20.0.0.100")),
+            "{r:?}"
+        );
+        let sent = rec.sent.lock().expect("lock").clone();
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        // Probe: unprivileged, no sudo, no stdin.
+        assert!(
+            sent[0]
+                .0
+                .starts_with("'timeout' '-k' '10' '120' 'sh' '-c' ")
+        );
+        assert!(sent[0].1.is_none());
+        // Upgrade: sudo, the build as its own quoted word, the password only on stdin.
+        let (line, stdin) = &sent[1];
+        assert!(line.starts_with("'sudo' '-n' '--' 'timeout' '-k' '10' '3600' 'sh' '-c' "));
+        assert!(
+            line.ends_with(
+                " 'medic-upgrade' '/opt/ds_agent' '/var/tmp/medic/packages' '20.0.1-690'"
+            )
+        );
+        assert!(!line.contains("pw-on-stdin-only"));
+        assert_eq!(stdin.as_deref(), Some("pw-on-stdin-only"));
+    }
+
+    #[tokio::test]
+    async fn hosts_without_platform_or_user_are_refused_before_sending() {
+        let rec = Arc::new(Recorder {
+            stdout: "",
+            sent: Mutex::new(Vec::new()),
+        });
+        let mut cfg = SshConfig::new();
+        cfg.default_user = None;
+        let d = SshDriver::with_transport(cfg, rec.clone());
+        let mut req = request(Platform::Linux, "agent-version", &[]);
+        if let Some(h) = req.host.as_mut() {
+            h.user = None;
+        }
+        let r = d.run(req).await;
+        assert!(matches!(&r.status, ActionStatus::Failed(m) if m.contains("no ssh user")));
+        let mut req = request(Platform::Linux, "agent-version", &[]);
+        if let Some(h) = req.host.as_mut() {
+            h.platform = None;
+        }
+        let r = d.run(req).await;
+        assert!(matches!(&r.status, ActionStatus::Failed(m) if m.contains("manager")));
+        assert!(rec.sent.lock().expect("lock").is_empty());
+    }
+}

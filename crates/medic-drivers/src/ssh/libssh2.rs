@@ -1,0 +1,859 @@
+//! The [`Transport`] on libssh2 (the `ssh2` crate), made safe to use under tokio.
+//!
+//! libssh2 is blocking C code whose session is one mutex inside, so each live connection
+//! is an **actor**: one OS thread owns the `TcpStream`, the `Session` and every `Channel`,
+//! and async tasks send it jobs over a bounded channel and wait on a oneshot. Channels and
+//! sessions are created *and dropped* on that thread (a `Channel` drop can block: ssh2-rs
+//! #165). A semaphore bounds the live connections; when it is exhausted the least recently
+//! used idle connection is closed to make room.
+//!
+//! Deadlines really unblock: after the handshake the session is non-blocking and the
+//! actor polls the socket itself (stdout and stderr read alternately, so a full stderr
+//! window can never stall a stdout read, each capped to its head and tail), checking the
+//! deadline and sending keepalives between polls; and every wait on the async side shuts
+//! the socket down through a control handle (a `try_clone` of the stream) when the
+//! deadline passes or the future is dropped, which ends any libssh2 call still blocked
+//! (the connect and handshake are blocking, bounded by `set_timeout`).
+//!
+//! Host keys are checked by [`super::known_hosts`] after the handshake and before any
+//! authentication, with the negotiation restricted beforehand to the key types the files
+//! list for the host.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read as _, Write as _};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs as _};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use secrecy::{ExposeSecret as _, SecretString};
+use ssh2::{BlockDirections, ErrorCode, MethodType, Session};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use super::capture::Captured;
+use super::config::{SshConfig, SshConfigError};
+use super::known_hosts::{self, HostKeyError, KnownHosts, Verdict};
+use super::transport::{
+    Endpoint, ExecOutput, Exit, RemoteCommand, Transport, TransportError, TransportFuture,
+};
+
+/// libssh2's "would block" code.
+const EAGAIN: i32 = -37;
+/// libssh2's "timed out" code (a blocking call ran past `set_timeout`).
+const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
+/// Jobs queued for one connection at most (steps of a host run one at a time).
+const QUEUE: usize = 4;
+
+/// What the transport needs from [`SshConfig`].
+struct Settings {
+    known_hosts_files: Vec<PathBuf>,
+    learn_file: Option<PathBuf>,
+    accept_new: bool,
+    use_agent: bool,
+    agent_socket: Option<PathBuf>,
+    identity_files: Vec<PathBuf>,
+    passphrase: Option<SecretString>,
+    connect_timeout: Duration,
+    keepalive: Duration,
+    output_cap: usize,
+}
+
+/// Counters, for tests and the run's summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Connections established (authenticated) so far.
+    pub connects: u64,
+    /// Connection threads alive now.
+    pub live: usize,
+    /// The most connection threads ever alive at once.
+    pub max_live: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    connects: AtomicU64,
+    live: AtomicUsize,
+    max_live: AtomicUsize,
+}
+
+/// SSH over libssh2; see the module docs.
+pub struct Ssh2Transport {
+    inner: Arc<Inner>,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Conn>>>;
+
+struct Inner {
+    settings: Arc<Settings>,
+    slots: Mutex<HashMap<Endpoint, Slot>>,
+    permits: Arc<Semaphore>,
+    counters: Arc<Counters>,
+}
+
+/// The async side's handle on a live connection.
+struct Conn {
+    tx: SyncSender<Job>,
+    control: Arc<Control>,
+    last_used: Instant,
+}
+
+/// Shared by the actor and the async side: the way to kill a connection from outside.
+#[derive(Default)]
+struct Control {
+    sock: Mutex<Option<TcpStream>>,
+    dead: AtomicBool,
+}
+
+impl Control {
+    fn lock(&self) -> MutexGuard<'_, Option<TcpStream>> {
+        self.sock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the connection dead and shuts its socket down, which makes any libssh2 call
+    /// blocked on it return.
+    fn kill(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        if let Some(s) = self.lock().as_ref() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::SeqCst)
+    }
+}
+
+/// Kills the connection when dropped armed: the future waiting on it was dropped
+/// (cancelled) or its deadline passed.
+struct KillOnDrop(Option<Arc<Control>>);
+
+impl KillOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.kill();
+        }
+    }
+}
+
+struct Job {
+    cmd: RemoteCommand,
+    reply: oneshot::Sender<Result<ExecOutput, ExecError>>,
+}
+
+enum ExecError {
+    /// The connection was found broken before the command was sent (an idle connection
+    /// the server dropped): safe to run again on a new one.
+    Stale {
+        cmd: RemoteCommand,
+        message: String,
+    },
+    Fatal(TransportError),
+}
+
+impl Ssh2Transport {
+    pub fn new(cfg: &SshConfig) -> Result<Ssh2Transport, SshConfigError> {
+        if cfg.max_connections == 0 {
+            return Err(SshConfigError::NoConnections);
+        }
+        let settings = Settings {
+            known_hosts_files: cfg.known_hosts_files(),
+            learn_file: cfg.learn_file().map(PathBuf::from),
+            accept_new: cfg.accept_new_host_keys,
+            use_agent: cfg.use_agent,
+            agent_socket: cfg.agent_socket.clone(),
+            identity_files: cfg.identity_files.clone(),
+            passphrase: cfg.passphrase.clone(),
+            connect_timeout: cfg.connect_timeout,
+            keepalive: cfg.keepalive_interval.max(Duration::from_secs(2)),
+            output_cap: cfg.output_cap.max(1),
+        };
+        Ok(Ssh2Transport {
+            inner: Arc::new(Inner {
+                settings: Arc::new(settings),
+                slots: Mutex::new(HashMap::new()),
+                permits: Arc::new(Semaphore::new(cfg.max_connections)),
+                counters: Arc::new(Counters::default()),
+            }),
+        })
+    }
+
+    pub fn stats(&self) -> TransportStats {
+        let c = &self.inner.counters;
+        TransportStats {
+            connects: c.connects.load(Ordering::SeqCst),
+            live: c.live.load(Ordering::SeqCst),
+            max_live: c.max_live.load(Ordering::SeqCst),
+        }
+    }
+}
+
+impl Transport for Ssh2Transport {
+    fn exec<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+        cmd: RemoteCommand,
+    ) -> TransportFuture<'a, Result<ExecOutput, TransportError>> {
+        Box::pin(self.inner.exec(endpoint, cmd))
+    }
+
+    fn disconnect<'a>(&'a self, endpoint: &'a Endpoint) -> TransportFuture<'a, ()> {
+        Box::pin(async move {
+            let slot = self.inner.slot(endpoint);
+            let mut guard = slot.lock().await;
+            if let Some(c) = guard.take() {
+                c.control.kill();
+            }
+        })
+    }
+}
+
+impl Inner {
+    fn slots(&self) -> MutexGuard<'_, HashMap<Endpoint, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slot(&self, ep: &Endpoint) -> Slot {
+        self.slots().entry(ep.clone()).or_default().clone()
+    }
+
+    async fn exec(&self, ep: &Endpoint, cmd: RemoteCommand) -> Result<ExecOutput, TransportError> {
+        let started = Instant::now();
+        let deadline = cmd.deadline;
+        let timeout = || TransportError::Timeout {
+            endpoint: ep.to_string(),
+            after: deadline.saturating_duration_since(started),
+        };
+        let t_deadline = tokio::time::Instant::from_std(deadline);
+        let slot = self.slot(ep);
+        let Ok(mut guard) = tokio::time::timeout_at(t_deadline, slot.lock()).await else {
+            return Err(timeout());
+        };
+        let mut cmd = Some(cmd);
+        for _attempt in 0..2 {
+            let Some(job_cmd) = cmd.take() else { break };
+            if guard.as_ref().is_none_or(|c| c.control.is_dead()) {
+                *guard = None;
+                *guard = Some(self.connect(ep, deadline).await?);
+            }
+            let Some(conn) = guard.as_mut() else { break };
+            conn.last_used = Instant::now();
+            let (reply, wait) = oneshot::channel();
+            match conn.tx.try_send(Job {
+                cmd: job_cmd,
+                reply,
+            }) {
+                Ok(()) => {}
+                Err(TrySendError::Disconnected(job)) => {
+                    // The actor ended (keepalive failed): connect again.
+                    cmd = Some(job.cmd);
+                    *guard = None;
+                    continue;
+                }
+                Err(TrySendError::Full(_)) => {
+                    return Err(TransportError::Other {
+                        endpoint: ep.to_string(),
+                        message: "too many commands queued on one connection".to_owned(),
+                    });
+                }
+            }
+            let kill = KillOnDrop(Some(conn.control.clone()));
+            match tokio::time::timeout_at(t_deadline, wait).await {
+                Ok(Ok(Ok(out))) => {
+                    kill.disarm();
+                    return Ok(out);
+                }
+                Ok(Ok(Err(ExecError::Stale { cmd: c, message }))) => {
+                    tracing::debug!(endpoint = %ep, %message, "stale connection, reconnecting");
+                    drop(kill);
+                    *guard = None;
+                    cmd = Some(c);
+                }
+                Ok(Ok(Err(ExecError::Fatal(e)))) => {
+                    drop(kill);
+                    *guard = None;
+                    return Err(e);
+                }
+                Ok(Err(_)) => {
+                    drop(kill);
+                    *guard = None;
+                    return Err(TransportError::Lost {
+                        endpoint: ep.to_string(),
+                        message: "the connection thread ended".to_owned(),
+                    });
+                }
+                Err(_) => {
+                    drop(kill);
+                    *guard = None;
+                    return Err(timeout());
+                }
+            }
+        }
+        Err(TransportError::Lost {
+            endpoint: ep.to_string(),
+            message: "the connection broke twice before the command could be sent".to_owned(),
+        })
+    }
+
+    /// Starts a connection thread for `ep` and waits until it is authenticated.
+    async fn connect(&self, ep: &Endpoint, slot_deadline: Instant) -> Result<Conn, TransportError> {
+        let permit = self.permit(ep, slot_deadline).await?;
+        let deadline = slot_deadline.min(Instant::now() + self.settings.connect_timeout);
+        let t_deadline = tokio::time::Instant::from_std(deadline);
+        let control = Arc::new(Control::default());
+        let (tx, rx) = sync_channel(QUEUE);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let actor = Actor {
+            settings: self.settings.clone(),
+            ep: ep.clone(),
+            deadline,
+            control: control.clone(),
+            counters: self.counters.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("medic-ssh {}:{}", ep.address, ep.port))
+            .spawn(move || actor.run(rx, ready_tx, permit));
+        if let Err(e) = spawned {
+            return Err(TransportError::Other {
+                endpoint: ep.to_string(),
+                message: format!("cannot start a connection thread: {e}"),
+            });
+        }
+        let kill = KillOnDrop(Some(control.clone()));
+        match tokio::time::timeout_at(t_deadline, ready_rx).await {
+            Ok(Ok(Ok(()))) => {
+                kill.disarm();
+                Ok(Conn {
+                    tx,
+                    control,
+                    last_used: Instant::now(),
+                })
+            }
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(TransportError::Other {
+                endpoint: ep.to_string(),
+                message: "the connection thread ended during the connect".to_owned(),
+            }),
+            Err(_) => Err(TransportError::Connect {
+                endpoint: ep.to_string(),
+                message: format!(
+                    "no ssh session within {:?} (connect, handshake and authentication)",
+                    self.settings.connect_timeout
+                ),
+            }),
+        }
+    }
+
+    /// A connection slot, waiting until `deadline` for one: while none is free, idle
+    /// connections of other endpoints are closed as they become idle.
+    async fn permit(
+        &self,
+        ep: &Endpoint,
+        deadline: Instant,
+    ) -> Result<OwnedSemaphorePermit, TransportError> {
+        loop {
+            if let Ok(p) = self.permits.clone().try_acquire_owned() {
+                return Ok(p);
+            }
+            self.evict_idle(ep);
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(TransportError::Connect {
+                    endpoint: ep.to_string(),
+                    message:
+                        "every connection slot stayed busy until the deadline (max_connections)"
+                            .to_owned(),
+                });
+            }
+            let wait = (deadline - now).min(Duration::from_millis(50));
+            if let Ok(Ok(p)) =
+                tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await
+            {
+                return Ok(p);
+            }
+        }
+    }
+
+    /// Closes the least recently used idle connection of another endpoint, if any; its
+    /// thread then ends and gives its permit back.
+    fn evict_idle(&self, except: &Endpoint) {
+        let slots = self.slots();
+        let mut oldest: Option<(Instant, tokio::sync::MutexGuard<'_, Option<Conn>>)> = None;
+        for (ep, slot) in slots.iter() {
+            if ep == except {
+                continue;
+            }
+            let Ok(guard) = slot.try_lock() else { continue };
+            let Some(used) = guard.as_ref().map(|c| c.last_used) else {
+                continue;
+            };
+            if oldest.as_ref().is_none_or(|(t, _)| used < *t) {
+                oldest = Some((used, guard));
+            }
+        }
+        if let Some((_, mut guard)) = oldest
+            && let Some(c) = guard.take()
+        {
+            c.control.kill();
+        }
+    }
+}
+
+/// Keeps the live-connection counters true for the life of an actor thread.
+struct LiveGuard(Arc<Counters>);
+
+impl LiveGuard {
+    fn new(c: Arc<Counters>) -> Self {
+        let now = c.live.fetch_add(1, Ordering::SeqCst) + 1;
+        c.max_live.fetch_max(now, Ordering::SeqCst);
+        LiveGuard(c)
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct Actor {
+    settings: Arc<Settings>,
+    ep: Endpoint,
+    deadline: Instant,
+    control: Arc<Control>,
+    counters: Arc<Counters>,
+}
+
+impl Actor {
+    fn run(
+        self,
+        jobs: Receiver<Job>,
+        ready: oneshot::Sender<Result<(), TransportError>>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let _permit = permit;
+        let _live = LiveGuard::new(self.counters.clone());
+        let mut conn =
+            match Connection::open(&self.settings, &self.ep, self.deadline, &self.control) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.control.kill();
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+        self.counters.connects.fetch_add(1, Ordering::SeqCst);
+        if ready.send(Ok(())).is_err() {
+            conn.close();
+            return;
+        }
+        loop {
+            match jobs.recv_timeout(self.settings.keepalive) {
+                Ok(job) => {
+                    let result = conn.exec(job.cmd, &self.control);
+                    let broken = result.is_err();
+                    let _ = job.reply.send(result);
+                    if broken {
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = conn.keepalive() {
+                        tracing::debug!(endpoint = %self.ep, error = %e, "keepalive failed, closing");
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if self.control.is_dead() {
+                break;
+            }
+        }
+        conn.close();
+        self.control.kill();
+        // `conn` (session, socket) is dropped here, on this thread.
+    }
+}
+
+/// An authenticated, non-blocking session. Lives on its actor thread only.
+struct Connection {
+    sess: Session,
+    /// A clone of the session's socket, to poll on.
+    sock: TcpStream,
+    ep: Endpoint,
+    cap: usize,
+}
+
+enum Nb {
+    Timeout,
+    Ssh(ssh2::Error),
+    Io(std::io::Error),
+}
+
+fn is_eagain(e: &ssh2::Error) -> bool {
+    e.code() == ErrorCode::Session(EAGAIN)
+}
+
+impl Connection {
+    fn open(
+        s: &Settings,
+        ep: &Endpoint,
+        deadline: Instant,
+        control: &Control,
+    ) -> Result<Connection, TransportError> {
+        let endpoint = ep.to_string();
+        let connect_err = |message: String| TransportError::Connect {
+            endpoint: endpoint.clone(),
+            message,
+        };
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let addrs: Vec<SocketAddr> = (ep.address.as_str(), ep.port)
+            .to_socket_addrs()
+            .map_err(|e| connect_err(format!("cannot resolve the address: {e}")))?
+            .collect();
+        let mut tcp = None;
+        let mut last = String::from("no address");
+        for a in addrs {
+            if left().is_zero() {
+                last = "the connect deadline passed".to_owned();
+                break;
+            }
+            match TcpStream::connect_timeout(&a, left()) {
+                Ok(t) => {
+                    tcp = Some(t);
+                    break;
+                }
+                Err(e) => last = format!("{a}: {e}"),
+            }
+        }
+        let tcp = tcp.ok_or_else(|| connect_err(last))?;
+        let _ = tcp.set_nodelay(true);
+        let io_err = |e: std::io::Error| connect_err(e.to_string());
+        *control.lock() = Some(tcp.try_clone().map_err(io_err)?);
+        if control.is_dead() {
+            return Err(connect_err("cancelled".to_owned()));
+        }
+        let sock = tcp.try_clone().map_err(io_err)?;
+        let ssh_err = |what: &str, e: ssh2::Error| {
+            let timed_out = e.code() == ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT);
+            if timed_out || control.is_dead() || left().is_zero() {
+                connect_err(format!("{what} did not finish before the deadline"))
+            } else {
+                TransportError::Handshake {
+                    endpoint: endpoint.clone(),
+                    message: format!("{what}: {e}"),
+                }
+            }
+        };
+        let mut sess = Session::new().map_err(|e| ssh_err("session", e))?;
+        sess.set_tcp_stream(tcp);
+        sess.set_timeout(millis(left()));
+        let known = KnownHosts::load(&s.known_hosts_files)?;
+        let listed = known.key_types(&ep.address, ep.port);
+        let supported = sess
+            .supported_algs(MethodType::HostKey)
+            .map_err(|e| ssh_err("listing host key algorithms", e))?;
+        let algs: Vec<&str> = listed
+            .iter()
+            .flat_map(|t| known_hosts::algorithms_for_key_type(t).iter().copied())
+            .filter(|a| supported.contains(a))
+            .collect();
+        if !algs.is_empty() {
+            sess.method_pref(MethodType::HostKey, &algs.join(","))
+                .map_err(|e| ssh_err("host key preference", e))?;
+        }
+        if let Err(e) = sess.handshake() {
+            let mut err = ssh_err("handshake", e);
+            if let TransportError::Handshake { message, .. } = &mut err
+                && !algs.is_empty()
+            {
+                message.push_str(&format!(
+                    " (only {} accepted: the key types known_hosts lists for this host)",
+                    listed.join(", ")
+                ));
+            }
+            return Err(err);
+        }
+        let host = known_hosts::host_token(&ep.address, ep.port);
+        let blob = sess
+            .host_key()
+            .map(|(b, _)| b.to_vec())
+            .ok_or(HostKeyError::NoKey { host: host.clone() })?;
+        match known.check(&ep.address, ep.port, &blob) {
+            Verdict::Match => {}
+            Verdict::Refused(e) => return Err(e.into()),
+            Verdict::NotFound => match (&s.learn_file, s.accept_new) {
+                (Some(file), true) => {
+                    known_hosts::append(file, &ep.address, ep.port, &blob)?;
+                    tracing::warn!(
+                        host = %host,
+                        fingerprint = %known_hosts::fingerprint_sha256(&blob),
+                        file = %file.display(),
+                        "new host key accepted and recorded"
+                    );
+                }
+                _ => return Err(known.unknown(&ep.address, ep.port, &blob).into()),
+            },
+        }
+        authenticate(s, &sess, ep)?;
+        sess.set_timeout(0);
+        sess.set_blocking(false);
+        sess.set_keepalive(true, u32::try_from(s.keepalive.as_secs()).unwrap_or(15));
+        Ok(Connection {
+            sess,
+            sock,
+            ep: ep.clone(),
+            cap: s.output_cap,
+        })
+    }
+
+    fn lost(&self, message: impl Into<String>) -> ExecError {
+        ExecError::Fatal(TransportError::Lost {
+            endpoint: self.ep.to_string(),
+            message: message.into(),
+        })
+    }
+
+    fn timeout(&self, started: Instant) -> ExecError {
+        ExecError::Fatal(TransportError::Timeout {
+            endpoint: self.ep.to_string(),
+            after: started.elapsed(),
+        })
+    }
+
+    /// Waits until the socket is ready in the direction libssh2 is blocked on, the
+    /// deadline, or the next keepalive, whichever is first; sends the keepalive.
+    fn wait(&self, deadline: Instant) -> Result<(), Nb> {
+        let next = match self.sess.keepalive_send() {
+            Ok(secs) => Duration::from_secs(u64::from(secs.max(1))),
+            Err(e) if is_eagain(&e) => Duration::from_millis(50),
+            Err(e) => return Err(Nb::Ssh(e)),
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Nb::Timeout);
+        }
+        let (flags, cap) = match self.sess.block_directions() {
+            BlockDirections::Inbound => (PollFlags::IN, Duration::from_secs(1)),
+            BlockDirections::Outbound => (PollFlags::OUT, Duration::from_secs(1)),
+            BlockDirections::Both => (PollFlags::IN | PollFlags::OUT, Duration::from_secs(1)),
+            BlockDirections::None => (PollFlags::IN, Duration::from_millis(5)),
+        };
+        let wait = (deadline - now).min(next).min(cap);
+        let ts = Timespec {
+            tv_sec: i64::try_from(wait.as_secs()).unwrap_or(1),
+            tv_nsec: i64::from(wait.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(&self.sock, flags)];
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+            Err(e) => Err(Nb::Io(e.into())),
+        }
+    }
+
+    /// Repeats a non-blocking libssh2 call until it stops saying "would block".
+    fn nb<T>(
+        &self,
+        deadline: Instant,
+        mut f: impl FnMut() -> Result<T, ssh2::Error>,
+    ) -> Result<T, Nb> {
+        loop {
+            match f() {
+                Ok(v) => return Ok(v),
+                Err(e) if is_eagain(&e) => self.wait(deadline)?,
+                Err(e) => return Err(Nb::Ssh(e)),
+            }
+        }
+    }
+
+    fn nb_err(&self, what: &str, started: Instant, e: Nb) -> ExecError {
+        match e {
+            Nb::Timeout => self.timeout(started),
+            Nb::Ssh(e) => self.lost(format!("{what}: {e}")),
+            Nb::Io(e) => self.lost(format!("{what}: {e}")),
+        }
+    }
+
+    fn exec(&mut self, cmd: RemoteCommand, control: &Control) -> Result<ExecOutput, ExecError> {
+        let started = Instant::now();
+        let deadline = cmd.deadline;
+        let mut channel = match self.nb(deadline, || self.sess.channel_session()) {
+            Ok(c) => c,
+            Err(Nb::Timeout) => return Err(self.timeout(started)),
+            Err(Nb::Ssh(e)) => {
+                return Err(ExecError::Stale {
+                    cmd,
+                    message: e.to_string(),
+                });
+            }
+            Err(Nb::Io(e)) => {
+                return Err(ExecError::Stale {
+                    cmd,
+                    message: e.to_string(),
+                });
+            }
+        };
+        self.nb(deadline, || channel.exec(&cmd.line))
+            .map_err(|e| self.nb_err("starting the command", started, e))?;
+        let input: &[u8] = cmd
+            .stdin
+            .as_ref()
+            .map(|s| s.expose_secret().as_bytes())
+            .unwrap_or_default();
+        let mut written = 0;
+        let mut eof_sent = false;
+        let mut out = [Captured::new(self.cap), Captured::new(self.cap)];
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            if Instant::now() >= deadline {
+                return Err(self.timeout(started));
+            }
+            if control.is_dead() {
+                return Err(self.lost("cancelled"));
+            }
+            let mut progress = false;
+            if !eof_sent {
+                if written < input.len() {
+                    match channel.write(&input[written..]) {
+                        Ok(n) => {
+                            written += n;
+                            progress = true;
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(self.lost(format!("writing stdin: {e}"))),
+                    }
+                }
+                if written == input.len() {
+                    match channel.send_eof() {
+                        Ok(()) => {
+                            eof_sent = true;
+                            progress = true;
+                        }
+                        Err(e) if is_eagain(&e) => {}
+                        Err(e) => return Err(self.lost(format!("closing stdin: {e}"))),
+                    }
+                }
+            }
+            for (id, capture) in out.iter_mut().enumerate() {
+                let mut stream = channel.stream(i32::try_from(id).unwrap_or(0));
+                // A few chunks per stream per turn, so neither starves the other.
+                for _ in 0..8 {
+                    match stream.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            capture.push(&buf[..n]);
+                            progress = true;
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(self.lost(format!("reading output: {e}"))),
+                    }
+                }
+            }
+            if channel.eof() {
+                break;
+            }
+            if !progress {
+                self.wait(deadline)
+                    .map_err(|e| self.nb_err("waiting for output", started, e))?;
+            }
+        }
+        self.nb(deadline, || channel.wait_close())
+            .map_err(|e| self.nb_err("closing the channel", started, e))?;
+        let signal = channel.exit_signal().ok().and_then(|s| s.exit_signal);
+        let exit = match signal {
+            Some(sig) => Exit::Signal(sig),
+            None => Exit::Code(
+                channel
+                    .exit_status()
+                    .map_err(|e| self.lost(format!("reading the exit status: {e}")))?,
+            ),
+        };
+        let [stdout, stderr] = out;
+        Ok(ExecOutput {
+            exit,
+            stdout,
+            stderr,
+        })
+    }
+
+    fn keepalive(&self) -> Result<(), ssh2::Error> {
+        match self.sess.keepalive_send() {
+            Ok(_) => Ok(()),
+            Err(e) if is_eagain(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Says goodbye if the socket lets us without waiting, then shuts it down.
+    fn close(&mut self) {
+        let _ = self
+            .sess
+            .disconnect(None, "medic: connection no longer needed", None);
+        let _ = self.sock.shutdown(Shutdown::Both);
+    }
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+}
+
+/// The ssh-agent first, then each identity file. Never mentions the passphrase.
+fn authenticate(s: &Settings, sess: &Session, ep: &Endpoint) -> Result<(), TransportError> {
+    let mut tried: Vec<String> = Vec::new();
+    if s.use_agent {
+        match agent_auth(sess, &ep.user, s.agent_socket.as_deref()) {
+            Ok(true) => return Ok(()),
+            Ok(false) => tried.push("ssh-agent (no key accepted)".to_owned()),
+            Err(e) => tried.push(format!("ssh-agent ({})", e.message())),
+        }
+    }
+    for file in &s.identity_files {
+        if !file.exists() {
+            continue;
+        }
+        let pass = s.passphrase.as_ref().map(|p| p.expose_secret());
+        match sess.userauth_pubkey_file(&ep.user, None, file, pass) {
+            Ok(()) if sess.authenticated() => return Ok(()),
+            Ok(()) => tried.push(format!("{} (not accepted)", file.display())),
+            Err(e) => tried.push(format!("{} ({})", file.display(), e.message())),
+        }
+    }
+    if tried.is_empty() {
+        tried.push("nothing: no ssh-agent and no identity file".to_owned());
+    }
+    Err(TransportError::Auth {
+        endpoint: ep.to_string(),
+        user: ep.user.clone(),
+        tried: tried.join("; "),
+    })
+}
+
+fn agent_auth(
+    sess: &Session,
+    user: &str,
+    socket: Option<&std::path::Path>,
+) -> Result<bool, ssh2::Error> {
+    let mut agent = sess.agent()?;
+    if let Some(p) = socket {
+        agent.set_identity_path(p)?;
+    }
+    agent.connect()?;
+    agent.list_identities()?;
+    let mut ok = false;
+    for id in agent.identities()? {
+        if agent.userauth(user, &id).is_ok() && sess.authenticated() {
+            ok = true;
+            break;
+        }
+    }
+    let _ = agent.disconnect();
+    Ok(ok)
+}
