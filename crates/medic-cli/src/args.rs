@@ -40,6 +40,38 @@ pub(crate) enum Cmd {
     Approve(ApproveArgs),
     /// The whole Deep Security remediation on a built-in simulated fleet of 60 hosts.
     Demo(DemoArgs),
+    /// Work with inventories.
+    #[command(subcommand)]
+    Inventory(InventoryCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum InventoryCmd {
+    /// Write an inventory v1 file from the Manager's computer list (a few paged searches).
+    Import(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ImportArgs {
+    /// The Manager, e.g. https://dsm01:4119 (`/api` is added when missing).
+    #[arg(long, value_name = "URL")]
+    pub(crate) dsm: String,
+    /// CA bundle (PEM) that signed the Manager's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) dsm_ca: Option<PathBuf>,
+    /// File holding the API key (default: $MEDIC_DSM_API_KEY).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) dsm_api_key_file: Option<PathBuf>,
+    /// Name and kind of a relay group the API cannot tell:
+    /// ID=NAME[,offline][,bundle_source=HOST] (repeatable).
+    #[arg(long = "relay-group", value_name = "HINT")]
+    pub(crate) relay_groups: Vec<String>,
+    /// The Manager's name in the inventory (default: from the URL).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) manager_name: Option<String>,
+    /// Write to FILE instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -77,6 +109,36 @@ pub(crate) struct RunArgs {
     /// Progress bars: auto (on a terminal), always or never.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub(crate) progress: Progress,
+    #[command(flatten)]
+    pub(crate) conn: ConnArgs,
+}
+
+/// How to reach the hosts and the Manager. Secrets come from the environment or a file,
+/// never from the command line.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ConnArgs {
+    /// Extra known_hosts file (besides ~/.ssh/known_hosts); host keys are checked strictly.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) known_hosts: Option<PathBuf>,
+    /// Trust and record the key of a host seen for the first time (a changed key is
+    /// always refused).
+    #[arg(long)]
+    pub(crate) accept_new_host_keys: bool,
+    /// SSH private key file (after ssh-agent); repeatable.
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub(crate) ssh_keys: Vec<PathBuf>,
+    /// File holding the SSH key's passphrase (default: $MEDIC_SSH_PASSPHRASE).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ssh_passphrase_file: Option<PathBuf>,
+    /// The Manager's API base URL (default: https://MANAGER-ADDRESS:4119/api).
+    #[arg(long, value_name = "URL")]
+    pub(crate) dsm: Option<String>,
+    /// CA bundle (PEM) that signed the Manager's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) dsm_ca: Option<PathBuf>,
+    /// File holding the Manager's API key (default: $MEDIC_DSM_API_KEY).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) dsm_api_key_file: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

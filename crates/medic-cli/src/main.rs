@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Cmd::Status(a) => run::status(&a),
         Cmd::Approve(a) => run::approve(&a),
         Cmd::Demo(a) => run::demo(&a),
+        Cmd::Inventory(args::InventoryCmd::Import(a)) => run::inventory_import(&a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -45,6 +45,80 @@ struct Inputs {
     sim_inventory: Option<String>,
     #[serde(default)]
     sim_faults: Vec<String>,
+    #[serde(default)]
+    conn: Conn,
+}
+
+/// Where the connection settings are; never the secrets themselves.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Conn {
+    known_hosts: Option<PathBuf>,
+    accept_new_host_keys: bool,
+    ssh_keys: Vec<PathBuf>,
+    ssh_passphrase_file: Option<PathBuf>,
+    dsm: Option<String>,
+    dsm_ca: Option<PathBuf>,
+    dsm_api_key_file: Option<PathBuf>,
+}
+
+impl From<&crate::args::ConnArgs> for Conn {
+    fn from(a: &crate::args::ConnArgs) -> Self {
+        Conn {
+            known_hosts: a.known_hosts.as_deref().map(abs),
+            accept_new_host_keys: a.accept_new_host_keys,
+            ssh_keys: a.ssh_keys.iter().map(|k| abs(k)).collect(),
+            ssh_passphrase_file: a.ssh_passphrase_file.as_deref().map(abs),
+            dsm: a.dsm.clone(),
+            dsm_ca: a.dsm_ca.as_deref().map(abs),
+            dsm_api_key_file: a.dsm_api_key_file.as_deref().map(abs),
+        }
+    }
+}
+
+/// One runtime for the process: drivers spawn their tasks on it when they are built.
+fn runtime() -> Result<&'static tokio::runtime::Runtime, Failure> {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| internal(format!("cannot start the runtime: {e}")))?;
+    Ok(RT.get_or_init(|| rt))
+}
+
+fn dsm_client(
+    url: &str,
+    ca: Option<&Path>,
+    key_file: Option<&Path>,
+) -> Result<medic_drivers::DsmClient, Failure> {
+    use medic_drivers::dsm::load_api_key;
+    let key = load_api_key(key_file).map_err(|e| {
+        bad(
+            "--dsm-api-key-file",
+            e.to_string(),
+            "set MEDIC_DSM_API_KEY or pass --dsm-api-key-file FILE",
+        )
+    })?;
+    let mut cfg = medic_drivers::DsmConfig::new(url, key).map_err(|e| {
+        bad(
+            "--dsm",
+            e.to_string(),
+            "pass the Manager's URL, e.g. https://dsm01:4119",
+        )
+    })?;
+    if let Some(ca) = ca {
+        cfg.ca_pem = Some(std::fs::read(ca).map_err(|e| {
+            bad(
+                &ca.display().to_string(),
+                format!("cannot read {}: {e}", ca.display()),
+                "pass a PEM CA bundle",
+            )
+        })?);
+    }
+    medic_drivers::DsmClient::new(cfg)
+        .map_err(|e| bad("--dsm", e.to_string(), "check the URL and the CA bundle"))
 }
 
 const INPUTS: &str = "inputs";
@@ -150,22 +224,71 @@ fn drivers_for(plan: &Plan, inputs: &Inputs, journal: &Path) -> Result<Drivers, 
             inputs.time_scale,
         ))));
     }
-    let drivers = Drivers::new().with("manual", Arc::new(ManualDriver));
-    let missing: BTreeSet<&str> = plan
+    let used: BTreeSet<&str> = plan
         .steps()
         .iter()
         .filter(|s| s.kind == medic_plan::StepKind::Action)
         .map(|s| &*s.driver)
+        .collect();
+    let mut drivers = Drivers::new().with("manual", Arc::new(ManualDriver));
+    let _rt = runtime()?.enter();
+    if used.contains("ssh") {
+        let c = &inputs.conn;
+        let mut cfg = medic_drivers::SshConfig::new();
+        cfg.known_hosts = c.known_hosts.clone();
+        cfg.accept_new_host_keys = c.accept_new_host_keys;
+        if !c.ssh_keys.is_empty() {
+            cfg.identity_files = c.ssh_keys.clone();
+        }
+        cfg.passphrase = match &c.ssh_passphrase_file {
+            Some(f) => Some(medic_drivers::ssh::secret_from_file(f).map_err(|e| {
+                bad(
+                    &f.display().to_string(),
+                    e.to_string(),
+                    "pass a readable file",
+                )
+            })?),
+            None => medic_drivers::ssh::secret_from_env("MEDIC_SSH_PASSPHRASE").ok(),
+        };
+        let d = medic_drivers::SshDriver::new(cfg)
+            .map_err(|e| bad("ssh", e.to_string(), "check the SSH settings"))?;
+        drivers = drivers.with("ssh", Arc::new(d));
+    }
+    if used.contains("dsm") {
+        let c = &inputs.conn;
+        let url = match &c.dsm {
+            Some(u) => u.clone(),
+            None => {
+                let m = plan
+                    .hosts()
+                    .iter()
+                    .find(|h| h.role == "manager")
+                    .map(|h| h.address.clone())
+                    .unwrap_or_default();
+                format!("https://{m}:4119/api")
+            }
+        };
+        let client = dsm_client(&url, c.dsm_ca.as_deref(), c.dsm_api_key_file.as_deref())?;
+        drivers = drivers.with(
+            "dsm",
+            Arc::new(medic_drivers::DsmDriver::new(
+                client,
+                medic_drivers::DsmDriverConfig::default(),
+            )),
+        );
+    }
+    let missing: BTreeSet<&str> = used
+        .into_iter()
         .filter(|d| drivers.get(d).is_none())
         .collect();
     if !missing.is_empty() {
         return Err(bad(
             "apply",
             format!(
-                "this build of medic has no {} driver yet, which the plan needs",
+                "no {} driver is configured for this run",
                 missing.into_iter().collect::<Vec<_>>().join(", ")
             ),
-            "rehearse the plan with --simulate; the ssh and dsm drivers are the next milestone",
+            "use ssh, dsm, manual or --simulate",
         ));
     }
     Ok(drivers)
@@ -291,6 +414,7 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
         sim_seed: a.sim.sim_seed,
         sim_inventory: if a.sim.simulate { inv_text } else { None },
         sim_faults: a.sim.sim_faults.clone(),
+        conn: Conn::from(&a.run.conn),
     };
     start_new(plan, inputs, &journal_path, id, window, a.run.progress)
 }
@@ -491,7 +615,6 @@ fn execute(
     if let Err(e) = journal.close() {
         eprintln!("error: the journal could not be closed cleanly: {e}");
     }
-    rt.shutdown_timeout(Duration::from_secs(1));
     eprint!(
         "{}",
         summary_text(&report.summary, report.stop.as_ref(), plan.skipped())
@@ -549,6 +672,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
         sim_seed: 2023,
         sim_inventory: Some(inv_text),
         sim_faults: Vec::new(),
+        conn: Conn::default(),
     };
     start_new(plan, inputs, &journal, id, None, a.progress)
 }
@@ -692,5 +816,36 @@ pub(crate) fn approve(a: &ApproveArgs) -> Result<u8, Failure> {
         )
     })?;
     println!("approved {} as {by}", a.gate);
+    Ok(exit_codes::OK)
+}
+
+pub(crate) fn inventory_import(a: &crate::args::ImportArgs) -> Result<u8, Failure> {
+    let rt = runtime()?;
+    let _g = rt.enter();
+    let client = dsm_client(&a.dsm, a.dsm_ca.as_deref(), a.dsm_api_key_file.as_deref())?;
+    let mut opts = medic_drivers::dsm::ImportOptions::for_client(&client);
+    if let Some(n) = &a.manager_name {
+        opts.manager_name = n.clone();
+    }
+    for h in &a.relay_groups {
+        opts.relay_groups.push(h.parse().map_err(
+            |e: medic_drivers::dsm::RelayGroupHintError| {
+                bad(
+                    "--relay-group",
+                    e.to_string(),
+                    "write ID=NAME[,offline][,bundle_source=HOST]",
+                )
+            },
+        )?);
+    }
+    let text = rt
+        .block_on(medic_drivers::import_inventory(&client, &opts))
+        .map_err(|e| internal(format!("the import failed: {e}")))?;
+    // Never write an inventory that medic itself would refuse.
+    medic_config::load_inventory("imported inventory", &text).map_err(Failure::BadInput)?;
+    crate::write_out(a.out.as_deref(), &text)?;
+    if let Some(o) = &a.out {
+        eprintln!("wrote {}", o.display());
+    }
     Ok(exit_codes::OK)
 }

@@ -221,3 +221,68 @@ fn a_budget_stop_survives_resume_and_retry_failed_reruns_only_what_failed() {
         .count();
     assert_eq!(upgrades, 1, "a host that succeeded is never upgraded again");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inventory_import_from_the_dsm_simulator_writes_a_valid_inventory() {
+    let inv_text = std::fs::read_to_string(lab_inventory()).expect("lab");
+    let inv = medic_config::load_inventory("lab.yaml", &inv_text).expect("lab loads");
+    let fleet =
+        medic_sim::SimFleet::open(&inv, medic_sim::SimConfig::demo(1), None).expect("fleet");
+    let key = "import-test-key-0123";
+    let server = medic_sim::server::serve(
+        fleet,
+        &inv,
+        medic_sim::server::ServerConfig::new(secrecy::SecretString::from(key.to_owned())),
+    )
+    .await
+    .expect("server starts");
+    let env = TestEnv::new();
+    let url = server.base_url();
+    let (ok, bad) = tokio::task::spawn_blocking({
+        let dir = env.path().to_path_buf();
+        move || {
+            let run = |k: &str| {
+                std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+                    .current_dir(&dir)
+                    .env("MEDIC_DSM_API_KEY", k)
+                    .args([
+                        "inventory",
+                        "import",
+                        "--dsm",
+                        &url,
+                        "--relay-group",
+                        "3=dmz,offline,bundle_source=relay-tky-1",
+                        "--out",
+                        "imported.yaml",
+                    ])
+                    .output()
+                    .expect("run medic")
+            };
+            (run(key), run("wrong-key-9876"))
+        }
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let text = std::fs::read_to_string(env.path().join("imported.yaml")).expect("written");
+    let imported = medic_config::load_inventory("imported.yaml", &text).expect("valid inventory");
+    assert_eq!(imported.hosts.len(), inv.hosts.len());
+    assert!(
+        imported
+            .relay_groups
+            .iter()
+            .any(|g| g.name == "dmz" && g.offline)
+    );
+    assert!(server.request_count("POST", "/api/computers/search") <= 3);
+    assert_ne!(bad.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !err.contains("wrong-key-9876") && !err.contains(key),
+        "no key in messages: {err}"
+    );
+}

@@ -29,5 +29,5 @@ pub use client::{
     load_api_key,
 };
 pub use driver::{DsmDriver, DsmDriverConfig};
-pub use import::{ImportOptions, RelayGroupHint, import_inventory};
+pub use import::{ImportOptions, RelayGroupHint, RelayGroupHintError, import_inventory};
 pub use model::{Computer, ComputerGroup};
