@@ -30,7 +30,7 @@ pub(crate) enum Cmd {
     /// Run a plan: stages, waves, budgets and gates, inside the window, journaled so that
     /// `medic resume` can finish it after any crash. With --simulate, a rehearsal on a
     /// simulated fleet built from the inventory (no host is touched).
-    Apply(ApplyArgs),
+    Apply(Box<ApplyArgs>),
     /// Finish a run from its journal: succeeded steps never run again, steps left running
     /// are re-probed with their check before anything is decided.
     Resume(ResumeArgs),
