@@ -460,7 +460,7 @@ impl<'a> Dispatcher<'a> {
             RunExit::Stopped
         } else if summary.hosts_failed > 0
             || summary.hosts_incomplete > 0
-            || summary.steps.get("failed").copied().unwrap_or(0) > 0
+            || self.hard_failures() > 0
         {
             RunExit::Failed
         } else {
@@ -1222,6 +1222,17 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
+    /// Failed steps whose failure no later phase repairs.
+    fn hard_failures(&self) -> usize {
+        self.st
+            .iter()
+            .enumerate()
+            .filter(|(i, st)| {
+                **st == St::Done(Outcome::Failed) && !self.plan.step(*i as u32).soft_fail
+            })
+            .count()
+    }
+
     fn summary(&self) -> Summary {
         let plan = &self.plan;
         let mut sum = Summary {
@@ -1251,7 +1262,11 @@ impl<'a> Dispatcher<'a> {
                 St::Done(Outcome::Failed) => {
                     c.failed += 1;
                     if sum.failures.len() < 20 {
-                        sum.failures.push(s.id.clone());
+                        sum.failures.push(if s.soft_fail {
+                            format!("{} (soft: a later phase repairs it)", s.id)
+                        } else {
+                            s.id.clone()
+                        });
                     }
                 }
                 _ => {}

@@ -286,3 +286,59 @@ async fn inventory_import_from_the_dsm_simulator_writes_a_valid_inventory() {
         "no key in messages: {err}"
     );
 }
+
+/// The advisory's troubleshooting branch: a Relay's security update that does not complete
+/// gets its cache cleared and one more try; if that fails too, the host fails clearly.
+#[test]
+fn a_stuck_relay_update_is_repaired_by_cache_clear_or_fails_clearly() {
+    let env = TestEnv::new();
+    let inv = lab_inventory().display().to_string();
+    let pb = real_playbook().display().to_string();
+    let run = |journal: &str, times: &str| {
+        env.run([
+            "apply",
+            "-i",
+            &inv,
+            "-p",
+            &pb,
+            "--simulate",
+            "--time-scale",
+            "6000",
+            "--yes",
+            "--journal",
+            journal,
+            "--progress",
+            "never",
+            "--sim-fault",
+            &format!("fail:relay-osk-1:security-update:{times}"),
+        ])
+    };
+    // Three failures: the first attempt and its two retries; the retry after the cache clear works.
+    let repaired = run("a.sqlite", "3");
+    repaired.assert_code(0);
+    assert!(
+        repaired.stderr.contains("9 verified, 0 failed"),
+        "{}",
+        repaired.stderr
+    );
+    let line = repaired
+        .stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("cache-clear"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        line.split_whitespace().nth(1) == Some("1"),
+        "one cache clear acted: {line}"
+    );
+    // Five failures: the retry fails too.
+    let failed = run("b.sqlite", "5");
+    failed.assert_code(1);
+    assert!(
+        failed
+            .stderr
+            .contains("relay-security-update-retry/relay-osk-1"),
+        "{}",
+        failed.stderr
+    );
+}

@@ -109,9 +109,14 @@ fn every_rule_on_the_lab() {
     // R8: the offline Relay after its bundle source, to the same build; export after the
     // source's update; import after both; its security update from the bundle.
     assert!(direct_needs(&plan, "relay-upgrade/relay-dmz-1").contains("relay-upgrade/relay-tky-1"));
+    // Through the troubleshooting branch (cache clear, retry), which is skipped when the
+    // first security update completes.
     assert!(
         direct_needs(&plan, "bundle-export/relay-tky-1")
-            .contains("relay-security-update/relay-tky-1")
+            .contains("relay-security-update-retry/relay-tky-1")
+    );
+    assert!(
+        ancestors(&plan, "bundle-export/relay-tky-1").contains("relay-security-update/relay-tky-1")
     );
     let import = direct_needs(&plan, "bundle-import/relay-dmz-1");
     assert!(
@@ -191,7 +196,7 @@ fn the_relay_group_barrier_waits_only_for_the_agents_own_relays() {
     // Direct edges: waves may add indirect waits (a wave gate after another group's hosts).
     let needs = direct_needs(&plan, "agent-upgrade/db-01");
     assert!(
-        needs.contains("relay-security-update/relay-osk-1"),
+        needs.contains("relay-security-update-retry/relay-osk-1"),
         "db-01 is in osaka: {needs:?}"
     );
     assert!(
