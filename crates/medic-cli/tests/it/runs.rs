@@ -342,3 +342,48 @@ fn a_stuck_relay_update_is_repaired_by_cache_clear_or_fails_clearly() {
         failed.stderr
     );
 }
+
+/// A host that never comes back from its reboot fails at the step's deadline; the rest of
+/// the fleet is not held up.
+#[test]
+fn a_host_that_never_returns_from_reboot_fails_at_its_deadline() {
+    let env = TestEnv::new();
+    let inv = lab_inventory().display().to_string();
+    let pb = real_playbook().display().to_string();
+    let t0 = std::time::Instant::now();
+    let run = env.run([
+        "apply",
+        "-i",
+        &inv,
+        "-p",
+        &pb,
+        "--simulate",
+        "--time-scale",
+        "6000",
+        "--yes",
+        "--journal",
+        "j.sqlite",
+        "--progress",
+        "never",
+        "--sim-fault",
+        "hang:web-01:reboot",
+    ]);
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains("failed reboot/web-01: reboot timed out"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("8 verified, 1 failed"),
+        "{}",
+        run.stderr
+    );
+    // The reboot's 20-minute deadline is scaled down (2 s floor) and not retried.
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        t0.elapsed()
+    );
+}
