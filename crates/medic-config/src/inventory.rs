@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::diag::{Problem, Problems, SourceFile};
 use crate::names::{is_address, is_name, is_user};
-use crate::yaml::{self, At, Loc, Node, NodeKind, from_node};
+use crate::yaml::{self, At, Loc, Node, NodeKind, from_node, from_node_owned};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,7 +70,7 @@ pub fn load_inventory(name: &str, text: &str) -> Result<Inventory, Problems> {
         file: &file,
         problems: &mut problems,
     };
-    let inv = ctx.inventory(&root);
+    let inv = ctx.inventory(root);
     match inv {
         Some(inv) if problems.is_empty() => Ok(inv),
         _ => Err(problems.sorted()),
@@ -107,12 +107,12 @@ impl Ctx<'_> {
     }
 
     /// Checks that `node` is a map whose keys are all in `allowed`; returns its entries.
-    pub(crate) fn top_map<'n>(
+    pub(crate) fn top_map<'n, 'a>(
         &mut self,
-        node: &'n Node,
+        node: &'n Node<'a>,
         allowed: &[&str],
         what: &str,
-    ) -> Option<&'n [(Node, Node)]> {
+    ) -> Option<&'n [(Node<'a>, Node<'a>)]> {
         let NodeKind::Map(entries) = &node.kind else {
             self.err(
                 node.loc,
@@ -178,6 +178,76 @@ impl Ctx<'_> {
         }
     }
 
+    /// Like [`Ctx::items`], consuming the list so that strings move instead of being copied.
+    /// A long list is deserialized in two halves on two threads; problems keep their order.
+    pub(crate) fn items_owned<T: serde::de::DeserializeOwned + Send>(
+        &mut self,
+        node: Option<Node<'_>>,
+        key: &str,
+        what: &str,
+    ) -> Vec<(T, Loc)> {
+        let Some(node) = node else { return Vec::new() };
+        match node.kind {
+            NodeKind::Null => Vec::new(),
+            NodeKind::Seq(mut items) => {
+                let total = items.len();
+                let half = |items: Vec<Node<'_>>, out: &mut Vec<(T, Loc)>| {
+                    let mut errs = Vec::new();
+                    for it in items {
+                        let loc = it.loc;
+                        match from_node_owned::<T>(it) {
+                            Ok(v) => out.push((v, loc)),
+                            Err(e) => errs.push(e),
+                        }
+                    }
+                    errs
+                };
+                let tail = items.split_off(if total >= 8192 { total / 2 } else { total });
+                let mut out = Vec::with_capacity(total);
+                let (tail, head_errs) = crate::par::join(
+                    || {
+                        let mut out = Vec::with_capacity(tail.len());
+                        let errs = half(tail, &mut out);
+                        (out, errs)
+                    },
+                    || half(items, &mut out),
+                );
+                for e in head_errs {
+                    self.node_err(e, what);
+                }
+                let (mut more, tail_errs) = tail;
+                out.append(&mut more);
+                for e in tail_errs {
+                    self.node_err(e, what);
+                }
+                out
+            }
+            _ => {
+                self.err(
+                    node.loc,
+                    "medic::yaml::shape",
+                    format!("`{key}` must be a list, found {}", node.kind_name()),
+                    format!("write `{key}:` followed by `- ...` items"),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    pub(crate) fn one_owned<T: serde::de::DeserializeOwned>(
+        &mut self,
+        node: Node,
+        what: &str,
+    ) -> Option<T> {
+        match from_node_owned::<T>(node) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.node_err(e, what);
+                None
+            }
+        }
+    }
+
     pub(crate) fn one<T: serde::de::DeserializeOwned>(
         &mut self,
         node: &Node,
@@ -222,20 +292,29 @@ impl Ctx<'_> {
         }
     }
 
-    fn inventory(&mut self, root: &Node) -> Option<Inventory> {
-        let entries = self.top_map(root, TOP_KEYS, "inventory")?;
-        let get = |k: &str| {
-            entries
-                .iter()
-                .find(|(kk, _)| kk.scalar_text().as_deref() == Some(k))
-                .map(|(_, v)| v)
+    fn inventory(&mut self, root: Node) -> Option<Inventory> {
+        let root_loc = root.loc;
+        self.top_map(&root, TOP_KEYS, "inventory")?;
+        let NodeKind::Map(entries) = root.kind else {
+            return None;
         };
+        // The first entry of each top-level key, taken out of the tree.
+        let mut top: [Option<Node>; 4] = [None, None, None, None];
+        for (k, v) in entries {
+            let key = k.scalar_text();
+            if let Some(i) = TOP_KEYS.iter().position(|t| key.as_deref() == Some(*t))
+                && top[i].is_none()
+            {
+                top[i] = Some(v);
+            }
+        }
+        let [manager_node, settings_node, groups_node, hosts_node] = top;
 
-        let manager = match get("manager") {
-            Some(n) => self.one::<RawManager>(n, "inventory"),
+        let manager = match manager_node {
+            Some(n) => self.one_owned::<RawManager>(n, "inventory"),
             None => {
                 self.err(
-                    root.loc,
+                    root_loc,
                     "medic::inventory::no_manager",
                     "missing key `manager`",
                     "add `manager: { name: dsm01, address: 10.0.0.5, version: \"20.0.463\" }`",
@@ -243,22 +322,23 @@ impl Ctx<'_> {
                 None
             }
         };
-        let settings = get("settings")
+        let settings = settings_node
             .filter(|n| n.kind != NodeKind::Null)
-            .and_then(|n| self.one::<RawSettings>(n, "inventory"));
+            .and_then(|n| self.one_owned::<RawSettings>(n, "inventory"));
         let groups: Vec<(RawRelayGroup, Loc)> =
-            self.items(get("relay_groups"), "relay_groups", "inventory");
-        let hosts: Vec<(RawHost, Loc)> = self.items(get("hosts"), "hosts", "inventory");
-        if get("hosts").is_none() {
+            self.items_owned(groups_node, "relay_groups", "inventory");
+        let has_hosts = hosts_node.is_some();
+        let hosts: Vec<(RawHost, Loc)> = self.items_owned(hosts_node, "hosts", "inventory");
+        if !has_hosts {
             self.err(
-                root.loc,
+                root_loc,
                 "medic::inventory::no_hosts",
                 "missing key `hosts`",
                 "add `hosts:` with one item per computer",
             );
         }
 
-        let mut names: HashMap<String, Loc> = HashMap::with_capacity(hosts.len() + 1);
+        let mut manager_name: Option<(String, Loc)> = None;
         let manager = manager.and_then(|m| {
             let ok_name = self.name(&m.name, "manager");
             self.address(&m.address, &m.name);
@@ -275,15 +355,15 @@ impl Ctx<'_> {
                 }
             };
             if ok_name {
-                names.insert(m.name.value.clone(), m.name.loc);
+                manager_name = Some((m.name.value.clone(), m.name.loc));
             }
             Some(Manager { name: m.name.value, address: m.address.value, version: version? })
         });
 
-        let mut group_index: HashMap<String, usize> = HashMap::new();
+        let mut group_index: HashMap<&str, usize> = HashMap::new();
         for (i, (g, _)) in groups.iter().enumerate() {
             if self.name(&g.name, "relay group") {
-                if group_index.contains_key(&g.name.value) {
+                if group_index.contains_key(g.name.value.as_str()) {
                     self.err(
                         g.name.loc,
                         "medic::inventory::duplicate_group",
@@ -291,7 +371,7 @@ impl Ctx<'_> {
                         "give each relay group a unique name",
                     );
                 } else {
-                    group_index.insert(g.name.value.clone(), i);
+                    group_index.insert(g.name.value.as_str(), i);
                 }
             }
         }
@@ -301,11 +381,20 @@ impl Ctx<'_> {
             v.join(", ")
         };
 
-        let mut out_hosts = Vec::with_capacity(hosts.len());
+        // Checks first (borrowing the raw hosts), then the hosts are built by moving their
+        // strings out of the raw ones.
+        let mut names: HashMap<&str, Loc> = HashMap::with_capacity(hosts.len());
+        let mut parsed: Vec<Option<(u16, Platform, AgentBuild)>> = Vec::with_capacity(hosts.len());
         for (h, _) in &hosts {
             let ok_name = self.name(&h.name, "host");
             if ok_name {
-                if let Some(first) = names.get(&h.name.value) {
+                let first = names.get(h.name.value.as_str()).copied().or_else(|| {
+                    manager_name
+                        .as_ref()
+                        .filter(|(n, _)| *n == h.name.value)
+                        .map(|(_, l)| *l)
+                });
+                if let Some(first) = first {
                     let first_line = first.line;
                     self.err(
                         h.name.loc,
@@ -317,7 +406,7 @@ impl Ctx<'_> {
                         "give every host, and the Manager, a unique name",
                     );
                 } else {
-                    names.insert(h.name.value.clone(), h.name.loc);
+                    names.insert(h.name.value.as_str(), h.name.loc);
                 }
             }
             self.address(&h.address, &h.name);
@@ -374,7 +463,7 @@ impl Ctx<'_> {
                 }
             };
             if let Some(rg) = &h.relay_group
-                && !group_index.contains_key(&rg.value)
+                && !group_index.contains_key(rg.value.as_str())
             {
                 self.err(
                     rg.loc,
@@ -392,28 +481,25 @@ impl Ctx<'_> {
             for g in h.groups.iter().flatten() {
                 self.name(g, "host group");
             }
-            if let (Some(port), Some(platform), Some(agent_version)) = (port, platform, build) {
-                out_hosts.push(Host {
-                    name: h.name.value.clone(),
-                    address: h.address.value.clone(),
-                    port,
-                    user: h.user.as_ref().map(|u| u.value.clone()),
-                    platform,
-                    os: h.os.clone(),
-                    agent_version,
-                    relay: h.relay.unwrap_or(false),
-                    relay_group: h.relay_group.as_ref().map(|g| g.value.clone()),
-                    groups: h.groups.iter().flatten().map(|g| g.value.clone()).collect(),
-                    protected_by_appliance: h.protected_by_appliance.unwrap_or(false),
-                    vars: h.vars.clone().unwrap_or_default(),
-                });
-            }
+            parsed.push(match (port, platform, build) {
+                (Some(port), Some(platform), Some(build)) => Some((port, platform, build)),
+                _ => None,
+            });
         }
+        drop(names);
 
-        let by_name: HashMap<&str, &RawHost> = hosts
+        // Only an offline group's bundle source is looked up by name.
+        let by_name: HashMap<&str, &RawHost> = if groups
             .iter()
-            .map(|(h, _)| (h.name.value.as_str(), h))
-            .collect();
+            .any(|(g, _)| g.offline.unwrap_or(false) && g.bundle_source.is_some())
+        {
+            hosts
+                .iter()
+                .map(|(h, _)| (h.name.value.as_str(), h))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         let mut out_groups = Vec::with_capacity(groups.len());
         for (g, gloc) in &groups {
             let offline = g.offline.unwrap_or(false);
@@ -434,7 +520,7 @@ impl Ctx<'_> {
                     let why = match by_name.get(src.value.as_str()) {
                         None => Some(format!("no host is named `{}`", src.value)),
                         Some(h) if !h.relay.unwrap_or(false) => Some(format!("host `{}` is not a Relay", src.value)),
-                        Some(h) => match h.relay_group.as_ref().and_then(|rg| group_index.get(&rg.value)) {
+                        Some(h) => match h.relay_group.as_ref().and_then(|rg| group_index.get(rg.value.as_str())) {
                             None => Some(format!("Relay `{}` serves no relay group", src.value)),
                             Some(&i) if groups[i].0.offline.unwrap_or(false) => {
                                 Some(format!("Relay `{}` is in offline group `{}`", src.value, groups[i].0.name.value))
@@ -459,9 +545,36 @@ impl Ctx<'_> {
                 bundle_source: g.bundle_source.as_ref().map(|s| s.value.clone()),
             });
         }
+        drop(by_name);
+        drop(group_index);
+
+        let manager = manager?;
+        if !self.problems.is_empty() {
+            return None;
+        }
+        let mut out_hosts = Vec::with_capacity(hosts.len());
+        for ((h, _), p) in hosts.into_iter().zip(parsed) {
+            let Some((port, platform, agent_version)) = p else {
+                continue;
+            };
+            out_hosts.push(Host {
+                name: h.name.value,
+                address: h.address.value,
+                port,
+                user: h.user.map(|u| u.value),
+                platform,
+                os: h.os,
+                agent_version,
+                relay: h.relay.unwrap_or(false),
+                relay_group: h.relay_group.map(|g| g.value),
+                groups: h.groups.into_iter().flatten().map(|g| g.value).collect(),
+                protected_by_appliance: h.protected_by_appliance.unwrap_or(false),
+                vars: h.vars.unwrap_or_default(),
+            });
+        }
 
         Some(Inventory {
-            manager: manager?,
+            manager,
             settings: Settings {
                 direct_download_when_relays_unavailable: settings
                     .and_then(|s| s.direct_download_when_relays_unavailable)
@@ -470,5 +583,68 @@ impl Ctx<'_> {
             relay_groups: out_groups,
             hosts: out_hosts,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A list long enough to be read on two threads reports the problems of both halves, in
+    /// file order, and loads the same hosts as a short one would.
+    #[test]
+    fn a_long_host_list_reports_every_problem_in_order() {
+        let n = 15_000;
+        // Over 1 MiB, so that the parse is split too.
+        let mut text = String::from(
+            "manager: { name: dsm01, address: 10.0.0.5, version: \"20.0.463\" }\nhosts:\n",
+        );
+        let bad = [3usize, 4_000, 9_000, 14_999];
+        for i in 0..n {
+            if i == bad[0] || i == bad[2] {
+                text.push_str(&format!(
+                    "  - {{ name: h{i}, address: 10.1.0.1, platform: linux, agent_version: \"20.0.0-1\", prot: 22 }}\n"
+                ));
+            } else if i == bad[1] || i == bad[3] {
+                text.push_str(&format!(
+                    "  - {{ name: h{i}, address: 10.1.0.1, platform: linux, agent_version: \"20.0.0-1\", port: [22] }}\n"
+                ));
+            } else {
+                text.push_str(&format!(
+                    "  - {{ name: h{i}, address: 10.1.{}.{}, platform: linux, agent_version: \"20.0.0-1\" }}\n",
+                    i / 250,
+                    i % 250
+                ));
+            }
+        }
+        let problems = load_inventory("inv.yaml", &text).expect_err("bad hosts");
+        let lines: Vec<u32> = problems
+            .0
+            .iter()
+            .map(|p| p.loc.map(|l| l.line).unwrap_or(0))
+            .collect();
+        assert_eq!(
+            lines,
+            bad.iter().map(|&i| i as u32 + 3).collect::<Vec<_>>(),
+            "{problems}"
+        );
+        assert!(
+            problems.0[0].message.contains("unknown key `prot`"),
+            "{problems}"
+        );
+        let line = text.lines().nth(bad[0] + 2).unwrap_or_default();
+        let col = line.find("prot").map(|c| c as u32 + 1);
+        assert_eq!(problems.0[0].loc.map(|l| l.col), col);
+
+        // Without the bad ones, every host loads, in file order.
+        let good: String = text
+            .lines()
+            .filter(|l| !l.contains("prot") && !l.contains("[22]"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let inv = load_inventory("inv.yaml", &good).expect("loads");
+        assert_eq!(inv.hosts.len(), n - bad.len());
+        assert_eq!(inv.hosts[3].name, "h4");
+        assert_eq!(inv.hosts.last().map(|h| h.name.as_str()), Some("h14998"));
     }
 }

@@ -5,6 +5,7 @@
 mod diag;
 mod inventory;
 mod names;
+mod par;
 mod playbook;
 mod set;
 pub mod yaml;

@@ -1511,7 +1511,7 @@ pub(crate) fn scalar_of(n: &Node) -> Option<Scalar> {
         NodeKind::Bool(b) => Some(Scalar::Bool(*b)),
         NodeKind::Int(i) => Some(Scalar::Int(*i)),
         NodeKind::Float(f) => Some(Scalar::Str(f.to_string())),
-        NodeKind::Str(s) => Some(Scalar::Str(s.clone())),
+        NodeKind::Str(s) => Some(Scalar::Str(s.to_string())),
         _ => None,
     }
 }

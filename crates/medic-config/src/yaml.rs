@@ -1,11 +1,26 @@
-//! The only module that knows YAML.
+//! The only module that knows YAML (with its submodules `events` and `lines`).
 //!
-//! `serde-saphyr` parses the text into a [`Node`] tree in which every value keeps its
-//! location. Typed config structs are then deserialized from that tree (with
-//! `deny_unknown_fields`) one list item at a time, so a mistake in one host does not hide
-//! the mistakes in the next: every problem of a file is reported in one go. Should the YAML
-//! crate change, only this file changes.
+//! The text is parsed into a [`Node`] tree in which every value keeps its location. Typed
+//! config structs are then deserialized from that tree (with `deny_unknown_fields`) one list
+//! item at a time, so a mistake in one host does not hide the mistakes in the next: every
+//! problem of a file is reported in one go. Should the YAML crate change, only this module
+//! changes.
+//!
+//! `serde-saphyr` is the reference: it builds the tree through serde, enforces the budgets
+//! (aliases, depth, size) and words every error. Because that costs seconds on a
+//! 100,000-host inventory, two faster paths come first, and each gives up (answers `None`)
+//! whenever it is not sure to build the very tree `serde-saphyr` would build:
+//!
+//! - `lines`: a big final run of one-line flow items (`  - { name: a, ... }`), the shape
+//!   of generated inventories, read by hand in a small subset of YAML;
+//! - `events`: any document, from the events of `granit-parser` (the parser `serde-saphyr`
+//!   is built on), big ones in two halves on two threads.
+//!
+//! Anything the fast paths do not accept (a syntax error, an anchor, a tag, a duplicate key,
+//! a budget close to its limit...) is parsed again by `serde-saphyr`, so errors, their
+//! messages and their locations are exactly those of `serde-saphyr`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
@@ -13,6 +28,9 @@ use serde::de::{
     self, DeserializeSeed, Error as _, IntoDeserializer, MapAccess, SeqAccess, Visitor,
 };
 use serde_saphyr::Spanned;
+
+mod events;
+mod lines;
 
 /// Where a value sits in its file: 1-based line and column, byte offset and length.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,24 +53,49 @@ impl Loc {
     }
 }
 
+/// A value of the tree. Strings borrow from the parsed text where they can.
 #[derive(Clone, Debug, PartialEq)]
-pub enum NodeKind {
+pub enum NodeKind<'a> {
     Null,
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
-    Seq(Vec<Node>),
-    Map(Vec<(Node, Node)>),
+    Str(Cow<'a, str>),
+    Seq(Vec<Node<'a>>),
+    Map(Vec<(Node<'a>, Node<'a>)>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct Node {
-    pub kind: NodeKind,
+pub struct Node<'a> {
+    pub kind: NodeKind<'a>,
     pub loc: Loc,
 }
 
-impl Node {
+impl<'a> Node<'a> {
+    /// The same tree, owning all its strings.
+    pub fn into_owned(self) -> Node<'static> {
+        let kind = match self.kind {
+            NodeKind::Null => NodeKind::Null,
+            NodeKind::Bool(b) => NodeKind::Bool(b),
+            NodeKind::Int(i) => NodeKind::Int(i),
+            NodeKind::Float(f) => NodeKind::Float(f),
+            NodeKind::Str(s) => NodeKind::Str(Cow::Owned(s.into_owned())),
+            NodeKind::Seq(items) => {
+                NodeKind::Seq(items.into_iter().map(Node::into_owned).collect())
+            }
+            NodeKind::Map(entries) => NodeKind::Map(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect(),
+            ),
+        };
+        Node {
+            kind,
+            loc: self.loc,
+        }
+    }
+
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
             NodeKind::Null => "null",
@@ -71,12 +114,12 @@ impl Node {
             NodeKind::Bool(b) => Some(b.to_string()),
             NodeKind::Int(i) => Some(i.to_string()),
             NodeKind::Float(f) => Some(f.to_string()),
-            NodeKind::Str(s) => Some(s.clone()),
+            NodeKind::Str(s) => Some(s.to_string()),
             _ => None,
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<&Node> {
+    pub fn get(&self, key: &str) -> Option<&Node<'a>> {
         match &self.kind {
             NodeKind::Map(entries) => entries
                 .iter()
@@ -90,50 +133,50 @@ impl Node {
 struct KindVisitor;
 
 impl<'de> Visitor<'de> for KindVisitor {
-    type Value = NodeKind;
+    type Value = NodeKind<'static>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any YAML value")
     }
-    fn visit_unit<E>(self) -> Result<NodeKind, E> {
+    fn visit_unit<E>(self) -> Result<NodeKind<'static>, E> {
         Ok(NodeKind::Null)
     }
-    fn visit_none<E>(self) -> Result<NodeKind, E> {
+    fn visit_none<E>(self) -> Result<NodeKind<'static>, E> {
         Ok(NodeKind::Null)
     }
-    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<NodeKind, D::Error> {
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<NodeKind<'static>, D::Error> {
         d.deserialize_any(KindVisitor)
     }
-    fn visit_bool<E>(self, v: bool) -> Result<NodeKind, E> {
+    fn visit_bool<E>(self, v: bool) -> Result<NodeKind<'static>, E> {
         Ok(NodeKind::Bool(v))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<NodeKind, E> {
+    fn visit_i64<E>(self, v: i64) -> Result<NodeKind<'static>, E> {
         Ok(NodeKind::Int(v))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<NodeKind, E> {
+    fn visit_u64<E>(self, v: u64) -> Result<NodeKind<'static>, E> {
         Ok(i64::try_from(v)
             .map(NodeKind::Int)
             .unwrap_or(NodeKind::Float(v as f64)))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<NodeKind, E> {
+    fn visit_f64<E>(self, v: f64) -> Result<NodeKind<'static>, E> {
         Ok(NodeKind::Float(v))
     }
-    fn visit_str<E>(self, v: &str) -> Result<NodeKind, E> {
-        Ok(NodeKind::Str(v.to_owned()))
+    fn visit_str<E>(self, v: &str) -> Result<NodeKind<'static>, E> {
+        Ok(NodeKind::Str(Cow::Owned(v.to_owned())))
     }
-    fn visit_string<E>(self, v: String) -> Result<NodeKind, E> {
-        Ok(NodeKind::Str(v))
+    fn visit_string<E>(self, v: String) -> Result<NodeKind<'static>, E> {
+        Ok(NodeKind::Str(Cow::Owned(v)))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NodeKind, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NodeKind<'static>, A::Error> {
         let mut out = Vec::new();
-        while let Some(n) = seq.next_element::<Node>()? {
+        while let Some(n) = seq.next_element::<Node<'static>>()? {
             out.push(n);
         }
         Ok(NodeKind::Seq(out))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NodeKind, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NodeKind<'static>, A::Error> {
         let mut out = Vec::new();
-        while let Some((k, v)) = map.next_entry::<Node, Node>()? {
+        while let Some((k, v)) = map.next_entry::<Node<'static>, Node<'static>>()? {
             out.push((k, v));
         }
         Ok(NodeKind::Map(out))
@@ -146,9 +189,9 @@ impl<'de> Deserialize<'de> for NodeKindWrap {
     }
 }
 
-struct NodeKindWrap(NodeKind);
+struct NodeKindWrap(NodeKind<'static>);
 
-impl<'de> Deserialize<'de> for Node {
+impl<'de> Deserialize<'de> for Node<'static> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let sp = Spanned::<NodeKindWrap>::deserialize(d)?;
         Ok(Node {
@@ -167,7 +210,7 @@ pub struct SyntaxError {
 
 /// Parses a whole document. Duplicate keys, aliases past a budget and other abuse are
 /// refused by the parser.
-pub fn parse(text: &str) -> Result<Node, SyntaxError> {
+pub fn parse(text: &str) -> Result<Node<'_>, SyntaxError> {
     if text.trim().is_empty() {
         return Err(SyntaxError {
             message: "the file is empty".to_owned(),
@@ -180,9 +223,20 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     budget.max_nodes = budget.max_nodes.max(text.len() / 4);
     budget.max_events = budget.max_events.max(text.len() / 2);
     budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(text.len());
+    if let Some(node) = events::parse(text, &events::Limits::from_budget(&budget)) {
+        return Ok(node);
+    }
+    parse_with_saphyr(text, budget)
+}
+
+/// The reference path: `serde-saphyr` builds the tree through serde and words every error.
+fn parse_with_saphyr(
+    text: &str,
+    budget: serde_saphyr::Budget,
+) -> Result<Node<'static>, SyntaxError> {
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
-    serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| {
+    serde_saphyr::from_str_with_options::<Node<'static>>(text, options).map_err(|e| {
         let loc = e.location().map(|l| Loc::from_saphyr(&l));
         let message = first_line(&e.to_string());
         SyntaxError { message, loc }
@@ -284,36 +338,43 @@ impl NodeError {
 }
 
 /// Deserializes `T` from `node`.
-pub fn from_node<T: de::DeserializeOwned>(node: &Node) -> Result<T, NodeError> {
-    T::deserialize(NodeDe(node)).map_err(|e| e.at(node.loc))
+pub fn from_node<T: de::DeserializeOwned>(node: &Node<'_>) -> Result<T, NodeError> {
+    from_node_owned(node.clone())
 }
 
-struct NodeDe<'a>(&'a Node);
+/// Deserializes `T` from `node`, moving its strings into `T` instead of copying them.
+pub fn from_node_owned<T: de::DeserializeOwned>(node: Node<'_>) -> Result<T, NodeError> {
+    let loc = node.loc;
+    T::deserialize(NodeDe(node)).map_err(|e| e.at(loc))
+}
 
-impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
+struct NodeDe<'a>(Node<'a>);
+
+impl<'a> de::Deserializer<'a> for NodeDe<'a> {
     type Error = NodeError;
 
-    fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, NodeError> {
-        let n = self.0;
-        let r = match &n.kind {
+    fn deserialize_any<V: Visitor<'a>>(self, v: V) -> Result<V::Value, NodeError> {
+        let Node { kind, loc } = self.0;
+        let r = match kind {
             NodeKind::Null => v.visit_unit(),
-            NodeKind::Bool(b) => v.visit_bool(*b),
-            NodeKind::Int(i) => v.visit_i64(*i),
-            NodeKind::Float(f) => v.visit_f64(*f),
-            NodeKind::Str(s) => v.visit_str(s),
+            NodeKind::Bool(b) => v.visit_bool(b),
+            NodeKind::Int(i) => v.visit_i64(i),
+            NodeKind::Float(f) => v.visit_f64(f),
+            NodeKind::Str(Cow::Borrowed(s)) => v.visit_borrowed_str(s),
+            NodeKind::Str(Cow::Owned(s)) => v.visit_string(s),
             NodeKind::Seq(items) => v.visit_seq(SeqDe {
-                items: items.iter(),
+                items: items.into_iter(),
             }),
             NodeKind::Map(entries) => v.visit_map(MapDe {
-                entries: entries.iter(),
+                entries: entries.into_iter(),
                 value: None,
-                key_loc: n.loc,
+                key_loc: loc,
             }),
         };
-        r.map_err(|e| e.at(n.loc))
+        r.map_err(|e| e.at(loc))
     }
 
-    fn deserialize_str<V: Visitor<'de>>(self, v: V) -> Result<V::Value, NodeError> {
+    fn deserialize_str<V: Visitor<'a>>(self, v: V) -> Result<V::Value, NodeError> {
         // A string field given `22` or `20.0` gets the text, so versions and names written
         // without quotes still load; the validator decides whether the text is right.
         match &self.0.kind {
@@ -325,58 +386,64 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
         }
     }
 
-    fn deserialize_string<V: Visitor<'de>>(self, v: V) -> Result<V::Value, NodeError> {
+    fn deserialize_string<V: Visitor<'a>>(self, v: V) -> Result<V::Value, NodeError> {
         self.deserialize_str(v)
     }
 
-    fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, NodeError> {
+    fn deserialize_option<V: Visitor<'a>>(self, v: V) -> Result<V::Value, NodeError> {
         match self.0.kind {
             NodeKind::Null => v.visit_none(),
             _ => v.visit_some(self),
         }
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
+    fn deserialize_newtype_struct<V: Visitor<'a>>(
         self,
         name: &'static str,
         v: V,
     ) -> Result<V::Value, NodeError> {
         if name == RAW_MARKER {
-            RAW_SLOT.with(|slot| *slot.borrow_mut() = Some(self.0.clone()));
+            RAW_SLOT.with(|slot| *slot.borrow_mut() = Some(self.0.into_owned()));
             return v.visit_unit();
         }
         if name == AT_MARKER {
-            let n = self.0;
-            return v.visit_seq(AtSeq { node: n, step: 0 });
+            let loc = self.0.loc;
+            return v.visit_seq(AtSeq {
+                node: Some(self.0),
+                loc,
+                step: 0,
+            });
         }
         v.visit_newtype_struct(self)
     }
 
-    fn deserialize_enum<V: Visitor<'de>>(
+    fn deserialize_enum<V: Visitor<'a>>(
         self,
         _name: &'static str,
         _variants: &'static [&'static str],
         v: V,
     ) -> Result<V::Value, NodeError> {
-        let n = self.0;
-        match &n.kind {
+        let Node { kind, loc } = self.0;
+        match kind {
             NodeKind::Str(s) => v
-                .visit_enum(s.as_str().into_deserializer())
-                .map_err(|e: de::value::Error| NodeError::custom(e).at(n.loc)),
+                .visit_enum(s.as_ref().into_deserializer())
+                .map_err(|e: de::value::Error| NodeError::custom(e).at(loc)),
             NodeKind::Map(entries) if entries.len() == 1 => {
-                let (k, val) = &entries[0];
-                v.visit_enum(EnumDe { key: k, value: val })
-                    .map_err(|e| e.at(n.loc))
+                let Some((key, value)) = entries.into_iter().next() else {
+                    return Err(NodeError::custom("internal: empty map").at(loc));
+                };
+                v.visit_enum(EnumDe { key, value }).map_err(|e| e.at(loc))
             }
-            _ => Err(NodeError::custom(format!(
+            kind => Err(NodeError::custom(format!(
                 "expected a name or a map with exactly one key, found {}",
-                n.kind_name()
+                Node { kind, loc }.kind_name()
             ))
-            .at(n.loc)),
+            .at(loc)),
         }
     }
 
     serde::forward_to_deserialize_any! {
+        <W: Visitor<'a>>
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char
         bytes byte_buf unit unit_struct seq tuple
         tuple_struct map struct identifier ignored_any
@@ -384,80 +451,87 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
 }
 
 struct SeqDe<'a> {
-    items: std::slice::Iter<'a, Node>,
+    items: std::vec::IntoIter<Node<'a>>,
 }
 
-impl<'de, 'a> SeqAccess<'de> for SeqDe<'a> {
+impl<'a> SeqAccess<'a> for SeqDe<'a> {
     type Error = NodeError;
-    fn next_element_seed<T: DeserializeSeed<'de>>(
+    fn next_element_seed<T: DeserializeSeed<'a>>(
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, NodeError> {
         match self.items.next() {
-            Some(n) => seed
-                .deserialize(NodeDe(n))
-                .map(Some)
-                .map_err(|e| e.at(n.loc)),
+            Some(n) => {
+                let loc = n.loc;
+                seed.deserialize(NodeDe(n)).map(Some).map_err(|e| e.at(loc))
+            }
             None => Ok(None),
         }
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.items.len())
     }
 }
 
 struct MapDe<'a> {
-    entries: std::slice::Iter<'a, (Node, Node)>,
-    value: Option<&'a Node>,
+    entries: std::vec::IntoIter<(Node<'a>, Node<'a>)>,
+    value: Option<Node<'a>>,
     key_loc: Loc,
 }
 
-impl<'de, 'a> MapAccess<'de> for MapDe<'a> {
+impl<'a> MapAccess<'a> for MapDe<'a> {
     type Error = NodeError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(
+    fn next_key_seed<K: DeserializeSeed<'a>>(
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, NodeError> {
         match self.entries.next() {
             Some((k, v)) => {
                 self.value = Some(v);
-                self.key_loc = k.loc;
+                let loc = k.loc;
+                self.key_loc = loc;
                 // An unknown key is reported at the key itself.
-                seed.deserialize(NodeDe(k))
-                    .map(Some)
-                    .map_err(|e| e.at(k.loc))
+                seed.deserialize(NodeDe(k)).map(Some).map_err(|e| e.at(loc))
             }
             None => Ok(None),
         }
     }
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, NodeError> {
+    fn next_value_seed<V: DeserializeSeed<'a>>(&mut self, seed: V) -> Result<V::Value, NodeError> {
         let n = self
             .value
             .take()
             .ok_or_else(|| NodeError::custom("value without a key").at(self.key_loc))?;
-        seed.deserialize(NodeDe(n)).map_err(|e| e.at(n.loc))
+        let loc = n.loc;
+        seed.deserialize(NodeDe(n)).map_err(|e| e.at(loc))
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.entries.len())
     }
 }
 
 struct EnumDe<'a> {
-    key: &'a Node,
-    value: &'a Node,
+    key: Node<'a>,
+    value: Node<'a>,
 }
 
-impl<'de, 'a> de::EnumAccess<'de> for EnumDe<'a> {
+impl<'a> de::EnumAccess<'a> for EnumDe<'a> {
     type Error = NodeError;
     type Variant = VariantDe<'a>;
-    fn variant_seed<V: DeserializeSeed<'de>>(
+    fn variant_seed<V: DeserializeSeed<'a>>(
         self,
         seed: V,
     ) -> Result<(V::Value, VariantDe<'a>), NodeError> {
-        let v = seed
-            .deserialize(NodeDe(self.key))
-            .map_err(|e| e.at(self.key.loc))?;
+        let loc = self.key.loc;
+        let v = seed.deserialize(NodeDe(self.key)).map_err(|e| e.at(loc))?;
         Ok((v, VariantDe(self.value)))
     }
 }
 
-struct VariantDe<'a>(&'a Node);
+struct VariantDe<'a>(Node<'a>);
 
-impl<'de, 'a> de::VariantAccess<'de> for VariantDe<'a> {
+impl<'a> de::VariantAccess<'a> for VariantDe<'a> {
     type Error = NodeError;
     fn unit_variant(self) -> Result<(), NodeError> {
         match self.0.kind {
@@ -465,14 +539,14 @@ impl<'de, 'a> de::VariantAccess<'de> for VariantDe<'a> {
             _ => Err(NodeError::custom("this value takes no argument").at(self.0.loc)),
         }
     }
-    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, NodeError> {
-        seed.deserialize(NodeDe(self.0))
-            .map_err(|e| e.at(self.0.loc))
+    fn newtype_variant_seed<T: DeserializeSeed<'a>>(self, seed: T) -> Result<T::Value, NodeError> {
+        let loc = self.0.loc;
+        seed.deserialize(NodeDe(self.0)).map_err(|e| e.at(loc))
     }
-    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, v: V) -> Result<V::Value, NodeError> {
+    fn tuple_variant<V: Visitor<'a>>(self, _len: usize, v: V) -> Result<V::Value, NodeError> {
         de::Deserializer::deserialize_seq(NodeDe(self.0), v)
     }
-    fn struct_variant<V: Visitor<'de>>(
+    fn struct_variant<V: Visitor<'a>>(
         self,
         _fields: &'static [&'static str],
         v: V,
@@ -502,24 +576,32 @@ impl<T> std::ops::Deref for At<T> {
 }
 
 struct AtSeq<'a> {
-    node: &'a Node,
+    node: Option<Node<'a>>,
+    loc: Loc,
     step: u8,
 }
 
-impl<'de, 'a> SeqAccess<'de> for AtSeq<'a> {
+impl<'a> SeqAccess<'a> for AtSeq<'a> {
     type Error = NodeError;
-    fn next_element_seed<T: DeserializeSeed<'de>>(
+    fn next_element_seed<T: DeserializeSeed<'a>>(
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, NodeError> {
         self.step += 1;
-        match self.step {
-            1 => seed.deserialize(NodeDe(self.node)).map(Some),
-            2 => {
-                let l = self.node.loc;
-                let enc = format!("{}:{}:{}:{}", l.line, l.col, l.offset, l.len);
-                seed.deserialize(de::value::StringDeserializer::<NodeError>::new(enc))
-                    .map(Some)
+        match (self.step, self.node.take()) {
+            (1, Some(n)) => seed.deserialize(NodeDe(n)).map(Some),
+            (2, _) => {
+                let l = self.loc;
+                let parts = [
+                    u64::from(l.line),
+                    u64::from(l.col),
+                    l.offset as u64,
+                    l.len as u64,
+                ];
+                seed.deserialize(de::value::SeqDeserializer::<_, NodeError>::new(
+                    parts.into_iter(),
+                ))
+                .map(Some)
             }
             _ => Ok(None),
         }
@@ -538,16 +620,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for At<T> {
                 let value: T = seq
                     .next_element()?
                     .ok_or_else(|| de::Error::custom("internal: located value without a value"))?;
-                let enc: String = seq.next_element()?.ok_or_else(|| {
+                let [line, col, offset, len]: [u64; 4] = seq.next_element()?.ok_or_else(|| {
                     de::Error::custom("internal: located value without a location")
                 })?;
-                let mut it = enc.split(':').map(|p| p.parse::<usize>().unwrap_or(0));
-                let mut next = || it.next().unwrap_or(0);
                 let loc = Loc {
-                    line: next() as u32,
-                    col: next() as u32,
-                    offset: next(),
-                    len: next(),
+                    line: line as u32,
+                    col: col as u32,
+                    offset: offset as usize,
+                    len: len as usize,
                 };
                 Ok(At { value, loc })
             }
@@ -557,8 +637,17 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for At<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The budget `parse` gives a text.
+    pub(crate) fn budget_for(text: &str) -> serde_saphyr::Budget {
+        let mut budget = serde_saphyr::Budget::default();
+        budget.max_nodes = budget.max_nodes.max(text.len() / 4);
+        budget.max_events = budget.max_events.max(text.len() / 2);
+        budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(text.len());
+        budget
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -625,12 +714,12 @@ const RAW_MARKER: &str = "__medic_raw";
 thread_local! {
     // Hands a node from `NodeDe` to `Raw`'s visitor; serde has no other way to pass a
     // non-serde value through a derived struct.
-    static RAW_SLOT: std::cell::RefCell<Option<Node>> = const { std::cell::RefCell::new(None) };
+    static RAW_SLOT: std::cell::RefCell<Option<Node<'static>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// A value kept as its YAML node (only deserializable through [`from_node`]).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Raw(pub Node);
+pub struct Raw(pub Node<'static>);
 
 impl<'de> Deserialize<'de> for Raw {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -28,12 +28,25 @@ pub enum BuildError {
     NotNumber(String),
 }
 
-fn split_parts(s: &str, manager: bool) -> Result<Vec<u32>, BuildError> {
+/// The numbers of a build, at most six (more are not looked at: the build is refused).
+struct Parts {
+    n: usize,
+    v: [u32; 6],
+}
+
+impl std::ops::Deref for Parts {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        &self.v[..self.n]
+    }
+}
+
+fn split_parts(s: &str, manager: bool) -> Result<Parts, BuildError> {
     let t = s.trim();
     if t.is_empty() {
         return Err(BuildError::Empty(s.to_owned()));
     }
-    let mut parts = Vec::with_capacity(4);
+    let mut parts = Parts { n: 0, v: [0; 6] };
     for (i, p) in t.split(['.', '-']).enumerate() {
         // A manager build uses dots only; a dash there is a typo for an agent build.
         if manager && t.contains('-') {
@@ -43,7 +56,8 @@ fn split_parts(s: &str, manager: bool) -> Result<Vec<u32>, BuildError> {
             return Err(BuildError::NotNumber(s.to_owned()));
         }
         let n: u32 = p.parse().map_err(|_| BuildError::NotNumber(s.to_owned()))?;
-        parts.push(n);
+        parts.v[parts.n] = n;
+        parts.n += 1;
         if i > 4 {
             break;
         }

@@ -1,5 +1,17 @@
 //! `build_plan`: selectors and skip rules decide who is in each phase, joins become edges,
 //! rollouts become waves and gates, and the result is ordered, estimated and sealed.
+//!
+//! The graph is first built from small nodes (phase, target, action, edges); once Kahn's
+//! order is known, each full [`Step`] is made directly in its final place, so the large step
+//! values are never moved around by the sort. Whatever only depends on a target's platform
+//! (rendered arguments, bound checks and guards, `soft_fail`, `only`) is computed once per
+//! phase, action and platform.
+//!
+//! Two cores are used where the work splits into independent pieces put back together in a
+//! fixed order, so the plan never depends on the threads: the per-host digests and the host
+//! table are made while the graph is built; the steps are made in a pipeline (one thread
+//! makes their ids, guards and checks, the other their arguments and the steps); the step
+//! index is built while the estimate is simulated.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -7,12 +19,12 @@ use std::sync::Arc;
 
 use medic_model::{AfterOn, Inventory, Join, Phase, Playbook, Role, WaveSpec};
 
-use crate::estimate::estimate;
-use crate::facts::{Facts, Target};
+use crate::estimate::{self, estimate};
+use crate::facts::{Facts, Target, platform_only, platform_slot};
 use crate::fingerprint::digests;
 use crate::plan::{
-    GateSpec, Need, PhaseInfo, Plan, PlanHost, Skipped, Step, StepCheck, StepGuard, StepKind,
-    WaveInfo,
+    GateSpec, Need, PhaseInfo, Plan, PlanHost, Skipped, Step, StepCheck, StepGuard, StepIndex,
+    StepKind, WaveInfo,
 };
 use crate::window::Window;
 
@@ -22,9 +34,35 @@ pub enum PlanError {
     Cycle(String),
 }
 
-/// A phase's members in rollout order, each with its wave and its applicable actions.
+/// A phase's members in rollout order, each with its wave and its applicable actions
+/// (a range of `actions`).
 struct Members {
-    targets: Vec<(Target, Option<u32>, Vec<usize>)>,
+    targets: Vec<(Target, Option<u32>, u32, u32)>,
+    actions: Vec<u32>,
+}
+
+impl Members {
+    fn actions_of(&self, start: u32, len: u32) -> &[u32] {
+        &self.actions[start as usize..(start + len) as usize]
+    }
+}
+
+/// No step.
+const NONE: u32 = u32::MAX;
+
+/// The first and last step of each target's chain in each phase, by host slot.
+struct Chains {
+    by_phase: Vec<Vec<(u32, u32)>>,
+}
+
+impl Chains {
+    fn get(&self, phase: usize, slot: u32) -> Option<(u32, u32)> {
+        self.by_phase
+            .get(phase)
+            .and_then(|v| v.get(slot as usize))
+            .copied()
+            .filter(|c| c.0 != NONE)
+    }
 }
 
 /// Builds the sealed plan. `playbook_text` is hashed into the fingerprint.
@@ -34,6 +72,82 @@ pub fn build_plan(
     playbook_text: &str,
     window: Option<Window>,
 ) -> Result<Plan, PlanError> {
+    // The digests and the host table do not depend on the graph: made on a second core
+    // meanwhile.
+    let (((fingerprint, host_digests), hosts), built) = crate::par::join(
+        || (digests(inv, pb, playbook_text), plan_hosts(inv)),
+        || build_steps(inv, pb, window),
+    );
+    let b = built?;
+    Ok(Plan {
+        playbook: pb.name.clone(),
+        fingerprint,
+        host_digests,
+        params: pb
+            .params
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+        example_params: example_params(pb),
+        max_parallel: pb.max_parallel,
+        endpoint_limits: pb.endpoint_limits.clone(),
+        hosts,
+        steps: b.steps,
+        skipped: b.skipped,
+        phases: b.phases,
+        estimate: b.estimate,
+        index: b.index,
+    })
+}
+
+fn example_params(pb: &Playbook) -> Vec<String> {
+    pb.params
+        .specs
+        .iter()
+        .filter(|s| s.example)
+        .filter(|s| {
+            !pb.params
+                .set_by_operator
+                .iter()
+                .any(|k| k == &s.name || k.starts_with(&format!("{}.", s.name)))
+        })
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+fn plan_hosts(inv: &Inventory) -> Vec<PlanHost> {
+    let mut hosts: Vec<PlanHost> = Vec::with_capacity(inv.hosts.len() + 1);
+    hosts.extend(inv.hosts.iter().map(|h| PlanHost {
+        name: h.name.clone(),
+        address: h.address.clone(),
+        port: h.port,
+        user: h.user.clone(),
+        platform: Some(h.platform),
+        role: h.role().as_str(),
+        relay_group: h.relay_group.clone(),
+    }));
+    hosts.push(PlanHost {
+        name: inv.manager.name.clone(),
+        address: inv.manager.address.clone(),
+        port: 4119,
+        user: None,
+        platform: None,
+        role: Role::Manager.as_str(),
+        relay_group: None,
+    });
+    hosts
+}
+
+struct Built {
+    steps: Vec<Step>,
+    skipped: Vec<Skipped>,
+    phases: Vec<PhaseInfo>,
+    estimate: crate::plan::Estimate,
+    index: StepIndex,
+}
+
+fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result<Built, PlanError> {
     let facts = Facts::new(inv, &pb.params);
     let phase_idx: HashMap<&str, usize> = pb
         .phases
@@ -54,59 +168,41 @@ pub fn build_plan(
         skipped_by_phase[pi] = skipped;
         members[pi] = Some(m);
     }
+    drop(member_sets);
 
+    let slots = inv.hosts.len() as u32 + 1;
     let mut g = Graph::default();
-    // (phase, target) -> (first step, last step)
-    let mut chains: HashMap<(usize, Target), (u32, u32)> = HashMap::new();
+    let mut chains = Chains {
+        by_phase: vec![Vec::new(); pb.phases.len()],
+    };
     let mut phase_infos = Vec::with_capacity(pb.phases.len());
     let mut wave_gates: Vec<Vec<Option<u32>>> = vec![Vec::new(); pb.phases.len()];
     for (pi, phase) in pb.phases.iter().enumerate() {
-        let m = members[pi]
-            .as_ref()
-            .map(|m| m.targets.as_slice())
-            .unwrap_or_default();
-        let pname: Arc<str> = Arc::from(phase.name.as_str());
+        let m = members[pi].as_ref();
+        let targets = m.map(|m| m.targets.as_slice()).unwrap_or_default();
         let mut wave_sizes: BTreeMap<u32, u32> = BTreeMap::new();
-        for (t, wave, actions) in m {
+        let mut chain = if targets.is_empty() {
+            Vec::new()
+        } else {
+            vec![(NONE, NONE); slots as usize]
+        };
+        for &(t, wave, a0, alen) in targets {
             if let Some(w) = wave {
-                *wave_sizes.entry(*w).or_default() += 1;
+                *wave_sizes.entry(w).or_default() += 1;
             }
-            let single = actions.len() == 1;
+            let acts = m.map(|m| m.actions_of(a0, alen)).unwrap_or_default();
+            let single = acts.len() == 1;
             let mut prev: Option<u32> = None;
             let mut first = 0;
-            let mut seen: HashMap<&str, u32> = HashMap::new();
-            for &ai in actions {
-                let a = &phase.actions[ai];
-                let get = &mut |p: &medic_model::Path| facts.get(*t, p);
-                // The same action twice on a host gets `#2`, `#3`... so ids stay unique.
-                let nth = {
-                    let n = seen.entry(a.action.as_str()).or_default();
-                    *n += 1;
-                    *n
-                };
-                let id = match (*t, single) {
-                    (Target::Manager, true) => format!("{}/{}", phase.name, inv.manager.name),
-                    (Target::Manager, false) => {
-                        format!("{}/{}/{}", phase.name, inv.manager.name, a.action)
-                    }
-                    (Target::Host(h), true) => format!("{}/{}", phase.name, facts.host(h).name),
-                    (Target::Host(h), false) => {
-                        format!("{}/{}/{}", phase.name, facts.host(h).name, a.action)
-                    }
-                };
-                let id = if nth > 1 { format!("{id}#{nth}") } else { id };
-                let idx = g.push(Step {
-                    id,
-                    phase: pname.clone(),
-                    host: Some(host_slot(*t, inv)),
-                    action: Arc::from(a.action.as_str()),
-                    kind: StepKind::Action,
-                    driver: Arc::from(a.driver.as_str()),
-                    args: a
-                        .args
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.render(get)))
-                        .collect(),
+            for &ai in acts {
+                let idx = g.push(Node {
+                    phase: pi as u32,
+                    what: What::Action {
+                        target: t,
+                        action: ai,
+                        wave,
+                        single,
+                    },
                     needs: prev
                         .map(|p| {
                             vec![Need {
@@ -115,22 +211,6 @@ pub fn build_plan(
                             }]
                         })
                         .unwrap_or_default(),
-                    wave: *wave,
-                    guard: phase.guard.as_ref().map(|gd| StepGuard {
-                        probe: gd.probe.clone(),
-                        when: gd.when.bind(get),
-                        describe: gd.describe.clone(),
-                    }),
-                    check: a.check.as_ref().map(|c| StepCheck {
-                        probe: c.probe.clone(),
-                        when: c.when.bind(get),
-                    }),
-                    estimate_s: a.estimate_s,
-                    timeout_s: a.timeout_s,
-                    retry: a.retry,
-                    endpoint: a.endpoint.as_deref().map(Arc::from),
-                    soft_fail: phase.soft_fail.eval(get),
-                    verifies: phase.verifies,
                 });
                 if prev.is_none() {
                     first = idx;
@@ -138,37 +218,40 @@ pub fn build_plan(
                 prev = Some(idx);
             }
             if let Some(last) = prev {
-                chains.insert((pi, *t), (first, last));
+                chain[host_slot(t, inv) as usize] = (first, last);
             }
         }
+        chains.by_phase[pi] = chain;
         // Gates between waves: wave k+1 opens after every host of wave k finished.
         let mut gates = vec![None; wave_sizes.len()];
         if let Some(r) = &phase.rollout {
             let waves: Vec<u32> = wave_sizes.keys().copied().collect();
             for win in waves.windows(2) {
                 let (prev_w, next_w) = (win[0], win[1]);
-                let needs = m
+                let needs = targets
                     .iter()
-                    .filter(|(_, w, _)| *w == Some(prev_w))
-                    .filter_map(|(t, _, _)| {
-                        chains.get(&(pi, *t)).map(|c| Need {
+                    .filter(|(_, w, _, _)| *w == Some(prev_w))
+                    .filter_map(|(t, _, _, _)| {
+                        chains.get(pi, host_slot(*t, inv)).map(|c| Need {
                             step: c.1,
                             on_finish: true,
                         })
                     })
                     .collect();
-                let gate = g.push(special(
-                    format!("gate/{}/wave-{next_w}", phase.name),
-                    &pname,
-                    "gate",
-                    StepKind::Gate(GateSpec {
-                        approval: r.approval,
-                        pause_s: r.pause_s,
-                        opens_wave: next_w,
-                    }),
+                let gate = g.push_special(
+                    pi,
+                    Special {
+                        id: format!("gate/{}/wave-{next_w}", phase.name),
+                        action: SpecialAction::Gate,
+                        kind: StepKind::Gate(GateSpec {
+                            approval: r.approval,
+                            pause_s: r.pause_s,
+                            opens_wave: next_w,
+                        }),
+                        estimate_s: r.pause_s,
+                    },
                     needs,
-                    r.pause_s,
-                ));
+                );
                 gates[next_w as usize] = Some(gate);
             }
         }
@@ -177,7 +260,8 @@ pub fn build_plan(
     }
 
     // Edges from joins, attached to the first step of each (phase, target) chain.
-    let mut barriers: HashMap<(usize, Option<String>, bool), Option<u32>> = HashMap::new();
+    let mut barriers: HashMap<(usize, Option<&str>, bool), Option<u32>> = HashMap::new();
+    let mut joins = JoinCache::default();
     for (pi, phase) in pb.phases.iter().enumerate() {
         let Some(m) = members[pi].as_ref() else {
             continue;
@@ -196,15 +280,18 @@ pub fn build_plan(
                     .map(|&q| (q, a.join, a.on == AfterOn::Finish))
             })
             .collect();
-        for (t, wave, _) in &m.targets {
-            let Some(&(first, _)) = chains.get(&(pi, *t)) else {
+        if afters.is_empty() && wave_gates[pi].iter().all(Option::is_none) {
+            continue;
+        }
+        for (t, wave, _, _) in &m.targets {
+            let Some((first, _)) = chains.get(pi, host_slot(*t, inv)) else {
                 continue;
             };
             let mut needs = Vec::new();
             for &(q, join, on_finish) in &afters {
                 match join {
                     Join::SameHost => {
-                        if let Some(c) = chains.get(&(q, *t)) {
+                        if let Some(c) = chains.get(q, host_slot(*t, inv)) {
                             needs.push(Need {
                                 step: c.1,
                                 on_finish,
@@ -213,7 +300,7 @@ pub fn build_plan(
                     }
                     Join::BundleSource => {
                         if let Some(b) = facts.bundle_source(*t)
-                            && let Some(c) = chains.get(&(q, Target::Host(b)))
+                            && let Some(c) = chains.get(q, b)
                         {
                             needs.push(Need {
                                 step: c.1,
@@ -226,25 +313,19 @@ pub fn build_plan(
                             Join::All => None,
                             _ => match t {
                                 Target::Host(h) => match &facts.host(*h).relay_group {
-                                    Some(g) => Some(g.clone()),
+                                    Some(g) => Some(g.as_str()),
                                     None => continue,
                                 },
                                 Target::Manager => continue,
                             },
                         };
-                        let key = (q, group.clone(), on_finish);
+                        let key = (q, group, on_finish);
                         let node = match barriers.get(&key) {
                             Some(n) => *n,
                             None => {
                                 let n = join_node(
-                                    &mut g,
-                                    pb,
-                                    &members,
-                                    &chains,
-                                    q,
-                                    group.as_deref(),
-                                    on_finish,
-                                    &facts,
+                                    &mut g, pb, &members, &chains, &mut joins, q, group, on_finish,
+                                    &facts, inv,
                                 );
                                 barriers.insert(key, n);
                                 n
@@ -269,18 +350,105 @@ pub fn build_plan(
                     on_finish: false,
                 });
             }
-            g.steps[first as usize].needs.extend(needs);
+            if !needs.is_empty() {
+                g.nodes[first as usize].needs.extend(needs);
+            }
         }
     }
+    drop(joins);
+    drop(chains);
 
-    let steps = g.sorted()?;
-    let index: HashMap<String, u32> = steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.clone(), i as u32))
-        .collect();
+    let order = g.order().map_err(|stuck| {
+        let ids: Vec<String> = stuck.iter().map(|&i| g.id_of(i, pb, &facts)).collect();
+        PlanError::Cycle(ids.join(", "))
+    })?;
+    // The steps are made in their final order, in a pipeline over two threads: a worker
+    // makes most of what each step owns on the heap (id, bound guard and check), this thread
+    // the arguments, and it assembles the steps straight into the plan's vector.
+    let n = order.len();
+    let mut phase_of = Vec::with_capacity(n);
+    let mut phase_steps = vec![(0u32, 0u64); pb.phases.len()];
+    let mut needs: Vec<Vec<Need>> = Vec::with_capacity(n);
+    for &old in &order {
+        let node = &mut g.nodes[old as usize];
+        phase_of.push(node.phase);
+        if let What::Action { action, .. } = node.what {
+            let ps = &mut phase_steps[node.phase as usize];
+            ps.0 += 1;
+            ps.1 += pb.phases[node.phase as usize].actions[action as usize].estimate_s;
+        }
+        needs.push(std::mem::take(&mut node.needs));
+    }
+    let g = &g;
+    let order = &order;
+    let assembler = Assembler::new(pb, inv);
+    let mut steps = Vec::with_capacity(n);
+    let mut needs = needs.into_iter();
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Parts>>(4);
+        let worker = (n >= PIPELINE_FROM)
+            .then(|| {
+                std::thread::Builder::new()
+                    .spawn_scoped(s, move || {
+                        let facts = Facts::new(inv, &pb.params);
+                        let mut maker = Maker::new(&facts, pb);
+                        for chunk in order.chunks(CHUNK) {
+                            let parts = chunk.iter().map(|&old| maker.parts(g, old)).collect();
+                            if tx.send(parts).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .ok()
+            })
+            .flatten();
+        match worker {
+            Some(worker) => {
+                // The arguments are made here, to share the work evenly.
+                let mut maker = Maker::new(&facts, pb);
+                for (chunk, parts) in order.chunks(CHUNK).zip(rx.iter()) {
+                    for (&old, parts) in chunk.iter().zip(parts) {
+                        let args = maker.args(g, old);
+                        let needs = needs.next().unwrap_or_default();
+                        steps.push(assembler.step(g, old, parts, args, needs));
+                    }
+                }
+                if let Err(panic) = worker.join() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+            None => {
+                let mut maker = Maker::new(&facts, pb);
+                for &old in order {
+                    let parts = maker.parts(g, old);
+                    let args = maker.args(g, old);
+                    let needs = needs.next().unwrap_or_default();
+                    steps.push(assembler.step(g, old, parts, args, needs));
+                }
+            }
+        }
+    });
+    drop(needs);
 
-    let mut skipped = Vec::new();
+    let phase_limits: Vec<Option<u32>> = pb.phases.iter().map(|p| p.max_parallel).collect();
+    let (index, est) = crate::par::join(
+        || StepIndex::build(&steps),
+        || {
+            estimate(
+                &steps,
+                &estimate::Limits {
+                    global: pb.max_parallel,
+                    endpoints: &pb.endpoint_limits,
+                    phases: &phase_limits,
+                    phase_of: &phase_of,
+                    host_slots: slots as usize,
+                },
+                window,
+            )
+        },
+    );
+    let mut skipped = Vec::with_capacity(skipped_by_phase.iter().map(Vec::len).sum());
+    let skipped_counts: Vec<u32> = skipped_by_phase.iter().map(|s| s.len() as u32).collect();
     for s in skipped_by_phase {
         skipped.extend(s);
     }
@@ -288,10 +456,6 @@ pub fn build_plan(
     let mut phases = Vec::with_capacity(pb.phases.len());
     for (pi, wave_sizes) in phase_infos {
         let phase = &pb.phases[pi];
-        let ps: Vec<&Step> = steps
-            .iter()
-            .filter(|s| &*s.phase == phase.name.as_str() && s.kind == StepKind::Action)
-            .collect();
         let hosts = members[pi].as_ref().map(|m| m.targets.len()).unwrap_or(0) as u32;
         let r = phase.rollout.as_ref();
         let waves = wave_sizes
@@ -302,15 +466,15 @@ pub fn build_plan(
                 max_failures: r
                     .and_then(|r| r.max_failures)
                     .map(|b| b.absolute(n as usize) as u32),
-                gate: index.get(&format!("gate/{}/wave-{w}", phase.name)).copied(),
+                gate: index.get(&steps, &format!("gate/{}/wave-{w}", phase.name)),
             })
             .collect();
         phases.push(PhaseInfo {
             name: phase.name.clone(),
             description: phase.description.clone(),
             hosts,
-            steps: ps.len() as u32,
-            skipped: skipped.iter().filter(|s| s.phase == phase.name).count() as u32,
+            steps: phase_steps[pi].0,
+            skipped: skipped_counts[pi],
             waves,
             max_failures_total: r
                 .and_then(|r| r.max_failures_total)
@@ -322,82 +486,329 @@ pub fn build_plan(
             point_of_no_return: phase.point_of_no_return,
             backout: phase.backout.clone(),
             guard: phase.guard.as_ref().map(|g| g.describe.clone()),
-            estimate_s: ps.iter().map(|s| s.estimate_s).sum(),
+            estimate_s: phase_steps[pi].1,
         });
     }
 
-    let mut hosts: Vec<PlanHost> = inv
-        .hosts
-        .iter()
-        .map(|h| PlanHost {
-            name: h.name.clone(),
-            address: h.address.clone(),
-            port: h.port,
-            user: h.user.clone(),
-            platform: Some(h.platform),
-            role: h.role().as_str(),
-            relay_group: h.relay_group.clone(),
-        })
-        .collect();
-    hosts.push(PlanHost {
-        name: inv.manager.name.clone(),
-        address: inv.manager.address.clone(),
-        port: 4119,
-        user: None,
-        platform: None,
-        role: Role::Manager.as_str(),
-        relay_group: None,
-    });
-
-    let phase_limits: HashMap<&str, u32> = pb
-        .phases
-        .iter()
-        .filter_map(|p| p.max_parallel.map(|m| (p.name.as_str(), m)))
-        .collect();
-    let est = estimate(
-        &steps,
-        pb.max_parallel,
-        &pb.endpoint_limits,
-        &phase_limits,
-        window,
-    );
-    let (fingerprint, host_digests) = digests(inv, pb, playbook_text);
-
-    let params = pb
-        .params
-        .values
-        .iter()
-        .map(|(k, v)| (k.clone(), v.to_string()))
-        .collect();
-    let example_params = pb
-        .params
-        .specs
-        .iter()
-        .filter(|s| s.example)
-        .filter(|s| {
-            !pb.params
-                .set_by_operator
-                .iter()
-                .any(|k| k == &s.name || k.starts_with(&format!("{}.", s.name)))
-        })
-        .map(|s| s.name.clone())
-        .collect();
-
-    Ok(Plan {
-        playbook: pb.name.clone(),
-        fingerprint,
-        host_digests,
-        params,
-        example_params,
-        max_parallel: pb.max_parallel,
-        endpoint_limits: pb.endpoint_limits.clone(),
-        hosts,
+    Ok(Built {
         steps,
         skipped,
         phases,
         estimate: est,
         index,
     })
+}
+
+/// Steps are made on two threads from this many.
+const PIPELINE_FROM: usize = 8192;
+/// Steps per message between the two threads.
+const CHUNK: usize = 2048;
+
+/// What a step owns on the heap, made by [`Maker`] (but its arguments).
+struct Parts {
+    id: String,
+    guard: Option<StepGuard>,
+    check: Option<StepCheck>,
+    soft_fail: bool,
+}
+
+/// Makes the parts of steps that depend on their target, computing once what only depends
+/// on the phase, the action and the target's platform.
+struct Maker<'f, 'a> {
+    facts: &'f Facts<'a>,
+    pb: &'a Playbook,
+    phases: Vec<PhaseConsts>,
+}
+
+/// Per platform slot (Manager, Linux, Windows): not computed yet, or the value.
+type PerPlatform<T> = [Option<T>; 3];
+
+struct PhaseConsts {
+    /// Whether the guard, once bound, is the same for every target of a platform.
+    guard_const: bool,
+    guard: PerPlatform<Option<StepGuard>>,
+    soft_fail_const: bool,
+    soft_fail: PerPlatform<bool>,
+    actions: Vec<ActionConsts>,
+}
+
+struct ActionConsts {
+    args_const: bool,
+    args: PerPlatform<Vec<(String, String)>>,
+    check_const: bool,
+    check: PerPlatform<Option<StepCheck>>,
+}
+
+fn cond_platform_only(c: &medic_model::Cond) -> bool {
+    let mut paths = Vec::new();
+    c.paths(&mut paths);
+    paths.into_iter().all(platform_only)
+}
+
+type Get<'g> = &'g mut dyn FnMut(&medic_model::Path) -> Option<medic_model::Value>;
+
+impl<'f, 'a> Maker<'f, 'a> {
+    fn new(facts: &'f Facts<'a>, pb: &'a Playbook) -> Self {
+        let phases = pb
+            .phases
+            .iter()
+            .map(|p| PhaseConsts {
+                guard_const: p.guard.as_ref().is_none_or(|g| cond_platform_only(&g.when)),
+                guard: [None, None, None],
+                soft_fail_const: cond_platform_only(&p.soft_fail),
+                soft_fail: [None, None, None],
+                actions: p
+                    .actions
+                    .iter()
+                    .map(|a| ActionConsts {
+                        args_const: a.args.values().all(|t| t.paths().all(platform_only)),
+                        args: [None, None, None],
+                        check_const: a.check.as_ref().is_none_or(|c| cond_platform_only(&c.when)),
+                        check: [None, None, None],
+                    })
+                    .collect(),
+            })
+            .collect();
+        Maker { facts, pb, phases }
+    }
+
+    fn parts(&mut self, g: &Graph, old: u32) -> Parts {
+        let node = &g.nodes[old as usize];
+        match node.what {
+            What::Action {
+                target,
+                action,
+                single,
+                ..
+            } => self.action(node.phase as usize, target, action, single),
+            What::Special(k) => Parts {
+                id: g.specials[k as usize].id.clone(),
+                guard: None,
+                check: None,
+                soft_fail: false,
+            },
+        }
+    }
+
+    fn action(&mut self, pi: usize, t: Target, ai: u32, single: bool) -> Parts {
+        let facts = self.facts;
+        let phase = &self.pb.phases[pi];
+        let a = &phase.actions[ai as usize];
+        let slot = platform_slot(facts.platform(t));
+        let get = &mut |p: &medic_model::Path| facts.get(t, p);
+        let pc = &mut self.phases[pi];
+
+        let guard = match &phase.guard {
+            None => None,
+            Some(gd) => {
+                let make = |get: Get<'_>| StepGuard {
+                    probe: gd.probe.clone(),
+                    when: gd.when.bind(get),
+                    describe: gd.describe.clone(),
+                };
+                if pc.guard_const {
+                    pc.guard[slot]
+                        .get_or_insert_with(|| Some(make(get)))
+                        .clone()
+                } else {
+                    Some(make(get))
+                }
+            }
+        };
+        let soft_fail = if pc.soft_fail_const {
+            *pc.soft_fail[slot].get_or_insert_with(|| phase.soft_fail.eval(get))
+        } else {
+            phase.soft_fail.eval(get)
+        };
+        let ac = &mut pc.actions[ai as usize];
+        let check = match &a.check {
+            None => None,
+            Some(c) => {
+                let make = |get: Get<'_>| StepCheck {
+                    probe: c.probe.clone(),
+                    when: c.when.bind(get),
+                };
+                if ac.check_const {
+                    ac.check[slot]
+                        .get_or_insert_with(|| Some(make(get)))
+                        .clone()
+                } else {
+                    Some(make(get))
+                }
+            }
+        };
+        Parts {
+            id: step_id(
+                &phase.name,
+                target_name(facts, t),
+                (!single).then_some(&a.action),
+            ),
+            guard,
+            check,
+            soft_fail,
+        }
+    }
+
+    /// A step's rendered arguments.
+    fn args(&mut self, g: &Graph, old: u32) -> Vec<(String, String)> {
+        let node = &g.nodes[old as usize];
+        let What::Action { target, action, .. } = node.what else {
+            return Vec::new();
+        };
+        let facts = self.facts;
+        let a = &self.pb.phases[node.phase as usize].actions[action as usize];
+        let get = &mut |p: &medic_model::Path| facts.get(target, p);
+        let render = |get: Get<'_>| {
+            a.args
+                .iter()
+                .map(|(k, v)| (k.clone(), v.render(get)))
+                .collect::<Vec<_>>()
+        };
+        let ac = &mut self.phases[node.phase as usize].actions[action as usize];
+        if ac.args_const {
+            let slot = platform_slot(facts.platform(target));
+            ac.args[slot].get_or_insert_with(|| render(get)).clone()
+        } else {
+            render(get)
+        }
+    }
+}
+
+/// Puts steps together from graph nodes and their parts; the names it hands out are shared.
+struct Assembler<'a> {
+    pb: &'a Playbook,
+    inv: &'a Inventory,
+    /// Per phase: its name, and per action: action, driver, endpoint.
+    phases: Vec<(Arc<str>, Vec<ActionNames>)>,
+    gate: Arc<str>,
+    barrier: Arc<str>,
+    none: Arc<str>,
+}
+
+type ActionNames = (Arc<str>, Arc<str>, Option<Arc<str>>);
+
+impl<'a> Assembler<'a> {
+    fn new(pb: &'a Playbook, inv: &'a Inventory) -> Self {
+        Assembler {
+            pb,
+            inv,
+            phases: pb
+                .phases
+                .iter()
+                .map(|p| {
+                    (
+                        Arc::from(p.name.as_str()),
+                        p.actions
+                            .iter()
+                            .map(|a| {
+                                (
+                                    Arc::from(a.action.as_str()),
+                                    Arc::from(a.driver.as_str()),
+                                    a.endpoint.as_deref().map(Arc::from),
+                                )
+                            })
+                            .collect(),
+                    )
+                })
+                .collect(),
+            gate: Arc::from("gate"),
+            barrier: Arc::from("barrier"),
+            none: Arc::from("none"),
+        }
+    }
+
+    fn step(
+        &self,
+        g: &Graph,
+        old: u32,
+        p: Parts,
+        args: Vec<(String, String)>,
+        needs: Vec<Need>,
+    ) -> Step {
+        let node = &g.nodes[old as usize];
+        let pi = node.phase as usize;
+        let (phase_name, names) = &self.phases[pi];
+        match node.what {
+            What::Action {
+                target,
+                action,
+                wave,
+                ..
+            } => {
+                let phase = &self.pb.phases[pi];
+                let a = &phase.actions[action as usize];
+                let (action, driver, endpoint) = &names[action as usize];
+                Step {
+                    id: p.id,
+                    phase: phase_name.clone(),
+                    host: Some(host_slot(target, self.inv)),
+                    action: action.clone(),
+                    kind: StepKind::Action,
+                    driver: driver.clone(),
+                    args,
+                    needs,
+                    wave,
+                    guard: p.guard,
+                    check: p.check,
+                    estimate_s: a.estimate_s,
+                    timeout_s: a.timeout_s,
+                    retry: a.retry,
+                    endpoint: endpoint.clone(),
+                    soft_fail: p.soft_fail,
+                    verifies: phase.verifies,
+                }
+            }
+            What::Special(k) => {
+                let s = &g.specials[k as usize];
+                Step {
+                    id: p.id,
+                    phase: phase_name.clone(),
+                    host: None,
+                    action: match s.action {
+                        SpecialAction::Gate => self.gate.clone(),
+                        SpecialAction::Barrier => self.barrier.clone(),
+                    },
+                    kind: s.kind.clone(),
+                    driver: self.none.clone(),
+                    args: Vec::new(),
+                    needs,
+                    wave: None,
+                    guard: None,
+                    check: None,
+                    estimate_s: s.estimate_s,
+                    timeout_s: 0,
+                    retry: medic_model::Retry {
+                        max: 0,
+                        backoff_s: 0,
+                    },
+                    endpoint: None,
+                    soft_fail: false,
+                    verifies: false,
+                }
+            }
+        }
+    }
+}
+
+fn target_name<'a>(facts: &Facts<'a>, t: Target) -> &'a str {
+    match t {
+        Target::Manager => &facts.inv.manager.name,
+        Target::Host(h) => &facts.host(h).name,
+    }
+}
+
+/// `phase/host` or `phase/host/action`.
+fn step_id(phase: &str, host: &str, action: Option<&String>) -> String {
+    let len = phase.len() + 1 + host.len() + action.map_or(0, |a| a.len() + 1);
+    let mut id = String::with_capacity(len);
+    id.push_str(phase);
+    id.push('/');
+    id.push_str(host);
+    if let Some(a) = action {
+        id.push('/');
+        id.push_str(a);
+    }
+    id
 }
 
 /// The host slot of a target; the Manager is stored after the hosts.
@@ -408,62 +819,51 @@ fn host_slot(t: Target, inv: &Inventory) -> u32 {
     }
 }
 
-fn special(
-    id: String,
-    phase: &Arc<str>,
-    action: &str,
-    kind: StepKind,
-    needs: Vec<Need>,
-    estimate_s: u64,
-) -> Step {
-    Step {
-        id,
-        phase: phase.clone(),
-        host: None,
-        action: Arc::from(action),
-        kind,
-        driver: Arc::from("none"),
-        args: Vec::new(),
-        needs,
-        wave: None,
-        guard: None,
-        check: None,
-        estimate_s,
-        timeout_s: 0,
-        retry: medic_model::Retry {
-            max: 0,
-            backoff_s: 0,
-        },
-        endpoint: None,
-        soft_fail: false,
-        verifies: false,
-    }
+/// For each phase that a relay-group join reads: the last steps of its chains, by relay
+/// group, in rollout order.
+#[derive(Default)]
+struct JoinCache<'a> {
+    by_group: HashMap<usize, HashMap<&'a str, Vec<u32>>>,
 }
 
 /// The node that stands for "every step of phase `q` (in `group`) is done": the single step
 /// itself when there is one, a barrier when there are several, nothing when there are none.
 #[expect(clippy::too_many_arguments, reason = "a private helper of build_plan")]
-fn join_node(
+fn join_node<'a>(
     g: &mut Graph,
     pb: &Playbook,
     members: &[Option<Members>],
-    chains: &HashMap<(usize, Target), (u32, u32)>,
+    chains: &Chains,
+    joins: &mut JoinCache<'a>,
     q: usize,
     group: Option<&str>,
     on_finish: bool,
-    facts: &Facts<'_>,
+    facts: &Facts<'a>,
+    inv: &Inventory,
 ) -> Option<u32> {
     let m = members[q].as_ref()?;
-    let lasts: Vec<u32> = m
-        .targets
-        .iter()
-        .filter(|(t, _, _)| match (group, t) {
-            (None, _) => true,
-            (Some(gname), Target::Host(h)) => facts.host(*h).relay_group.as_deref() == Some(gname),
-            (Some(_), Target::Manager) => false,
-        })
-        .filter_map(|(t, _, _)| chains.get(&(q, *t)).map(|c| c.1))
-        .collect();
+    let lasts: Vec<u32> = match group {
+        None => m
+            .targets
+            .iter()
+            .filter_map(|(t, _, _, _)| chains.get(q, host_slot(*t, inv)).map(|c| c.1))
+            .collect(),
+        Some(gname) => {
+            let by_group = joins.by_group.entry(q).or_insert_with(|| {
+                let mut by: HashMap<&'a str, Vec<u32>> = HashMap::new();
+                for (t, _, _, _) in &m.targets {
+                    if let Target::Host(h) = t
+                        && let Some(rg) = facts.host(*h).relay_group.as_deref()
+                        && let Some(c) = chains.get(q, *h)
+                    {
+                        by.entry(rg).or_default().push(c.1);
+                    }
+                }
+                by
+            });
+            by_group.get(gname).cloned().unwrap_or_default()
+        }
+    };
     match lasts.len() {
         0 => None,
         1 if !on_finish => Some(lasts[0]),
@@ -478,14 +878,16 @@ fn join_node(
                 .into_iter()
                 .map(|s| Need { step: s, on_finish })
                 .collect();
-            Some(g.push(special(
-                id,
-                &Arc::from(phase.as_str()),
-                "barrier",
-                StepKind::Barrier,
+            Some(g.push_special(
+                q,
+                Special {
+                    id,
+                    action: SpecialAction::Barrier,
+                    kind: StepKind::Barrier,
+                    estimate_s: 0,
+                },
                 needs,
-                0,
-            )))
+            ))
         }
     }
 }
@@ -579,7 +981,15 @@ fn select(
     let mut set = vec![false; inv.hosts.len()];
     let mut mgr = false;
     let mut skipped = Vec::new();
-    let mut chosen: Vec<(Target, Vec<usize>)> = Vec::new();
+    let mut chosen: Vec<(Target, u32, u32)> = Vec::new();
+    let mut actions: Vec<u32> = Vec::new();
+    // Whether `only` is the same for every target of a platform; then evaluated once each.
+    let only_const: Vec<bool> = phase
+        .actions
+        .iter()
+        .map(|a| a.only.as_ref().is_none_or(cond_platform_only))
+        .collect();
+    let mut only_cache: Vec<PerPlatform<bool>> = vec![[None, None, None]; phase.actions.len()];
     for t in candidates {
         let get = &mut |p: &medic_model::Path| facts.get(t, p);
         if let Some(w) = &sel.when
@@ -587,28 +997,30 @@ fn select(
         {
             continue;
         }
-        let name = match t {
-            Target::Manager => inv.manager.name.clone(),
-            Target::Host(h) => facts.host(h).name.clone(),
-        };
+        let name = || target_name(facts, t).to_owned();
         if let Some(rule) = phase.skip.iter().find(|r| r.when.eval(get)) {
             skipped.push(Skipped {
-                host: name,
+                host: name(),
                 phase: phase.name.clone(),
                 reason: rule.reason.render(get),
             });
             continue;
         }
-        let actions: Vec<usize> = phase
-            .actions
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.only.as_ref().is_none_or(|c| c.eval(get)))
-            .map(|(i, _)| i)
-            .collect();
-        if actions.is_empty() {
+        let start = actions.len();
+        let slot = platform_slot(facts.platform(t));
+        for (i, a) in phase.actions.iter().enumerate() {
+            let applies = match &a.only {
+                None => true,
+                Some(c) if only_const[i] => *only_cache[i][slot].get_or_insert_with(|| c.eval(get)),
+                Some(c) => c.eval(get),
+            };
+            if applies {
+                actions.push(i as u32);
+            }
+        }
+        if actions.len() == start {
             skipped.push(Skipped {
-                host: name,
+                host: name(),
                 phase: phase.name.clone(),
                 reason: "no action of this phase applies to this host".to_owned(),
             });
@@ -618,17 +1030,17 @@ fn select(
             Target::Manager => mgr = true,
             Target::Host(h) => set[h as usize] = true,
         }
-        chosen.push((t, actions));
+        chosen.push((t, start as u32, (actions.len() - start) as u32));
     }
 
     let waves = assign_waves(facts, phase, &chosen);
-    let mut targets: Vec<(Target, Option<u32>, Vec<usize>)> = chosen
+    let mut targets: Vec<(Target, Option<u32>, u32, u32)> = chosen
         .into_iter()
         .zip(waves)
-        .map(|((t, a), w)| (t, w, a))
+        .map(|((t, a0, alen), w)| (t, w, a0, alen))
         .collect();
-    targets.sort_by_key(|(t, w, _)| (*w, *t));
-    (Members { targets }, set, mgr, skipped)
+    targets.sort_by_key(|(t, w, _, _)| (*w, *t));
+    (Members { targets, actions }, set, mgr, skipped)
 }
 
 /// Assigns rollout waves in inventory order; the last wave size repeats until every member
@@ -636,7 +1048,7 @@ fn select(
 fn assign_waves(
     facts: &Facts<'_>,
     phase: &Phase,
-    chosen: &[(Target, Vec<usize>)],
+    chosen: &[(Target, u32, u32)],
 ) -> Vec<Option<u32>> {
     let Some(r) = &phase.rollout else {
         return vec![None; chosen.len()];
@@ -656,7 +1068,7 @@ fn assign_waves(
         let mut took = 0usize;
         match spec {
             WaveSpec::Group(g) => {
-                for (i, (t, _)) in chosen.iter().enumerate() {
+                for (i, (t, _, _)) in chosen.iter().enumerate() {
                     if out[i].is_none() && in_group(*t, g) {
                         out[i] = Some(wave);
                         took += 1;
@@ -690,33 +1102,127 @@ fn assign_waves(
     out
 }
 
+/// A graph node: what its step will be, and the nodes it needs (creation indices).
+struct Node {
+    phase: u32,
+    what: What,
+    needs: Vec<Need>,
+}
+
+enum What {
+    Action {
+        target: Target,
+        action: u32,
+        wave: Option<u32>,
+        single: bool,
+    },
+    /// A gate or a barrier: an index into `Graph::specials`.
+    Special(u32),
+}
+
+enum SpecialAction {
+    Gate,
+    Barrier,
+}
+
+struct Special {
+    id: String,
+    action: SpecialAction,
+    kind: StepKind,
+    estimate_s: u64,
+}
+
 /// The steps as they are created, before the topological order.
 #[derive(Default)]
 struct Graph {
-    steps: Vec<Step>,
+    nodes: Vec<Node>,
+    specials: Vec<Special>,
 }
 
 impl Graph {
-    fn push(&mut self, s: Step) -> u32 {
-        self.steps.push(s);
-        (self.steps.len() - 1) as u32
+    fn push(&mut self, n: Node) -> u32 {
+        self.nodes.push(n);
+        (self.nodes.len() - 1) as u32
+    }
+
+    fn push_special(&mut self, phase: usize, s: Special, needs: Vec<Need>) -> u32 {
+        self.specials.push(s);
+        let k = (self.specials.len() - 1) as u32;
+        self.push(Node {
+            phase: phase as u32,
+            what: What::Special(k),
+            needs,
+        })
+    }
+
+    fn id_of(&self, i: usize, pb: &Playbook, facts: &Facts<'_>) -> String {
+        let n = &self.nodes[i];
+        match n.what {
+            What::Special(k) => self.specials[k as usize].id.clone(),
+            What::Action {
+                target,
+                action,
+                single,
+                ..
+            } => {
+                let phase = &pb.phases[n.phase as usize];
+                step_id(
+                    &phase.name,
+                    target_name(facts, target),
+                    (!single).then_some(&phase.actions[action as usize].action),
+                )
+            }
+        }
     }
 
     /// Kahn's algorithm with creation order as the tie-break, so the order is deterministic
-    /// and follows the playbook wherever the edges allow.
-    fn sorted(self) -> Result<Vec<Step>, PlanError> {
-        let n = self.steps.len();
+    /// and follows the playbook wherever the edges allow. Returns the creation indices in
+    /// order, and rewrites every node's needs to positions in that order (sorted, one per
+    /// predecessor).
+    /// On a cycle, the error names (up to six) nodes left on it.
+    fn order(&mut self) -> Result<Vec<u32>, Vec<usize>> {
+        let n = self.nodes.len();
         let mut indeg = vec![0u32; n];
-        let mut out_edges: Vec<Vec<u32>> = vec![Vec::new(); n];
-        for (i, s) in self.steps.iter().enumerate() {
-            let mut seen: Vec<u32> = s.needs.iter().map(|d| d.step).collect();
-            seen.sort_unstable();
-            seen.dedup();
-            indeg[i] = seen.len() as u32;
-            for d in seen {
-                out_edges[d as usize].push(i as u32);
+        // Distinct predecessors per node, flat; then successors in CSR form.
+        let mut pred_start = Vec::with_capacity(n + 1);
+        let mut preds: Vec<u32> = Vec::with_capacity(n);
+        let mut out_count = vec![0u32; n + 1];
+        pred_start.push(0u32);
+        for (i, s) in self.nodes.iter().enumerate() {
+            let from = preds.len();
+            preds.extend(s.needs.iter().map(|d| d.step));
+            preds[from..].sort_unstable();
+            let mut w = from;
+            for r in from..preds.len() {
+                if r == from || preds[r] != preds[w - 1] {
+                    preds[w] = preds[r];
+                    w += 1;
+                }
+            }
+            preds.truncate(w);
+            indeg[i] = (w - from) as u32;
+            for &d in &preds[from..] {
+                out_count[d as usize + 1] += 1;
+            }
+            pred_start.push(preds.len() as u32);
+        }
+        for i in 0..n {
+            out_count[i + 1] += out_count[i];
+        }
+        let out_start = out_count;
+        let mut fill = out_start.clone();
+        let mut out_edges = vec![0u32; preds.len()];
+        for i in 0..n {
+            for &d in &preds[pred_start[i] as usize..pred_start[i + 1] as usize] {
+                let at = &mut fill[d as usize];
+                out_edges[*at as usize] = i as u32;
+                *at += 1;
             }
         }
+        drop(preds);
+        drop(pred_start);
+        drop(fill);
+
         let mut heap: BinaryHeap<Reverse<u32>> = (0..n as u32)
             .filter(|&i| indeg[i as usize] == 0)
             .map(Reverse)
@@ -724,7 +1230,8 @@ impl Graph {
         let mut order = Vec::with_capacity(n);
         while let Some(Reverse(i)) = heap.pop() {
             order.push(i);
-            for &j in &out_edges[i as usize] {
+            let (a, b) = (out_start[i as usize], out_start[i as usize + 1]);
+            for &j in &out_edges[a as usize..b as usize] {
                 indeg[j as usize] -= 1;
                 if indeg[j as usize] == 0 {
                     heap.push(Reverse(j));
@@ -732,28 +1239,19 @@ impl Graph {
             }
         }
         if order.len() != n {
-            let stuck: Vec<&str> = (0..n)
-                .filter(|&i| indeg[i] > 0)
-                .take(6)
-                .map(|i| self.steps[i].id.as_str())
-                .collect();
-            return Err(PlanError::Cycle(stuck.join(", ")));
+            return Err((0..n).filter(|&i| indeg[i] > 0).take(6).collect());
         }
         let mut new_pos = vec![0u32; n];
         for (pos, &old) in order.iter().enumerate() {
             new_pos[old as usize] = pos as u32;
         }
-        let mut slots: Vec<Option<Step>> = self.steps.into_iter().map(Some).collect();
-        let mut out = Vec::with_capacity(n);
-        for old in order {
-            let mut s = slots[old as usize].take().expect("each step is taken once");
+        for s in &mut self.nodes {
             for d in &mut s.needs {
                 d.step = new_pos[d.step as usize];
             }
             s.needs.sort_by_key(|d| d.step);
             s.needs.dedup_by_key(|d| d.step);
-            out.push(s);
         }
-        Ok(out)
+        Ok(order)
     }
 }

@@ -1,7 +1,8 @@
 //! Plan-time facts: what a path such as `host.agent_version` or `params.fixed_build` means
 //! for one target (a host, or the Manager).
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 
 use medic_model::{Host, Inventory, Params, Path, PathRoot, Platform, Value};
 
@@ -12,21 +13,45 @@ pub(crate) enum Target {
     Host(u32),
 }
 
+/// The value of one parameter for the Manager, a Linux host and a Windows host (`None` when
+/// not looked up yet).
+type ParamSlots = [Option<Option<Value>>; 3];
+
 pub(crate) struct Facts<'a> {
     pub(crate) inv: &'a Inventory,
     pub(crate) params: &'a Params,
     offline_groups: HashMap<&'a str, Option<u32>>,
-    bundle_sources: std::collections::HashSet<&'a str>,
+    bundle_sources: HashSet<&'a str>,
+    /// `params.*` only depends on the target's platform: looked up once per platform.
+    param_cache: RefCell<Vec<(String, ParamSlots)>>,
+}
+
+/// Where a target's platform goes in a per-platform cache.
+pub(crate) fn platform_slot(p: Option<Platform>) -> usize {
+    match p {
+        None => 0,
+        Some(Platform::Linux) => 1,
+        Some(Platform::Windows) => 2,
+    }
 }
 
 impl<'a> Facts<'a> {
     pub(crate) fn new(inv: &'a Inventory, params: &'a Params) -> Self {
-        let by_name: HashMap<&str, u32> = inv
-            .hosts
+        // Only bundle sources are looked up by name: find them in one pass over the hosts
+        // (the last host of a name wins, as in a map built over all hosts).
+        let mut by_name: HashMap<&str, u32> = inv
+            .relay_groups
             .iter()
-            .enumerate()
-            .map(|(i, h)| (h.name.as_str(), i as u32))
+            .filter_map(|g| g.bundle_source.as_deref())
+            .map(|s| (s, u32::MAX))
             .collect();
+        if !by_name.is_empty() {
+            for (i, h) in inv.hosts.iter().enumerate() {
+                if let Some(slot) = by_name.get_mut(h.name.as_str()) {
+                    *slot = i as u32;
+                }
+            }
+        }
         let offline_groups = inv
             .relay_groups
             .iter()
@@ -36,7 +61,8 @@ impl<'a> Facts<'a> {
                     g.name.as_str(),
                     g.bundle_source
                         .as_deref()
-                        .and_then(|s| by_name.get(s).copied()),
+                        .and_then(|s| by_name.get(s).copied())
+                        .filter(|&i| i != u32::MAX),
                 )
             })
             .collect();
@@ -50,6 +76,7 @@ impl<'a> Facts<'a> {
             params,
             offline_groups,
             bundle_sources,
+            param_cache: RefCell::new(Vec::new()),
         }
     }
 
@@ -71,9 +98,24 @@ impl<'a> Facts<'a> {
         self.offline_groups.get(g).copied().flatten()
     }
 
+    fn param(&self, field: &str, platform: Option<Platform>) -> Option<Value> {
+        let slot = platform_slot(platform);
+        let mut cache = self.param_cache.borrow_mut();
+        let i = match cache.iter().position(|(f, _)| f == field) {
+            Some(i) => i,
+            None => {
+                cache.push((field.to_owned(), [None, None, None]));
+                cache.len() - 1
+            }
+        };
+        cache[i].1[slot]
+            .get_or_insert_with(|| self.params.get(field, platform).cloned())
+            .clone()
+    }
+
     pub(crate) fn get(&self, t: Target, p: &Path) -> Option<Value> {
         match p.root {
-            PathRoot::Params => self.params.get(&p.field, self.platform(t)).cloned(),
+            PathRoot::Params => self.param(&p.field, self.platform(t)),
             PathRoot::Settings => match p.field.as_str() {
                 "direct_download_when_relays_unavailable" => Some(Value::Bool(
                     self.inv.settings.direct_download_when_relays_unavailable,
@@ -140,4 +182,10 @@ impl<'a> Facts<'a> {
             },
         })
     }
+}
+
+/// Whether a path means the same for every target of one platform: parameters (resolved by
+/// platform), settings, the Manager, and the run-time roots the planner leaves alone.
+pub(crate) fn platform_only(p: &Path) -> bool {
+    !matches!(p.root, PathRoot::Host | PathRoot::BundleSource)
 }

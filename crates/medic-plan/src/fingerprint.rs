@@ -1,22 +1,27 @@
 //! The plan's fingerprint (SHA-256 of every input) and one digest per host, so that a
 //! resume against changed inputs can name the hosts that drifted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use medic_model::{Host, Inventory, Playbook};
 use sha2::{Digest, Sha256};
 
 fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+    for &b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
     }
     s
 }
 
-fn host_line(h: &Host, offline: bool) -> String {
-    format!(
+/// Writes the line a host's digest is made of into `out` (cleared first).
+fn host_line(out: &mut String, h: &Host, offline: bool) {
+    out.clear();
+    let _ = write!(
+        out,
         "{}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}|{:?}",
         h.name,
         h.address,
@@ -31,7 +36,7 @@ fn host_line(h: &Host, offline: bool) -> String {
         h.protected_by_appliance,
         offline,
         h.vars,
-    )
+    );
 }
 
 pub(crate) fn digests(
@@ -49,16 +54,22 @@ pub(crate) fn digests(
         m.name.clone(),
         hex(&Sha256::digest(mline.as_bytes()))[..16].to_owned(),
     );
+    // Whether a relay group is offline, as `Inventory::relay_group` finds it (the first group
+    // of that name).
+    let mut offline: HashMap<&str, bool> = HashMap::with_capacity(inv.relay_groups.len());
+    for g in &inv.relay_groups {
+        offline.entry(g.name.as_str()).or_insert(g.offline);
+    }
+    let mut line = String::new();
     for h in &inv.hosts {
-        let offline = h
+        let off = h
             .relay_group
             .as_deref()
-            .and_then(|g| inv.relay_group(g))
-            .is_some_and(|g| g.offline);
-        per_host.insert(
-            h.name.clone(),
-            hex(&Sha256::digest(host_line(h, offline).as_bytes()))[..16].to_owned(),
-        );
+            .and_then(|g| offline.get(g).copied())
+            .unwrap_or(false);
+        host_line(&mut line, h, off);
+        let digest = Sha256::digest(line.as_bytes());
+        per_host.insert(h.name.clone(), hex(&digest[..8]));
     }
     let mut all = Sha256::new();
     all.update(b"medic.plan/v1\n");
@@ -70,7 +81,10 @@ pub(crate) fn digests(
         all.update(format!("\ngroup {}|{}|{:?}", g.name, g.offline, g.bundle_source).as_bytes());
     }
     for (h, d) in &per_host {
-        all.update(format!("\nhost {h}={d}").as_bytes());
+        all.update(b"\nhost ");
+        all.update(h.as_bytes());
+        all.update(b"=");
+        all.update(d.as_bytes());
     }
     (hex(&all.finalize()), per_host)
 }

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use medic_model::{CmpOp, Cond, Operand, Path, Platform, Retry, Value};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value as J, json};
+use serde_json::Value as J;
 
 use crate::plan::{
     Estimate, GateSpec, Need, PhaseInfo, Plan, PlanHost, Skipped, Step, StepCheck, StepGuard,
-    StepKind, WaveInfo,
+    StepIndex, StepKind, WaveInfo,
 };
 use crate::window::Window;
 
@@ -157,141 +157,525 @@ struct HostJson {
 }
 
 /// Renders the plan as pretty JSON; the same plan always gives the same bytes.
+///
+/// The plan is serialized straight into the output, through borrowing mirrors of the
+/// contract's structs above (same fields, same order, same skipping rules), with conditions
+/// written as they are read back by [`plan_from_json`] without building JSON trees.
 pub fn plan_to_json(plan: &Plan) -> String {
-    let hosts = &plan.hosts;
-    let ids = |needs: &[Need], finished: bool| -> Vec<String> {
-        needs
-            .iter()
-            .filter(|n| !finished || n.on_finish)
-            .map(|n| plan.steps[n.step as usize].id.clone())
-            .collect()
-    };
-    let steps = plan
-        .steps
-        .iter()
-        .map(|s| StepJson {
-            id: s.id.clone(),
-            phase: s.phase.to_string(),
-            host: s.host.map(|h| hosts[h as usize].name.clone()),
-            action: s.action.to_string(),
-            needs: ids(&s.needs, false),
-            wave: s.wave,
-            guard: s.guard.as_ref().map(|g| match &g.probe {
-                Some(p) => format!("{} (probe {p})", g.when),
-                None => g.when.to_string(),
-            }),
-            estimate_s: s.estimate_s,
-            kind: match s.kind {
-                StepKind::Action => "action",
-                StepKind::Barrier => "barrier",
-                StepKind::Gate(_) => "gate",
-            }
-            .to_owned(),
-            driver: s.driver.to_string(),
-            args: s.args.iter().cloned().collect(),
-            needs_finished: ids(&s.needs, true),
-            guard_spec: s.guard.as_ref().map(|g| GuardJson {
-                probe: g.probe.clone(),
-                when: cond_to_json(&g.when),
-                describe: g.describe.clone(),
-            }),
-            check: s.check.as_ref().map(|c| CheckJson {
-                probe: c.probe.clone(),
-                when: cond_to_json(&c.when),
-            }),
-            timeout_s: s.timeout_s,
-            retries: s.retry.max,
-            backoff_s: s.retry.backoff_s,
-            endpoint: s.endpoint.as_deref().map(str::to_owned),
-            soft_fail: s.soft_fail,
-            verifies: s.verifies,
-            gate: match s.kind {
-                StepKind::Gate(g) => Some(GateJson {
-                    approval: g.approval,
-                    pause_s: g.pause_s,
-                    opens_wave: g.opens_wave,
-                }),
-                _ => None,
-            },
-        })
-        .collect();
-    let j = PlanJson {
-        format: PLAN_FORMAT.to_owned(),
-        playbook: plan.playbook.clone(),
-        fingerprint: plan.fingerprint.clone(),
-        steps,
-        skipped: plan
-            .skipped
-            .iter()
-            .map(|s| SkippedJson {
-                host: s.host.clone(),
-                phase: s.phase.clone(),
-                reason: s.reason.clone(),
-            })
-            .collect(),
-        estimate: EstimateJson {
-            makespan_s: plan.estimate.makespan_s,
-            fits_window: plan.estimate.fits_window,
-            serial_s: plan.estimate.serial_s,
-            window: plan
-                .estimate
-                .window
-                .map(|w| format!("{}/{}", w.start, w.end)),
-        },
-        params: plan.params.clone(),
-        example_params: plan.example_params.clone(),
-        limits: LimitsJson {
-            max_parallel: plan.max_parallel,
-            endpoints: plan.endpoint_limits.clone(),
-        },
-        phases: plan
-            .phases
-            .iter()
-            .map(|p| PhaseJson {
-                name: p.name.clone(),
-                description: p.description.clone(),
-                hosts: p.hosts,
-                steps: p.steps,
-                skipped: p.skipped,
-                waves: p
-                    .waves
+    let mut out: Vec<u8> =
+        Vec::with_capacity(plan.steps.len() * 760 + plan.hosts.len() * 200 + 4096);
+    if let Err(e) = write_plan_json(plan, &mut out) {
+        return format!("{{\"error\": \"{e}\"}}\n");
+    }
+    String::from_utf8(out).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}\n"))
+}
+
+/// Writes the bytes of [`plan_to_json`] to `out` as they are made, without holding the whole
+/// text (give it a buffered writer).
+pub fn write_plan_json<W: std::io::Write>(plan: &Plan, mut out: W) -> std::io::Result<()> {
+    let view = ser::PlanView::new(plan);
+    let mut w = serde_json::Serializer::pretty(&mut out);
+    view.serialize(&mut w).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")
+}
+
+/// Borrowing mirrors of the contract's structs, for [`plan_to_json`].
+mod ser {
+    use std::collections::BTreeMap;
+
+    use medic_model::{Cond, Operand, Value};
+    use serde::ser::{SerializeMap, SerializeSeq};
+    use serde::{Serialize, Serializer};
+
+    use super::PLAN_FORMAT;
+    use crate::plan::{Need, Plan, Step, StepKind};
+
+    #[derive(Serialize)]
+    pub(super) struct PlanView<'a> {
+        format: &'static str,
+        playbook: &'a str,
+        fingerprint: &'a str,
+        steps: Steps<'a>,
+        skipped: Vec<SkippedView<'a>>,
+        estimate: EstimateView,
+        params: &'a BTreeMap<String, String>,
+        example_params: &'a [String],
+        limits: LimitsView<'a>,
+        phases: Vec<PhaseView<'a>>,
+        hosts: Vec<HostView<'a>>,
+        host_digests: &'a BTreeMap<String, String>,
+    }
+
+    impl<'a> PlanView<'a> {
+        pub(super) fn new(plan: &'a Plan) -> Self {
+            PlanView {
+                format: PLAN_FORMAT,
+                playbook: &plan.playbook,
+                fingerprint: &plan.fingerprint,
+                steps: Steps(plan),
+                skipped: plan
+                    .skipped
                     .iter()
-                    .map(|w| WaveJson {
-                        index: w.index,
-                        hosts: w.hosts,
-                        max_failures: w.max_failures,
-                        gate: w.gate.map(|g| plan.steps[g as usize].id.clone()),
+                    .map(|s| SkippedView {
+                        host: &s.host,
+                        phase: &s.phase,
+                        reason: &s.reason,
                     })
                     .collect(),
-                max_failures_total: p.max_failures_total,
-                strict: p.strict,
-                approval: p.approval,
-                pause_s: p.pause_s,
-                max_parallel: p.max_parallel,
-                point_of_no_return: p.point_of_no_return,
-                backout: p.backout.clone(),
-                guard: p.guard.clone(),
-                estimate_s: p.estimate_s,
-            })
-            .collect(),
-        hosts: hosts
-            .iter()
-            .map(|h| HostJson {
-                name: h.name.clone(),
-                address: h.address.clone(),
-                port: h.port,
-                user: h.user.clone(),
-                platform: h.platform.map(|p| p.as_str().to_owned()),
-                role: h.role.to_owned(),
-                relay_group: h.relay_group.clone(),
-            })
-            .collect(),
-        host_digests: plan.host_digests.clone(),
-    };
-    let mut out =
-        serde_json::to_string_pretty(&j).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-    out.push('\n');
-    out
+                estimate: EstimateView {
+                    makespan_s: plan.estimate.makespan_s,
+                    fits_window: plan.estimate.fits_window,
+                    serial_s: plan.estimate.serial_s,
+                    window: plan
+                        .estimate
+                        .window
+                        .map(|w| format!("{}/{}", w.start, w.end)),
+                },
+                params: &plan.params,
+                example_params: &plan.example_params,
+                limits: LimitsView {
+                    max_parallel: plan.max_parallel,
+                    endpoints: &plan.endpoint_limits,
+                },
+                phases: plan
+                    .phases
+                    .iter()
+                    .map(|p| PhaseView {
+                        name: &p.name,
+                        description: p.description.as_deref(),
+                        hosts: p.hosts,
+                        steps: p.steps,
+                        skipped: p.skipped,
+                        waves: p
+                            .waves
+                            .iter()
+                            .map(|w| WaveView {
+                                index: w.index,
+                                hosts: w.hosts,
+                                max_failures: w.max_failures,
+                                gate: w.gate.map(|g| plan.steps[g as usize].id.as_str()),
+                            })
+                            .collect(),
+                        max_failures_total: p.max_failures_total,
+                        strict: p.strict,
+                        approval: p.approval,
+                        pause_s: p.pause_s,
+                        max_parallel: p.max_parallel,
+                        point_of_no_return: p.point_of_no_return,
+                        backout: p.backout.as_deref(),
+                        guard: p.guard.as_deref(),
+                        estimate_s: p.estimate_s,
+                    })
+                    .collect(),
+                hosts: plan
+                    .hosts
+                    .iter()
+                    .map(|h| HostView {
+                        name: &h.name,
+                        address: &h.address,
+                        port: h.port,
+                        user: h.user.as_deref(),
+                        platform: h.platform.map(|p| p.as_str()),
+                        role: h.role,
+                        relay_group: h.relay_group.as_deref(),
+                    })
+                    .collect(),
+                host_digests: &plan.host_digests,
+            }
+        }
+    }
+
+    /// The steps, each made into its view only while it is written.
+    struct Steps<'a>(&'a Plan);
+
+    impl Serialize for Steps<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let plan = self.0;
+            let mut seq = s.serialize_seq(Some(plan.steps.len()))?;
+            for step in &plan.steps {
+                seq.serialize_element(&StepView::new(plan, step))?;
+            }
+            seq.end()
+        }
+    }
+
+    #[derive(Serialize)]
+    struct StepView<'a> {
+        id: &'a str,
+        phase: &'a str,
+        host: Option<&'a str>,
+        action: &'a str,
+        needs: Ids<'a>,
+        wave: Option<u32>,
+        guard: Option<GuardText<'a>>,
+        estimate_s: u64,
+        kind: &'static str,
+        driver: &'a str,
+        #[serde(skip_serializing_if = "Args::is_empty")]
+        args: Args<'a>,
+        #[serde(skip_serializing_if = "Ids::is_empty")]
+        needs_finished: Ids<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        guard_spec: Option<GuardView<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        check: Option<CheckView<'a>>,
+        timeout_s: u64,
+        retries: u32,
+        backoff_s: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        endpoint: Option<&'a str>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        soft_fail: bool,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        verifies: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        gate: Option<GateView>,
+    }
+
+    impl<'a> StepView<'a> {
+        fn new(plan: &'a Plan, s: &'a Step) -> Self {
+            StepView {
+                id: &s.id,
+                phase: &s.phase,
+                host: s.host.map(|h| plan.hosts[h as usize].name.as_str()),
+                action: &s.action,
+                needs: Ids {
+                    plan,
+                    needs: &s.needs,
+                    finished_only: false,
+                },
+                wave: s.wave,
+                guard: s.guard.as_ref().map(|g| GuardText {
+                    when: &g.when,
+                    probe: g.probe.as_deref(),
+                }),
+                estimate_s: s.estimate_s,
+                kind: match s.kind {
+                    StepKind::Action => "action",
+                    StepKind::Barrier => "barrier",
+                    StepKind::Gate(_) => "gate",
+                },
+                driver: &s.driver,
+                args: Args(&s.args),
+                needs_finished: Ids {
+                    plan,
+                    needs: &s.needs,
+                    finished_only: true,
+                },
+                guard_spec: s.guard.as_ref().map(|g| GuardView {
+                    probe: g.probe.as_deref(),
+                    when: CondView(&g.when),
+                    describe: &g.describe,
+                }),
+                check: s.check.as_ref().map(|c| CheckView {
+                    probe: &c.probe,
+                    when: CondView(&c.when),
+                }),
+                timeout_s: s.timeout_s,
+                retries: s.retry.max,
+                backoff_s: s.retry.backoff_s,
+                endpoint: s.endpoint.as_deref(),
+                soft_fail: s.soft_fail,
+                verifies: s.verifies,
+                gate: match s.kind {
+                    StepKind::Gate(g) => Some(GateView {
+                        approval: g.approval,
+                        pause_s: g.pause_s,
+                        opens_wave: g.opens_wave,
+                    }),
+                    _ => None,
+                },
+            }
+        }
+    }
+
+    /// The ids of the steps needed (all of them, or those needed to have finished only).
+    struct Ids<'a> {
+        plan: &'a Plan,
+        needs: &'a [Need],
+        finished_only: bool,
+    }
+
+    impl Ids<'_> {
+        fn iter(&self) -> impl Iterator<Item = &str> {
+            let finished_only = self.finished_only;
+            self.needs
+                .iter()
+                .filter(move |n| !finished_only || n.on_finish)
+                .map(|n| self.plan.steps[n.step as usize].id.as_str())
+        }
+
+        fn is_empty(&self) -> bool {
+            self.iter().next().is_none()
+        }
+    }
+
+    impl Serialize for Ids<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.iter())
+        }
+    }
+
+    /// A step's arguments, as a map ordered by key (the last of equal keys wins).
+    struct Args<'a>(&'a [(String, String)]);
+
+    impl Args<'_> {
+        fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    impl Serialize for Args<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let sorted = self.0.windows(2).all(|w| w[0].0 < w[1].0);
+            if sorted {
+                s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+            } else {
+                let m: BTreeMap<&str, &str> = self
+                    .0
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                m.serialize(s)
+            }
+        }
+    }
+
+    /// `when` as a person reads it, with its probe: `facts.x (probe p)`.
+    struct GuardText<'a> {
+        when: &'a Cond,
+        probe: Option<&'a str>,
+    }
+
+    impl Serialize for GuardText<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self.probe {
+                Some(p) => s.collect_str(&format_args!("{} (probe {p})", self.when)),
+                None => s.collect_str(self.when),
+            }
+        }
+    }
+
+    #[derive(Serialize)]
+    struct GuardView<'a> {
+        probe: Option<&'a str>,
+        when: CondView<'a>,
+        describe: &'a str,
+    }
+
+    #[derive(Serialize)]
+    struct CheckView<'a> {
+        probe: &'a str,
+        when: CondView<'a>,
+    }
+
+    #[derive(Serialize)]
+    struct GateView {
+        approval: bool,
+        pause_s: u64,
+        opens_wave: u32,
+    }
+
+    #[derive(Serialize)]
+    struct SkippedView<'a> {
+        host: &'a str,
+        phase: &'a str,
+        reason: &'a str,
+    }
+
+    #[derive(Serialize)]
+    struct EstimateView {
+        makespan_s: u64,
+        fits_window: Option<bool>,
+        serial_s: u64,
+        window: Option<String>,
+    }
+
+    #[derive(Serialize)]
+    struct LimitsView<'a> {
+        max_parallel: u32,
+        endpoints: &'a BTreeMap<String, u32>,
+    }
+
+    #[derive(Serialize)]
+    struct WaveView<'a> {
+        index: u32,
+        hosts: u32,
+        max_failures: Option<u32>,
+        gate: Option<&'a str>,
+    }
+
+    #[derive(Serialize)]
+    struct PhaseView<'a> {
+        name: &'a str,
+        description: Option<&'a str>,
+        hosts: u32,
+        steps: u32,
+        skipped: u32,
+        waves: Vec<WaveView<'a>>,
+        max_failures_total: Option<u32>,
+        strict: bool,
+        approval: bool,
+        pause_s: u64,
+        max_parallel: Option<u32>,
+        point_of_no_return: bool,
+        backout: Option<&'a str>,
+        guard: Option<&'a str>,
+        estimate_s: u64,
+    }
+
+    #[derive(Serialize)]
+    struct HostView<'a> {
+        name: &'a str,
+        address: &'a str,
+        port: u16,
+        user: Option<&'a str>,
+        platform: Option<&'static str>,
+        role: &'static str,
+        relay_group: Option<&'a str>,
+    }
+
+    /// A condition in the contract's form (what `cond_from_json` reads): one-key maps.
+    pub(super) struct CondView<'a>(pub(super) &'a Cond);
+
+    /// A map with a single entry.
+    fn one<S: Serializer, V: Serialize + ?Sized>(
+        s: S,
+        key: &str,
+        value: &V,
+    ) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry(key, value)?;
+        m.end()
+    }
+
+    /// A path, written as text.
+    struct PathText<'a>(&'a medic_model::Path);
+
+    impl Serialize for PathText<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(self.0)
+        }
+    }
+
+    impl Serialize for CondView<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self.0 {
+                Cond::Is(p) => one(s, "is", &PathText(p)),
+                Cond::IsNot(p) => one(s, "is_not", &PathText(p)),
+                Cond::Compare { left, op, right } => one(
+                    s,
+                    "compare",
+                    &Compare {
+                        left,
+                        op: *op,
+                        right,
+                    },
+                ),
+                Cond::In { path, values } => one(s, "in", &In { path, values }),
+                Cond::Contains { path, value } => one(s, "contains", &Contains { path, value }),
+                Cond::All(cs) => one(s, "all", &Conds(cs)),
+                Cond::Any(cs) => one(s, "any", &Conds(cs)),
+                Cond::Not(c) => one(s, "not", &CondView(c)),
+                Cond::Const(b) => one(s, "const", b),
+            }
+        }
+    }
+
+    struct Conds<'a>(&'a [Cond]);
+
+    impl Serialize for Conds<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.iter().map(CondView))
+        }
+    }
+
+    /// Keys in the order a JSON map sorts them: `left`, `op`, then `right` or `value`.
+    struct Compare<'a> {
+        left: &'a medic_model::Path,
+        op: medic_model::CmpOp,
+        right: &'a Operand,
+    }
+
+    impl Serialize for Compare<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(3))?;
+            m.serialize_entry("left", &PathText(self.left))?;
+            m.serialize_entry("op", &self.op)?;
+            match self.right {
+                Operand::Path(p) => m.serialize_entry("right", &PathText(p))?,
+                Operand::Lit(v) => m.serialize_entry("value", &ValueView(v))?,
+            }
+            m.end()
+        }
+    }
+
+    struct In<'a> {
+        path: &'a medic_model::Path,
+        values: &'a [Value],
+    }
+
+    impl Serialize for In<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(2))?;
+            m.serialize_entry("path", &PathText(self.path))?;
+            m.serialize_entry("values", &Values(self.values))?;
+            m.end()
+        }
+    }
+
+    struct Values<'a>(&'a [Value]);
+
+    impl Serialize for Values<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(self.0.len()))?;
+            for v in self.0 {
+                seq.serialize_element(&ValueView(v))?;
+            }
+            seq.end()
+        }
+    }
+
+    struct Contains<'a> {
+        path: &'a medic_model::Path,
+        value: &'a str,
+    }
+
+    impl Serialize for Contains<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(2))?;
+            m.serialize_entry("path", &PathText(self.path))?;
+            m.serialize_entry("value", self.value)?;
+            m.end()
+        }
+    }
+
+    /// A typed value: `{ "agent_build": "20.0.1.690" }` and the like.
+    struct ValueView<'a>(&'a Value);
+
+    impl Serialize for ValueView<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self.0 {
+                Value::Null => one(s, "null", &()),
+                Value::Bool(b) => one(s, "bool", b),
+                Value::Int(i) => one(s, "int", i),
+                Value::Str(v) => one(s, "string", v),
+                Value::Agent(b) => one(s, "agent_build", &Text(b)),
+                Value::Manager(b) => one(s, "manager_build", &Text(b)),
+                Value::Duration(d) => one(s, "duration_s", d),
+                Value::List(l) => one(s, "list", l),
+            }
+        }
+    }
+
+    /// Anything written with its `Display`.
+    struct Text<'a, T: std::fmt::Display>(&'a T);
+
+    impl<T: std::fmt::Display> Serialize for Text<'_, T> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(self.0)
+        }
+    }
 }
 
 /// Reads a plan written by [`plan_to_json`]. The plan is taken as sealed: its fingerprint
@@ -452,6 +836,7 @@ pub fn plan_from_json(text: &str) -> Result<Plan, String> {
         Some(w) => Some(Window::parse(w).map_err(|e| e.to_string())?),
         None => None,
     };
+    let step_index = StepIndex::build(&steps);
     Ok(Plan {
         playbook: j.playbook,
         fingerprint: j.fingerprint,
@@ -478,21 +863,8 @@ pub fn plan_from_json(text: &str) -> Result<Plan, String> {
             window,
             serial_s: j.estimate.serial_s,
         },
-        index,
+        index: step_index,
     })
-}
-
-fn value_to_json(v: &Value) -> J {
-    match v {
-        Value::Null => json!({ "null": null }),
-        Value::Bool(b) => json!({ "bool": b }),
-        Value::Int(i) => json!({ "int": i }),
-        Value::Str(s) => json!({ "string": s }),
-        Value::Agent(b) => json!({ "agent_build": b.to_string() }),
-        Value::Manager(b) => json!({ "manager_build": b.to_string() }),
-        Value::Duration(d) => json!({ "duration_s": d }),
-        Value::List(l) => json!({ "list": l }),
-    }
 }
 
 fn value_from_json(j: &J) -> Result<Value, String> {
@@ -526,33 +898,6 @@ fn value_from_json(j: &J) -> Result<Value, String> {
         ),
         _ => return Err(bad()),
     })
-}
-
-fn cond_to_json(c: &Cond) -> J {
-    match c {
-        Cond::Is(p) => json!({ "is": p.to_string() }),
-        Cond::IsNot(p) => json!({ "is_not": p.to_string() }),
-        Cond::Compare { left, op, right } => {
-            let mut m = Map::new();
-            m.insert("left".into(), J::String(left.to_string()));
-            m.insert("op".into(), serde_json::to_value(op).unwrap_or(J::Null));
-            match right {
-                Operand::Path(p) => m.insert("right".into(), J::String(p.to_string())),
-                Operand::Lit(v) => m.insert("value".into(), value_to_json(v)),
-            };
-            json!({ "compare": m })
-        }
-        Cond::In { path, values } => {
-            json!({ "in": { "path": path.to_string(), "values": values.iter().map(value_to_json).collect::<Vec<_>>() } })
-        }
-        Cond::Contains { path, value } => {
-            json!({ "contains": { "path": path.to_string(), "value": value } })
-        }
-        Cond::All(cs) => json!({ "all": cs.iter().map(cond_to_json).collect::<Vec<_>>() }),
-        Cond::Any(cs) => json!({ "any": cs.iter().map(cond_to_json).collect::<Vec<_>>() }),
-        Cond::Not(c) => json!({ "not": cond_to_json(c) }),
-        Cond::Const(b) => json!({ "const": b }),
-    }
 }
 
 fn cond_from_json(j: &J) -> Result<Cond, String> {
@@ -612,4 +957,148 @@ fn cond_from_json(j: &J) -> Result<Cond, String> {
         "const" => Cond::Const(v.as_bool().ok_or_else(bad)?),
         _ => return Err(bad()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use medic_model::{AgentBuild, CmpOp, Cond, ManagerBuild, Operand, Path, Value};
+    use serde_json::{Map, Value as J, json};
+
+    use super::ser::CondView;
+
+    // How conditions were written before `plan_to_json` streamed them: through JSON trees.
+    fn value_to_json(v: &Value) -> J {
+        match v {
+            Value::Null => json!({ "null": null }),
+            Value::Bool(b) => json!({ "bool": b }),
+            Value::Int(i) => json!({ "int": i }),
+            Value::Str(s) => json!({ "string": s }),
+            Value::Agent(b) => json!({ "agent_build": b.to_string() }),
+            Value::Manager(b) => json!({ "manager_build": b.to_string() }),
+            Value::Duration(d) => json!({ "duration_s": d }),
+            Value::List(l) => json!({ "list": l }),
+        }
+    }
+
+    fn cond_to_json(c: &Cond) -> J {
+        match c {
+            Cond::Is(p) => json!({ "is": p.to_string() }),
+            Cond::IsNot(p) => json!({ "is_not": p.to_string() }),
+            Cond::Compare { left, op, right } => {
+                let mut m = Map::new();
+                m.insert("left".into(), J::String(left.to_string()));
+                m.insert("op".into(), serde_json::to_value(op).unwrap_or(J::Null));
+                match right {
+                    Operand::Path(p) => m.insert("right".into(), J::String(p.to_string())),
+                    Operand::Lit(v) => m.insert("value".into(), value_to_json(v)),
+                };
+                json!({ "compare": m })
+            }
+            Cond::In { path, values } => {
+                json!({ "in": { "path": path.to_string(), "values": values.iter().map(value_to_json).collect::<Vec<_>>() } })
+            }
+            Cond::Contains { path, value } => {
+                json!({ "contains": { "path": path.to_string(), "value": value } })
+            }
+            Cond::All(cs) => json!({ "all": cs.iter().map(cond_to_json).collect::<Vec<_>>() }),
+            Cond::Any(cs) => json!({ "any": cs.iter().map(cond_to_json).collect::<Vec<_>>() }),
+            Cond::Not(c) => json!({ "not": cond_to_json(c) }),
+            Cond::Const(b) => json!({ "const": b }),
+        }
+    }
+
+    fn p(s: &str) -> Path {
+        Path::parse(s).expect("a path")
+    }
+
+    #[test]
+    fn streamed_conditions_match_json_trees() {
+        let agent: AgentBuild = "20.0.1-690".parse().expect("a build");
+        let manager: ManagerBuild = "20.0.463".parse().expect("a build");
+        let values = vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-3),
+            Value::Str("we\"ird\n\u{1}é".to_owned()),
+            Value::Agent(agent),
+            Value::Manager(manager),
+            Value::Duration(90),
+            Value::List(vec!["a".to_owned(), "b\"".to_owned()]),
+        ];
+        let mut conds = vec![
+            Cond::Is(p("facts.pending_reboot")),
+            Cond::IsNot(p("host.relay")),
+            Cond::Compare {
+                left: p("facts.agent_version"),
+                op: CmpOp::Ge,
+                right: Operand::Path(p("params.target_build")),
+            },
+            Cond::In {
+                path: p("host.platform"),
+                values: values.clone(),
+            },
+            Cond::In {
+                path: p("host.platform"),
+                values: Vec::new(),
+            },
+            Cond::Contains {
+                path: p("host.groups"),
+                value: "can\"ary".to_owned(),
+            },
+            Cond::Const(false),
+            Cond::All(Vec::new()),
+            Cond::Any(Vec::new()),
+        ];
+        for (i, v) in values.into_iter().enumerate() {
+            conds.push(Cond::Compare {
+                left: p("facts.x"),
+                op: [
+                    CmpOp::Lt,
+                    CmpOp::Le,
+                    CmpOp::Gt,
+                    CmpOp::Ge,
+                    CmpOp::Eq,
+                    CmpOp::Ne,
+                ][i % 6],
+                right: Operand::Lit(v),
+            });
+        }
+        let nested = Cond::Not(Box::new(Cond::All(vec![
+            Cond::Any(conds.clone()),
+            Cond::Not(Box::new(Cond::Const(true))),
+        ])));
+        conds.push(nested);
+        for c in &conds {
+            let tree = serde_json::to_string_pretty(&cond_to_json(c)).expect("json");
+            let streamed = serde_json::to_string_pretty(&CondView(c)).expect("json");
+            assert_eq!(tree, streamed);
+            assert_eq!(
+                serde_json::to_string(&cond_to_json(c)).expect("json"),
+                serde_json::to_string(&CondView(c)).expect("json")
+            );
+            let back: J = serde_json::from_str(&streamed).expect("json");
+            assert_eq!(&super::cond_from_json(&back).expect("a condition"), c);
+        }
+    }
+
+    #[test]
+    fn the_writer_writes_the_same_bytes() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).expect("readable");
+        let pb_text = read("playbooks/ds-activeupdate-cert-2023.yaml");
+        let pb = medic_config::load_playbook("pb.yaml", &pb_text, &[]).expect("a playbook");
+        for inv in [
+            "examples/lab/inventory.yaml",
+            "examples/multi-site/inventory.yaml",
+        ] {
+            let inv = medic_config::load_inventory("inv.yaml", &read(inv)).expect("an inventory");
+            let plan = crate::build_plan(&inv, &pb, &pb_text, None).expect("a plan");
+            let mut out = Vec::new();
+            super::write_plan_json(&plan, &mut out).expect("written");
+            assert_eq!(
+                String::from_utf8(out).expect("utf-8"),
+                super::plan_to_json(&plan)
+            );
+        }
+    }
 }

@@ -9,12 +9,13 @@ mod estimate;
 mod facts;
 mod fingerprint;
 mod json;
+mod par;
 mod plan;
 pub mod render;
 mod window;
 
 pub use build::{PlanError, build_plan};
-pub use json::{PLAN_FORMAT, plan_from_json, plan_to_json};
+pub use json::{PLAN_FORMAT, plan_from_json, plan_to_json, write_plan_json};
 pub use plan::{
     Estimate, GateSpec, Need, PhaseInfo, Plan, PlanHost, Skipped, Step, StepCheck, StepGuard,
     StepKind, WaveInfo,

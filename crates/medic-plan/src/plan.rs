@@ -3,7 +3,7 @@
 //! Fields are private to this crate; readers get slices and references, so a plan that was
 //! rendered for the change board is exactly the plan the executor walks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use medic_model::{Cond, Platform, Retry};
@@ -144,7 +144,7 @@ pub struct Plan {
     pub(crate) skipped: Vec<Skipped>,
     pub(crate) phases: Vec<PhaseInfo>,
     pub(crate) estimate: Estimate,
-    pub(crate) index: HashMap<String, u32>,
+    pub(crate) index: StepIndex,
 }
 
 impl Plan {
@@ -185,7 +185,7 @@ impl Plan {
         &self.steps[i as usize]
     }
     pub fn step_index(&self, id: &str) -> Option<u32> {
-        self.index.get(id).copied()
+        self.index.get(&self.steps, id)
     }
     pub fn skipped(&self) -> &[Skipped] {
         &self.skipped
@@ -219,5 +219,74 @@ impl Plan {
         out.sort();
         out.dedup();
         out
+    }
+}
+
+/// Step ids to step positions: an open-addressing table of positions, the ids themselves
+/// staying in the steps (no second copy of every id). Where two steps share an id, the later
+/// one wins.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct StepIndex {
+    /// A power of two long, at most half full; `u32::MAX` is an empty slot.
+    slots: Vec<u32>,
+}
+
+const EMPTY: u32 = u32::MAX;
+
+fn id_hash(id: &str) -> u64 {
+    // FxHash-style, a word at a time; deterministic, so equal plans have equal tables.
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h: u64 = id.len() as u64;
+    let mut chunks = id.as_bytes().chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    for &b in chunks.remainder() {
+        h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+    }
+    // The table takes the low bits, which a product alone mixes poorly: fold the high
+    // bits in.
+    h ^= h >> 29;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^ (h >> 32)
+}
+
+impl StepIndex {
+    pub(crate) fn build(steps: &[Step]) -> Self {
+        let len = (steps.len() * 2).max(8).next_power_of_two();
+        let mask = len - 1;
+        let mut slots = vec![EMPTY; len];
+        for (i, s) in steps.iter().enumerate() {
+            let mut at = id_hash(&s.id) as usize & mask;
+            loop {
+                let cur = slots[at];
+                if cur == EMPTY || steps[cur as usize].id == s.id {
+                    slots[at] = i as u32;
+                    break;
+                }
+                at = (at + 1) & mask;
+            }
+        }
+        StepIndex { slots }
+    }
+
+    pub(crate) fn get(&self, steps: &[Step], id: &str) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = id_hash(id) as usize & mask;
+        loop {
+            let cur = self.slots[at];
+            if cur == EMPTY {
+                return None;
+            }
+            if steps.get(cur as usize).is_some_and(|s| s.id == id) {
+                return Some(cur);
+            }
+            at = (at + 1) & mask;
+        }
     }
 }
