@@ -139,6 +139,21 @@ pub(crate) struct ConnArgs {
     /// File holding the Manager's API key (default: $MEDIC_DSM_API_KEY).
     #[arg(long, value_name = "FILE")]
     pub(crate) dsm_api_key_file: Option<PathBuf>,
+    /// Where dsa_control and dsa_query are on Linux hosts (default: /opt/ds_agent).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) linux_agent_dir: Option<String>,
+    /// Where the agent packages (Agent-Core-*.rpm|.deb) are staged on Linux hosts
+    /// (default: /var/tmp/medic/packages).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) linux_package_dir: Option<String>,
+    /// Also run the Deep Security commands whose form is not verified (offline bundle
+    /// export and import, relay cache clear): confirm them on one agent first.
+    #[arg(long)]
+    pub(crate) allow_unverified_commands: bool,
+    /// Seconds between two polls of a security update, a rebooting host or the Manager
+    /// (default: 10; one Manager search per poll, whatever the number of hosts waiting).
+    #[arg(long, value_name = "SECS")]
+    pub(crate) poll_interval: Option<f64>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -59,6 +59,14 @@ struct Conn {
     dsm: Option<String>,
     dsm_ca: Option<PathBuf>,
     dsm_api_key_file: Option<PathBuf>,
+    #[serde(default)]
+    linux_agent_dir: Option<String>,
+    #[serde(default)]
+    linux_package_dir: Option<String>,
+    #[serde(default)]
+    allow_unverified_commands: bool,
+    #[serde(default)]
+    poll_interval_s: Option<f64>,
 }
 
 impl From<&crate::args::ConnArgs> for Conn {
@@ -71,6 +79,27 @@ impl From<&crate::args::ConnArgs> for Conn {
             dsm: a.dsm.clone(),
             dsm_ca: a.dsm_ca.as_deref().map(abs),
             dsm_api_key_file: a.dsm_api_key_file.as_deref().map(abs),
+            linux_agent_dir: a.linux_agent_dir.clone(),
+            linux_package_dir: a.linux_package_dir.clone(),
+            allow_unverified_commands: a.allow_unverified_commands,
+            poll_interval_s: a.poll_interval,
+        }
+    }
+}
+
+impl Conn {
+    /// `--poll-interval`, checked.
+    fn poll_interval(&self) -> Result<Option<Duration>, Failure> {
+        match self.poll_interval_s {
+            None => Ok(None),
+            Some(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => {
+                Ok(Some(Duration::from_secs_f64(s)))
+            }
+            Some(s) => Err(bad(
+                "--poll-interval",
+                format!("`{s}` is not a usable poll interval"),
+                "pass a number of seconds above 0 and at most 3600, e.g. 10 or 0.5",
+            )),
         }
     }
 }
@@ -232,6 +261,7 @@ fn drivers_for(plan: &Plan, inputs: &Inputs, journal: &Path) -> Result<Drivers, 
         .collect();
     let mut drivers = Drivers::new().with("manual", Arc::new(ManualDriver));
     let _rt = runtime()?.enter();
+    let poll = inputs.conn.poll_interval()?;
     if used.contains("ssh") {
         let c = &inputs.conn;
         let mut cfg = medic_drivers::SshConfig::new();
@@ -239,6 +269,16 @@ fn drivers_for(plan: &Plan, inputs: &Inputs, journal: &Path) -> Result<Drivers, 
         cfg.accept_new_host_keys = c.accept_new_host_keys;
         if !c.ssh_keys.is_empty() {
             cfg.identity_files = c.ssh_keys.clone();
+        }
+        if let Some(d) = &c.linux_agent_dir {
+            cfg.linux.agent_dir = d.clone();
+        }
+        if let Some(d) = &c.linux_package_dir {
+            cfg.linux.package_dir = d.clone();
+        }
+        cfg.allow_unverified_commands = c.allow_unverified_commands;
+        if let Some(p) = poll {
+            cfg.poll_interval = p;
         }
         cfg.passphrase = match &c.ssh_passphrase_file {
             Some(f) => Some(medic_drivers::ssh::secret_from_file(f).map_err(|e| {
@@ -269,13 +309,11 @@ fn drivers_for(plan: &Plan, inputs: &Inputs, journal: &Path) -> Result<Drivers, 
             }
         };
         let client = dsm_client(&url, c.dsm_ca.as_deref(), c.dsm_api_key_file.as_deref())?;
-        drivers = drivers.with(
-            "dsm",
-            Arc::new(medic_drivers::DsmDriver::new(
-                client,
-                medic_drivers::DsmDriverConfig::default(),
-            )),
-        );
+        let mut dcfg = medic_drivers::DsmDriverConfig::default();
+        if let Some(p) = poll {
+            dcfg.poll_interval = p;
+        }
+        drivers = drivers.with("dsm", Arc::new(medic_drivers::DsmDriver::new(client, dcfg)));
     }
     let missing: BTreeSet<&str> = used
         .into_iter()

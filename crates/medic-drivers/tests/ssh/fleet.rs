@@ -133,7 +133,10 @@ impl Fleet {
         let bin = root.join("bin");
         let state = root.join("state");
         let packages = root.join("packages");
-        for d in [&bin, &state, &packages, &state.join("hosts")] {
+        // The sessions' HOME: empty, so that the login shell (bash for root) sources no
+        // ~/.bashrc of the machine's user (which may print, change PATH or take 300 ms).
+        let home = root.join("home");
+        for d in [&bin, &state, &packages, &state.join("hosts"), &home] {
             fs::create_dir_all(d).map_err(|e| e.to_string())?;
         }
         // The fake agent, copied so that its mode does not depend on the checkout.
@@ -205,8 +208,9 @@ impl Fleet {
         };
         for (k, chunk) in hosts.chunks(16).enumerate() {
             let mut conf = format!(
-                "Port {port}\nAddressFamily inet\nHostKey {r}/host_ed25519\nHostKey {r}/host_ecdsa\nPidFile {r}/sshd.{k}.pid\nAuthorizedKeysFile {r}/authorized_keys\nPubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nUseDNS no\nLogLevel ERROR\nPrintMotd no\nPrintLastLog no\nX11Forwarding no\nAllowTcpForwarding no\nAllowAgentForwarding no\nPermitUserEnvironment no\nMaxStartups 200\nMaxSessions 50\nSetEnv PATH={bin}:/usr/local/bin:/usr/bin:/bin FAKEDS_STATE={state}\n",
+                "Port {port}\nAddressFamily inet\nHostKey {r}/host_ed25519\nHostKey {r}/host_ecdsa\nPidFile {r}/sshd.{k}.pid\nAuthorizedKeysFile {r}/authorized_keys\nPubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nUseDNS no\nLogLevel ERROR\nPrintMotd no\nPrintLastLog no\nX11Forwarding no\nAllowTcpForwarding no\nAllowAgentForwarding no\nPermitUserEnvironment no\nMaxStartups 200\nMaxSessions 50\nSetEnv PATH={bin}:/usr/local/bin:/usr/bin:/bin FAKEDS_STATE={state} HOME={home}\n",
                 r = root.display(),
+                home = home.display(),
                 bin = bin.display(),
                 state = state.display(),
             );

@@ -65,7 +65,8 @@ struct ServeArgs {
     /// Where to write the generated CA certificate (PEM), for the clients' --dsm-ca.
     #[arg(long, value_name = "FILE", requires = "tls_self_signed")]
     ca_out: Option<PathBuf>,
-    /// Inject a fault: 429-storm[=N[@AFTER]], 5xx[=N[@AFTER]], latency=MS, wrong-cert.
+    /// Inject a fault: 429-storm[=N[@AFTER]], 429-for=MS[@AFTER], 5xx[=N[@AFTER]],
+    /// latency=MS, wrong-cert.
     #[arg(long = "fault", value_name = "SPEC")]
     faults: Vec<HttpFault>,
     /// Seed of the simulated fleet (durations, reboots).

@@ -72,6 +72,7 @@ pub(crate) fn route_of(path: &str) -> String {
         ["api", "computers", _, "settings", _] => {
             vec!["api", "computers", "{id}", "settings", "{name}"]
         }
+        ["sim", "hosts", _] => vec!["sim", "hosts", "{name}"],
         ["sim", "hosts", _, "actions", _] => vec!["sim", "hosts", "{name}", "actions", "{action}"],
         _ => segs,
     };
@@ -226,6 +227,10 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, call: &Call<'_>) -> Answer {
                 _ => not_allowed(),
             }
         }
+        ["sim", "hosts", host] => match m {
+            "GET" => host_view(shared, host),
+            _ => not_allowed(),
+        },
         ["sim", "hosts", host, "actions", action] => match m {
             "POST" => perform(shared, host, action, call).await,
             _ => not_allowed(),
@@ -389,6 +394,42 @@ fn fact_json(v: &Value) -> J {
     }
 }
 
+/// `GET /sim/hosts/{name}`: everything the fleet knows about one host (a fake agent's
+/// probes read it), as one flat JSON object.
+fn host_view(shared: &Shared, host: &str) -> Answer {
+    let Some(h) = shared.fleet.host_state(host) else {
+        return message(
+            404,
+            format!("There is no host named {host} in the simulated fleet."),
+        );
+    };
+    let offline = h.relay_group.as_ref().is_some_and(|g| {
+        shared
+            .fleet
+            .relay_groups()
+            .iter()
+            .any(|r| &r.name == g && r.offline)
+    });
+    ok(json!({
+        "name": h.name,
+        "platform": h.platform.as_str(),
+        "relay": h.relay,
+        "relay_group": h.relay_group,
+        "relay_group_offline": offline,
+        "protected_by_appliance": h.protected_by_appliance,
+        "build": h.build.to_string(),
+        "pending_reboot": h.pending_reboot,
+        "antimalware_online": h.antimalware_online,
+        "security_update_current": h.security_update_current,
+        "last_security_update_error": h.last_security_update_error,
+        "sha2_supported": h.sha2_supported,
+        "root_certs_present": h.root_certs_present,
+        "boot_id": h.boot_id,
+        "imported_bundle": h.imported_bundle,
+        "relay_cache_clears": h.relay_cache_clears,
+    }))
+}
+
 /// `POST /sim/hosts/{name}/actions/{action}`: the simulator-only way for fake agents to act
 /// on the fleet, so that what the Manager reports follows what happened on the hosts.
 async fn perform(shared: &Arc<Shared>, host: &str, action: &str, call: &Call<'_>) -> Answer {
@@ -445,6 +486,7 @@ mod tests {
             route_of("/api/computers/3/settings/platformSettingRelayState"),
             "/api/computers/{id}/settings/{name}"
         );
+        assert_eq!(route_of("/sim/hosts/web-01"), "/sim/hosts/{name}");
         assert_eq!(
             route_of("/sim/hosts/web-01/actions/agent-upgrade"),
             "/sim/hosts/{name}/actions/{action}"

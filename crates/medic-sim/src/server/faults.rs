@@ -2,17 +2,26 @@
 //! against what real Managers do under load or misconfiguration: throttling (429 "Too many
 //! API requests", no `Retry-After`), server errors, slow answers and a certificate issued
 //! for another name.
+//!
+//! Two kinds of 429 storm: by request count (`429-storm`: exactly N requests are refused,
+//! whenever they come, which makes a client's request counts testable) and by time
+//! (`429-for`: every request is refused for a while, as a Manager over its per-minute API
+//! limit does, which is what a client's backoff is made for).
 
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// One injected fault. Request numbers count every request the server receives, from 1.
+/// One injected fault. Request numbers count every request the server receives under
+/// `/api` (and any path that is not a simulator-only `/sim` route), from 1.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HttpFault {
     /// Requests `after + 1 ..= after + count` are answered 429 `{"message": "Too many API
     /// requests"}` without being processed.
     TooManyRequests { count: u32, after: u32 },
+    /// From request `after + 1` on, every request is answered 429 for `duration`.
+    TooManyRequestsFor { duration: Duration, after: u32 },
     /// Requests `after + 1 ..= after + count` are answered 500 without being processed.
     ServerError { count: u32, after: u32 },
     /// Every answer is delayed.
@@ -23,7 +32,9 @@ pub enum HttpFault {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("bad fault `{0}`: use 429-storm[=N[@AFTER]], 5xx[=N[@AFTER]], latency=MS or wrong-cert")]
+#[error(
+    "bad fault `{0}`: use 429-storm[=N[@AFTER]], 429-for=MS[@AFTER], 5xx[=N[@AFTER]], latency=MS or wrong-cert"
+)]
 pub struct ParseFaultError(String);
 
 /// How many requests a storm answers when no count is given.
@@ -49,7 +60,8 @@ fn burst(spec: &str, rest: Option<&str>) -> Result<(u32, u32), ParseFaultError> 
 impl FromStr for HttpFault {
     type Err = ParseFaultError;
 
-    /// `429-storm[=N[@AFTER]]` (default 20 requests from the first), `5xx[=N[@AFTER]]`,
+    /// `429-storm[=N[@AFTER]]` (default 20 requests from the first), `429-for=MS[@AFTER]`
+    /// (every request for MS milliseconds, from request AFTER + 1), `5xx[=N[@AFTER]]`,
     /// `latency=MS`, `wrong-cert`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (name, rest) = match s.split_once('=') {
@@ -60,6 +72,14 @@ impl FromStr for HttpFault {
             "429-storm" => {
                 let (count, after) = burst(s, rest)?;
                 Ok(HttpFault::TooManyRequests { count, after })
+            }
+            "429-for" => {
+                let (ms, after) =
+                    burst(s, Some(rest.ok_or_else(|| ParseFaultError(s.to_owned()))?))?;
+                Ok(HttpFault::TooManyRequestsFor {
+                    duration: Duration::from_millis(u64::from(ms)),
+                    after,
+                })
             }
             "5xx" => {
                 let (count, after) = burst(s, rest)?;
@@ -91,12 +111,15 @@ pub(crate) struct FaultState {
     latency: Duration,
     /// (what, after, until): requests `after + 1 ..= until` get `what`.
     bursts: Vec<(Verdict, u64, u64)>,
+    /// (after, how long, when request `after + 1` came): timed 429 storms.
+    timed: Vec<(u64, Duration, OnceLock<Instant>)>,
 }
 
 impl FaultState {
     pub(crate) fn new(faults: &[HttpFault]) -> FaultState {
         let mut latency = Duration::ZERO;
         let mut bursts = Vec::new();
+        let mut timed = Vec::new();
         for f in faults {
             match f {
                 HttpFault::TooManyRequests { count, after } => bursts.push((
@@ -109,6 +132,9 @@ impl FaultState {
                     u64::from(*after),
                     u64::from(*after) + u64::from(*count),
                 )),
+                HttpFault::TooManyRequestsFor { duration, after } => {
+                    timed.push((u64::from(*after), *duration, OnceLock::new()));
+                }
                 HttpFault::Latency(d) => latency += *d,
                 HttpFault::WrongCertificate => {}
             }
@@ -117,6 +143,7 @@ impl FaultState {
             seen: AtomicU64::new(0),
             latency,
             bursts,
+            timed,
         }
     }
 
@@ -130,6 +157,11 @@ impl FaultState {
         for (kind, after, until) in &self.bursts {
             if n > *after && n <= *until {
                 return *kind;
+            }
+        }
+        for (after, duration, started) in &self.timed {
+            if n > *after && started.get_or_init(Instant::now).elapsed() < *duration {
+                return Verdict::TooMany;
             }
         }
         Verdict::Pass
@@ -168,7 +200,21 @@ mod tests {
             "wrong-cert".parse::<HttpFault>().ok(),
             Some(HttpFault::WrongCertificate)
         );
-        for bad in ["latency", "429-storm=x", "5xx=1@", "teapot", "wrong-cert=1"] {
+        assert_eq!(
+            "429-for=1500@7".parse::<HttpFault>().ok(),
+            Some(HttpFault::TooManyRequestsFor {
+                duration: Duration::from_millis(1500),
+                after: 7
+            })
+        );
+        for bad in [
+            "latency",
+            "429-storm=x",
+            "429-for",
+            "5xx=1@",
+            "teapot",
+            "wrong-cert=1",
+        ] {
             assert!(bad.parse::<HttpFault>().is_err(), "{bad}");
         }
     }
@@ -180,5 +226,19 @@ mod tests {
             .map(|_| matches!(s.next(), Verdict::TooMany))
             .collect();
         assert_eq!(got, [false, true, true, false, false]);
+    }
+
+    #[test]
+    fn a_timed_storm_refuses_everything_for_its_duration_then_nothing() {
+        let s = FaultState::new(&[HttpFault::TooManyRequestsFor {
+            duration: Duration::from_millis(200),
+            after: 2,
+        }]);
+        let got: Vec<bool> = (0..6)
+            .map(|_| matches!(s.next(), Verdict::TooMany))
+            .collect();
+        assert_eq!(got, [false, false, true, true, true, true]);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(s.next(), Verdict::Pass);
     }
 }

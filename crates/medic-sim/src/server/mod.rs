@@ -53,13 +53,19 @@
 //!
 //! `POST /sim/hosts/{name}/actions/{action}` with `{"args": {...}}` performs an action on the
 //! fleet (for fake agents that must change what the Manager reports) and answers
-//! `{"result": "ok"|"failed"|"unreachable"|"hang", "message": ..., "facts": {...}}`. It needs
-//! the same API key and lies outside `/api`, so it never collides with a vendor path.
+//! `{"result": "ok"|"failed"|"unreachable"|"hang", "message": ..., "facts": {...}}`;
+//! `GET /sim/hosts/{name}` answers everything the fleet knows about the host (build, relay
+//! and whether its relay group is offline, pending reboot, Anti-Malware, security update
+//! and its last error, boot id, imported bundle, ...) as one flat object, which the fake
+//! agents of the SSH test fleet (`tests/fleet/fakeds/fakeds-sim`) read for their probes.
+//! Both need the same API key and lie outside `/api`, so they never collide with a vendor
+//! path; the HTTP faults below neither delay nor count them.
 //!
 //! # Faults
 //!
 //! See [`HttpFault`]: 429 storms, 5xx bursts, latency, and a TLS certificate that does not
-//! match the host name.
+//! match the host name. They apply to `/api` only: the request numbers of a burst count
+//! the Manager API's requests, not the fake agents' `/sim` calls.
 
 mod api;
 mod computers;
@@ -437,6 +443,64 @@ mod tests {
         other.hosts.pop();
         let e = serve(fleet, &other, config()).await.err();
         assert!(matches!(e, Some(ServerError::InventoryMismatch(_))));
+    }
+
+    /// The simulator-only routes the fake agents use: read a host, act on it, read again.
+    #[tokio::test]
+    async fn sim_routes_read_and_change_a_host() {
+        let (fleet, inv) = lab();
+        let shared = Arc::new(Shared::new(fleet, &inv, &config()).expect("the lab"));
+        let call = |method: &'static str, path: &'static str, body: &'static [u8]| api::Call {
+            method,
+            path,
+            query: &[],
+            body,
+        };
+        let (status, body) =
+            api::dispatch(&shared, &call("GET", "/sim/hosts/relay-dmz-1", b"")).await;
+        let body = body.expect("a body");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["relay"], true);
+        assert_eq!(body["relay_group_offline"], true);
+        assert_eq!(body["build"], "20.0.0.3445");
+        assert_eq!(body["security_update_current"], false);
+        assert!(body["last_security_update_error"].is_null());
+
+        let up = br#"{"args": {"to": "20.0.1-690"}}"#;
+        let (status, body) = api::dispatch(
+            &shared,
+            &call("POST", "/sim/hosts/relay-dmz-1/actions/agent-upgrade", up),
+        )
+        .await;
+        assert_eq!(
+            (status, body.map(|b| b["result"].clone())),
+            (200, Some("ok".into()))
+        );
+        let (_, body) = api::dispatch(
+            &shared,
+            &call(
+                "POST",
+                "/sim/hosts/relay-dmz-1/actions/security-update",
+                b"",
+            ),
+        )
+        .await;
+        assert_eq!(body.map(|b| b["result"].clone()), Some("failed".into()));
+        let (_, body) = api::dispatch(&shared, &call("GET", "/sim/hosts/relay-dmz-1", b"")).await;
+        let body = body.expect("a body");
+        assert_eq!(body["build"], "20.0.1.690");
+        assert!(
+            body["last_security_update_error"]
+                .as_str()
+                .is_some_and(|m| m.contains("offline")),
+            "{body}"
+        );
+
+        let (status, _) = api::dispatch(&shared, &call("GET", "/sim/hosts/nobody", b"")).await;
+        assert_eq!(status, 404);
+        let (status, _) =
+            api::dispatch(&shared, &call("DELETE", "/sim/hosts/relay-dmz-1", b"")).await;
+        assert_eq!(status, 405);
     }
 
     #[tokio::test]
