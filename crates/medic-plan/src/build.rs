@@ -194,7 +194,13 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
             let single = acts.len() == 1;
             let mut prev: Option<u32> = None;
             let mut first = 0;
-            for &ai in acts {
+            for (i, &ai) in acts.iter().enumerate() {
+                // The same action twice on a host gets `#2`, `#3`... so ids stay unique.
+                let name = &phase.actions[ai as usize].action;
+                let nth = 1 + acts[..i]
+                    .iter()
+                    .filter(|&&aj| phase.actions[aj as usize].action == *name)
+                    .count() as u32;
                 let idx = g.push(Node {
                     phase: pi as u32,
                     what: What::Action {
@@ -202,6 +208,7 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
                         action: ai,
                         wave,
                         single,
+                        nth,
                     },
                     needs: prev
                         .map(|p| {
@@ -579,8 +586,9 @@ impl<'f, 'a> Maker<'f, 'a> {
                 target,
                 action,
                 single,
+                nth,
                 ..
-            } => self.action(node.phase as usize, target, action, single),
+            } => self.action(node.phase as usize, target, action, single, nth),
             What::Special(k) => Parts {
                 id: g.specials[k as usize].id.clone(),
                 guard: None,
@@ -590,7 +598,7 @@ impl<'f, 'a> Maker<'f, 'a> {
         }
     }
 
-    fn action(&mut self, pi: usize, t: Target, ai: u32, single: bool) -> Parts {
+    fn action(&mut self, pi: usize, t: Target, ai: u32, single: bool, nth: u32) -> Parts {
         let facts = self.facts;
         let phase = &self.pb.phases[pi];
         let a = &phase.actions[ai as usize];
@@ -642,6 +650,7 @@ impl<'f, 'a> Maker<'f, 'a> {
                 &phase.name,
                 target_name(facts, t),
                 (!single).then_some(&a.action),
+                nth,
             ),
             guard,
             check,
@@ -797,16 +806,21 @@ fn target_name<'a>(facts: &Facts<'a>, t: Target) -> &'a str {
     }
 }
 
-/// `phase/host` or `phase/host/action`.
-fn step_id(phase: &str, host: &str, action: Option<&String>) -> String {
+/// `phase/host` or `phase/host/action`, then `#n` for the n-th (n > 1) occurrence of an
+/// action in its host's chain.
+fn step_id(phase: &str, host: &str, action: Option<&String>, nth: u32) -> String {
     let len = phase.len() + 1 + host.len() + action.map_or(0, |a| a.len() + 1);
-    let mut id = String::with_capacity(len);
+    let mut id = String::with_capacity(len + if nth > 1 { 4 } else { 0 });
     id.push_str(phase);
     id.push('/');
     id.push_str(host);
     if let Some(a) = action {
         id.push('/');
         id.push_str(a);
+    }
+    if nth > 1 {
+        id.push('#');
+        id.push_str(&nth.to_string());
     }
     id
 }
@@ -1114,7 +1128,10 @@ enum What {
         target: Target,
         action: u32,
         wave: Option<u32>,
+        /// The only action of its target in its phase (the id then omits the action).
         single: bool,
+        /// Which occurrence of this action name in its target's chain (from 1).
+        nth: u32,
     },
     /// A gate or a barrier: an index into `Graph::specials`.
     Special(u32),
@@ -1163,6 +1180,7 @@ impl Graph {
                 target,
                 action,
                 single,
+                nth,
                 ..
             } => {
                 let phase = &pb.phases[n.phase as usize];
@@ -1170,6 +1188,7 @@ impl Graph {
                     &phase.name,
                     target_name(facts, target),
                     (!single).then_some(&phase.actions[action as usize].action),
+                    nth,
                 )
             }
         }
@@ -1253,5 +1272,38 @@ impl Graph {
             s.needs.dedup_by_key(|d| d.step);
         }
         Ok(order)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A phase that runs the same action twice on a host gives the second step `#2`, so step
+    /// ids stay unique.
+    #[test]
+    fn a_repeated_action_gets_a_numbered_id() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).expect("readable");
+        // Both security updates of a Relay phase apply to every Relay.
+        let pb_text = read("playbooks/ds-activeupdate-cert-2023.yaml")
+            .replace("        only: { is: host.relay_group_offline }\n", "");
+        let pb = medic_config::load_playbook("pb.yaml", &pb_text, &[]).expect("a playbook");
+        let inv_text = read("examples/multi-site/inventory.yaml");
+        let inv = medic_config::load_inventory("inv.yaml", &inv_text).expect("an inventory");
+        let plan = super::build_plan(&inv, &pb, &pb_text, None).expect("a plan");
+        let numbered: Vec<&str> = plan
+            .steps()
+            .iter()
+            .map(|s| s.id.as_str())
+            .filter(|id| id.ends_with("/security-update#2"))
+            .collect();
+        assert!(!numbered.is_empty());
+        for id in numbered {
+            let first = id.trim_end_matches("#2");
+            let (a, b) = (plan.step_index(first), plan.step_index(id));
+            assert!(a.is_some() && b.is_some() && a < b, "{id}");
+        }
+        let mut ids: Vec<&str> = plan.steps().iter().map(|s| s.id.as_str()).collect();
+        ids.sort_unstable();
+        assert!(ids.windows(2).all(|w| w[0] != w[1]), "ids are unique");
     }
 }
