@@ -204,7 +204,7 @@ impl Ctx<'_> {
                 };
                 let tail = items.split_off(if total >= 8192 { total / 2 } else { total });
                 let mut out = Vec::with_capacity(total);
-                let (tail, head_errs) = crate::par::join(
+                let (tail, head_errs) = medic_model::par::join(
                     || {
                         let mut out = Vec::with_capacity(tail.len());
                         let errs = half(tail, &mut out);

@@ -5,7 +5,6 @@
 mod diag;
 mod inventory;
 mod names;
-mod par;
 mod playbook;
 mod set;
 pub mod yaml;

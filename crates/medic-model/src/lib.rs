@@ -5,6 +5,7 @@
 mod build;
 mod cond;
 mod inventory;
+pub mod par;
 mod playbook;
 
 pub use build::{AgentBuild, BuildError, ManagerBuild};

@@ -74,7 +74,7 @@ pub fn build_plan(
 ) -> Result<Plan, PlanError> {
     // The digests and the host table do not depend on the graph: made on a second core
     // meanwhile.
-    let (((fingerprint, host_digests), hosts), built) = crate::par::join(
+    let (((fingerprint, host_digests), hosts), built) = medic_model::par::join(
         || (digests(inv, pb, playbook_text), plan_hosts(inv)),
         || build_steps(inv, pb, window),
     );
@@ -438,7 +438,7 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
     drop(needs);
 
     let phase_limits: Vec<Option<u32>> = pb.phases.iter().map(|p| p.max_parallel).collect();
-    let (index, est) = crate::par::join(
+    let (index, est) = medic_model::par::join(
         || StepIndex::build(&steps),
         || {
             estimate(

@@ -9,7 +9,6 @@ mod estimate;
 mod facts;
 mod fingerprint;
 mod json;
-mod par;
 mod plan;
 pub mod render;
 mod window;

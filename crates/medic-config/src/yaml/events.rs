@@ -336,7 +336,7 @@ fn parse_halves<'a>(
         shift(&mut rest, lines, cut);
         Some((rest, counts))
     };
-    let (second, first) = crate::par::join(tail_parse, || parse_whole(head, limits));
+    let (second, first) = medic_model::par::join(tail_parse, || parse_whole(head, limits));
     let ((mut root, a), (rest, b)) = (first?, second?);
     let total = Counts {
         events: a.events + b.events,

@@ -53,7 +53,7 @@ pub(super) fn parse<'a>(text: &'a str, limits: &Limits) -> Option<Node<'a>> {
     let b_first_line =
         first_line + u32::try_from(a.bytes().filter(|&c| c == b'\n').count()).ok()?;
     let ((head_tree, head_counts), items_a, items_b) = {
-        let (items_b, (head, items_a)) = crate::par::join(
+        let (items_b, (head, items_a)) = medic_model::par::join(
             || read_items(b, first_end + cut, b_first_line, indent, limits.max_depth),
             || {
                 let head = parse_whole(head, limits);

@@ -1,4 +1,4 @@
-//! Two things at once on the machine's second core, when there is one to get.
+//! Two things at once (used by the loader and the planner; no IO) on the machine's second core, when there is one to get.
 //!
 //! Results never depend on the threads: each caller splits work whose pieces are
 //! independent and puts them back together in a fixed order. If no thread can be started,
@@ -8,10 +8,7 @@ use std::sync::Mutex;
 
 /// Runs `a` on another thread and `b` on this one, and returns both results. A panic in
 /// either is carried on to the caller.
-pub(crate) fn join<RA: Send, RB>(
-    a: impl FnOnce() -> RA + Send,
-    b: impl FnOnce() -> RB,
-) -> (RA, RB) {
+pub fn join<RA: Send, RB>(a: impl FnOnce() -> RA + Send, b: impl FnOnce() -> RB) -> (RA, RB) {
     let a = Mutex::new(Some(a));
     let run_a = || {
         let f = a.lock().ok().and_then(|mut slot| slot.take());
