@@ -207,6 +207,19 @@ enum Scope {
     Guard,
 }
 
+/// Arguments of the ssh driver that are shell code, taken literally.
+const SHELL_ARGS: &[&str] = &["command", "check_command"];
+
+const PATH_ROOTS: &[&str] = &[
+    "host",
+    "params",
+    "settings",
+    "manager",
+    "bundle_source",
+    "facts",
+    "needs",
+];
+
 const HOST_FACTS: &[(&str, FactType)] = &[
     ("name", FactType::Str),
     ("address", FactType::Str),
@@ -890,9 +903,20 @@ impl PbCtx<'_, '_> {
             }
             let mut args = BTreeMap::new();
             for (k, v) in &a.args {
-                if let Some(t) = self.template(v, &rp.name.value) {
+                if driver == "ssh" && SHELL_ARGS.contains(&k.as_str()) {
+                    // Shell code is literal: `${x}` and `{ ...; }` are the shell's own.
+                    args.insert(
+                        k.clone(),
+                        Template {
+                            parts: vec![TemplatePart::Text(v.value.clone())],
+                        },
+                    );
+                } else if let Some(t) = self.template(v, &rp.name.value) {
                     args.insert(k.clone(), t);
                 }
+            }
+            if driver == "ssh" {
+                self.shell_args(a, &args, &rp.name.value);
             }
             let timeout_s = a
                 .timeout
@@ -1069,6 +1093,54 @@ impl PbCtx<'_, '_> {
                     "write a count (e.g. 1) or a percentage (e.g. \"5%\")",
                 );
                 None
+            }
+        }
+    }
+
+    /// The ssh driver's own shell commands: present where used, and without anything that
+    /// looks like a template, because a value pasted into shell code could run as code;
+    /// values go in `arg1`, `arg2`... and the script reads them as "$1", "$2".
+    fn shell_args(&mut self, a: &RawAction, args: &BTreeMap<String, Template>, phase: &str) {
+        let mut needed = Vec::new();
+        if a.action.value == "command" {
+            needed.push("command");
+        }
+        if a.check
+            .as_ref()
+            .is_some_and(|c| c.probe.value == "command-probe")
+        {
+            needed.push("check_command");
+        }
+        for key in needed {
+            if !args.contains_key(key) {
+                self.err(
+                    a.action.loc,
+                    "medic::playbook::missing_arg",
+                    format!("phase `{phase}`: `{}` needs `args.{key}`", a.action.value),
+                    format!("add `{key}: \"a shell line\"` under `args:`"),
+                );
+            }
+        }
+        for key in SHELL_ARGS {
+            let Some(raw) = a.args.get(*key) else {
+                continue;
+            };
+            let looks_like_template = raw.value.match_indices('{').any(|(i, _)| {
+                let after = &raw.value[i + 1..];
+                PATH_ROOTS.iter().any(|r| {
+                    after
+                        .trim_start()
+                        .strip_prefix(r)
+                        .is_some_and(|t| t.starts_with('.'))
+                })
+            });
+            if looks_like_template {
+                self.err(
+                    raw.loc,
+                    "medic::playbook::template_in_shell",
+                    format!("phase `{phase}`: `args.{key}` is shell code, taken literally: it cannot contain templates"),
+                    "pass the value as `arg1: \"{...}\"` and read it in the command as \"$1\" (arg2 as \"$2\", ...)",
+                );
             }
         }
     }

@@ -153,6 +153,17 @@ pub enum Value {
 }
 
 impl Value {
+    /// `text` read as a value of `like`'s type; `None` when it is not one.
+    fn read_like(text: &str, like: &Value) -> Option<Value> {
+        Some(match like {
+            Value::Int(_) => Value::Int(text.parse().ok()?),
+            Value::Agent(_) => Value::Agent(text.parse().ok()?),
+            Value::Manager(_) => Value::Manager(text.parse().ok()?),
+            Value::Bool(_) => Value::Bool(text.parse().ok()?),
+            _ => return None,
+        })
+    }
+
     pub fn fact_type(&self) -> Option<FactType> {
         Some(match self {
             Value::Null => return None,
@@ -510,6 +521,23 @@ impl Cond {
 }
 
 fn compare(l: &Value, op: CmpOp, r: &Value) -> bool {
+    // A probe's text (a shell command's output) meets a typed value only at run time (the
+    // loader types every other path): read it as that type.
+    match (l, r) {
+        (Value::Str(s), typed) if !matches!(typed, Value::Str(_)) => {
+            return match Value::read_like(s.trim(), typed) {
+                Some(v) => compare(&v, op, r),
+                None => op == CmpOp::Ne,
+            };
+        }
+        (typed, Value::Str(s)) if !matches!(typed, Value::Str(_)) => {
+            return match Value::read_like(s.trim(), typed) {
+                Some(v) => compare(l, op, &v),
+                None => op == CmpOp::Ne,
+            };
+        }
+        _ => {}
+    }
     let ord = match (l, r) {
         (Value::Int(a), Value::Int(b)) => a.cmp(b),
         (Value::Agent(a), Value::Agent(b)) => a.cmp(b),
@@ -593,6 +621,31 @@ mod tests {
         let later: AgentBuild = "20.0.1-700".parse().expect("valid");
         assert!(bound.eval(&mut |_| Some(Value::Agent(later))));
         assert!(!bound.eval(&mut |_| None));
+    }
+
+    #[test]
+    fn probe_text_is_read_as_the_typed_side() {
+        let c = Cond::Compare {
+            left: p("facts.output"),
+            op: CmpOp::Ge,
+            right: Operand::Lit(Value::Agent("20.0.1-690".parse().expect("valid"))),
+        };
+        let text = |t: &str| {
+            let v = Value::Str(t.to_owned());
+            move |_: &Path| Some(v.clone())
+        };
+        assert!(c.eval(&mut text("20.0.1.690\n")));
+        assert!(c.eval(&mut text("20.0.2.1")));
+        assert!(!c.eval(&mut text("20.0.0.877")));
+        // Not a build: never "done".
+        assert!(!c.eval(&mut text("command not found")));
+        let ne = Cond::Compare {
+            left: p("facts.output"),
+            op: CmpOp::Ne,
+            right: Operand::Lit(Value::Int(0)),
+        };
+        assert!(ne.eval(&mut text("garbage")));
+        assert!(!ne.eval(&mut text(" 0 ")));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::commands::{self, AgentStatus, Op, Source, UpdateState};
 use super::config::{SshConfig, SshConfigError};
 use super::libssh2::Ssh2Transport;
 use super::quote::{powershell_command, ps_quote, sh_join};
-use super::transport::{Endpoint, ExecOutput, RemoteCommand, Transport, TransportError};
+use super::transport::{Endpoint, ExecOutput, Exit, RemoteCommand, Transport, TransportError};
 
 /// Actions that change nothing on the host, so an unknown outcome may simply be re-run.
 const SIDE_EFFECT_FREE: &[&str] = &[
@@ -29,6 +29,7 @@ const SIDE_EFFECT_FREE: &[&str] = &[
     "windows-certs",
     "security-status",
     "bundle-status",
+    "command-probe",
 ];
 
 /// The transport's deadline is this much later than the remote `timeout` a Linux command
@@ -421,6 +422,14 @@ impl SshDriver {
                 ActionReply::ok()
             }
             "reboot" => self.reboot(&h).await?,
+            "command" => {
+                self.shell(req, &h, "command", self.cfg.command_timeout)
+                    .await?
+            }
+            "command-probe" => {
+                self.shell(req, &h, "check_command", self.cfg.probe_timeout)
+                    .await?
+            }
             other => {
                 return Err(OpError::Refused(format!(
                     "the ssh driver does not know the action `{other}`"
@@ -529,6 +538,73 @@ impl SshDriver {
             }
             tokio::time::sleep(self.cfg.poll_interval).await;
         }
+    }
+
+    /// A playbook's own shell command (`command`, or `check_command` for the
+    /// `command-probe` check): `sh -c SCRIPT` under the remote `timeout`, with `arg1`,
+    /// `arg2`... as its positional parameters. Values reach the script as quoted words,
+    /// never pasted into its code (the playbook loader refuses templates in the script).
+    /// Facts: `exit` and `output` (stdout, trimmed); a check compares `output` with a
+    /// typed value by reading it as that type.
+    async fn shell(
+        &self,
+        req: &ActionRequest,
+        h: &Host,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<ActionReply, OpError> {
+        if h.platform != Platform::Linux {
+            return Err(OpError::Refused(format!(
+                "`{}` runs POSIX sh commands: {} is not a Linux host",
+                req.action, h.name
+            )));
+        }
+        let script = arg(req, key)?;
+        let secs = timeout.as_secs().max(1).to_string();
+        let sudo = req.args.get("sudo").is_some_and(|v| v == "true");
+        let mut words: Vec<&str> = Vec::new();
+        if sudo {
+            words.extend(["sudo", "-n", "--"]);
+        }
+        words.extend([
+            "timeout",
+            "-k",
+            "10",
+            &secs,
+            "sh",
+            "-c",
+            script,
+            "medic-command",
+        ]);
+        let positional: Vec<&str> = (1..)
+            .map_while(|i| req.args.get(&format!("arg{i}")).map(String::as_str))
+            .collect();
+        words.extend(positional);
+        let line = sh_join(&words).map_err(|e| OpError::Refused(format!("{}: {e}", req.action)))?;
+        tracing::debug!(host = %h.name, action = %req.action, "ssh command");
+        let cmd = RemoteCommand {
+            line,
+            stdin: None,
+            deadline: Instant::now() + timeout + REMOTE_GRACE,
+        };
+        let out = self.transport.exec(&h.ep, cmd).await?;
+        let code = match out.exit {
+            Exit::Code(c) => i64::from(c),
+            _ => -1,
+        };
+        let facts = Facts::default()
+            .set("exit", Value::Int(code))
+            .set("output", Value::Str(out.stdout.text().trim().to_owned()));
+        Ok(if out.success() {
+            facts.ok()
+        } else {
+            facts.failed(format!(
+                "{key} on {} ended with {}: {}",
+                h.name,
+                out.exit,
+                said(&out)
+            ))
+        })
     }
 
     /// Reboots, then waits until the host has a new boot id and its agent answers.

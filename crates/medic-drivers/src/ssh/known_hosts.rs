@@ -9,10 +9,13 @@
 //! with `*`, `?` and `!`, several files, `@revoked` (always refused). `@cert-authority`
 //! lines are skipped (certificates are not supported by the transport).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac as _};
@@ -97,6 +100,12 @@ struct Entry {
 pub struct KnownHosts {
     files: Vec<PathBuf>,
     entries: Vec<Entry>,
+    /// Entries by each plain host name they list (lowercase), so a host's lookup does not
+    /// scan a fleet-sized file: 1,000 connections each scanning 1,000 lines was most of
+    /// the controller's CPU.
+    exact: HashMap<String, Vec<usize>>,
+    /// Entries that need matching per host: hashed names, wildcards, negations.
+    scan: Vec<usize>,
 }
 
 /// The verdict on a server's key.
@@ -106,6 +115,46 @@ pub enum Verdict {
     /// The host is in no file.
     NotFound,
     Refused(HostKeyError),
+}
+
+/// What a file looked like when it was read: its length and modification time.
+type Stamp = Option<(u64, Option<SystemTime>)>;
+
+/// The files read once and shared by every connection, read again when one of them
+/// changes (a key learnt with accept-new, an operator's edit during the run).
+pub struct Cache {
+    files: Vec<PathBuf>,
+    loaded: Mutex<Option<(Vec<Stamp>, Arc<KnownHosts>)>>,
+}
+
+impl Cache {
+    pub fn new(files: Vec<PathBuf>) -> Cache {
+        Cache {
+            files,
+            loaded: Mutex::new(None),
+        }
+    }
+
+    pub fn get(&self) -> Result<Arc<KnownHosts>, HostKeyError> {
+        let stamps: Vec<Stamp> = self
+            .files
+            .iter()
+            .map(|f| {
+                std::fs::metadata(f)
+                    .ok()
+                    .map(|m| (m.len(), m.modified().ok()))
+            })
+            .collect();
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((was, kh)) = loaded.as_ref()
+            && *was == stamps
+        {
+            return Ok(Arc::clone(kh));
+        }
+        let kh = Arc::new(KnownHosts::load(&self.files)?);
+        *loaded = Some((stamps, Arc::clone(&kh)));
+        Ok(kh)
+    }
 }
 
 /// The name a host is filed under: `host` on port 22, `[host]:port` otherwise.
@@ -152,7 +201,7 @@ impl KnownHosts {
     pub fn load(files: &[PathBuf]) -> Result<KnownHosts, HostKeyError> {
         let mut kh = KnownHosts {
             files: files.to_vec(),
-            entries: Vec::new(),
+            ..KnownHosts::default()
         };
         for path in files {
             let text = match std::fs::read(path) {
@@ -167,15 +216,48 @@ impl KnownHosts {
             };
             for (i, line) in text.lines().enumerate() {
                 if let Some(e) = parse_line(path, i + 1, line) {
-                    kh.entries.push(e);
+                    kh.push(e);
                 }
             }
         }
         Ok(kh)
     }
 
+    fn push(&mut self, e: Entry) {
+        let i = self.entries.len();
+        match &e.hosts {
+            Hosts::Patterns(pats)
+                if pats
+                    .iter()
+                    .all(|p| !p.starts_with('!') && !p.contains(['*', '?'])) =>
+            {
+                for p in pats {
+                    let list = self.exact.entry(p.to_ascii_lowercase()).or_default();
+                    if list.last() != Some(&i) {
+                        list.push(i);
+                    }
+                }
+            }
+            _ => self.scan.push(i),
+        }
+        self.entries.push(e);
+    }
+
+    /// The entries for `token`, in file order.
     fn for_host<'a>(&'a self, token: &'a str) -> impl Iterator<Item = &'a Entry> + 'a {
-        self.entries.iter().filter(move |e| e.matches(token))
+        let exact = self
+            .exact
+            .get(&token.to_ascii_lowercase())
+            .map_or(&[][..], Vec::as_slice);
+        let mut idx: Vec<usize> = exact.to_vec();
+        idx.extend(
+            self.scan
+                .iter()
+                .copied()
+                .filter(|&i| self.entries[i].matches(token)),
+        );
+        idx.sort_unstable();
+        idx.into_iter().map(|i| &self.entries[i])
     }
 
     /// The key types listed (not revoked) for `host:port`, in file order, without repeats.
@@ -288,11 +370,11 @@ pub fn append(path: &Path, host: &str, port: u16, blob: &[u8]) -> Result<(), Hos
     file.read_to_string(&mut text).map_err(werr)?;
     let mut now = KnownHosts {
         files: vec![path.to_path_buf()],
-        entries: Vec::new(),
+        ..KnownHosts::default()
     };
     for (i, line) in text.lines().enumerate() {
         if let Some(e) = parse_line(path, i + 1, line) {
-            now.entries.push(e);
+            now.push(e);
         }
     }
     match now.check(host, port, blob) {

@@ -35,7 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::capture::Captured;
 use super::config::{SshConfig, SshConfigError};
-use super::known_hosts::{self, HostKeyError, KnownHosts, Verdict};
+use super::known_hosts::{self, HostKeyError, Verdict};
 use super::transport::{
     Endpoint, ExecOutput, Exit, RemoteCommand, Transport, TransportError, TransportFuture,
 };
@@ -49,7 +49,7 @@ const QUEUE: usize = 4;
 
 /// What the transport needs from [`SshConfig`].
 struct Settings {
-    known_hosts_files: Vec<PathBuf>,
+    known_hosts: known_hosts::Cache,
     learn_file: Option<PathBuf>,
     accept_new: bool,
     use_agent: bool,
@@ -165,7 +165,7 @@ impl Ssh2Transport {
             return Err(SshConfigError::NoConnections);
         }
         let settings = Settings {
-            known_hosts_files: cfg.known_hosts_files(),
+            known_hosts: known_hosts::Cache::new(cfg.known_hosts_files()),
             learn_file: cfg.learn_file().map(PathBuf::from),
             accept_new: cfg.accept_new_host_keys,
             use_agent: cfg.use_agent,
@@ -556,7 +556,7 @@ impl Connection {
         let mut sess = Session::new().map_err(|e| ssh_err("session", e))?;
         sess.set_tcp_stream(tcp);
         sess.set_timeout(millis(left()));
-        let known = KnownHosts::load(&s.known_hosts_files)?;
+        let known = s.known_hosts.get()?;
         let listed = known.key_types(&ep.address, ep.port);
         let supported = sess
             .supported_algs(MethodType::HostKey)
