@@ -188,6 +188,7 @@ cases! {
     #[ignore = "product bug: reported at the phase's first key (7:5), not at the guard's `facts.` path (11:19)"]
     guard_facts_without_probe,
     rollout_waves_empty,
+    shell_command_template,
     // --- several problems at once ---------------------------------------------------
     many_problems,
 }

@@ -16,7 +16,7 @@ use secrecy::SecretString;
 use super::commands::{self, AgentStatus, Op, Source, UpdateState};
 use super::config::{SshConfig, SshConfigError};
 use super::libssh2::Ssh2Transport;
-use super::quote::{powershell_command, ps_quote, sh_join};
+use super::quote::{powershell_command, ps_quote, sh_join, simple_command};
 use super::transport::{Endpoint, ExecOutput, Exit, RemoteCommand, Transport, TransportError};
 
 /// Actions that change nothing on the host, so an unknown outcome may simply be re-run.
@@ -250,6 +250,11 @@ impl SshDriver {
         Ok((line, stdin))
     }
 
+    /// Linux lines are POSIX sh: they may share the connection's shell session.
+    fn shared_shell(&self, h: &Host) -> bool {
+        self.cfg.shared_shell && h.platform == Platform::Linux
+    }
+
     /// Runs `op`; a non-zero exit is an [`ExecOutput`], not an error.
     async fn exec(
         &self,
@@ -261,6 +266,7 @@ impl SshDriver {
         let (line, stdin) = self.command(h.platform, op, arg, timeout)?;
         tracing::debug!(host = %h.name, %op, "ssh op");
         let cmd = RemoteCommand {
+            shared_shell: self.shared_shell(h) && stdin.is_none(),
             line,
             stdin,
             deadline: Instant::now() + timeout + REMOTE_GRACE,
@@ -566,26 +572,24 @@ impl SshDriver {
         if sudo {
             words.extend(["sudo", "-n", "--"]);
         }
-        words.extend([
-            "timeout",
-            "-k",
-            "10",
-            &secs,
-            "sh",
-            "-c",
-            script,
-            "medic-command",
-        ]);
+        words.extend(["timeout", "-k", "10", &secs]);
         let positional: Vec<&str> = (1..)
             .map_while(|i| req.args.get(&format!("arg{i}")).map(String::as_str))
             .collect();
-        words.extend(positional);
+        match simple_command(script, &positional) {
+            Some(direct) => words.extend(direct),
+            None => {
+                words.extend(["sh", "-c", script, "medic-command"]);
+                words.extend(positional);
+            }
+        }
         let line = sh_join(&words).map_err(|e| OpError::Refused(format!("{}: {e}", req.action)))?;
         tracing::debug!(host = %h.name, action = %req.action, "ssh command");
         let cmd = RemoteCommand {
             line,
             stdin: None,
             deadline: Instant::now() + timeout + REMOTE_GRACE,
+            shared_shell: self.shared_shell(h),
         };
         let out = self.transport.exec(&h.ep, cmd).await?;
         let code = match out.exit {
@@ -835,6 +839,45 @@ mod tests {
         );
         assert!(!line.contains("pw-on-stdin-only"));
         assert_eq!(stdin.as_deref(), Some("pw-on-stdin-only"));
+    }
+
+    #[tokio::test]
+    async fn playbook_commands_pass_values_as_quoted_words() {
+        let rec = Arc::new(Recorder {
+            stdout: "20.0.1.690\n",
+            sent: Mutex::new(Vec::new()),
+        });
+        let d = SshDriver::with_transport(SshConfig::new(), rec.clone());
+        let hostile = "20.0.1.690; rm -rf / #";
+        let args = [
+            ("command", "dsa upgrade \"$1\""),
+            ("check_command", "dsa version | head -n 1"),
+            ("arg1", hostile),
+        ];
+        let r = d.run(request(Platform::Linux, "command", &args)).await;
+        assert_eq!(r.status, ActionStatus::Ok);
+        assert_eq!(r.facts.get("exit"), Some(&Value::Int(0)));
+        let r = d
+            .run(request(Platform::Linux, "command-probe", &args))
+            .await;
+        assert_eq!(
+            r.facts.get("output"),
+            Some(&Value::Str("20.0.1.690".to_owned()))
+        );
+        let sent = rec.sent.lock().expect("lock").clone();
+        // A simple command runs without a shell; the value stays one word either way.
+        assert_eq!(
+            sent[0].0,
+            "'timeout' '-k' '10' '3600' 'dsa' 'upgrade' '20.0.1.690; rm -rf / #'"
+        );
+        assert_eq!(
+            sent[1].0,
+            "'timeout' '-k' '10' '120' 'sh' '-c' 'dsa version | head -n 1' 'medic-command' '20.0.1.690; rm -rf / #'"
+        );
+        assert!(d.idempotent("command-probe") && !d.idempotent("command"));
+        // POSIX sh only.
+        let r = d.run(request(Platform::Windows, "command", &args)).await;
+        assert!(matches!(&r.status, ActionStatus::Failed(m) if m.contains("not a Linux host")));
     }
 
     #[tokio::test]

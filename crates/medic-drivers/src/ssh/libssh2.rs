@@ -15,6 +15,13 @@
 //! deadline passes or the future is dropped, which ends any libssh2 call still blocked
 //! (the connect and handshake are blocking, bounded by `set_timeout`).
 //!
+//! Commands marked `shared_shell` (POSIX lines without stdin) run in one long-lived `sh`
+//! per connection, started on first use ([`SHARED_SHELL`]): sshd starts a login shell for
+//! every session, ~3 ms of the host's CPU, where the shared shell forks once per command.
+//! Its end-of-command markers carry a per-connection random tag and a sequence number, so
+//! no output ends a command early; if the shell dies mid-command the connection is dropped
+//! like a lost one (the command may have run).
+//!
 //! Host keys are checked by [`super::known_hosts`] after the handshake and before any
 //! authentication, with the negotiation restricted beforehand to the key types the files
 //! list for the host.
@@ -490,6 +497,102 @@ struct Connection {
     sock: TcpStream,
     ep: Endpoint,
     cap: usize,
+    /// The shared shell session, once a command asked for it.
+    shell: Option<SharedShell>,
+}
+
+/// The connection's long-lived POSIX `sh`: it reads one request line at a time (a token
+/// and a command line), runs the command in a subshell with stdin from /dev/null, then
+/// writes `\n<token> <exit code>\n` to stdout and `\n<token>\n` to stderr. Everything
+/// before those markers is the command's output. Newlines of a command line (inside single
+/// quotes, as [`super::quote::sh_join`] writes them) travel as `'"$nl"'`.
+const SHARED_SHELL: &str = r#"nl='
+'
+while IFS= read -r medic_req; do
+  medic_tok=${medic_req%% *}
+  ( eval "${medic_req#* }" ) </dev/null
+  medic_rc=$?
+  printf '\n%s %s\n' "$medic_tok" "$medic_rc"
+  printf '\n%s\n' "$medic_tok" >&2
+done
+"#;
+
+struct SharedShell {
+    channel: ssh2::Channel,
+    /// Random per connection, so no output can end a command early by chance.
+    tag: u64,
+    seq: u64,
+}
+
+/// `line` as one request line of the shared shell, or `None` when it cannot be one (a
+/// newline outside single quotes, double quotes around one).
+fn request_line(line: &str) -> Option<String> {
+    if !line.contains('\n') {
+        return Some(line.to_owned());
+    }
+    let mut out = String::with_capacity(line.len() + 16);
+    let mut quoted = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '\n' if quoted => out.push_str("'\"$nl\"'"),
+            '\n' | '"' if !quoted => return None,
+            '\\' if !quoted => {
+                out.push(c);
+                match chars.next() {
+                    Some('\n') | None => return None,
+                    Some(n) => out.push(n),
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    (!quoted).then_some(out)
+}
+
+/// Cuts one command's output out of a shared-shell stream: the bytes before `marker` go
+/// to the capture (all but a marker's length, kept back in case the marker is split
+/// across reads), what follows the marker is the trailer.
+struct Framer {
+    marker: Vec<u8>,
+    pending: Vec<u8>,
+    trailer: Option<Vec<u8>>,
+}
+
+impl Framer {
+    fn new(marker: Vec<u8>) -> Self {
+        Framer {
+            marker,
+            pending: Vec::new(),
+            trailer: None,
+        }
+    }
+
+    fn push(&mut self, data: &[u8], capture: &mut Captured) {
+        if let Some(t) = self.trailer.as_mut() {
+            t.extend_from_slice(data);
+            return;
+        }
+        self.pending.extend_from_slice(data);
+        let m = self.marker.len();
+        if let Some(at) = self
+            .pending
+            .windows(m)
+            .position(|w| w == self.marker.as_slice())
+        {
+            capture.push(&self.pending[..at]);
+            self.trailer = Some(self.pending[at + m..].to_vec());
+            self.pending = Vec::new();
+        } else if self.pending.len() >= m {
+            let n = self.pending.len() - (m - 1);
+            capture.push(&self.pending[..n]);
+            self.pending.drain(..n);
+        }
+    }
 }
 
 enum Nb {
@@ -612,6 +715,7 @@ impl Connection {
             sock,
             ep: ep.clone(),
             cap: s.output_cap,
+            shell: None,
         })
     }
 
@@ -683,6 +787,145 @@ impl Connection {
     }
 
     fn exec(&mut self, cmd: RemoteCommand, control: &Control) -> Result<ExecOutput, ExecError> {
+        if cmd.shared_shell
+            && cmd.stdin.is_none()
+            && let Some(req) = request_line(&cmd.line)
+        {
+            return self.exec_shared(cmd, &req, control);
+        }
+        self.exec_session(cmd, control)
+    }
+
+    /// Runs `cmd` in the shared shell, starting it first if needed.
+    fn exec_shared(
+        &mut self,
+        cmd: RemoteCommand,
+        req: &str,
+        control: &Control,
+    ) -> Result<ExecOutput, ExecError> {
+        let started = Instant::now();
+        let deadline = cmd.deadline;
+        let mut shell = match self.shell.take() {
+            Some(sh) => sh,
+            None => {
+                let mut channel = match self.nb(deadline, || self.sess.channel_session()) {
+                    Ok(c) => c,
+                    Err(Nb::Timeout) => return Err(self.timeout(started)),
+                    Err(Nb::Ssh(e)) => {
+                        return Err(ExecError::Stale {
+                            cmd,
+                            message: e.to_string(),
+                        });
+                    }
+                    Err(Nb::Io(e)) => {
+                        return Err(ExecError::Stale {
+                            cmd,
+                            message: e.to_string(),
+                        });
+                    }
+                };
+                let start = match super::quote::sh_quote(SHARED_SHELL) {
+                    Ok(q) => format!("exec sh -c {q}"),
+                    Err(e) => return Err(self.lost(e.to_string())),
+                };
+                self.nb(deadline, || channel.exec(&start))
+                    .map_err(|e| self.nb_err("starting the shell session", started, e))?;
+                SharedShell {
+                    channel,
+                    tag: random_tag(),
+                    seq: 0,
+                }
+            }
+        };
+        shell.seq += 1;
+        let token = format!("medic-{:016x}-{}", shell.tag, shell.seq);
+        let request = format!("{token} {req}\n");
+        let mut written = 0;
+        while written < request.len() {
+            if Instant::now() >= deadline {
+                return Err(self.timeout(started));
+            }
+            match shell.channel.write(&request.as_bytes()[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => self
+                    .wait(deadline)
+                    .map_err(|e| self.nb_err("sending the command", started, e))?,
+                // Nothing ran: the shell only acts on a whole line.
+                Err(e) if written == 0 => {
+                    return Err(ExecError::Stale {
+                        cmd,
+                        message: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(self.lost(format!("sending the command: {e}"))),
+            }
+        }
+        let mut framers = [
+            Framer::new(format!("\n{token} ").into_bytes()),
+            Framer::new(format!("\n{token}\n").into_bytes()),
+        ];
+        let mut out = [Captured::new(self.cap), Captured::new(self.cap)];
+        let mut buf = vec![0u8; 32 * 1024];
+        let code = loop {
+            if Instant::now() >= deadline {
+                return Err(self.timeout(started));
+            }
+            if control.is_dead() {
+                return Err(self.lost("cancelled"));
+            }
+            let mut progress = false;
+            for (id, (framer, capture)) in framers.iter_mut().zip(out.iter_mut()).enumerate() {
+                let mut stream = shell.channel.stream(i32::try_from(id).unwrap_or(0));
+                for _ in 0..8 {
+                    match stream.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            framer.push(&buf[..n], capture);
+                            progress = true;
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(self.lost(format!("reading output: {e}"))),
+                    }
+                }
+            }
+            let code = framers[0]
+                .trailer
+                .as_deref()
+                .and_then(|t| t.iter().position(|&b| b == b'\n').map(|end| &t[..end]));
+            if let (Some(code), Some(_)) = (code, &framers[1].trailer) {
+                let code = std::str::from_utf8(code)
+                    .ok()
+                    .and_then(|c| c.parse::<i32>().ok());
+                match code {
+                    Some(c) => break c,
+                    None => return Err(self.lost("the shell session sent a garbled exit code")),
+                }
+            }
+            if shell.channel.eof() {
+                return Err(self.lost(
+                    "the shell session ended before the command did (connection lost or host rebooting)",
+                ));
+            }
+            if !progress {
+                self.wait(deadline)
+                    .map_err(|e| self.nb_err("waiting for output", started, e))?;
+            }
+        };
+        self.shell = Some(shell);
+        let [stdout, stderr] = out;
+        Ok(ExecOutput {
+            exit: Exit::Code(code),
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Runs `cmd` in an SSH session of its own.
+    fn exec_session(
+        &mut self,
+        cmd: RemoteCommand,
+        control: &Control,
+    ) -> Result<ExecOutput, ExecError> {
         let started = Instant::now();
         let deadline = cmd.deadline;
         let mut channel = match self.nb(deadline, || self.sess.channel_session()) {
@@ -799,6 +1042,20 @@ impl Connection {
             .disconnect(None, "medic: connection no longer needed", None);
         let _ = self.sock.shutdown(Shutdown::Both);
     }
+}
+
+/// A tag no remote output can guess by accident: std's randomly keyed hasher over the
+/// time and the thread.
+fn random_tag() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write(format!("{:?}", std::thread::current().id()).as_bytes());
+    h.finish()
 }
 
 fn millis(d: Duration) -> u32 {

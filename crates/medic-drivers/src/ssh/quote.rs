@@ -42,6 +42,49 @@ pub fn sh_join<S: AsRef<str>>(words: &[S]) -> Result<String, NulInArgument> {
     Ok(quoted?.join(" "))
 }
 
+/// Shell builtins with no program of the same name: a script starting with one needs a
+/// shell.
+const SHELL_ONLY: &[&str] = &[
+    "alias", "bg", "break", "cd", "command", "continue", "eval", "exec", "exit", "export", "fc",
+    "fg", "getopts", "hash", "jobs", "read", "readonly", "return", "set", "shift", "times", "trap",
+    "type", "ulimit", "umask", "unalias", "unset", "wait",
+];
+
+/// The words of `script` when it is one simple command of plain words and whole-word
+/// positional parameters (`dsa upgrade "$1"`), with `args` put in place of `"$N"`; `None`
+/// when only a shell can run it (quotes, expansions, operators, globs, assignments,
+/// builtins, an unset `$N`). Such a command is run without `sh -c`, which saves a process
+/// per command on the host and runs exactly what the shell would have run.
+pub fn simple_command<'a>(script: &'a str, args: &[&'a str]) -> Option<Vec<&'a str>> {
+    let plain = |w: &str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_./:@%+,-".contains(&b))
+    };
+    let mut words = Vec::new();
+    for (i, w) in script
+        .split([' ', '\t'])
+        .filter(|w| !w.is_empty())
+        .enumerate()
+    {
+        let param = w
+            .strip_prefix("\"$")
+            .and_then(|r| r.strip_suffix('"'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| (1..=9).contains(n));
+        match param {
+            Some(n) if i > 0 => words.push(*args.get(n - 1)?),
+            Some(_) => return None,
+            None if plain(w) => words.push(w),
+            None => return None,
+        }
+    }
+    match words.first() {
+        Some(first) if !SHELL_ONLY.contains(first) && !first.starts_with('-') => Some(words),
+        _ => None,
+    }
+}
+
 /// A PowerShell single-quoted string literal whose value is exactly `s`.
 pub fn ps_quote(s: &str) -> Result<String, NulInArgument> {
     if s.contains('\0') {
@@ -71,6 +114,46 @@ pub fn powershell_command(script: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn simple_commands_skip_the_shell_and_the_rest_keep_it() {
+        let args = ["20.0.1.690", "a b; $(rm -rf /)"];
+        assert_eq!(
+            simple_command("dsa upgrade \"$1\"", &args),
+            Some(vec!["dsa", "upgrade", "20.0.1.690"])
+        );
+        // A hostile value stays one word: it is never parsed.
+        assert_eq!(
+            simple_command("/opt/ds_agent/dsa_control -m \"$2\"", &args),
+            Some(vec!["/opt/ds_agent/dsa_control", "-m", "a b; $(rm -rf /)"])
+        );
+        assert_eq!(
+            simple_command("  dsa\tversion ", &[]),
+            Some(vec!["dsa", "version"])
+        );
+        for needs_a_shell in [
+            "dsa version | head -1",
+            "dsa upgrade $1",
+            "dsa upgrade '$1'",
+            "dsa upgrade \"$3\"",
+            "cd /tmp",
+            "exit 3",
+            "X=1 dsa version",
+            "dsa *",
+            "~/bin/dsa",
+            "dsa version # note",
+            "dsa version; dsa status",
+            "dsa version\ndsa status",
+            "\"$1\" version",
+            "",
+        ] {
+            assert_eq!(
+                simple_command(needs_a_shell, &args),
+                None,
+                "{needs_a_shell}"
+            );
+        }
+    }
 
     #[test]
     fn sh_quote_keeps_everything_literal() {

@@ -43,6 +43,9 @@ pub struct RemoteCommand {
     pub stdin: Option<SecretString>,
     /// The command (and the connection it needs) must be done by then.
     pub deadline: Instant,
+    /// `line` is POSIX sh and reads no input, so it may run in the connection's long-lived
+    /// shell session instead of a session of its own (see [`crate::ssh::Ssh2Transport`]).
+    pub shared_shell: bool,
 }
 
 impl RemoteCommand {
@@ -51,7 +54,14 @@ impl RemoteCommand {
             line: line.into(),
             stdin: None,
             deadline: Instant::now() + timeout,
+            shared_shell: false,
         }
+    }
+
+    /// The same command, allowed to run in the connection's shell session.
+    pub fn in_shared_shell(mut self) -> Self {
+        self.shared_shell = true;
+        self
     }
 }
 

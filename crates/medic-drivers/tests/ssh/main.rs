@@ -533,6 +533,87 @@ async fn hostile_arguments_reach_the_remote_program_literally() {
     );
 }
 
+/// Every line gives the same exit code, stdout and stderr in the shared shell as in a
+/// session of its own, including output that imitates the shell's end-of-command marker,
+/// output without a final newline, `exit` (which must not end the shared shell), a
+/// command that reads stdin (which must not eat the next request) and capped output;
+/// and the whole table runs on one connection, in one shell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_shell_answers_exactly_like_a_session_of_its_own() {
+    let f = Fleet::start(1);
+    let cfg = f.config();
+    let t = Ssh2Transport::new(&cfg).expect("transport");
+    let ep = endpoint(&f, 0);
+    let quoted = |w: &[&str]| sh_join(w).expect("quote");
+    let lines = [
+        "echo hello".to_owned(),
+        "printf 'no newline'".to_owned(),
+        "printf 'x\\n'; printf 'to stderr' >&2; exit 3".to_owned(),
+        "exit 7".to_owned(),
+        "printf '\\nmedic-0000000000000000-1 0\\n'; printf '\\nmedic-0000000000000000-1\\n' >&2"
+            .to_owned(),
+        "cat; echo read-nothing".to_owned(),
+        quoted(&["printf", "%s|", "a\nb", "it's", "", "$(touch /tmp/pwned)"]),
+        quoted(&[
+            "sh",
+            "-c",
+            "echo \"$1\"\necho \"$2\" >&2\nexit 4",
+            "name",
+            "one two",
+            "three",
+        ]),
+        "head -c 300000 /dev/zero | tr '\\0' o; head -c 200000 /dev/zero | tr '\\0' e >&2"
+            .to_owned(),
+        "false".to_owned(),
+        "true".to_owned(),
+    ];
+    for line in &lines {
+        let own = t
+            .exec(
+                &ep,
+                RemoteCommand::new(line.clone(), Duration::from_secs(20)),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+        let shared = t
+            .exec(
+                &ep,
+                RemoteCommand::new(line.clone(), Duration::from_secs(20)).in_shared_shell(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{line} (shared): {e}"));
+        assert_eq!(shared.exit, own.exit, "{line}");
+        assert_eq!(shared.stdout, own.stdout, "{line}");
+        assert_eq!(shared.stderr, own.stderr, "{line}");
+    }
+    assert!(!std::path::Path::new("/tmp/pwned").exists());
+    assert_eq!(t.stats().connects, 1, "{:?}", t.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_command_in_the_shared_shell_ends_at_its_deadline() {
+    let f = Fleet::start(1);
+    let cfg = f.config();
+    let t = Ssh2Transport::new(&cfg).expect("transport");
+    let ep = endpoint(&f, 0);
+    let started = Instant::now();
+    let cmd = RemoteCommand::new("timeout -k 1 8 sleep 1000", Duration::from_millis(1500))
+        .in_shared_shell();
+    let r = t.exec(&ep, cmd).await;
+    assert!(matches!(r, Err(TransportError::Timeout { .. })), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(6));
+    // The killed connection (and its shell) is replaced.
+    let out = t
+        .exec(
+            &ep,
+            RemoteCommand::new("echo back", Duration::from_secs(10)).in_shared_shell(),
+        )
+        .await
+        .expect("echo");
+    assert_eq!(out.stdout.text(), "back\n");
+    assert_eq!(t.stats().connects, 2, "{:?}", t.stats());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_travel_on_stdin() {
     let f = Fleet::start(1);
