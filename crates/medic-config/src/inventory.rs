@@ -94,6 +94,16 @@ impl Ctx<'_> {
             .push(Problem::new(self.file, Some(loc), code, msg).help(help));
     }
 
+    /// A scalar as written in the file: YAML reads an unquoted `20.0` as the number 20,
+    /// and a build must be checked (and named in messages) as the operator wrote it.
+    pub(crate) fn written(&self, v: &At<String>) -> String {
+        let end = v.loc.offset + v.loc.len;
+        match self.file.text.get(v.loc.offset..end).map(str::trim) {
+            Some(t) if t != v.value && t.parse::<f64>().is_ok() => t.to_owned(),
+            _ => v.value.clone(),
+        }
+    }
+
     pub(crate) fn node_err(&mut self, e: yaml::NodeError, what: &str) {
         let help = if e.message.starts_with("unknown key") {
             format!("remove or rename the key; see the {what} format")
@@ -345,6 +355,7 @@ impl Ctx<'_> {
             let version = match m.version.parse::<ManagerBuild>() {
                 Ok(v) => Some(v),
                 Err(e) => {
+                    let e = self.written(&m.version).parse::<ManagerBuild>().err().unwrap_or(e);
                     self.err(
                         m.version.loc,
                         "medic::inventory::bad_manager_build",
@@ -453,6 +464,11 @@ impl Ctx<'_> {
             let build = match h.agent_version.parse::<AgentBuild>() {
                 Ok(b) => Some(b),
                 Err(e) => {
+                    let e = self
+                        .written(&h.agent_version)
+                        .parse::<AgentBuild>()
+                        .err()
+                        .unwrap_or(e);
                     self.err(
                         h.agent_version.loc,
                         "medic::inventory::bad_agent_build",

@@ -194,6 +194,22 @@ enum RawCond {
     Not(Box<RawCond>),
 }
 
+impl RawCond {
+    /// Where the first path starting with `prefix` is written.
+    fn first_path(&self, prefix: &str) -> Option<Loc> {
+        let hit = |p: &At<String>| p.value.trim().starts_with(prefix).then_some(p.loc);
+        match self {
+            RawCond::Is(p) | RawCond::IsNot(p) => hit(p),
+            RawCond::Compare(c) => hit(&c.left).or_else(|| c.right.as_ref().and_then(hit)),
+            RawCond::Equals(e) => hit(&e.path),
+            RawCond::In(i) => hit(&i.path),
+            RawCond::Contains(c) => hit(&c.path),
+            RawCond::All(cs) | RawCond::Any(cs) => cs.iter().find_map(|c| c.first_path(prefix)),
+            RawCond::Not(c) => c.first_path(prefix),
+        }
+    }
+}
+
 /// Which path roots a condition may read.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Scope {
@@ -852,7 +868,7 @@ impl PbCtx<'_, '_> {
             when.paths(&mut paths);
             if probe.is_none() && paths.iter().any(|p| p.root == PathRoot::Facts) {
                 self.err(
-                    loc,
+                    g.when.first_path("facts.").unwrap_or(loc),
                     "medic::playbook::bad_guard",
                     format!(
                         "phase `{}`: the guard reads `facts.` but names no `probe`",

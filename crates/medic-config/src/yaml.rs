@@ -237,10 +237,35 @@ fn parse_with_saphyr(
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
     serde_saphyr::from_str_with_options::<Node<'static>>(text, options).map_err(|e| {
-        let loc = e.location().map(|l| Loc::from_saphyr(&l));
+        let loc = e.location().map(|l| {
+            let mut loc = Loc::from_saphyr(&l);
+            // Syntax errors come with a line and column but no byte offset, and the
+            // snippet is drawn at the offset.
+            if loc.offset == 0 && (loc.line, loc.col) > (1, 1) {
+                loc.offset = offset_of(text, loc.line, loc.col);
+            }
+            loc
+        });
         let message = first_line(&e.to_string());
         SyntaxError { message, loc }
     })
+}
+
+/// The byte offset of 1-based `line` and `col` (in characters), clamped to the text.
+fn offset_of(text: &str, line: u32, col: u32) -> usize {
+    let mut start = 0;
+    for _ in 1..line {
+        match text[start..].find('\n') {
+            Some(i) => start += i + 1,
+            None => return text.len(),
+        }
+    }
+    let this = text[start..].split('\n').next().unwrap_or("");
+    start
+        + this
+            .char_indices()
+            .nth(col.saturating_sub(1) as usize)
+            .map_or(this.len(), |(i, _)| i)
 }
 
 fn first_line(s: &str) -> String {
@@ -254,7 +279,46 @@ fn first_line(s: &str) -> String {
         Some(i) if stripped[..i].starts_with("line ") => &stripped[i + 2..],
         _ => stripped,
     };
-    stripped.to_owned()
+    plain(stripped)
+}
+
+/// A library's message in the words of the file formats: serde names medic's own Rust
+/// types (`expected struct RawManager`) and serde-saphyr advises its own options
+/// (`set DuplicateKeyPolicy in Options`), neither of which the person editing the file
+/// can do anything with.
+fn plain(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(", set ").next().unwrap_or(rest).trim();
+        return format!("duplicate key `{key}`: a key may appear only once in a mapping");
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find("Raw") {
+        let (before, after) = rest.split_at(i);
+        let name_len = after[3..]
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .map_or(after.len(), |n| n + 3);
+        let kind = if before.ends_with("struct ") {
+            Some(("struct ", "a mapping"))
+        } else if before.ends_with("enum ") {
+            Some(("enum ", "one of the documented forms"))
+        } else {
+            None
+        };
+        match kind {
+            Some((word, plain)) if name_len > 3 => {
+                out.push_str(&before[..before.len() - word.len()]);
+                out.push_str(plain);
+            }
+            _ => {
+                out.push_str(before);
+                out.push_str(&after[..name_len.max(3)]);
+            }
+        }
+        rest = &after[name_len.max(3)..];
+    }
+    out.push_str(rest);
+    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -281,7 +345,7 @@ impl std::error::Error for NodeError {}
 impl de::Error for NodeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
         NodeError {
-            message: msg.to_string(),
+            message: plain(&msg.to_string()),
             loc: Loc::default(),
             located: false,
         }
@@ -639,6 +703,25 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for At<T> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn library_words_become_format_words() {
+        assert_eq!(
+            plain(
+                "duplicate mapping key: manager, set DuplicateKeyPolicy in Options if acceptable"
+            ),
+            "duplicate key `manager`: a key may appear only once in a mapping"
+        );
+        assert_eq!(
+            plain("invalid type: integer `5`, expected struct RawManager"),
+            "invalid type: integer `5`, expected a mapping"
+        );
+        assert_eq!(
+            plain("expected enum RawCond or struct RawX, got Rawness"),
+            "expected one of the documented forms or a mapping, got Rawness"
+        );
+        assert_eq!(plain("no Raw here"), "no Raw here");
+    }
 
     /// The budget `parse` gives a text.
     pub(crate) fn budget_for(text: &str) -> serde_saphyr::Budget {

@@ -152,9 +152,7 @@ cases! {
     yaml_syntax,
     unknown_host_key,
     unknown_top_key,
-    #[ignore = "product bug: duplicate-key message advises `set DuplicateKeyPolicy in Options`, a serde-saphyr option the user cannot set"]
     yaml_duplicate_key,
-    #[ignore = "product bug: message names an internal Rust type: `invalid type: integer `5`, expected struct RawManager`"]
     manager_not_a_map,
     // --- inventory: names and addresses ---------------------------------------------
     duplicate_host,
@@ -173,7 +171,6 @@ cases! {
     agent_build_unparseable,
     manager_build_two_part,
     manager_build_agent_form,
-    #[ignore = "product bug: unquoted `version: 20.0` is reported as manager build `20` (YAML float re-rendered), not as written"]
     manager_build_unquoted,
     // --- --set ----------------------------------------------------------------------
     set_unknown_param,
@@ -185,7 +182,6 @@ cases! {
     planned_in_unknown_phase,
     compare_type_mismatch,
     unknown_join,
-    #[ignore = "product bug: reported at the phase's first key (7:5), not at the guard's `facts.` path (11:19)"]
     guard_facts_without_probe,
     rollout_waves_empty,
     shell_command_template,
@@ -281,7 +277,6 @@ fn snippets_point_where_headers_do() {
 }
 
 #[test]
-#[ignore = "product bug: for a YAML syntax error the snippet points at 1:1 (serde-saphyr gives no byte offset), while the header says 4:5"]
 fn yaml_syntax_snippet_points_at_the_error() {
     let run = run_case("yaml_syntax", &["validate"]);
     let bad = snippet_mismatches(&run);
