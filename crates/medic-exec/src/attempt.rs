@@ -78,20 +78,31 @@ async fn call(
     }
 }
 
-/// Runs the check's probe; `Some(true)` when the work is observed done.
+/// Why a probe gave no answer, and whether another attempt may get one.
+struct ProbeError {
+    message: String,
+    retryable: bool,
+}
+
+/// Runs the check's probe; `Ok(true)` when the work is observed done.
 async fn observe(
     driver: &dyn Driver,
     req: &ActionRequest,
     check: &StepCheck,
     deadline: Duration,
     needs: &BTreeMap<String, String>,
-) -> Result<bool, String> {
+) -> Result<bool, ProbeError> {
     let reply = call(driver, req, &check.probe, deadline).await;
     match reply.status {
         ActionStatus::Ok => Ok(check.when.eval(&mut resolver(&reply.facts, needs))),
-        ActionStatus::Failed(m) | ActionStatus::Unreachable(m) => {
-            Err(format!("probe {} failed: {m}", check.probe))
-        }
+        ActionStatus::Failed(m) | ActionStatus::Unreachable(m) => Err(ProbeError {
+            message: format!("probe {} failed: {m}", check.probe),
+            retryable: true,
+        }),
+        ActionStatus::Refused(m) => Err(ProbeError {
+            message: format!("probe {} refused: {m}", check.probe),
+            retryable: false,
+        }),
     }
 }
 
@@ -121,6 +132,12 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
                     ActionStatus::Failed(m) | ActionStatus::Unreachable(m) => {
                         return AttemptResult::failed(format!("guard probe {p} failed: {m}"), true);
                     }
+                    ActionStatus::Refused(m) => {
+                        return AttemptResult::failed(
+                            format!("guard probe {p} refused: {m}"),
+                            false,
+                        );
+                    }
                 }
             }
             None => BTreeMap::new(),
@@ -139,7 +156,7 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
                 );
             }
             Ok(false) => {}
-            Err(m) => return AttemptResult::failed(m, true),
+            Err(e) => return AttemptResult::failed(e.message, e.retryable),
         }
     } else if reprobe && !d.idempotent(&step.action) {
         return AttemptResult::done(
@@ -154,6 +171,9 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
         ActionStatus::Failed(m) => return AttemptResult::failed(m, true),
         ActionStatus::Unreachable(m) => {
             return AttemptResult::failed(format!("unreachable: {m}"), true);
+        }
+        ActionStatus::Refused(m) => {
+            return AttemptResult::failed(format!("refused (not retried): {m}"), false);
         }
     }
 
@@ -170,9 +190,10 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
                 ),
                 true,
             ),
-            Err(m) => {
-                AttemptResult::failed(format!("could not observe the post-condition: {m}"), true)
-            }
+            Err(e) => AttemptResult::failed(
+                format!("could not observe the post-condition: {}", e.message),
+                e.retryable,
+            ),
         }
     } else {
         AttemptResult::done(Outcome::Succeeded, None)

@@ -29,6 +29,9 @@ pub enum ActionStatus {
     Failed(String),
     /// The host could not be reached; nothing was done.
     Unreachable(String),
+    /// Nothing was done and trying again cannot help (the host's key changed or is
+    /// unknown): the step fails at once, without retries.
+    Refused(String),
 }
 
 #[derive(Clone, Debug, PartialEq)]

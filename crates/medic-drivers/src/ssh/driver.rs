@@ -63,6 +63,10 @@ impl From<TransportError> for OpError {
 impl OpError {
     fn reply(self) -> ActionReply {
         let status = match self {
+            // A changed or unknown host key stays so: retrying only repeats the refusal.
+            OpError::Transport(e @ TransportError::HostKey(_)) => {
+                ActionStatus::Refused(e.to_string())
+            }
             OpError::Transport(e) if e.nothing_done() => ActionStatus::Unreachable(e.to_string()),
             OpError::Transport(e) => ActionStatus::Failed(e.to_string()),
             OpError::Exit(m) | OpError::Refused(m) => ActionStatus::Failed(m),

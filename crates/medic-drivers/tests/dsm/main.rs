@@ -155,7 +155,9 @@ fn assert_matches_fleet(fleet: &SimFleet, replies: &[(String, ActionReply)]) {
                 assert_eq!(m, &fleet_error, "{name}");
                 assert!(m.contains(CERT_EXPIRE_ERROR), "{name}: {m}");
             }
-            ActionStatus::Unreachable(m) => panic!("{name}: unreachable: {m}"),
+            ActionStatus::Unreachable(m) | ActionStatus::Refused(m) => {
+                panic!("{name}: not reached: {m}")
+            }
         }
         assert_eq!(
             fact_bool(r, "security_update_current"),

@@ -157,6 +157,29 @@ async fn retries_back_off_then_succeed() {
     );
 }
 
+/// A refusal (an untrusted host key) fails the step at once: retries would only repeat it.
+#[tokio::test(start_paused = true)]
+async fn a_refused_action_is_not_retried() {
+    let d = Scripted::new(1.0).script(
+        "h00",
+        "act-a",
+        Script {
+            refuse: true,
+            secs: 1.0,
+            ..Script::default()
+        },
+    );
+    let h = Harness::new(plan(&inventory(1), RETRY), d);
+    let r = h.run(opts(), Control::default()).await;
+    assert_ne!(r.exit, RunExit::Ok, "{:?}", r.summary);
+    assert_eq!(h.calls("h00", "act-a"), 1);
+    assert!(
+        !h.events()
+            .iter()
+            .any(|e| matches!(e, RunEvent::StepRetrying { .. }))
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_hung_action_times_out_at_its_deadline() {
     let d = Scripted::new(1.0).script(

@@ -3,8 +3,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use medic_exec::{
-    ActionFuture, ActionReply, ActionRequest, Control, Driver, Drivers, Prior, Reporter, RunEvent,
-    RunOptions, RunReport,
+    ActionFuture, ActionReply, ActionRequest, ActionStatus, Control, Driver, Drivers, Prior,
+    Reporter, RunEvent, RunOptions, RunReport,
 };
 use medic_journal::{Journal, JournalReader};
 use medic_plan::Plan;
@@ -39,6 +39,8 @@ pub(crate) struct Script {
     pub(crate) secs: f64,
     pub(crate) fail_times: u32,
     pub(crate) hang: bool,
+    /// Answer `Refused` (e.g. a changed host key) instead of failing.
+    pub(crate) refuse: bool,
 }
 
 #[derive(Default)]
@@ -135,6 +137,12 @@ impl Driver for Scripted {
                 std::future::pending::<()>().await;
             }
             tokio::time::sleep(Duration::from_secs_f64(script.secs)).await;
+            if script.refuse {
+                return ActionReply {
+                    status: ActionStatus::Refused("host key changed (scripted)".to_owned()),
+                    facts: Default::default(),
+                };
+            }
             if n <= script.fail_times {
                 return ActionReply::failed(format!(
                     "scripted failure {n} of {}",
