@@ -42,6 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::capture::Captured;
 use super::config::{SshConfig, SshConfigError};
+use super::identity::Identity;
 use super::known_hosts::{self, HostKeyError, Verdict};
 use super::transport::{
     Endpoint, ExecOutput, Exit, RemoteCommand, Transport, TransportError, TransportFuture,
@@ -62,6 +63,8 @@ struct Settings {
     use_agent: bool,
     agent_socket: Option<PathBuf>,
     identity_files: Vec<PathBuf>,
+    /// Per identity file, the key parsed once when this module can sign with it itself.
+    identities: Vec<Option<Arc<Identity>>>,
     passphrase: Option<SecretString>,
     connect_timeout: Duration,
     keepalive: Duration,
@@ -73,6 +76,8 @@ struct Settings {
 pub struct TransportStats {
     /// Connections established (authenticated) so far.
     pub connects: u64,
+    /// Of those, logins signed here with a key parsed once (not re-read by libssh2).
+    pub signed_here: u64,
     /// Connection threads alive now.
     pub live: usize,
     /// The most connection threads ever alive at once.
@@ -82,6 +87,7 @@ pub struct TransportStats {
 #[derive(Default)]
 struct Counters {
     connects: AtomicU64,
+    signed_here: AtomicU64,
     live: AtomicUsize,
     max_live: AtomicUsize,
 }
@@ -178,6 +184,11 @@ impl Ssh2Transport {
             use_agent: cfg.use_agent,
             agent_socket: cfg.agent_socket.clone(),
             identity_files: cfg.identity_files.clone(),
+            identities: cfg
+                .identity_files
+                .iter()
+                .map(|f| preload(f, cfg.passphrase.as_ref()))
+                .collect(),
             passphrase: cfg.passphrase.clone(),
             connect_timeout: cfg.connect_timeout,
             keepalive: cfg.keepalive_interval.max(Duration::from_secs(2)),
@@ -197,6 +208,7 @@ impl Ssh2Transport {
         let c = &self.inner.counters;
         TransportStats {
             connects: c.connects.load(Ordering::SeqCst),
+            signed_here: c.signed_here.load(Ordering::SeqCst),
             live: c.live.load(Ordering::SeqCst),
             max_live: c.max_live.load(Ordering::SeqCst),
         }
@@ -458,6 +470,9 @@ impl Actor {
                 }
             };
         self.counters.connects.fetch_add(1, Ordering::SeqCst);
+        if conn.signed_here {
+            self.counters.signed_here.fetch_add(1, Ordering::SeqCst);
+        }
         if ready.send(Ok(())).is_err() {
             conn.close();
             return;
@@ -499,6 +514,8 @@ struct Connection {
     cap: usize,
     /// The shared shell session, once a command asked for it.
     shell: Option<SharedShell>,
+    /// Logged in with a key parsed once ([`Identity`]).
+    signed_here: bool,
 }
 
 /// The connection's long-lived POSIX `sh`: it reads one request line at a time (a token
@@ -706,7 +723,7 @@ impl Connection {
                 _ => return Err(known.unknown(&ep.address, ep.port, &blob).into()),
             },
         }
-        authenticate(s, &sess, ep)?;
+        let signed_here = authenticate(s, &sess, ep)?;
         sess.set_timeout(0);
         sess.set_blocking(false);
         sess.set_keepalive(true, u32::try_from(s.keepalive.as_secs()).unwrap_or(15));
@@ -716,6 +733,7 @@ impl Connection {
             ep: ep.clone(),
             cap: s.output_cap,
             shell: None,
+            signed_here,
         })
     }
 
@@ -1062,23 +1080,162 @@ fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
 }
 
-/// The ssh-agent first, then each identity file. Never mentions the passphrase.
-fn authenticate(s: &Settings, sess: &Session, ep: &Endpoint) -> Result<(), TransportError> {
+/// The key in `file` parsed for signing here, or `None` to leave it to libssh2 (another
+/// key type or format, a missing file, a wrong passphrase: libssh2 then reports it per
+/// host as it always did).
+fn preload(file: &std::path::Path, passphrase: Option<&SecretString>) -> Option<Arc<Identity>> {
+    if !file.exists() {
+        return None;
+    }
+    match Identity::load(file, passphrase) {
+        Ok(id) => id.map(Arc::new),
+        Err(e) => {
+            tracing::debug!(error = %e, "ssh key left to libssh2");
+            None
+        }
+    }
+}
+
+/// Public-key authentication where medic signs the challenge with a key it parsed once
+/// ([`Identity`]), through libssh2's sign callback, which the `ssh2` crate does not wrap.
+#[expect(
+    unsafe_code,
+    reason = "FFI: libssh2_userauth_publickey and its sign callback"
+)]
+mod sign {
+    use std::ffi::{CString, c_char, c_int, c_uchar, c_void};
+
+    use libssh2_sys::LIBSSH2_SESSION;
+    use ssh2::Session;
+
+    use super::Identity;
+
+    type SignFn = extern "C" fn(
+        *mut LIBSSH2_SESSION,
+        *mut *mut c_uchar,
+        *mut usize,
+        *const c_uchar,
+        usize,
+        *mut *mut c_void,
+    ) -> c_int;
+
+    unsafe extern "C" {
+        /// libssh2.h: `libssh2_userauth_publickey(session, username, pubkeydata,
+        /// pubkeydata_len, sign_callback, abstract)`.
+        fn libssh2_userauth_publickey(
+            session: *mut LIBSSH2_SESSION,
+            username: *const c_char,
+            pubkeydata: *const c_uchar,
+            pubkeydata_len: usize,
+            sign_callback: SignFn,
+            abstract_: *mut *mut c_void,
+        ) -> c_int;
+        /// The session's allocator: `ssh2` creates sessions with libssh2's defaults
+        /// (malloc/free), and libssh2 frees the signature with it.
+        fn malloc(size: usize) -> *mut c_void;
+    }
+
+    /// libssh2's sign callback: `abstract` points at the `Identity`; the signature goes
+    /// into a malloc'd buffer that libssh2 frees.
+    extern "C" fn sign_challenge(
+        _session: *mut LIBSSH2_SESSION,
+        sig: *mut *mut c_uchar,
+        sig_len: *mut usize,
+        data: *const c_uchar,
+        data_len: usize,
+        abstract_: *mut *mut c_void,
+    ) -> c_int {
+        if sig.is_null() || sig_len.is_null() || data.is_null() || abstract_.is_null() {
+            return -1;
+        }
+        // SAFETY: `abstract_` is the pointer `userauth` passed, to an `Identity` that
+        // outlives the call; `data` is `data_len` bytes owned by libssh2 for the call.
+        let (id, data) = unsafe {
+            (
+                &*((*abstract_) as *const Identity),
+                std::slice::from_raw_parts(data, data_len),
+            )
+        };
+        let signature = id.sign(data);
+        // SAFETY: a fresh buffer of the signature's size, filled before it is handed over.
+        unsafe {
+            let buf = malloc(signature.len()).cast::<c_uchar>();
+            if buf.is_null() {
+                return -1;
+            }
+            std::ptr::copy_nonoverlapping(signature.as_ptr(), buf, signature.len());
+            *sig = buf;
+            *sig_len = signature.len();
+        }
+        0
+    }
+
+    /// One `publickey` authentication attempt with `id`; the session is in blocking mode.
+    pub(super) fn userauth(sess: &Session, user: &str, id: &Identity) -> Result<(), ssh2::Error> {
+        let user = CString::new(user).map_err(|_| {
+            ssh2::Error::new(
+                ssh2::ErrorCode::Session(-1),
+                "the user name contains a NUL byte",
+            )
+        })?;
+        let blob = id.public_blob();
+        let mut abstract_ = (id as *const Identity).cast_mut().cast::<c_void>();
+        let rc = {
+            let mut raw = sess.raw();
+            let raw: *mut LIBSSH2_SESSION = &mut *raw;
+            // SAFETY: `raw` is the live session (its lock held for the call), `user` is
+            // NUL-terminated, `blob` and `abstract_` outlive the call, and the callback
+            // only reads through `abstract_`.
+            unsafe {
+                libssh2_userauth_publickey(
+                    raw,
+                    user.as_ptr(),
+                    blob.as_ptr(),
+                    blob.len(),
+                    sign_challenge,
+                    &mut abstract_,
+                )
+            }
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(ssh2::Error::last_session_error(sess).unwrap_or_else(|| {
+                ssh2::Error::new(
+                    ssh2::ErrorCode::Session(rc),
+                    "public key authentication failed",
+                )
+            }))
+        }
+    }
+}
+
+/// The ssh-agent first, then each identity file. Never mentions the passphrase. True
+/// when a key parsed here signed the login.
+fn authenticate(s: &Settings, sess: &Session, ep: &Endpoint) -> Result<bool, TransportError> {
     let mut tried: Vec<String> = Vec::new();
     if s.use_agent {
         match agent_auth(sess, &ep.user, s.agent_socket.as_deref()) {
-            Ok(true) => return Ok(()),
+            Ok(true) => return Ok(false),
             Ok(false) => tried.push("ssh-agent (no key accepted)".to_owned()),
             Err(e) => tried.push(format!("ssh-agent ({})", e.message())),
         }
     }
-    for file in &s.identity_files {
+    for (file, id) in s.identity_files.iter().zip(&s.identities) {
+        if let Some(id) = id {
+            match sign::userauth(sess, &ep.user, id) {
+                Ok(()) if sess.authenticated() => return Ok(true),
+                Ok(()) => tried.push(format!("{} (not accepted)", file.display())),
+                Err(e) => tried.push(format!("{} ({})", file.display(), e.message())),
+            }
+            continue;
+        }
         if !file.exists() {
             continue;
         }
         let pass = s.passphrase.as_ref().map(|p| p.expose_secret());
         match sess.userauth_pubkey_file(&ep.user, None, file, pass) {
-            Ok(()) if sess.authenticated() => return Ok(()),
+            Ok(()) if sess.authenticated() => return Ok(false),
             Ok(()) => tried.push(format!("{} (not accepted)", file.display())),
             Err(e) => tried.push(format!("{} ({})", file.display(), e.message())),
         }

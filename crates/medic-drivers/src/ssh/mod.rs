@@ -25,6 +25,7 @@ mod capture;
 pub mod commands;
 mod config;
 mod driver;
+mod identity;
 pub mod known_hosts;
 mod libssh2;
 pub mod quote;

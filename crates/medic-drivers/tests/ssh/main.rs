@@ -599,6 +599,7 @@ async fn the_shared_shell_answers_exactly_like_a_session_of_its_own() {
     }
     assert!(!std::path::Path::new("/tmp/pwned").exists());
     assert_eq!(t.stats().connects, 1, "{:?}", t.stats());
+    assert_eq!(t.stats().signed_here, 1, "{:?}", t.stats());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -753,8 +754,10 @@ fn passphrase_env_child() {
         let mut cfg = f.config();
         cfg.identity_files = vec![f.encrypted_key.clone()];
         cfg.passphrase = Some(secret_from_env(PASSPHRASE_ENV).expect("env"));
-        let (d, _t) = driver(cfg);
+        let (d, t) = driver(cfg);
         ok(&act(&d, &f, 0, "agent-version", &[]).await);
+        // Decrypted once, at start-up, and signed here: not by libssh2 per connection.
+        assert_eq!(t.stats().signed_here, 1, "{:?}", t.stats());
         println!("passphrase child: ok");
     });
 }
