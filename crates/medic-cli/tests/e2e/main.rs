@@ -16,6 +16,7 @@
 )]
 #[path = "../../../medic-drivers/tests/ssh/fleet.rs"]
 mod fleet;
+mod torture;
 mod world;
 
 use std::collections::BTreeMap;

@@ -257,6 +257,9 @@ pub struct Opts {
     pub encrypted_key: bool,
     /// The API key (a fixed test value if `None`).
     pub api_key: Option<String>,
+    /// Simulated seconds per real second of the Manager's security updates
+    /// ([`TIME_SCALE`] if `None`); lower keeps each update in flight longer.
+    pub time_scale: Option<f64>,
 }
 
 pub struct World {
@@ -336,7 +339,7 @@ impl World {
         let mut cfg = ServerConfig::new(SecretString::from(api_key.clone()));
         cfg.tls = TlsSetup::SelfSigned;
         cfg.faults = opts.faults;
-        cfg.time_scale = TIME_SCALE;
+        cfg.time_scale = opts.time_scale.unwrap_or(TIME_SCALE);
         let server = rt
             .block_on(serve(sim.clone(), &inv, cfg))
             .expect("the DSM simulator starts");

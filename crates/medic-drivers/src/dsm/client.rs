@@ -37,7 +37,7 @@ pub const DIRECT_DOWNLOAD_SETTING: &str =
     "platformSettingUpdateAgentSecurityContactPrimarySourceOnMissingRelayEnabled";
 
 /// The expansions of the driver's poll: enough for every reading it answers.
-const POLL_EXPAND: [&str; 3] = ["computerStatus", "securityUpdates", "antiMalware"];
+const POLL_EXPAND: [&str; 4] = ["computerStatus", "securityUpdates", "antiMalware", "tasks"];
 
 /// Why a call to the Manager failed. Messages never contain the API key.
 #[derive(Debug, thiserror::Error)]
@@ -659,7 +659,8 @@ impl DsmClient {
     }
 
     /// The state of every computer with `min <= ID <= max`, with the expansions the `dsm`
-    /// driver reads (status, security updates, Anti-Malware): the driver's batched poll.
+    /// driver reads (status, security updates, Anti-Malware, tasks in progress): the
+    /// driver's batched poll.
     pub async fn poll_computers(
         &self,
         min: i64,

@@ -3,8 +3,11 @@
 //! - `security-update`: create a run-now `check-for-security-updates` task for the host's
 //!   computer, then wait until its `securityUpdates.lastChanged` moves past the value read
 //!   before the task was created; `updateStatus` then says how it ended (`active`: ok,
-//!   `error`: failed with the Manager's message). Fact `security_update_current`.
-//! - `security-status`: fact `security_update_current` (`updateStatus.status == active`).
+//!   `error`: failed with the Manager's message). Fact `security_update_current`. When the
+//!   computer's `tasks.agentTasks` already shows a security update (one a killed run
+//!   started), no task is created: that update is awaited the same way.
+//! - `security-status`: fact `security_update_current` (`updateStatus.status == active`),
+//!   read once no security update is in progress on the computer.
 //! - `agent-status`: facts `antimalware` (`online` when the Anti-Malware module status is
 //!   `active`, else `offline`) and `agent_status` (`computerStatus.agentStatus`).
 //! - `agent-version`: fact `agent_version` (`agentVersion`).
@@ -316,11 +319,17 @@ impl DsmDriver {
         }
         let (id, before) = self.read(host).await?;
         let baseline = last_changed(&before);
-        let name = format!(
-            "medic security update {host} ({}, attempt {})",
-            req.step, req.attempt
-        );
-        self.inner.client.run_security_update(id, &name).await?;
+        // An update already running is awaited, not started again: a run killed while the
+        // Manager ran one leaves its step `running`, the resume's re-probe finds the update
+        // not yet current, and a second task would update the computer twice. The same
+        // holds for an attempt that timed out while the Manager went on.
+        if !before.security_update_in_progress() {
+            let name = format!(
+                "medic security update {host} ({}, attempt {})",
+                req.step, req.attempt
+            );
+            self.inner.client.run_security_update(id, &name).await?;
+        }
         loop {
             let (_, now) = self.read(host).await?;
             if last_changed(&now) <= baseline {
@@ -367,7 +376,17 @@ impl DsmDriver {
             }
             "security-update" => self.security_update(req, need_host()?).await,
             "security-status" => {
-                let (_, c) = self.read(need_host()?).await?;
+                let host = need_host()?;
+                // While the Manager runs an update, the status is about to change: answer
+                // once it has ended. Otherwise a resume re-probing the update of a killed run
+                // reads "not current", and by the time it acts that update may be over, so
+                // nothing shows in progress and a second one starts.
+                let c = loop {
+                    let (_, c) = self.read(host).await?;
+                    if !c.security_update_in_progress() {
+                        break c;
+                    }
+                };
                 let (status, _) = update_status(&c);
                 Ok(reply_with(
                     ActionStatus::Ok,

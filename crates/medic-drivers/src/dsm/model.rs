@@ -25,6 +25,7 @@ pub struct Computer {
     pub security_updates: Option<SecurityUpdates>,
     pub anti_malware: Option<AntiMalware>,
     pub computer_settings: Option<ComputerSettings>,
+    pub tasks: Option<ComputerTasks>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -33,6 +34,14 @@ pub struct ComputerStatus {
     pub agent_status: Option<String>,
     #[serde(default)]
     pub agent_status_messages: Vec<String>,
+}
+
+/// `computerTasks`: what the Manager is doing with the computer now, as display texts.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputerTasks {
+    #[serde(default)]
+    pub agent_tasks: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -75,6 +84,18 @@ pub struct SettingValue {
 }
 
 impl Computer {
+    /// Whether the Manager shows a security update running (or queued) on the computer.
+    /// The spec leaves `agentTasks` free text and the Manager's wording is not documented
+    /// (the simulator says "Security Update in Progress"), so any task naming a security
+    /// update counts.
+    pub fn security_update_in_progress(&self) -> bool {
+        self.tasks.as_ref().is_some_and(|t| {
+            t.agent_tasks
+                .iter()
+                .any(|a| a.to_ascii_lowercase().contains("security update"))
+        })
+    }
+
     /// `platformSettingRelayState` is `"true"` (only present with `expand=computerSettings`).
     pub fn is_relay(&self) -> bool {
         self.computer_settings

@@ -232,6 +232,72 @@ async fn security_updates_are_polled_with_one_search_per_interval_for_all_hosts(
     assert_eq!(lab.server.updates_in_flight(), 0);
 }
 
+/// Starts a security update of `host` through a driver that is then dropped, as a killed
+/// run is: the Manager goes on with the update. Returns once it is in flight.
+async fn start_then_kill(lab: &Lab, host: &Host, attempt: u32) {
+    let killed = driver(lab, 20);
+    let mut req = request(host, "security-update");
+    req.attempt = attempt;
+    let run = tokio::spawn(async move { killed.run(req).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.server.updates_in_flight() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    run.abort();
+    assert_eq!(lab.server.updates_in_flight(), 1, "no update in flight");
+}
+
+/// A run killed while the Manager runs a host's security update leaves its step running,
+/// and the resume runs the step again (check, then act unless done). Neither may start a
+/// second update: the check answers once the update has ended, and the action awaits an
+/// update in progress instead of creating a task (the e2e crash torture found hosts
+/// updated twice: 10 of 47 in one run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_security_update_in_progress_is_awaited_not_started_again() {
+    // About a second per update (300 s / 300): long enough to be caught in flight.
+    let lab = lab_with(LAB, TlsSetup::Plain, Vec::new(), 300.0).await;
+    upgrade_relays(&lab);
+    let host = lab
+        .inventory
+        .hosts
+        .iter()
+        .find(|h| h.name == "relay-tky-1")
+        .cloned()
+        .expect("relay-tky-1");
+    let updates = || {
+        lab.fleet
+            .effect_counts()
+            .get(&(host.name.clone(), "security-update".to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+    let resumed = driver(&lab, 20);
+
+    // The resume's check waits for the killed run's update and finds it done.
+    start_then_kill(&lab, &host, 1).await;
+    let probe = resumed.run(request(&host, "security-status")).await;
+    assert_eq!(probe.status, ActionStatus::Ok, "{probe:?}");
+    assert_eq!(fact_bool(&probe, "security_update_current"), Some(true));
+    assert_eq!(lab.server.updates_in_flight(), 0);
+    assert_eq!(updates(), 1);
+
+    // An action started while an update runs (the update began between check and act, or
+    // an attempt timed out while the Manager went on) awaits it.
+    start_then_kill(&lab, &host, 2).await;
+    let mut req = request(&host, "security-update");
+    req.attempt = 3;
+    let reply = resumed.run(req).await;
+    assert_eq!(reply.status, ActionStatus::Ok, "{reply:?}");
+    assert_matches_fleet(&lab.fleet, &[(host.name.clone(), reply)]);
+    assert_eq!(
+        updates(),
+        2,
+        "one update per killed run, none from the resume"
+    );
+    assert_eq!(lab.server.request_count("POST", "/api/scheduledtasks"), 2);
+    assert_eq!(lab.server.updates_in_flight(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_storm_slows_the_updates_but_loses_nothing() {
     let lab = lab_with(
