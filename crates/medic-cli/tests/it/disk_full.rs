@@ -117,3 +117,41 @@ fn a_full_disk_stops_the_run_cleanly_and_resume_finishes_it_exactly_once() {
     assert_eq!(status["failed"], serde_json::json!([]), "{status}");
     assert_eq!(status["running"], serde_json::json!([]), "{status}");
 }
+
+#[test]
+fn a_disk_too_full_for_the_new_journal_runs_nothing_and_leaves_no_journal() {
+    let env = TestEnv::new();
+    let journal = env.path().join("never.sqlite");
+    // Less than the journal's first file, which holds the whole plan.
+    let out = capped_medic(32 << 10, &apply_args(&journal))
+        .output()
+        .expect("run medic apply under a file-size limit");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot create journal {}", journal.display()))
+            && stderr.contains("nothing was run: free space and start the run again"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        effects(&journal).is_empty(),
+        "no side effect before the journal"
+    );
+    // No journal, and no half-made one under its temporary name either.
+    let left: Vec<String> = std::fs::read_dir(env.path())
+        .expect("read the directory")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("never.sqlite") && !n.ends_with(".sim.log"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // With room, the same command starts the run.
+    let out = run_to_end(&journal);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
