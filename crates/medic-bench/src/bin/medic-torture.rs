@@ -17,9 +17,12 @@
 //! Kills inside a journal write: before the kill the process is frozen with SIGSTOP, and
 //! while every thread is stopped `/proc/locks` is read. SQLite's WAL keeps its writer lock
 //! as a POSIX lock on byte 120 of the `-shm` file from `BEGIN IMMEDIATE` to the end of
-//! `COMMIT`, so a WRITE lock held by the frozen process on that byte proves a write
-//! transaction was open; SIGKILL then ends the process without it running another
-//! instruction. `--hunt F` makes a fraction F of the kills wait (thawing and freezing again
+//! `COMMIT`, so a WRITE lock held by the frozen process on that byte, once its journal writer
+//! thread (`medic-journal`) runs, proves a write transaction was open; SIGKILL then ends the
+//! process without it running another instruction. (Before that thread exists, a resume
+//! holds the same lock while it recovers the WAL the previous kill left; those kills are
+//! counted apart.) The writer thread's current syscall and the uncommitted frames left at
+//! the end of the WAL are reported as well. `--hunt F` makes a fraction F of the kills wait (thawing and freezing again
 //! every few milliseconds, up to a second) for such a moment; the others kill wherever the
 //! random moment falls, and are classified the same way.
 //!
@@ -37,6 +40,11 @@ use rustix::process::{Pid, Signal, kill_process};
 
 const USAGE: &str = "usage: medic-torture [--kills 100] [--hosts 1000] [--per-run 5] [--hunt 0.5] \
 [--seed S] [--sim-seed 1] [--time-scale 20000] [--medic PATH] [--dir DIR] [--keep]";
+
+/// How long a thread may take to stop (one in an fsync stops when the fsync returns). The
+/// runtime's timers run on while the process is frozen, so a long freeze would make step
+/// deadlines (2 s at least in a rehearsal) expire: a failure the kill did not cause.
+const MAX_FREEZE_WAIT: Duration = Duration::from_millis(100);
 
 /// SQLite's `WAL_WRITE_LOCK` byte in the `-shm` file (unix VFS: `UNIX_SHM_BASE + 0`).
 const WAL_WRITE_LOCK_BYTE: u64 = 120;
@@ -192,8 +200,16 @@ fn resume(o: &Opts, journal: &Path) -> Command {
 
 /// Where a kill landed.
 enum Landed {
-    /// SIGKILL was delivered; `mid_write` if the frozen process held the WAL writer lock.
-    Killed { mid_write: bool },
+    /// SIGKILL was delivered; `mid_write` if the frozen process held the WAL writer lock in
+    /// its journal writer's transaction.
+    /// `journal_syscall`: the syscall the frozen journal writer thread was stopped in or
+    /// returning from (`/proc/PID/task/TID/syscall`), for the mid-write kills.
+    /// `recovering`: the lock was held before the writer thread existed (WAL recovery).
+    Killed {
+        mid_write: bool,
+        recovering: bool,
+        journal_syscall: Option<String>,
+    },
     /// The process ended before the kill.
     Exited(ExitStatus),
 }
@@ -202,9 +218,10 @@ fn pid_of(child: &Child) -> Result<Pid, String> {
     Pid::from_raw(child.id() as i32).ok_or_else(|| "child has no pid".to_owned())
 }
 
-/// Every thread of `pid` is stopped (or gone); false if that does not happen within 2 s.
+/// Every thread of `pid` is stopped (or gone); false if that does not happen within
+/// [`MAX_FREEZE_WAIT`].
 fn all_stopped(pid: u32) -> bool {
-    let until = Instant::now() + Duration::from_secs(2);
+    let until = Instant::now() + MAX_FREEZE_WAIT;
     let dir = format!("/proc/{pid}/task");
     loop {
         let Ok(tasks) = std::fs::read_dir(&dir) else {
@@ -259,6 +276,64 @@ fn holds_wal_write_lock(pid: u32, shm: &Path) -> bool {
     })
 }
 
+/// Frames at the end of the journal's WAL that belong to no committed transaction: what a
+/// kill halfway through a COMMIT leaves behind (recovery discards them). A frame belongs to
+/// the current WAL generation when its salts match the header's; a commit frame has a
+/// non-zero "database size" field (SQLite's WAL format, `wal.c`).
+fn uncommitted_wal_frames(journal: &Path) -> u32 {
+    let Ok(b) = std::fs::read(format!("{}-wal", journal.display())) else {
+        return 0;
+    };
+    let be = |at: usize| {
+        b.get(at..at + 4)
+            .map(|x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let (Some(page_size), Some(salt1), Some(salt2)) = (be(8), be(16), be(20)) else {
+        return 0;
+    };
+    let frame = 24 + page_size as usize;
+    let (mut at, mut since_commit) = (32usize, 0u32);
+    while at + frame <= b.len() {
+        if be(at + 8) != Some(salt1) || be(at + 12) != Some(salt2) {
+            break;
+        }
+        if be(at + 4).unwrap_or(0) != 0 {
+            since_commit = 0;
+        } else {
+            since_commit += 1;
+        }
+        at += frame;
+    }
+    since_commit
+}
+
+/// The syscall of the thread named `medic-journal` (the journal's writer), by name where
+/// it is one SQLite's commit makes.
+fn journal_thread_syscall(pid: u32) -> Option<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "medic-journal" {
+            continue;
+        }
+        let sc = std::fs::read_to_string(t.path().join("syscall")).ok()?;
+        let nr = sc.split_whitespace().next()?.to_owned();
+        // x86_64 numbers; elsewhere the number is shown as is.
+        let name = match (std::env::consts::ARCH, nr.as_str()) {
+            ("x86_64", "1") => "write",
+            ("x86_64", "18") => "pwrite64",
+            ("x86_64", "74") => "fsync",
+            ("x86_64", "75") => "fdatasync",
+            ("x86_64", "3") => "close",
+            ("x86_64", "72") => "fcntl",
+            ("x86_64", "202") => "futex",
+            _ => return Some(format!("syscall {nr}")),
+        };
+        return Some(name.to_owned());
+    }
+    None
+}
+
 /// Waits `delay`, then freezes the process, classifies the moment and kills it. When
 /// `hunt`, thaws and retries every few milliseconds (for up to a second) until the frozen
 /// process is inside a journal write transaction.
@@ -293,8 +368,15 @@ fn kill_after(
             let st = child.wait().map_err(|e| e.to_string())?;
             return Ok(Landed::Exited(st));
         }
+        let froze_at = Instant::now();
         let frozen = all_stopped(raw);
-        let mid_write = frozen && holds_wal_write_lock(raw, &shm);
+        let locked = frozen && holds_wal_write_lock(raw, &shm);
+        // The lock is per process: it is the journal writer's transaction only once that
+        // thread exists. Before, at a resume's start, the main thread holds it to rebuild
+        // the WAL index after the previous kill (recovery), which is counted apart.
+        let journal_syscall = locked.then(|| journal_thread_syscall(raw)).flatten();
+        let mid_write = journal_syscall.is_some();
+        let recovering = locked && !mid_write;
         if mid_write || !hunt || Instant::now() > hunt_until {
             // SIGKILL ends a stopped process without letting it run again, so the state
             // just observed is the state it dies in.
@@ -309,13 +391,17 @@ fn kill_after(
             use std::os::unix::process::ExitStatusExt as _;
             if st.signal() == Some(Signal::KILL.as_raw()) {
                 return Ok(Landed::Killed {
-                    mid_write: mid_write && frozen,
+                    mid_write,
+                    recovering,
+                    journal_syscall,
                 });
             }
             return Ok(Landed::Exited(st));
         }
         let _ = kill_process(pid, Signal::CONT);
-        std::thread::sleep(Duration::from_micros(200 + rng.next() % 3000));
+        // Let it run at least as long as it was frozen, so hunting never starves it.
+        let pause = Duration::from_micros(200 + rng.next() % 3000).max(froze_at.elapsed());
+        std::thread::sleep(pause);
     }
 }
 
@@ -355,6 +441,12 @@ struct Totals {
     /// duration (the last bucket: later than the reference's end, counting restarts).
     by_fifth: [u32; 6],
     mid_write: u32,
+    /// Kills after which the WAL ended with frames of an unfinished COMMIT.
+    torn_commits: u32,
+    /// Kills while a resume recovered the WAL (writer lock held, no writer thread yet).
+    recovering: u32,
+    /// For the mid-write kills: where the journal writer thread was stopped.
+    writer_syscalls: BTreeMap<String, u32>,
     hunted: u32,
     before_journal: u32,
     status_ok: u32,
@@ -458,7 +550,15 @@ fn real_main() -> Result<bool, String> {
                     last = Some(st);
                     break;
                 }
-                Landed::Killed { mid_write } => {
+                Landed::Killed {
+                    mid_write,
+                    recovering,
+                    journal_syscall,
+                } => {
+                    t.recovering += u32::from(recovering);
+                    if let Some(sc) = journal_syscall {
+                        *t.writer_syscalls.entry(sc).or_default() += 1;
+                    }
                     t.kills += 1;
                     run_kills += 1;
                     let fifth = (rt.elapsed().as_secs_f64() / full.as_secs_f64() * 5.0) as usize;
@@ -471,6 +571,9 @@ fn real_main() -> Result<bool, String> {
                         // open, and the next process starts the run again.
                         t.before_journal += 1;
                         continue;
+                    }
+                    if uncommitted_wal_frames(&journal) > 0 {
+                        t.torn_commits += 1;
                     }
                     match status(&o, &journal) {
                         Ok(n) => {
@@ -545,8 +648,23 @@ fn real_main() -> Result<bool, String> {
     );
     let _ = writeln!(
         s,
-        "  mid-write kills      {} (WAL writer lock held by the frozen process; {} kills hunted for one)",
+        "  mid-write kills      {} (WAL writer lock held by the frozen process, journal writer thread running; {} kills hunted for one)",
         t.mid_write, t.hunted
+    );
+    let _ = writeln!(
+        s,
+        "  recovery kills       {} (WAL writer lock held while a resume recovered the WAL, before its writer thread)",
+        t.recovering
+    );
+    let _ = writeln!(
+        s,
+        "  writer thread at     {:?} (mid-write kills, by the syscall the frozen journal thread was in)",
+        t.writer_syscalls
+    );
+    let _ = writeln!(
+        s,
+        "  torn commits         {} (kills that left frames of an unfinished COMMIT at the end of the WAL)",
+        t.torn_commits
     );
     let _ = writeln!(
         s,

@@ -177,9 +177,22 @@ fn frozen(pid: u32) -> bool {
     }
 }
 
-/// Whether `pid` holds the WAL writer lock of `journal` (read from `/proc/locks`).
+/// Whether `pid` holds the WAL writer lock of `journal` (read from `/proc/locks`) while its
+/// journal writer thread runs. The lock is per process, and before that thread exists a
+/// resume holds it only to recover the WAL the previous kill left.
 fn in_write_transaction(pid: u32, journal: &Path) -> bool {
     use std::os::unix::fs::MetadataExt as _;
+    let writer_thread = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "medic-journal")
+        });
+    if !writer_thread {
+        return false;
+    }
     let Ok(ino) = std::fs::metadata(format!("{}-shm", journal.display())).map(|m| m.ino()) else {
         return false;
     };
