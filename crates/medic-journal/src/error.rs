@@ -148,3 +148,37 @@ impl Failure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite_error(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn a_refused_write_says_what_to_do_with_the_journal() {
+        let path = Path::new("/runs/j.sqlite");
+        // EFBIG past RLIMIT_FSIZE comes back as SQLITE_IOERR_WRITE, not SQLITE_FULL.
+        let e = JournalError::sqlite(path, sqlite_error(rusqlite::ffi::SQLITE_IOERR_WRITE));
+        assert!(matches!(e, JournalError::CannotWrite { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("cannot write journal /runs/j.sqlite"),
+            "{text}"
+        );
+        assert!(
+            text.contains("free space or fix the disk and resume"),
+            "{text}"
+        );
+        let f = Failure::from_sqlite(&sqlite_error(rusqlite::ffi::SQLITE_IOERR_FSYNC));
+        assert!(matches!(f.to_error(path), JournalError::CannotWrite { .. }));
+
+        let e = JournalError::open(path, sqlite_error(rusqlite::ffi::SQLITE_FULL));
+        assert!(matches!(e, JournalError::DiskFull { .. }), "{e:?}");
+        // Not every failure is the disk's.
+        let e = JournalError::sqlite(path, sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT));
+        assert!(matches!(e, JournalError::Sqlite { .. }), "{e:?}");
+    }
+}
