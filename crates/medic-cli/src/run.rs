@@ -10,9 +10,9 @@ use std::time::Duration;
 use medic_config::{Problem, Problems, SourceFile};
 use medic_drivers::{ManualDriver, SimDriver};
 use medic_exec::{
-    Clock, Control, Drivers, Fanout, Prior, Reporter, RunExit, RunOptions, WindowPolicy,
+    Clock, Control, Drivers, Fanout, Prior, Reporter, RunExit, RunOptions, StopReason, WindowPolicy,
 };
-use medic_journal::{Journal, JournalReader, StepState, meta_keys};
+use medic_journal::{Journal, JournalError, JournalReader, StepState, meta_keys};
 use medic_model::{AgentBuild, Inventory};
 use medic_plan::{Plan, Window, plan_from_json, plan_to_json};
 use medic_sim::{SimConfig, SimFleet};
@@ -489,8 +489,14 @@ fn start_new(
         (meta_keys::PLAN_JSON, plan_json.as_str()),
         (INPUTS, inputs_json.as_str()),
     ];
-    let journal =
-        Journal::create_with_meta(journal_path, &meta).map_err(|e| internal(e.to_string()))?;
+    let journal = Journal::create_with_meta(journal_path, &meta).map_err(|e| match e {
+        // Nothing was run and no journal is left behind, so there is nothing to resume.
+        JournalError::DiskFull { .. } | JournalError::CannotWrite { .. } => internal(format!(
+            "cannot create journal {}: the disk is full or refused a write; nothing was run: free space and start the run again",
+            journal_path.display()
+        )),
+        e => internal(e.to_string()),
+    })?;
     let opts = options(&inputs, id, window, false);
     execute(
         plan,
@@ -650,7 +656,12 @@ fn execute(
     });
     drop(fan);
     let path = journal.path().to_path_buf();
-    if let Err(e) = journal.close() {
+    let journal_failed = matches!(report.stop, Some(StopReason::JournalFailed { .. }));
+    // After a journal failure the close reports the same failure again; the stop reason
+    // already said it.
+    if let Err(e) = journal.close()
+        && !journal_failed
+    {
         eprintln!("error: the journal could not be closed cleanly: {e}");
     }
     eprint!(
@@ -661,6 +672,17 @@ fn execute(
     eprintln!("  events:  {}", events.display());
     if report.exit == RunExit::Stopped {
         eprintln!("  resume with: medic resume --journal {}", path.display());
+    }
+    if journal_failed {
+        // Not the plain "stopped" code: nothing can go on until someone frees space or
+        // fixes the disk. Every step recorded before the failure is durable, and steps in
+        // flight are re-probed by `resume`, so no side effect is repeated.
+        eprintln!(
+            "error: the journal {} cannot be written; free space on its disk (or fix the disk), then run `medic resume --journal {}`",
+            path.display(),
+            path.display()
+        );
+        return Ok(exit_codes::INTERNAL);
     }
     Ok(match report.exit {
         RunExit::Ok => exit_codes::OK,

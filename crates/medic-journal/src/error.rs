@@ -38,6 +38,14 @@ pub enum JournalError {
     /// before it is durable, so the run can stop and be resumed once there is space.
     #[error("disk full writing journal {}; free space and resume the run", .path.display())]
     DiskFull { path: PathBuf },
+    /// SQLITE_IOERR: the system refused a write (a file-size limit, a failing disk, or a full
+    /// disk reported as EFBIG/EIO rather than ENOSPC). Like [`JournalError::DiskFull`],
+    /// everything acknowledged before it is durable and the run can be resumed.
+    #[error(
+        "cannot write journal {}: {detail} (is its disk full or failing?); free space or fix the disk and resume the run",
+        .path.display()
+    )]
+    CannotWrite { path: PathBuf, detail: String },
     #[error("journal {}: {source}", .path.display())]
     Sqlite {
         path: PathBuf,
@@ -60,6 +68,11 @@ impl JournalError {
             JournalError::DiskFull {
                 path: path.to_owned(),
             }
+        } else if is_io_error(&source) {
+            JournalError::CannotWrite {
+                path: path.to_owned(),
+                detail: source.to_string(),
+            }
         } else {
             JournalError::Sqlite {
                 path: path.to_owned(),
@@ -74,6 +87,11 @@ impl JournalError {
             JournalError::DiskFull {
                 path: path.to_owned(),
             }
+        } else if is_io_error(&source) {
+            JournalError::CannotWrite {
+                path: path.to_owned(),
+                detail: source.to_string(),
+            }
         } else {
             JournalError::Open {
                 path: path.to_owned(),
@@ -87,11 +105,19 @@ pub(crate) fn is_disk_full(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
 }
 
+/// SQLite reports ENOSPC as SQLITE_FULL but every other failed write(2) (EFBIG past a file
+/// size limit, EIO, EDQUOT on some systems) as SQLITE_IOERR; the operator's remedy is the
+/// same, so both must stop the run with a message that says what to do.
+pub(crate) fn is_io_error(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::SystemIoFailure)
+}
+
 /// A writer-thread failure. It is reported to every waiter and to every later append, so it
 /// must be cloneable, which `rusqlite::Error` is not.
 #[derive(Clone, Debug)]
 pub(crate) enum Failure {
     DiskFull,
+    CannotWrite(String),
     Other(String),
 }
 
@@ -99,6 +125,8 @@ impl Failure {
     pub(crate) fn from_sqlite(e: &rusqlite::Error) -> Failure {
         if is_disk_full(e) {
             Failure::DiskFull
+        } else if is_io_error(e) {
+            Failure::CannotWrite(e.to_string())
         } else {
             Failure::Other(e.to_string())
         }
@@ -109,10 +137,48 @@ impl Failure {
             Failure::DiskFull => JournalError::DiskFull {
                 path: path.to_owned(),
             },
+            Failure::CannotWrite(detail) => JournalError::CannotWrite {
+                path: path.to_owned(),
+                detail: detail.clone(),
+            },
             Failure::Other(message) => JournalError::Writer {
                 path: path.to_owned(),
                 message: message.clone(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite_error(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn a_refused_write_says_what_to_do_with_the_journal() {
+        let path = Path::new("/runs/j.sqlite");
+        // EFBIG past RLIMIT_FSIZE comes back as SQLITE_IOERR_WRITE, not SQLITE_FULL.
+        let e = JournalError::sqlite(path, sqlite_error(rusqlite::ffi::SQLITE_IOERR_WRITE));
+        assert!(matches!(e, JournalError::CannotWrite { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("cannot write journal /runs/j.sqlite"),
+            "{text}"
+        );
+        assert!(
+            text.contains("free space or fix the disk and resume"),
+            "{text}"
+        );
+        let f = Failure::from_sqlite(&sqlite_error(rusqlite::ffi::SQLITE_IOERR_FSYNC));
+        assert!(matches!(f.to_error(path), JournalError::CannotWrite { .. }));
+
+        let e = JournalError::open(path, sqlite_error(rusqlite::ffi::SQLITE_FULL));
+        assert!(matches!(e, JournalError::DiskFull { .. }), "{e:?}");
+        // Not every failure is the disk's.
+        let e = JournalError::sqlite(path, sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT));
+        assert!(matches!(e, JournalError::Sqlite { .. }), "{e:?}");
     }
 }

@@ -2,6 +2,7 @@
 //! what it prints.
 
 mod crash;
+mod disk_full;
 mod runs;
 mod util;
 mod validation;

@@ -1,0 +1,715 @@
+//! `medic-torture`: crash torture of the real `medic` binary (run by hand, not in CI).
+//!
+//! ```sh
+//! cargo build --release -p medic-cli -p medic-bench
+//! target/release/medic-torture --kills 100 --hosts 1000 [--seed S]
+//! ```
+//!
+//! A generated fleet of `--hosts` hosts runs the Deep Security playbook with
+//! `medic apply --simulate`. One uninterrupted reference run gives the exit code and the
+//! side effects per (host, action) that every run must end with. Then runs are started and
+//! killed with SIGKILL at random moments; each kill is followed by `medic status` (the
+//! journal must open) and by `medic resume`, which may be killed again, up to
+//! `--per-run` kills per run, until `--kills` kills have been delivered. Every run must end
+//! with the reference's exit code and exactly the reference's side effects (no duplicate,
+//! none missing), counted from the simulator's write-ahead log.
+//!
+//! Kills inside a journal write: before the kill the process is frozen with SIGSTOP, and
+//! while every thread is stopped `/proc/locks` is read. SQLite's WAL keeps its writer lock
+//! as a POSIX lock on byte 120 of the `-shm` file from `BEGIN IMMEDIATE` to the end of
+//! `COMMIT`, so a WRITE lock held by the frozen process on that byte, once its journal writer
+//! thread (`medic-journal`) runs, proves a write transaction was open; SIGKILL then ends the
+//! process without it running another instruction. (Before that thread exists, a resume
+//! holds the same lock while it recovers the WAL the previous kill left; those kills are
+//! counted apart.) The writer thread's current syscall and the uncommitted frames left at
+//! the end of the WAL are reported as well. `--hunt F` makes a fraction F of the kills wait (thawing and freezing again
+//! every few milliseconds, up to a second) for such a moment; the others kill wherever the
+//! random moment falls, and are classified the same way.
+//!
+//! The schedule (delays, hunting, which process is killed) comes from `--seed`, printed at
+//! the start; the moments a process is observed at still depend on the machine, so a replay
+//! repeats the schedule, not necessarily the exact instruction a kill lands on.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process};
+
+const USAGE: &str = "usage: medic-torture [--kills 100] [--hosts 1000] [--per-run 5] [--hunt 0.5] \
+[--seed S] [--sim-seed 1] [--time-scale 20000] [--medic PATH] [--dir DIR] [--keep]";
+
+/// How long a thread may take to stop (one in an fsync stops when the fsync returns). The
+/// runtime's timers run on while the process is frozen, so a long freeze would make step
+/// deadlines (2 s at least in a rehearsal) expire: a failure the kill did not cause.
+const MAX_FREEZE_WAIT: Duration = Duration::from_millis(100);
+
+/// SQLite's `WAL_WRITE_LOCK` byte in the `-shm` file (unix VFS: `UNIX_SHM_BASE + 0`).
+const WAL_WRITE_LOCK_BYTE: u64 = 120;
+
+struct Opts {
+    kills: u32,
+    hosts: usize,
+    per_run: u32,
+    hunt: f64,
+    seed: u64,
+    sim_seed: u64,
+    time_scale: f64,
+    medic: PathBuf,
+    dir: PathBuf,
+    keep: bool,
+}
+
+fn parse() -> Result<Opts, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let get = |name: &str| -> Option<&str> {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+    };
+    fn num<T: std::str::FromStr>(v: Option<&str>, name: &str, default: T) -> Result<T, String> {
+        match v {
+            None => Ok(default),
+            Some(s) => s
+                .parse()
+                .map_err(|_| format!("{name} needs a number, got `{s}`")),
+        }
+    }
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        return Err(USAGE.to_owned());
+    }
+    let seed = match get("--seed") {
+        Some(_) => num(get("--seed"), "--seed", 0)?,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+    };
+    let medic = match get("--medic") {
+        Some(p) => PathBuf::from(p),
+        // `cargo build --release -p medic-cli -p medic-bench` puts both binaries side by side.
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find this binary: {e}"))?
+            .with_file_name("medic"),
+    };
+    if !medic.exists() {
+        return Err(format!(
+            "no medic binary at {}; build it (cargo build --release -p medic-cli) or pass --medic PATH",
+            medic.display()
+        ));
+    }
+    let dir = match get("--dir") {
+        Some(d) => PathBuf::from(d),
+        None => std::env::temp_dir().join(format!("medic-torture-{seed}")),
+    };
+    let o = Opts {
+        kills: num(get("--kills"), "--kills", 100)?,
+        hosts: num(get("--hosts"), "--hosts", 1000)?,
+        per_run: num(get("--per-run"), "--per-run", 5)?,
+        hunt: num(get("--hunt"), "--hunt", 0.5)?,
+        seed,
+        sim_seed: num(get("--sim-seed"), "--sim-seed", 1)?,
+        time_scale: num(get("--time-scale"), "--time-scale", 20_000.0)?,
+        medic,
+        dir,
+        keep: args.iter().any(|a| a == "--keep"),
+    };
+    if o.per_run == 0 || o.hosts == 0 || !(0.0..=1.0).contains(&o.hunt) {
+        return Err(format!("bad arguments\n{USAGE}"));
+    }
+    Ok(o)
+}
+
+/// splitmix64: enough randomness for a schedule, and no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+type Effects = BTreeMap<(String, String), u32>;
+
+/// Side effects per (host, action) from the simulator's write-ahead log (the same count as
+/// `crates/medic-cli/tests/it/crash.rs`).
+fn effects(journal: &Path) -> Effects {
+    let log = format!("{}.sim.log", journal.display());
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v.get("result").and_then(|r| r.as_str()) == Some("ok") && v.get("effect").is_some() {
+            let key = (
+                v["host"].as_str().unwrap_or("").to_owned(),
+                v["action"].as_str().unwrap_or("").to_owned(),
+            );
+            *out.entry(key).or_default() += 1;
+        }
+    }
+    out
+}
+
+struct Files {
+    inventory: PathBuf,
+    playbook: PathBuf,
+}
+
+fn medic(o: &Opts) -> Command {
+    let mut c = Command::new(&o.medic);
+    c.env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+fn apply(o: &Opts, f: &Files, journal: &Path) -> Command {
+    let mut c = medic(o);
+    c.arg("apply")
+        .arg("--inventory")
+        .arg(&f.inventory)
+        .arg("--playbook")
+        .arg(&f.playbook)
+        .args(["--simulate", "--time-scale", &o.time_scale.to_string()])
+        .args(["--sim-seed", &o.sim_seed.to_string()])
+        .args(["--yes", "--progress", "never", "--journal"])
+        .arg(journal);
+    c
+}
+
+fn resume(o: &Opts, journal: &Path) -> Command {
+    let mut c = medic(o);
+    c.args(["resume", "--yes", "--progress", "never", "--journal"])
+        .arg(journal);
+    c
+}
+
+/// Where a kill landed.
+enum Landed {
+    /// SIGKILL was delivered; `mid_write` if the frozen process held the WAL writer lock in
+    /// its journal writer's transaction.
+    /// `journal_syscall`: the syscall the frozen journal writer thread was stopped in or
+    /// returning from (`/proc/PID/task/TID/syscall`), for the mid-write kills.
+    /// `recovering`: the lock was held before the writer thread existed (WAL recovery).
+    Killed {
+        mid_write: bool,
+        recovering: bool,
+        journal_syscall: Option<String>,
+    },
+    /// The process ended before the kill.
+    Exited(ExitStatus),
+}
+
+fn pid_of(child: &Child) -> Result<Pid, String> {
+    Pid::from_raw(child.id() as i32).ok_or_else(|| "child has no pid".to_owned())
+}
+
+/// Every thread of `pid` is stopped (or gone); false if that does not happen within
+/// [`MAX_FREEZE_WAIT`].
+fn all_stopped(pid: u32) -> bool {
+    let until = Instant::now() + MAX_FREEZE_WAIT;
+    let dir = format!("/proc/{pid}/task");
+    loop {
+        let Ok(tasks) = std::fs::read_dir(&dir) else {
+            return true;
+        };
+        let mut all = true;
+        for t in tasks.flatten() {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("");
+            if !matches!(state, "T" | "Z" | "X" | "") {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            return true;
+        }
+        if Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// Whether `pid` holds SQLite's WAL writer lock on `shm` right now (see the module docs).
+fn holds_wal_write_lock(pid: u32, shm: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(ino) = std::fs::metadata(shm).map(|m| m.ino()) else {
+        return false;
+    };
+    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+        return false;
+    };
+    locks.lines().any(|line| {
+        // `1: POSIX  ADVISORY  WRITE 4242 fe:00:1234 120 120`; waiters have a `->` field.
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 || f[1] != "POSIX" || f[3] != "WRITE" || f[4] != pid.to_string() {
+            return false;
+        }
+        let inode_matches = f[5].rsplit(':').next() == Some(ino.to_string().as_str());
+        let start: u64 = f[6].parse().unwrap_or(u64::MAX);
+        let end: u64 = if f[7] == "EOF" {
+            u64::MAX
+        } else {
+            f[7].parse().unwrap_or(0)
+        };
+        inode_matches && start <= WAL_WRITE_LOCK_BYTE && WAL_WRITE_LOCK_BYTE <= end
+    })
+}
+
+/// Frames at the end of the journal's WAL that belong to no committed transaction: what a
+/// kill halfway through a COMMIT leaves behind (recovery discards them). A frame belongs to
+/// the current WAL generation when its salts match the header's; a commit frame has a
+/// non-zero "database size" field (SQLite's WAL format, `wal.c`).
+fn uncommitted_wal_frames(journal: &Path) -> u32 {
+    let Ok(b) = std::fs::read(format!("{}-wal", journal.display())) else {
+        return 0;
+    };
+    let be = |at: usize| {
+        b.get(at..at + 4)
+            .map(|x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let (Some(page_size), Some(salt1), Some(salt2)) = (be(8), be(16), be(20)) else {
+        return 0;
+    };
+    let frame = 24 + page_size as usize;
+    let (mut at, mut since_commit) = (32usize, 0u32);
+    while at + frame <= b.len() {
+        if be(at + 8) != Some(salt1) || be(at + 12) != Some(salt2) {
+            break;
+        }
+        if be(at + 4).unwrap_or(0) != 0 {
+            since_commit = 0;
+        } else {
+            since_commit += 1;
+        }
+        at += frame;
+    }
+    since_commit
+}
+
+/// The syscall of the thread named `medic-journal` (the journal's writer), by name where
+/// it is one SQLite's commit makes.
+fn journal_thread_syscall(pid: u32) -> Option<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "medic-journal" {
+            continue;
+        }
+        let sc = std::fs::read_to_string(t.path().join("syscall")).ok()?;
+        let nr = sc.split_whitespace().next()?.to_owned();
+        // x86_64 numbers; elsewhere the number is shown as is.
+        let name = match (std::env::consts::ARCH, nr.as_str()) {
+            ("x86_64", "1") => "write",
+            ("x86_64", "18") => "pwrite64",
+            ("x86_64", "74") => "fsync",
+            ("x86_64", "75") => "fdatasync",
+            ("x86_64", "3") => "close",
+            ("x86_64", "72") => "fcntl",
+            ("x86_64", "202") => "futex",
+            _ => return Some(format!("syscall {nr}")),
+        };
+        return Some(name.to_owned());
+    }
+    None
+}
+
+/// Waits `delay`, then freezes the process, classifies the moment and kills it. When
+/// `hunt`, thaws and retries every few milliseconds (for up to a second) until the frozen
+/// process is inside a journal write transaction.
+fn kill_after(
+    child: &mut Child,
+    journal: &Path,
+    delay: Duration,
+    hunt: bool,
+    rng: &mut Rng,
+) -> Result<Landed, String> {
+    let until = Instant::now() + delay;
+    while Instant::now() < until {
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(Landed::Exited(st));
+        }
+        std::thread::sleep(
+            until
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(5)),
+        );
+    }
+    let pid = pid_of(child)?;
+    let raw = child.id();
+    let shm = PathBuf::from(format!("{}-shm", journal.display()));
+    let hunt_until = Instant::now() + Duration::from_secs(1);
+    loop {
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(Landed::Exited(st));
+        }
+        if kill_process(pid, Signal::STOP).is_err() {
+            // Gone between the check and the signal: reap it.
+            let st = child.wait().map_err(|e| e.to_string())?;
+            return Ok(Landed::Exited(st));
+        }
+        let froze_at = Instant::now();
+        let frozen = all_stopped(raw);
+        let locked = frozen && holds_wal_write_lock(raw, &shm);
+        // The lock is per process: it is the journal writer's transaction only once that
+        // thread exists. Before, at a resume's start, the main thread holds it to rebuild
+        // the WAL index after the previous kill (recovery), which is counted apart.
+        let journal_syscall = locked.then(|| journal_thread_syscall(raw)).flatten();
+        let mid_write = journal_syscall.is_some();
+        let recovering = locked && !mid_write;
+        if mid_write || !hunt || Instant::now() > hunt_until {
+            // SIGKILL ends a stopped process without letting it run again, so the state
+            // just observed is the state it dies in.
+            if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(Landed::Exited(st));
+            }
+            child
+                .kill()
+                .map_err(|e| format!("cannot kill medic: {e}"))?;
+            let st = child.wait().map_err(|e| e.to_string())?;
+            // A process that exited on its own while being frozen reports its own status.
+            use std::os::unix::process::ExitStatusExt as _;
+            if st.signal() == Some(Signal::KILL.as_raw()) {
+                return Ok(Landed::Killed {
+                    mid_write,
+                    recovering,
+                    journal_syscall,
+                });
+            }
+            return Ok(Landed::Exited(st));
+        }
+        let _ = kill_process(pid, Signal::CONT);
+        // Let it run at least as long as it was frozen, so hunting never starves it.
+        let pause = Duration::from_micros(200 + rng.next() % 3000).max(froze_at.elapsed());
+        std::thread::sleep(pause);
+    }
+}
+
+/// `medic status --journal J --format json` must work after every kill; returns the count
+/// of succeeded steps.
+fn status(o: &Opts, journal: &Path) -> Result<u64, String> {
+    let out = medic(o)
+        .args(["status", "--format", "json", "--journal"])
+        .arg(journal)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run medic status: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "medic status exited {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("medic status printed no JSON: {e}"))?;
+    Ok(v["steps"]["succeeded"].as_u64().unwrap_or(0))
+}
+
+/// The simulated fleet's log lives beside the journal and is opened before medic creates
+/// the journal's directory.
+fn mkdir_for(journal: &Path) -> Result<(), String> {
+    let dir = journal.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
+#[derive(Default)]
+struct Totals {
+    kills: u32,
+    /// Kills by the run's wall time when they landed, in fifths of the reference run's
+    /// duration (the last bucket: later than the reference's end, counting restarts).
+    by_fifth: [u32; 6],
+    mid_write: u32,
+    /// Kills after which the WAL ended with frames of an unfinished COMMIT.
+    torn_commits: u32,
+    /// Kills while a resume recovered the WAL (writer lock held, no writer thread yet).
+    recovering: u32,
+    /// For the mid-write kills: where the journal writer thread was stopped.
+    writer_syscalls: BTreeMap<String, u32>,
+    hunted: u32,
+    before_journal: u32,
+    status_ok: u32,
+    processes: u32,
+    runs: u32,
+    finished: u32,
+    effects_checked: u64,
+    duplicates: u64,
+    missing: u64,
+    failures: Vec<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> Result<bool, String> {
+    let o = parse()?;
+    let t0 = Instant::now();
+    println!(
+        "medic-torture --seed {} --kills {} --hosts {} --per-run {} --hunt {} --sim-seed {} --time-scale {}",
+        o.seed, o.kills, o.hosts, o.per_run, o.hunt, o.sim_seed, o.time_scale
+    );
+    let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    let _ = std::fs::remove_dir_all(&o.dir);
+    std::fs::create_dir_all(&o.dir).map_err(|e| io("cannot create the work directory", e))?;
+    let files = Files {
+        inventory: o.dir.join("inventory.yaml"),
+        playbook: Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../playbooks/ds-activeupdate-cert-2023.yaml"),
+    };
+    std::fs::write(
+        &files.inventory,
+        medic_sim::generate_inventory_yaml(o.hosts, 1),
+    )
+    .map_err(|e| io("cannot write the inventory", e))?;
+
+    // The reference: the same seed, never interrupted.
+    let ref_journal = o.dir.join("reference").join("journal.sqlite");
+    mkdir_for(&ref_journal)?;
+    let tr = Instant::now();
+    let out = apply(&o, &files, &ref_journal)
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| io("cannot run medic", e))?;
+    let st = out.status;
+    let full = tr.elapsed();
+    let reference = effects(&ref_journal);
+    let ref_code = st.code();
+    println!(
+        "reference run: exit {ref_code:?}, {} side effects on {} (host, action) pairs, {:.1} s",
+        reference.values().sum::<u32>(),
+        reference.len(),
+        full.as_secs_f64()
+    );
+    if reference.is_empty() || reference.values().any(|&n| n != 1) {
+        return Err(format!(
+            "the reference run has no side effects, or repeats one:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+
+    let mut rng = Rng(o.seed);
+    let mut t = Totals::default();
+    while t.kills < o.kills {
+        t.runs += 1;
+        let r = t.runs;
+        let rt = Instant::now();
+        let journal = o.dir.join(format!("run-{r:03}")).join("journal.sqlite");
+        mkdir_for(&journal)?;
+        let mut run_kills = 0u32;
+        let mut run_mid = 0u32;
+        let mut succeeded_seen = 0u64;
+        let last: Option<ExitStatus>;
+        loop {
+            let mut cmd = if journal.exists() {
+                resume(&o, &journal)
+            } else {
+                apply(&o, &files, &journal)
+            };
+            let mut child = cmd.spawn().map_err(|e| io("cannot run medic", e))?;
+            t.processes += 1;
+            if run_kills >= o.per_run || t.kills >= o.kills {
+                last = Some(child.wait().map_err(|e| io("wait", e))?);
+                break;
+            }
+            // Spread a run's kills over it: each process lives on average one share of a
+            // reference run (a resume also spends some of it starting up).
+            let share = full.as_secs_f64() / f64::from(o.per_run);
+            let delay = Duration::from_secs_f64(share * (0.02 + 1.96 * rng.unit()));
+            let hunt = rng.unit() < o.hunt;
+            match kill_after(&mut child, &journal, delay, hunt, &mut rng)? {
+                Landed::Exited(st) => {
+                    last = Some(st);
+                    break;
+                }
+                Landed::Killed {
+                    mid_write,
+                    recovering,
+                    journal_syscall,
+                } => {
+                    t.recovering += u32::from(recovering);
+                    if let Some(sc) = journal_syscall {
+                        *t.writer_syscalls.entry(sc).or_default() += 1;
+                    }
+                    t.kills += 1;
+                    run_kills += 1;
+                    let fifth = (rt.elapsed().as_secs_f64() / full.as_secs_f64() * 5.0) as usize;
+                    t.by_fifth[fifth.min(5)] += 1;
+                    t.hunted += u32::from(hunt);
+                    t.mid_write += u32::from(mid_write);
+                    run_mid += u32::from(mid_write);
+                    if !journal.exists() {
+                        // Killed before the journal was linked into place: nothing to
+                        // open, and the next process starts the run again.
+                        t.before_journal += 1;
+                        continue;
+                    }
+                    if uncommitted_wal_frames(&journal) > 0 {
+                        t.torn_commits += 1;
+                    }
+                    match status(&o, &journal) {
+                        Ok(n) => {
+                            t.status_ok += 1;
+                            if n < succeeded_seen {
+                                t.failures.push(format!(
+                                    "run {r}: succeeded steps went back from {succeeded_seen} to {n} after a kill"
+                                ));
+                            }
+                            succeeded_seen = n;
+                        }
+                        Err(e) => t.failures.push(format!(
+                            "run {r}: the journal did not open after a kill: {e}"
+                        )),
+                    }
+                }
+            }
+        }
+        let code = last.and_then(|s| s.code());
+        let got = effects(&journal);
+        let mut dup = 0u64;
+        let mut missing = 0u64;
+        let keys: std::collections::BTreeSet<_> = reference.keys().chain(got.keys()).collect();
+        for key in keys {
+            let want = reference.get(key).copied().unwrap_or(0);
+            let have = got.get(key).copied().unwrap_or(0);
+            dup += u64::from(have.saturating_sub(want));
+            missing += u64::from(want.saturating_sub(have));
+        }
+        t.effects_checked += u64::from(got.values().sum::<u32>());
+        t.duplicates += dup;
+        t.missing += missing;
+        if code == ref_code {
+            t.finished += 1;
+        } else {
+            t.failures.push(format!(
+                "run {r}: exit {code:?}, the reference exited {ref_code:?}"
+            ));
+        }
+        if dup > 0 || missing > 0 {
+            t.failures.push(format!(
+                "run {r}: {dup} duplicate and {missing} missing side effects ({})",
+                journal.display()
+            ));
+        }
+        println!(
+            "run {r:3}: {run_kills} kills ({run_mid} mid-write), exit {code:?}, {} effects, {dup} duplicates, {missing} missing, {:.1} s",
+            got.values().sum::<u32>(),
+            rt.elapsed().as_secs_f64()
+        );
+    }
+
+    let ok = t.failures.is_empty();
+    let mut s = String::new();
+    let _ = writeln!(s, "\nsummary (seed {}):", o.seed);
+    let _ = writeln!(
+        s,
+        "  fleet                {} hosts, reference {:.1} s, {} side effects",
+        o.hosts,
+        full.as_secs_f64(),
+        reference.len()
+    );
+    let _ = writeln!(
+        s,
+        "  kills delivered      {} (SIGKILL) over {} runs, {} medic processes",
+        t.kills, t.runs, t.processes
+    );
+    let _ = writeln!(
+        s,
+        "  kills by moment      {:?} (fifths of the reference run's duration since the run began, then later)",
+        t.by_fifth
+    );
+    let _ = writeln!(
+        s,
+        "  mid-write kills      {} (WAL writer lock held by the frozen process, journal writer thread running; {} kills hunted for one)",
+        t.mid_write, t.hunted
+    );
+    let _ = writeln!(
+        s,
+        "  recovery kills       {} (WAL writer lock held while a resume recovered the WAL, before its writer thread)",
+        t.recovering
+    );
+    let _ = writeln!(
+        s,
+        "  writer thread at     {:?} (mid-write kills, by the syscall the frozen journal thread was in)",
+        t.writer_syscalls
+    );
+    let _ = writeln!(
+        s,
+        "  torn commits         {} (kills that left frames of an unfinished COMMIT at the end of the WAL)",
+        t.torn_commits
+    );
+    let _ = writeln!(
+        s,
+        "  before the journal   {} (killed before the journal was linked into place)",
+        t.before_journal
+    );
+    let _ = writeln!(
+        s,
+        "  journal opened       {}/{} after a kill (`medic status --format json`)",
+        t.status_ok,
+        t.kills - t.before_journal
+    );
+    let _ = writeln!(
+        s,
+        "  runs finished        {}/{} with the reference's exit code {:?}",
+        t.finished, t.runs, ref_code
+    );
+    let _ = writeln!(
+        s,
+        "  side effects checked {} ({} per run), duplicates {}, missing {}",
+        t.effects_checked,
+        reference.len(),
+        t.duplicates,
+        t.missing
+    );
+    let _ = writeln!(
+        s,
+        "  wall time            {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
+    print!("{s}");
+    if ok {
+        println!("ok");
+        if !o.keep {
+            let _ = std::fs::remove_dir_all(&o.dir);
+        }
+    } else {
+        for f in &t.failures {
+            println!("FAILED {f}");
+        }
+        println!(
+            "files kept in {}; replay the schedule with --seed {}",
+            o.dir.display(),
+            o.seed
+        );
+    }
+    Ok(ok)
+}
