@@ -329,8 +329,21 @@ impl<'a> Dispatcher<'a> {
     /// re-probed, failed ones run again only with `retry_failed`.
     fn restore(&mut self, prior: &Prior) {
         let plan = self.plan.clone();
-        for row in &prior.steps {
-            let Some(i) = plan.step_index(&row.step) else {
+        // Where each row's step is in the plan: a million lookups are random reads of the
+        // plan, so a large journal's are split between two threads (same result either way).
+        let find = |rows: &[StepRow]| -> Vec<Option<u32>> {
+            rows.iter().map(|r| plan.step_index(&r.step)).collect()
+        };
+        let at: Vec<Option<u32>> = if prior.steps.len() >= 100_000 {
+            let (a, b) = prior.steps.split_at(prior.steps.len() / 2);
+            let (mut a, b) = medic_model::par::join(|| find(a), || find(b));
+            a.extend(b);
+            a
+        } else {
+            find(&prior.steps)
+        };
+        for (row, i) in prior.steps.iter().zip(at) {
+            let Some(i) = i else {
                 continue;
             };
             let i = i as usize;
