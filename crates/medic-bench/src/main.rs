@@ -3,6 +3,12 @@
 //! - `medic-bench gen-inventory --hosts N [--seed S]` prints a generated inventory.
 //! - `medic-bench plan --hosts N` generates, loads and plans N hosts and prints wall time
 //!   per stage and the peak RSS of the process.
+//! - `medic-bench import --hosts N [--page-size P] [--rate R]`: serves a generated N-computer fleet
+//!   with the DSM simulator (in this process) and runs `medic inventory import`'s work
+//!   against it in a child process (`import-client`): the import, then the check that the
+//!   text loads. Prints the requests (as the simulator logged them), the wall time and the
+//!   client's peak RSS, apart from the simulator's. `--rate 0` lifts the client's request
+//!   rate limit (by default that of `medic inventory import`, 10 a second, burst 10).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -35,7 +41,16 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Some("plan") => bench_plan(arg(&args, "--hosts", 100_000)? as usize),
-            _ => Err("usage: medic-bench gen-inventory --hosts N [--seed S] | medic-bench plan --hosts N".to_owned()),
+            Some("import") => bench_import(
+                arg(&args, "--hosts", 100_000)? as usize,
+                arg(&args, "--page-size", 5000)? as u32,
+                args.iter()
+                    .position(|a| a == "--rate")
+                    .and_then(|i| args.get(i + 1))
+                    .map(String::as_str),
+            ),
+            Some("import-client") => import_client(&args),
+            _ => Err("usage: medic-bench gen-inventory --hosts N [--seed S] | medic-bench plan --hosts N | medic-bench import --hosts N [--page-size P] [--rate R]".to_owned()),
         }
     };
     match run() {
@@ -92,5 +107,124 @@ fn bench_plan(n: usize) -> Result<(), String> {
     if let Some(m) = peak_rss_mib() {
         println!("peak RSS after JSON   {m:.0} MiB");
     }
+    Ok(())
+}
+
+const BENCH_KEY: &str = "medic-bench-key-not-secret";
+
+fn bench_import(n: usize, page_size: u32, rate: Option<&str>) -> Result<(), String> {
+    use medic_sim::server::{ServerConfig, serve};
+    let t = Instant::now();
+    let inv_text = medic_sim::generate_inventory_yaml(n, 7);
+    let inv = medic_config::load_inventory("gen.yaml", &inv_text).map_err(|p| p.to_string())?;
+    let fleet = medic_sim::SimFleet::open(&inv, medic_sim::SimConfig::demo(1), None)
+        .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let config = ServerConfig::new(secrecy::SecretString::from(BENCH_KEY.to_owned()));
+    let server = rt
+        .block_on(serve(fleet, &inv, config))
+        .map_err(|e| e.to_string())?;
+    println!(
+        "computers             {} (and the Manager)",
+        inv.hosts.len()
+    );
+    println!(
+        "setup (generate, simulator; not measured)  {:.2} s, peak RSS {:.0} MiB",
+        t.elapsed().as_secs_f64(),
+        peak_rss_mib().unwrap_or(0.0)
+    );
+    drop(inv);
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe)
+        .args(["import-client", "--url", &server.base_url(), "--page-size"])
+        .arg(page_size.to_string())
+        .args(rate.map(|r| ["--rate", r]).into_iter().flatten())
+        .env(medic_drivers::dsm::API_KEY_ENV, BENCH_KEY)
+        .output()
+        .map_err(|e| e.to_string())?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        return Err(format!(
+            "the import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let log = server.requests();
+    let mut routes: Vec<(String, u32)> = Vec::new();
+    for r in &log {
+        let route = format!("{} {} ({})", r.method, r.route, r.status);
+        match routes.last_mut() {
+            Some((last, k)) if *last == route => *k += 1,
+            _ => routes.push((route, 1)),
+        }
+    }
+    let routes: Vec<String> = routes
+        .into_iter()
+        .map(|(r, k)| if k == 1 { r } else { format!("{r} x{k}") })
+        .collect();
+    println!(
+        "requests (the simulator's log)  {}: {}",
+        log.len(),
+        routes.join(", ")
+    );
+    println!(
+        "simulator peak RSS    {:.0} MiB (this process: fleet, generated inventory, server)",
+        peak_rss_mib().unwrap_or(0.0)
+    );
+    server.shutdown();
+    Ok(())
+}
+
+/// The client side of `medic-bench import`, in its own process so that its peak RSS is its
+/// own: what `medic inventory import` does (the default client settings, rate limit
+/// included), then the check that the text loads.
+fn import_client(args: &[String]) -> Result<(), String> {
+    use medic_drivers::dsm::{API_KEY_ENV, DsmClient, DsmConfig, ImportOptions, import_inventory};
+    let url = args
+        .iter()
+        .position(|a| a == "--url")
+        .and_then(|i| args.get(i + 1))
+        .ok_or("--url URL is needed")?;
+    let key = std::env::var(API_KEY_ENV).map_err(|_| format!("{API_KEY_ENV} is not set"))?;
+    let mut config =
+        DsmConfig::new(url, secrecy::SecretString::from(key)).map_err(|e| e.to_string())?;
+    // `--rate 0` lifts the client's request rate limit (default 10/s, burst 10), to see
+    // what the limit costs.
+    if let Some(r) = args
+        .iter()
+        .position(|a| a == "--rate")
+        .and_then(|i| args.get(i + 1)?.parse::<f64>().ok())
+    {
+        config.rate.per_second = r;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let _g = rt.enter();
+    let client = DsmClient::new(config).map_err(|e| e.to_string())?;
+    let mut opts = ImportOptions::for_client(&client);
+    opts.page_size = arg(args, "--page-size", 5000)? as u32;
+    let t = Instant::now();
+    let text = rt
+        .block_on(import_inventory(&client, &opts))
+        .map_err(|e| e.to_string())?;
+    let import_s = t.elapsed().as_secs_f64();
+    let inv = medic_config::load_inventory("imported.yaml", &text).map_err(|p| p.to_string())?;
+    let total = t.elapsed().as_secs_f64();
+    println!("hosts imported        {}", inv.hosts.len());
+    println!("inventory bytes       {}", text.len());
+    println!("requests sent         {}", client.requests_sent());
+    println!(
+        "import, end to end    {total:.2} s (reading the Manager and writing the text: {import_s:.2} s, then the check that it loads: {:.2} s)",
+        total - import_s
+    );
+    println!(
+        "client peak RSS       {:.0} MiB",
+        peak_rss_mib().unwrap_or(0.0)
+    );
     Ok(())
 }

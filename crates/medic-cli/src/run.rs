@@ -14,7 +14,7 @@ use medic_exec::{
 };
 use medic_journal::{Journal, JournalError, JournalReader, StepState, meta_keys};
 use medic_model::{AgentBuild, Inventory};
-use medic_plan::{Plan, Window, plan_from_json, plan_to_json};
+use medic_plan::{Plan, Window, plan_from_json};
 use medic_sim::{SimConfig, SimFleet};
 use serde::{Deserialize, Serialize};
 
@@ -231,7 +231,14 @@ fn sim_config(plan: &Plan, seed: u64, faults: &[String]) -> Result<SimConfig, Fa
     Ok(c)
 }
 
-fn drivers_for(plan: &Plan, inputs: &Inputs, journal: &Path) -> Result<Drivers, Failure> {
+/// The drivers of a run. `loaded` is the recorded simulation inventory when the caller
+/// has already loaded that very text.
+fn drivers_for(
+    plan: &Plan,
+    inputs: &Inputs,
+    journal: &Path,
+    loaded: Option<Inventory>,
+) -> Result<Drivers, Failure> {
     if inputs.simulate {
         let text = inputs.sim_inventory.as_deref().ok_or_else(|| {
             bad(
@@ -240,8 +247,11 @@ fn drivers_for(plan: &Plan, inputs: &Inputs, journal: &Path) -> Result<Drivers, 
                 "pass --inventory",
             )
         })?;
-        let inv = medic_config::load_inventory("inventory (recorded)", text)
-            .map_err(Failure::BadInput)?;
+        let inv = match loaded {
+            Some(inv) => inv,
+            None => medic_config::load_inventory("inventory (recorded)", text)
+                .map_err(Failure::BadInput)?,
+        };
         let fleet = SimFleet::open(
             &inv,
             sim_config(plan, inputs.sim_seed, &inputs.sim_faults)?,
@@ -475,21 +485,18 @@ fn start_new(
     window: Option<Window>,
     progress: Progress,
 ) -> Result<u8, Failure> {
-    let drivers = drivers_for(&plan, &inputs, journal_path)?;
+    let drivers = drivers_for(&plan, &inputs, journal_path, None)?;
     if let Some(dir) = journal_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
     }
     // The journal appears complete with its plan and inputs, or not at all.
-    let plan_json = plan_to_json(&plan);
     let inputs_json = serde_json::to_string(&inputs).map_err(|e| internal(e.to_string()))?;
     let meta = [
         (meta_keys::RUN_ID, id.as_str()),
-        (meta_keys::PLAN_FINGERPRINT, plan.fingerprint()),
-        (meta_keys::PLAN_JSON, plan_json.as_str()),
         (INPUTS, inputs_json.as_str()),
     ];
-    let journal = Journal::create_with_meta(journal_path, &meta).map_err(|e| match e {
+    let journal = medic_exec::create_journal(journal_path, &plan, &meta).map_err(|e| match e {
         // Nothing was run and no journal is left behind, so there is nothing to resume.
         JournalError::DiskFull { .. } | JournalError::CannotWrite { .. } => internal(format!(
             "cannot create journal {}: the disk is full or refused a write; nothing was run: free space and start the run again",
@@ -537,35 +544,53 @@ fn resume_journal(
         )
     })?;
     let get = |k: &str| reader.meta(k).map_err(|e| internal(e.to_string()));
-    let plan_json = get(meta_keys::PLAN_JSON)?.ok_or_else(|| {
-        bad(
+    let inputs: Result<Inputs, _> = serde_json::from_str(&get(INPUTS)?.unwrap_or_default());
+    // The inputs of the drift check, when they are still on disk.
+    let on_disk = inputs
+        .as_ref()
+        .ok()
+        .and_then(|i| match (&i.inventory, &i.playbook) {
+            (Some(inv), Some(pb)) if inv.exists() && pb.exists() => {
+                Some((inv.clone(), pb.clone(), i.sets.clone()))
+            }
+            _ => None,
+        });
+    // Three independent reads at the same time: the plan, the state of every step, and
+    // today's inputs with the fingerprint a plan of them would have (no planning).
+    let (read, today) = medic_model::par::join(
+        || medic_exec::read_for_resume(path),
+        || {
+            on_disk.map(|(inv, pb, sets)| {
+                let (i, p, pb_text, inv_text) = load_files(&inv, &pb, &sets)?;
+                let (fingerprint, digests) = medic_plan::fingerprint_inputs(&i, &p, &pb_text);
+                Ok::<_, Failure>((inv, fingerprint, digests, i, inv_text))
+            })
+        },
+    );
+    let (plan, prior) = read.map_err(|e| match e {
+        medic_exec::ReadError::NoPlan => bad(
             &name,
             "the journal holds no plan",
             "was it written by `medic apply`?",
+        ),
+        e => internal(e.to_string()),
+    })?;
+    let mut inputs = inputs.map_err(|e| {
+        bad(
+            &name,
+            format!("the journal's inputs cannot be read: {e}"),
+            "resume it with the medic that started it",
         )
     })?;
-    let mut inputs: Inputs =
-        serde_json::from_str(&get(INPUTS)?.unwrap_or_default()).map_err(|e| {
-            bad(
-                &name,
-                format!("the journal's inputs cannot be read: {e}"),
-                "resume it with the medic that started it",
-            )
-        })?;
     let id = get(meta_keys::RUN_ID)?.unwrap_or_else(run_id);
-    let plan = plan_from_json(&plan_json)
-        .map_err(|e| internal(format!("the journal's plan cannot be read: {e}")))?;
     let window = parse_window(inputs.window.as_deref())?;
 
     // Refuse a plan whose inputs changed since the run started, naming the hosts.
-    if let (Some(inv), Some(pb)) = (&inputs.inventory, &inputs.playbook)
-        && inv.exists()
-        && pb.exists()
-    {
-        let (i, p, pb_text, _) = load_files(inv, pb, &inputs.sets)?;
-        let now = make_plan(&i, &p, &pb_text, window)?;
-        if now.fingerprint() != plan.fingerprint() {
-            let drifted = plan.drifted_hosts(&now);
+    let mut loaded = None;
+    if let Some(today) = today {
+        let (inv, now, digests, i, inv_text) = today?;
+        if now != plan.fingerprint() {
+            let drifted = plan.drifted_hosts_from(&digests);
             let hosts = if drifted.is_empty() {
                 "none (the playbook or parameters changed)".to_owned()
             } else {
@@ -579,22 +604,18 @@ fn resume_journal(
                 "restore the inputs, or start a new run with `medic apply` for the changed fleet",
             ));
         }
-    }
-    let mut prior = Prior::default();
-    for row in reader.steps().map_err(|e| internal(e.to_string()))? {
-        prior
-            .steps
-            .insert(row.step, (row.state, row.attempt, row.detail));
-    }
-    for t in reader.timers().map_err(|e| internal(e.to_string()))? {
-        prior.timers.insert(t.key, t.due_ms);
+        // A rehearsal's fleet is built from the inventory it recorded: when that is the text
+        // just loaded, it is not loaded twice.
+        if inputs.sim_inventory.as_deref() == Some(inv_text.as_str()) {
+            loaded = Some(i);
+        }
     }
     drop(reader);
     if yes {
         inputs.yes = true;
     }
     let events = events.unwrap_or_else(|| inputs.events.clone());
-    let drivers = drivers_for(&plan, &inputs, path)?;
+    let drivers = drivers_for(&plan, &inputs, path, loaded)?;
     let journal = Journal::open_existing(path).map_err(|e| internal(e.to_string()))?;
     let opts = options(&inputs, id, window, retry_failed);
     execute(
@@ -684,6 +705,11 @@ fn execute(
         );
         return Ok(exit_codes::INTERNAL);
     }
+    // The process ends after this: the plan and the journal's view are plain data (a million
+    // steps are a few hundred MiB in small allocations, about 0.2 s to free one by one), so
+    // they are left to the exit. The drivers and the journal are dropped as usual.
+    std::mem::forget(plan);
+    std::mem::forget(prior);
     Ok(match report.exit {
         RunExit::Ok => exit_codes::OK,
         RunExit::Failed => exit_codes::RUN_FAILED,

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDequ
 use std::sync::Arc;
 use std::time::Duration;
 
-use medic_journal::{Journal, Record, StepState};
+use medic_journal::{Journal, Record, StepRow, StepState};
 use medic_plan::{Plan, StepKind};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -69,7 +69,9 @@ impl Default for RunOptions {
 /// What the journal says about a run so far (empty for a new run).
 #[derive(Clone, Debug, Default)]
 pub struct Prior {
-    pub steps: HashMap<String, (StepState, u32, Option<String>)>,
+    /// The state of every step the journal knows, as [`medic_journal::JournalReader::steps`]
+    /// reads them (one row per step id; rows of ids the plan does not have are ignored).
+    pub steps: Vec<StepRow>,
     /// Timer key (step or gate id) -> due, wall-clock milliseconds.
     pub timers: HashMap<String, i64>,
 }
@@ -138,7 +140,9 @@ pub(crate) struct Dispatcher<'a> {
     attempt: Vec<u32>,
     reprobe: Vec<bool>,
     waiting: Vec<u32>,
-    dependents: Vec<Vec<u32>>,
+    /// The steps that need each step (see `Dispatcher::new`).
+    dependents: Vec<u32>,
+    dep_start: Vec<u32>,
     ready: BTreeSet<u32>,
     worklist: VecDeque<u32>,
     timers: BinaryHeap<Reverse<(Instant, u32, TimerKind)>>,
@@ -237,7 +241,19 @@ impl<'a> Dispatcher<'a> {
         let groups = group_ix.len();
         let mut phase_of = Vec::with_capacity(n);
         let mut endpoint_of = Vec::with_capacity(n);
-        let mut dependents: Vec<Vec<u32>> = vec![Vec::new(); n];
+        // Who needs each step, as one list (CSR): `dependents[dep_start[i]..dep_start[i + 1]]`
+        // need step i, in step order. One allocation instead of one per step.
+        let mut dep_start = vec![0u32; n + 1];
+        for s in plan.steps() {
+            for need in &s.needs {
+                dep_start[need.step as usize + 1] += 1;
+            }
+        }
+        for i in 0..n {
+            dep_start[i + 1] += dep_start[i];
+        }
+        let mut dependents = vec![0u32; dep_start[n] as usize];
+        let mut fill = dep_start.clone();
         let mut phase_left = vec![0u32; phase_limit.len()];
         let mut wave_left: HashMap<(u16, u32), u32> = HashMap::new();
         for (i, s) in plan.steps().iter().enumerate() {
@@ -250,7 +266,9 @@ impl<'a> Dispatcher<'a> {
                     .unwrap_or(NO),
             );
             for need in &s.needs {
-                dependents[need.step as usize].push(i as u32);
+                let at = &mut fill[need.step as usize];
+                dependents[*at as usize] = i as u32;
+                *at += 1;
             }
             if s.kind == StepKind::Action && p != NO {
                 phase_left[p as usize] += 1;
@@ -272,6 +290,7 @@ impl<'a> Dispatcher<'a> {
             reprobe: vec![false; n],
             waiting: vec![0; n],
             dependents,
+            dep_start,
             ready: BTreeSet::new(),
             worklist: VecDeque::new(),
             timers: BinaryHeap::new(),
@@ -310,11 +329,26 @@ impl<'a> Dispatcher<'a> {
     /// re-probed, failed ones run again only with `retry_failed`.
     fn restore(&mut self, prior: &Prior) {
         let plan = self.plan.clone();
-        for (i, s) in plan.steps().iter().enumerate() {
-            let Some((state, attempt, detail)) = prior.steps.get(&s.id) else {
+        // Where each row's step is in the plan: a million lookups are random reads of the
+        // plan, so a large journal's are split between two threads (same result either way).
+        let find = |rows: &[StepRow]| -> Vec<Option<u32>> {
+            rows.iter().map(|r| plan.step_index(&r.step)).collect()
+        };
+        let at: Vec<Option<u32>> = if prior.steps.len() >= 100_000 {
+            let (a, b) = prior.steps.split_at(prior.steps.len() / 2);
+            let (mut a, b) = medic_model::par::join(|| find(a), || find(b));
+            a.extend(b);
+            a
+        } else {
+            find(&prior.steps)
+        };
+        for (row, i) in prior.steps.iter().zip(at) {
+            let Some(i) = i else {
                 continue;
             };
-            self.attempt[i] = *attempt;
+            let i = i as usize;
+            let (state, detail) = (&row.state, &row.detail);
+            self.attempt[i] = row.attempt;
             self.st[i] = match state {
                 StepState::Succeeded => {
                     if detail.as_deref().is_some_and(|d| d.starts_with(ALREADY)) {
@@ -1167,8 +1201,8 @@ impl<'a> Dispatcher<'a> {
                 self.phase_finished(p);
             }
         }
-        let deps = std::mem::take(&mut self.dependents[i as usize]);
-        for &d in &deps {
+        for k in self.dependents_of(i) {
+            let d = self.dependents[k];
             let on_finish = self
                 .plan
                 .step(d)
@@ -1185,7 +1219,11 @@ impl<'a> Dispatcher<'a> {
                 self.block(d);
             }
         }
-        self.dependents[i as usize] = deps;
+    }
+
+    /// Positions in `dependents` of the steps that need step `i`.
+    fn dependents_of(&self, i: u32) -> std::ops::Range<usize> {
+        self.dep_start[i as usize] as usize..self.dep_start[i as usize + 1] as usize
     }
 
     fn phase_finished(&mut self, p: u16) {
@@ -1218,7 +1256,7 @@ impl<'a> Dispatcher<'a> {
             self.ready.remove(&x);
             self.st[x as usize] = St::Blocked;
             // A blocked step never finishes, so it counts as left in its phase forever.
-            stack.extend(self.dependents[x as usize].iter().copied());
+            stack.extend_from_slice(&self.dependents[self.dependents_of(x)]);
         }
     }
 
@@ -1239,7 +1277,14 @@ impl<'a> Dispatcher<'a> {
             overshoot: self.overshoot,
             ..Summary::default()
         };
-        let mut by_host: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        // Counted with borrowed keys, made into the summary's owned ones at the end: a
+        // million steps must not cost a million allocations here.
+        let mut words: HashMap<&'static str, u32> = HashMap::new();
+        // Few distinct actions, and runs of steps with the same one: a list and the last hit.
+        let mut actions: Vec<(&str, ActionCounts)> = Vec::new();
+        let mut last_action = usize::MAX;
+        // (host, step) of every action step on a host, grouped by host below.
+        let mut host_steps: Vec<(u32, u32)> = Vec::new();
         for (i, s) in plan.steps().iter().enumerate() {
             let word = match self.st[i] {
                 St::Done(o) => journal_state(o).as_str(),
@@ -1247,14 +1292,29 @@ impl<'a> Dispatcher<'a> {
                 St::Running => "running",
                 _ => "pending",
             };
-            *sum.steps.entry(word.to_owned()).or_default() += 1;
+            match words.get_mut(word) {
+                Some(n) => *n += 1,
+                None => {
+                    words.insert(word, 1);
+                }
+            }
             if s.kind != StepKind::Action {
                 continue;
             }
             if let Some(h) = s.host {
-                by_host.entry(h).or_default().push(i as u32);
+                host_steps.push((h, i as u32));
             }
-            let c: &mut ActionCounts = sum.actions.entry(s.action.to_string()).or_default();
+            let a: &str = &s.action;
+            if actions.get(last_action).is_none_or(|(x, _)| *x != a) {
+                last_action = match actions.iter().position(|(x, _)| *x == a) {
+                    Some(k) => k,
+                    None => {
+                        actions.push((a, ActionCounts::default()));
+                        actions.len() - 1
+                    }
+                };
+            }
+            let c: &mut ActionCounts = &mut actions[last_action].1;
             match self.st[i] {
                 St::Done(Outcome::Succeeded) => c.acted += 1,
                 St::Done(Outcome::AlreadyDone) => c.already_done += 1,
@@ -1272,7 +1332,17 @@ impl<'a> Dispatcher<'a> {
                 _ => {}
             }
         }
-        for steps in by_host.values() {
+        sum.steps = words.into_iter().map(|(w, n)| (w.to_owned(), n)).collect();
+        sum.actions = actions
+            .into_iter()
+            .map(|(a, c)| (a.to_owned(), c))
+            .collect();
+        // By host in host order, each host's steps in step order (the sort is stable).
+        host_steps.sort_by_key(|&(h, _)| h);
+        let mut hosts_with_steps = 0usize;
+        for group in host_steps.chunk_by(|a, b| a.0 == b.0) {
+            hosts_with_steps += 1;
+            let steps: Vec<u32> = group.iter().map(|&(_, i)| i).collect();
             let hard_fail = steps.iter().any(|&i| {
                 self.st[i as usize] == St::Done(Outcome::Failed) && !plan.step(i).soft_fail
             });
@@ -1302,7 +1372,7 @@ impl<'a> Dispatcher<'a> {
                 }
             }
         }
-        sum.hosts_without_steps = (plan.hosts().len() - by_host.len()) as u32;
+        sum.hosts_without_steps = (plan.hosts().len() - hosts_with_steps) as u32;
         sum
     }
 }

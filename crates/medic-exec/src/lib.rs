@@ -11,6 +11,7 @@ mod clock;
 mod dispatcher;
 mod driver;
 mod event;
+mod journal_plan;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ pub use clock::Clock;
 pub use dispatcher::{Control, Prior, RunExit, RunOptions, RunReport, WindowPolicy};
 pub use driver::{ActionFuture, ActionReply, ActionRequest, ActionStatus, Driver, Drivers};
 pub use event::{ActionCounts, Fanout, Outcome, Reporter, RunEvent, StopReason, Summary};
+pub use journal_plan::{ReadError, create_journal, read_for_resume, read_plan, read_prior};
 
 /// Runs (or resumes, given the journal's `prior` view) a plan to its end or to a stop.
 pub async fn execute(

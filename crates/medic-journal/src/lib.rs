@@ -3,7 +3,8 @@
 //! A run writes one SQLite file (WAL, `synchronous=FULL`) holding the append-only history
 //! (`events`), the current state of every step (`steps`, updated in the same transaction as
 //! its event), the waits that must survive a restart (`timers`), the operators' approvals
-//! (`approvals`) and the run's identity (`meta`: run id, plan fingerprint, plan JSON).
+//! (`approvals`) and the run's identity (`meta`: run id, plan fingerprint, the plan in a
+//! compact binary form).
 //!
 //! Why SQLite and not a JSON Lines file: resume and `medic status` need "current state of
 //! every step" queries while a run writes, from another process, and a torn last line or a
@@ -30,7 +31,8 @@ pub use model::{Approval, EventRow, Record, StepRow, StepState, Timer};
 pub use reader::{JournalReader, approve};
 pub use writer::Journal;
 
-/// Keys of the `meta` table that medic itself writes. Values are plain text (no secrets).
+/// Keys of the `meta` table that medic itself writes. Values are plain text, except
+/// [`meta_keys::PLAN_BIN`] (a BLOB); none holds a secret.
 pub mod meta_keys {
     /// Milliseconds since the Unix epoch when the journal file was created; set by
     /// [`crate::Journal::create`].
@@ -39,6 +41,11 @@ pub mod meta_keys {
     pub const RUN_ID: &str = "run_id";
     /// The plan fingerprint a resume must match.
     pub const PLAN_FINGERPRINT: &str = "plan_fingerprint";
-    /// The full plan as JSON, so `status` and resume need nothing but the journal.
+    /// The full plan as `medic.plan/v1` JSON: what journals written before `plan_bin`
+    /// hold (resume still reads it when `plan_bin` is absent).
     pub const PLAN_JSON: &str = "plan_json";
+    /// The full sealed plan in medic-plan's compact binary form (a BLOB, read with
+    /// [`crate::JournalReader::meta_blob`]), so resume needs nothing but the journal and
+    /// reads a million-step plan back in a fraction of a second.
+    pub const PLAN_BIN: &str = "plan_bin";
 }

@@ -44,10 +44,38 @@ impl JournalReader {
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, JournalError> {
-        self.conn
-            .prepare_cached("SELECT value FROM meta WHERE key = ?1")
-            .and_then(|mut st| st.query_row([key], |r| r.get(0)).optional())
-            .map_err(|e| self.err(e))
+        self.meta_value(key)
+    }
+
+    /// One meta value, found by a scan of the keys rather than a lookup. `meta` is a
+    /// WITHOUT ROWID table, and a b-tree seek compares the key asked for with whole
+    /// records: passing a record whose value spills onto overflow pages (the plan, tens of
+    /// MiB for a large fleet) reads all of it, so looking `run_id` up could read the plan.
+    /// A scan reads each row's key from its first page and only the value asked for.
+    fn meta_value<T: rusqlite::types::FromSql>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT key, value FROM meta")
+            .map_err(|e| self.err(e))?;
+        let mut rows = st.query([]).map_err(|e| self.err(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let k = row
+                .get_ref(0)
+                .and_then(|v| Ok(v.as_str()?))
+                .map_err(|e| self.err(e))?;
+            if k == key {
+                return row.get(1).map(Some).map_err(|e| self.err(e));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A binary meta value (written with [`crate::Journal::create_with_meta_and_blobs`]).
+    pub fn meta_blob(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        self.meta_value(key)
     }
 
     /// The current state of one step, if it ever had a transition.

@@ -138,6 +138,17 @@ impl Journal {
     /// temporary name and linked into place complete, so a crash (even SIGKILL) leaves
     /// either no journal or one with every meta record, never a half-made file at `path`.
     pub fn create_with_meta(path: &Path, meta: &[(&str, &str)]) -> Result<Journal, JournalError> {
+        Journal::create_with_meta_and_blobs(path, meta, &[])
+    }
+
+    /// [`Journal::create_with_meta`], with binary meta values as well (read them back with
+    /// [`JournalReader::meta_blob`]); all of them are in place from the journal's first
+    /// moment.
+    pub fn create_with_meta_and_blobs(
+        path: &Path,
+        meta: &[(&str, &str)],
+        blobs: &[(&str, &[u8])],
+    ) -> Result<Journal, JournalError> {
         if path.exists() {
             return Err(JournalError::Exists {
                 path: path.to_owned(),
@@ -168,6 +179,15 @@ impl Journal {
             )
             .map_err(|e| JournalError::open(path, e))?;
             for (k, v) in meta {
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+                    (k, v),
+                )
+                .map_err(|e| JournalError::open(path, e))?;
+            }
+            // Stored as BLOBs in the same table: SQLite keeps a BLOB as it is in a TEXT
+            // column, and readers ask for them by key with `meta_blob`.
+            for (k, v) in blobs {
                 tx.execute(
                     "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
                     (k, v),

@@ -459,6 +459,32 @@ proptest! {
 }
 
 #[test]
+fn binary_meta_values_read_back_as_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.sqlite");
+    let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let j = medic_journal::Journal::create_with_meta_and_blobs(
+        &path,
+        &[("run_id", "r1")],
+        &[("plan_bin", &blob), ("empty", &[])],
+    )
+    .expect("create");
+    let r = medic_journal::JournalReader::open(&path).expect("reader");
+    assert_eq!(
+        r.meta_blob("plan_bin").expect("blob").as_deref(),
+        Some(&blob[..])
+    );
+    assert_eq!(
+        r.meta_blob("empty").expect("blob").as_deref(),
+        Some(&[][..])
+    );
+    assert_eq!(r.meta_blob("absent").expect("blob"), None);
+    assert_eq!(r.meta("run_id").expect("meta").as_deref(), Some("r1"));
+    drop(r);
+    j.close().expect("close");
+}
+
+#[test]
 fn a_journal_created_with_meta_is_complete_from_its_first_moment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j.sqlite");

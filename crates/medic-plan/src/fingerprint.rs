@@ -39,6 +39,16 @@ fn host_line(out: &mut String, h: &Host, offline: bool) {
     );
 }
 
+/// The fingerprint and per-host digests [`crate::build_plan`] would seal into a plan of these
+/// inputs, without building the plan: what a resume compares with the plan it recorded.
+pub fn fingerprint_inputs(
+    inv: &Inventory,
+    pb: &Playbook,
+    playbook_text: &str,
+) -> (String, BTreeMap<String, String>) {
+    digests(inv, pb, playbook_text)
+}
+
 pub(crate) fn digests(
     inv: &Inventory,
     pb: &Playbook,

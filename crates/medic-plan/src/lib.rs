@@ -4,6 +4,7 @@
 //! The planner is generic: it knows selectors, joins, waves and budgets, not Deep Security.
 //! The Deep Security knowledge is in the playbook and in `medic-model`'s build type.
 
+mod bin;
 mod build;
 mod estimate;
 mod facts;
@@ -13,7 +14,9 @@ mod plan;
 pub mod render;
 mod window;
 
+pub use bin::{PLAN_BIN_MAGIC, plan_from_bytes, plan_to_bytes};
 pub use build::{PlanError, build_plan};
+pub use fingerprint::fingerprint_inputs;
 pub use json::{PLAN_FORMAT, plan_from_json, plan_to_json, write_plan_json};
 pub use plan::{
     Estimate, GateSpec, Need, PhaseInfo, Plan, PlanHost, Skipped, Step, StepCheck, StepGuard,

@@ -205,13 +205,19 @@ impl Plan {
 
     /// Names the hosts whose digests differ between two plans (added, removed or changed).
     pub fn drifted_hosts(&self, other: &Plan) -> Vec<String> {
+        self.drifted_hosts_from(&other.host_digests)
+    }
+
+    /// Names the hosts whose digests differ from `digests` (as
+    /// [`crate::fingerprint_inputs`] makes them): added, removed or changed.
+    pub fn drifted_hosts_from(&self, digests: &BTreeMap<String, String>) -> Vec<String> {
         let mut out = Vec::new();
         for (h, d) in &self.host_digests {
-            if other.host_digests.get(h) != Some(d) {
+            if digests.get(h) != Some(d) {
                 out.push(h.clone());
             }
         }
-        for h in other.host_digests.keys() {
+        for h in digests.keys() {
             if !self.host_digests.contains_key(h) {
                 out.push(h.clone());
             }

@@ -714,6 +714,25 @@ impl SimFleet {
             .collect()
     }
 
+    /// The Manager's view of the computers at positions `range` (IDs `start + 1 ..`), in
+    /// inventory order; positions past the end are left out. Paged readers use this rather
+    /// than [`SimFleet::computers`], which copies every computer.
+    pub fn computers_in(&self, range: std::ops::Range<usize>) -> Vec<SimComputer> {
+        let st = self.lock();
+        let end = range.end.min(st.hosts.len());
+        let start = range.start.min(end);
+        st.hosts[start..end]
+            .iter()
+            .enumerate()
+            .map(|(i, h)| computer(start + i, h))
+            .collect()
+    }
+
+    /// How many computers there are.
+    pub fn computer_count(&self) -> usize {
+        self.lock().hosts.len()
+    }
+
     pub fn manager_version(&self) -> ManagerBuild {
         self.lock().manager.version
     }

@@ -445,3 +445,43 @@ async fn abort_records_unknown_and_resume_reprobes() {
             .any(|e| matches!(e, RunEvent::RunStarted { resumed: true, .. }))
     );
 }
+
+#[test]
+fn a_journal_gives_back_its_plan_binary_or_json_and_its_steps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(&inventory(6), GATED);
+    // As `medic apply` makes it: the binary plan.
+    let made = dir.path().join("made.sqlite");
+    let j = medic_exec::create_journal(&made, &p, &[("run_id", "r1")]).expect("create");
+    j.append(medic_journal::Record::Step {
+        step: p.steps()[0].id.clone(),
+        state: medic_journal::StepState::Succeeded,
+        attempt: 1,
+        detail: None,
+    })
+    .expect("append");
+    j.close().expect("close");
+    let (back, prior) = medic_exec::read_for_resume(&made).expect("reads");
+    assert!(back == p, "the plan comes back equal");
+    assert_eq!(prior.steps.len(), 1);
+    assert_eq!(prior.steps[0].step, p.steps()[0].id);
+    // A journal made before the binary plan: its JSON is read.
+    let old = dir.path().join("old.sqlite");
+    let json = medic_plan::plan_to_json(&p);
+    medic_journal::Journal::create_with_meta(&old, &[("plan_json", json.as_str())])
+        .expect("create")
+        .close()
+        .expect("close");
+    let (back, _) = medic_exec::read_for_resume(&old).expect("reads");
+    assert_eq!(medic_plan::plan_to_json(&back), json);
+    // No plan at all.
+    let none = dir.path().join("none.sqlite");
+    medic_journal::Journal::create_with_meta(&none, &[("run_id", "r2")])
+        .expect("create")
+        .close()
+        .expect("close");
+    assert!(matches!(
+        medic_exec::read_for_resume(&none),
+        Err(medic_exec::ReadError::NoPlan)
+    ));
+}

@@ -258,15 +258,7 @@ impl Harness {
 
 pub(crate) fn prior_of(path: &std::path::Path) -> Prior {
     let r = JournalReader::open(path).expect("reader");
-    let mut p = Prior::default();
-    for row in r.steps().expect("steps") {
-        p.steps
-            .insert(row.step, (row.state, row.attempt, row.detail));
-    }
-    for t in r.timers().expect("timers") {
-        p.timers.insert(t.key, t.due_ms);
-    }
-    p
+    medic_exec::read_prior(&r).expect("prior")
 }
 
 pub(crate) fn opts() -> RunOptions {

@@ -143,5 +143,8 @@ proptest! {
         // Every step is reachable in the JSON and the JSON reads back identically.
         let json = medic_plan::plan_to_json(&plan);
         prop_assert_eq!(medic_plan::plan_to_json(&medic_plan::plan_from_json(&json).expect("reads")), json);
+        // And through the journal's binary form: the very same plan.
+        let back = medic_plan::plan_from_bytes(&medic_plan::plan_to_bytes(&plan)).expect("reads");
+        prop_assert!(back == plan, "the binary round trip changed the plan");
     }
 }

@@ -279,6 +279,63 @@ fn plans_are_deterministic_and_round_trip_through_json() {
 }
 
 #[test]
+fn plans_round_trip_through_the_journal_binary_form() {
+    // Waves, gates, guards and checks, skipped hosts, relay groups: the lab with the
+    // Deep Security playbook, with and without a change window.
+    let inv = inventory(&inventory_text(LAB));
+    let pb = playbook(&[]);
+    let window = medic_plan::Window::parse("2026-12-01T22:00+09:00/2026-12-02T04:00+09:00")
+        .expect("a window");
+    let windowed =
+        medic_plan::build_plan(&inv, &pb, &playbook_text(), Some(window)).expect("plan builds");
+    assert!(windowed.estimate().window.is_some());
+    let back =
+        medic_plan::plan_from_bytes(&medic_plan::plan_to_bytes(&windowed)).expect("reads back");
+    assert!(back == windowed, "the window survives");
+    let p = plan(&inv, &pb);
+    let bytes = medic_plan::plan_to_bytes(&p);
+    let back = medic_plan::plan_from_bytes(&bytes).expect("reads back");
+    assert!(back == p, "binary round trip is lossless");
+    assert_eq!(
+        medic_plan::plan_to_json(&back),
+        medic_plan::plan_to_json(&p)
+    );
+    assert_eq!(
+        medic_plan::plan_to_bytes(&back),
+        bytes,
+        "same plan, same bytes"
+    );
+    assert!(
+        bytes.len() * 4 < medic_plan::plan_to_json(&p).len(),
+        "{} bytes",
+        bytes.len()
+    );
+    // Damaged bytes are refused, never a panic: every truncation, and every single byte
+    // changed (to a few values).
+    for n in 0..bytes.len() {
+        assert!(
+            medic_plan::plan_from_bytes(&bytes[..n]).is_err(),
+            "prefix {n}"
+        );
+    }
+    let mut changed = bytes.clone();
+    for i in (0..bytes.len()).step_by(bytes.len() / 3000 + 1) {
+        for v in [0u8, 1, 2, 0x7f, 0x80, 0xff, bytes[i] ^ 1] {
+            changed[i] = v;
+            let _ = medic_plan::plan_from_bytes(&changed);
+        }
+        changed[i] = bytes[i];
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(
+        medic_plan::plan_from_bytes(&longer).is_err(),
+        "trailing bytes"
+    );
+    assert!(medic_plan::plan_from_bytes(b"{\"format\": \"medic.plan/v1\"}").is_err());
+}
+
+#[test]
 fn a_changed_host_is_named_as_drift() {
     let pb = playbook(&[]);
     let a = plan(&inventory(&inventory_text(LAB)), &pb);

@@ -109,15 +109,20 @@ pub(crate) fn views(shared: &Shared) -> Vec<View> {
         .collect()
 }
 
+/// The computers at positions `range` (IDs `range.start + 1 ..`), in ID order.
+pub(crate) fn views_in(shared: &Shared, range: std::ops::Range<usize>) -> Vec<View> {
+    let computers = shared.fleet.computers_in(range);
+    let live = lock(&shared.live);
+    computers
+        .into_iter()
+        .map(|c| view(shared, &live, c))
+        .collect()
+}
+
 /// One computer by ID.
 pub(crate) fn view_of(shared: &Shared, id: u64) -> Option<View> {
-    let c = shared
-        .fleet
-        .computers()
-        .into_iter()
-        .nth(usize::try_from(id).ok()?.checked_sub(1)?)?;
-    let live = lock(&shared.live);
-    Some(view(shared, &live, c))
+    let i = usize::try_from(id).ok()?.checked_sub(1)?;
+    views_in(shared, i..i.saturating_add(1)).pop()
 }
 
 fn view(shared: &Shared, live: &Live, c: SimComputer) -> View {

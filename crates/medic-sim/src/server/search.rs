@@ -292,36 +292,84 @@ fn cmp_versions(a: &str, b: &str) -> Ordering {
     Ordering::Equal
 }
 
+/// A search filter made ready to apply: its tests and its `maxItems`.
+pub(crate) struct Compiled {
+    tests: Vec<Test>,
+    pub(crate) max: usize,
+}
+
+impl Compiled {
+    /// `None`: no criteria, default `maxItems`.
+    pub(crate) fn new(filter: Option<SearchFilter>) -> Result<Compiled, String> {
+        let filter = filter.unwrap_or_default();
+        let max = filter.max_items.unwrap_or(DEFAULT_MAX_ITEMS);
+        let max = usize::try_from(max)
+            .map_err(|_| "Invalid search filter: maxItems must not be negative.".to_owned())?;
+        let tests = filter
+            .search_criteria
+            .into_iter()
+            .map(Criterion::compile)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Compiled { tests, max })
+    }
+
+    /// Whether `item` passes every test (ANDed, in order, the first failure deciding).
+    pub(crate) fn keeps<T: Searchable>(&self, item: &T) -> Result<bool, String> {
+        for t in &self.tests {
+            if !t.matches(item)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Evaluates every test on `item` for its errors only (a test that does not fit its
+    /// field fails the same way on every item of a collection), so that a paged reader
+    /// that looks at few items still answers a bad filter with a 400.
+    pub(crate) fn check<T: Searchable>(&self, item: &T) -> Result<(), String> {
+        for t in &self.tests {
+            t.matches(item)?;
+        }
+        Ok(())
+    }
+
+    /// The IDs the `idTest` criteria allow, as an inclusive range (`lo > hi`: none).
+    pub(crate) fn id_bounds(&self) -> (i64, i64) {
+        let (mut lo, mut hi) = (i64::MIN, i64::MAX);
+        for t in &self.tests {
+            if let Test::Id(op, v) = *t {
+                match op {
+                    Op::Gt => lo = lo.max(v.saturating_add(1)),
+                    Op::Ge => lo = lo.max(v),
+                    Op::Lt => hi = hi.min(v.saturating_sub(1)),
+                    Op::Le => hi = hi.min(v),
+                    Op::Eq => {
+                        lo = lo.max(v);
+                        hi = hi.min(v);
+                    }
+                    Op::Ne => {}
+                }
+            }
+        }
+        (lo, hi)
+    }
+}
+
 /// Applies `filter` (None: no criteria, default `maxItems`) to `items`: matching items sorted
 /// by ID, at most `maxItems` of them.
 pub(crate) fn run<T: Searchable>(
     items: Vec<T>,
     filter: Option<SearchFilter>,
 ) -> Result<Vec<T>, String> {
-    let filter = filter.unwrap_or_default();
-    let max = filter.max_items.unwrap_or(DEFAULT_MAX_ITEMS);
-    let max = usize::try_from(max)
-        .map_err(|_| "Invalid search filter: maxItems must not be negative.".to_owned())?;
-    let tests = filter
-        .search_criteria
-        .into_iter()
-        .map(Criterion::compile)
-        .collect::<Result<Vec<_>, _>>()?;
+    let c = Compiled::new(filter)?;
     let mut out = Vec::new();
     for item in items {
-        let mut keep = true;
-        for t in &tests {
-            if !t.matches(&item)? {
-                keep = false;
-                break;
-            }
-        }
-        if keep {
+        if c.keeps(&item)? {
             out.push(item);
         }
     }
     out.sort_by_key(Searchable::id);
-    out.truncate(max);
+    out.truncate(c.max);
     Ok(out)
 }
 
