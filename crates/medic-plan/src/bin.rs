@@ -22,6 +22,7 @@ use medic_model::{
     AgentBuild, CmpOp, Cond, ManagerBuild, Operand, Path, PathRoot, Platform, Retry, Value,
 };
 
+use crate::json::first_repeat;
 use crate::plan::{
     Estimate, GateSpec, Need, PhaseInfo, Plan, PlanHost, Skipped, Step, StepCheck, StepGuard,
     StepIndex, StepKind, WaveInfo,
@@ -729,6 +730,12 @@ pub fn plan_from_bytes(bytes: &[u8]) -> Result<Plan, String> {
             soft_fail: flags & 1 != 0,
             verifies: flags & 2 != 0,
         });
+    }
+    if let Some(id) = first_repeat(steps.iter().map(|s| s.id.as_str())) {
+        return Err(format!("step `{id}` appears twice"));
+    }
+    if let Some(h) = first_repeat(hosts.iter().map(|h| h.name.as_str())) {
+        return Err(format!("host `{h}` appears twice"));
     }
     let n = r.count(3)?;
     let mut skipped = Vec::with_capacity(n);

@@ -717,12 +717,18 @@ pub fn plan_from_json(text: &str) -> Result<Plan, String> {
         .enumerate()
         .map(|(i, h)| (h.name.as_str(), i as u32))
         .collect();
+    if let Some(h) = first_repeat(hosts.iter().map(|h| h.name.as_str())) {
+        return Err(format!("host `{h}` appears twice"));
+    }
     let index: HashMap<String, u32> = j
         .steps
         .iter()
         .enumerate()
         .map(|(i, s)| (s.id.clone(), i as u32))
         .collect();
+    if let Some(id) = first_repeat(j.steps.iter().map(|s| s.id.as_str())) {
+        return Err(format!("step `{id}` appears twice"));
+    }
     let mut steps = Vec::with_capacity(j.steps.len());
     let mut interned: HashMap<String, Arc<str>> = HashMap::new();
     let mut intern = |s: &str| {
@@ -1101,4 +1107,11 @@ mod tests {
             );
         }
     }
+}
+
+/// The first name that appears a second time (step ids and host names are keys: the
+/// journal records step states by id).
+pub(crate) fn first_repeat<'a>(mut names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    names.find(|n| !seen.insert(*n))
 }

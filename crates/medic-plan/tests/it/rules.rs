@@ -278,6 +278,29 @@ fn plans_are_deterministic_and_round_trip_through_json() {
     );
 }
 
+/// Step ids and host names are keys (the journal records step states by id): a plan that
+/// repeats one is refused by both readers. The binary case is the fuzzer's reproducer
+/// (`fuzz/` target `plan_bin`): a mutated id that equals another step's.
+#[test]
+fn plans_that_repeat_a_step_id_or_a_host_are_refused() {
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/plan_bin/duplicate_step_id.bin"),
+    )
+    .expect("the reproducer");
+    let err = medic_plan::plan_from_bytes(&bytes).expect_err("refused");
+    assert!(err.contains("appears twice"), "{err}");
+
+    let p = plan(&inventory(&inventory_text(LAB)), &playbook(&[]));
+    let mut json: serde_json::Value =
+        serde_json::from_str(&medic_plan::plan_to_json(&p)).expect("json");
+    let steps = json["steps"].as_array_mut().expect("steps");
+    let first = steps[0].clone();
+    steps.push(first);
+    let err = medic_plan::plan_from_json(&json.to_string()).expect_err("refused");
+    assert!(err.to_string().contains("appears twice"), "{err}");
+}
+
 #[test]
 fn plans_round_trip_through_the_journal_binary_form() {
     // Waves, gates, guards and checks, skipped hosts, relay groups: the lab with the
