@@ -22,7 +22,7 @@ use medic_model::{
     AgentBuild, CmpOp, Cond, ManagerBuild, Operand, Path, PathRoot, Platform, Retry, Value,
 };
 
-use crate::json::first_repeat;
+use crate::json::{first_repeat, needs_repeat};
 use crate::plan::{
     Estimate, GateSpec, Need, PhaseInfo, Plan, PlanHost, Skipped, Step, StepCheck, StepGuard,
     StepIndex, StepKind, WaveInfo,
@@ -686,6 +686,9 @@ pub fn plan_from_bytes(bytes: &[u8]) -> Result<Plan, String> {
                 step: (pos as u64 - back) as u32,
                 on_finish: v & 1 == 1,
             });
+        }
+        if needs_repeat(&needs) {
+            return Err(r.err("step needs the same step twice"));
         }
         let wave = r.opt(In::u32)?;
         let guard = match r.tag(1)? {

@@ -749,10 +749,14 @@ pub fn plan_from_json(text: &str) -> Result<Plan, String> {
                     s.id
                 ));
             }
+
             needs.push(Need {
                 step,
                 on_finish: s.needs_finished.contains(n),
             });
+        }
+        if needs_repeat(&needs) {
+            return Err(format!("step `{}` needs the same step twice", s.id));
         }
         let kind = match (s.kind.as_str(), &s.gate) {
             ("action", _) => StepKind::Action,
@@ -1114,4 +1118,18 @@ mod tests {
 pub(crate) fn first_repeat<'a>(mut names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let mut seen = std::collections::HashSet::new();
     names.find(|n| !seen.insert(*n))
+}
+
+/// A step that lists the same step twice among its needs (the planner never writes one;
+/// its two copies could disagree about waiting for success or only for the end).
+pub(crate) fn needs_repeat(needs: &[Need]) -> bool {
+    match needs.len() {
+        0 | 1 => false,
+        2 => needs[0].step == needs[1].step,
+        _ => {
+            let mut ids: Vec<u32> = needs.iter().map(|n| n.step).collect();
+            ids.sort_unstable();
+            ids.windows(2).any(|w| w[0] == w[1])
+        }
+    }
 }

@@ -278,8 +278,8 @@ fn plans_are_deterministic_and_round_trip_through_json() {
     );
 }
 
-/// Step ids and host names are keys (the journal records step states by id): a plan that
-/// repeats one is refused by both readers. The binary case is the fuzzer's reproducer
+/// Step ids and host names are keys (the journal records step states by id), and a step
+/// lists each of its needs once: a plan that repeats one is refused by both readers. The binary case is the fuzzer's reproducer
 /// (`fuzz/` target `plan_bin`): a mutated id that equals another step's.
 #[test]
 fn plans_that_repeat_a_step_id_or_a_host_are_refused() {
@@ -290,6 +290,14 @@ fn plans_that_repeat_a_step_id_or_a_host_are_refused() {
     .expect("the reproducer");
     let err = medic_plan::plan_from_bytes(&bytes).expect_err("refused");
     assert!(err.contains("appears twice"), "{err}");
+    // The second reproducer: a step listing the same need twice.
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/plan_bin/repeated_need.bin"),
+    )
+    .expect("the reproducer");
+    let err = medic_plan::plan_from_bytes(&bytes).expect_err("refused");
+    assert!(err.contains("the same step twice"), "{err}");
 
     let p = plan(&inventory(&inventory_text(LAB)), &playbook(&[]));
     let mut json: serde_json::Value =
