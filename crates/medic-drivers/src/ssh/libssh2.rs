@@ -814,10 +814,31 @@ impl Connection {
         self.exec_session(cmd, control)
     }
 
+    /// A new channel for `cmd`. Failing to open one means the connection broke while idle,
+    /// before anything was sent, so `cmd` comes back to be sent on a new connection.
+    fn open_channel(
+        &self,
+        cmd: RemoteCommand,
+        started: Instant,
+    ) -> Result<(ssh2::Channel, RemoteCommand), ExecError> {
+        match self.nb(cmd.deadline, || self.sess.channel_session()) {
+            Ok(c) => Ok((c, cmd)),
+            Err(Nb::Timeout) => Err(self.timeout(started)),
+            Err(Nb::Ssh(e)) => Err(ExecError::Stale {
+                cmd,
+                message: e.to_string(),
+            }),
+            Err(Nb::Io(e)) => Err(ExecError::Stale {
+                cmd,
+                message: e.to_string(),
+            }),
+        }
+    }
+
     /// Runs `cmd` in the shared shell, starting it first if needed.
     fn exec_shared(
         &mut self,
-        cmd: RemoteCommand,
+        mut cmd: RemoteCommand,
         req: &str,
         control: &Control,
     ) -> Result<ExecOutput, ExecError> {
@@ -826,22 +847,8 @@ impl Connection {
         let mut shell = match self.shell.take() {
             Some(sh) => sh,
             None => {
-                let mut channel = match self.nb(deadline, || self.sess.channel_session()) {
-                    Ok(c) => c,
-                    Err(Nb::Timeout) => return Err(self.timeout(started)),
-                    Err(Nb::Ssh(e)) => {
-                        return Err(ExecError::Stale {
-                            cmd,
-                            message: e.to_string(),
-                        });
-                    }
-                    Err(Nb::Io(e)) => {
-                        return Err(ExecError::Stale {
-                            cmd,
-                            message: e.to_string(),
-                        });
-                    }
-                };
+                let (mut channel, c) = self.open_channel(cmd, started)?;
+                cmd = c;
                 let start = match super::quote::sh_quote(SHARED_SHELL) {
                     Ok(q) => format!("exec sh -c {q}"),
                     Err(e) => return Err(self.lost(e.to_string())),
@@ -946,22 +953,7 @@ impl Connection {
     ) -> Result<ExecOutput, ExecError> {
         let started = Instant::now();
         let deadline = cmd.deadline;
-        let mut channel = match self.nb(deadline, || self.sess.channel_session()) {
-            Ok(c) => c,
-            Err(Nb::Timeout) => return Err(self.timeout(started)),
-            Err(Nb::Ssh(e)) => {
-                return Err(ExecError::Stale {
-                    cmd,
-                    message: e.to_string(),
-                });
-            }
-            Err(Nb::Io(e)) => {
-                return Err(ExecError::Stale {
-                    cmd,
-                    message: e.to_string(),
-                });
-            }
-        };
+        let (mut channel, cmd) = self.open_channel(cmd, started)?;
         self.nb(deadline, || channel.exec(&cmd.line))
             .map_err(|e| self.nb_err("starting the command", started, e))?;
         let input: &[u8] = cmd
