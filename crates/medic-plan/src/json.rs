@@ -969,6 +969,27 @@ fn cond_from_json(j: &J) -> Result<Cond, String> {
     })
 }
 
+/// The first name that appears a second time (step ids and host names are keys: the
+/// journal records step states by id).
+pub(crate) fn first_repeat<'a>(mut names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    names.find(|n| !seen.insert(*n))
+}
+
+/// A step that lists the same step twice among its needs (the planner never writes one;
+/// its two copies could disagree about waiting for success or only for the end).
+pub(crate) fn needs_repeat(needs: &[Need]) -> bool {
+    match needs.len() {
+        0 | 1 => false,
+        2 => needs[0].step == needs[1].step,
+        _ => {
+            let mut ids: Vec<u32> = needs.iter().map(|n| n.step).collect();
+            ids.sort_unstable();
+            ids.windows(2).any(|w| w[0] == w[1])
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use medic_model::{AgentBuild, CmpOp, Cond, ManagerBuild, Operand, Path, Value};
@@ -1109,27 +1130,6 @@ mod tests {
                 String::from_utf8(out).expect("utf-8"),
                 super::plan_to_json(&plan)
             );
-        }
-    }
-}
-
-/// The first name that appears a second time (step ids and host names are keys: the
-/// journal records step states by id).
-pub(crate) fn first_repeat<'a>(mut names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let mut seen = std::collections::HashSet::new();
-    names.find(|n| !seen.insert(*n))
-}
-
-/// A step that lists the same step twice among its needs (the planner never writes one;
-/// its two copies could disagree about waiting for success or only for the end).
-pub(crate) fn needs_repeat(needs: &[Need]) -> bool {
-    match needs.len() {
-        0 | 1 => false,
-        2 => needs[0].step == needs[1].step,
-        _ => {
-            let mut ids: Vec<u32> = needs.iter().map(|n| n.step).collect();
-            ids.sort_unstable();
-            ids.windows(2).any(|w| w[0] == w[1])
         }
     }
 }
