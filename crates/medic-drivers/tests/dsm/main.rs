@@ -1095,7 +1095,7 @@ async fn prism_accepts_every_client_request() {
         c.list_computers(5000, &["none"]).await.map(drop),
     );
     check(
-        "POST /computers/search?expand=computerStatus,securityUpdates,antiMalware (driver poll)",
+        "POST /computers/search?expand=computerStatus,securityUpdates,antiMalware,tasks (driver poll)",
         c.poll_computers(1, 42, 5000).await.map(drop),
     );
     check(
