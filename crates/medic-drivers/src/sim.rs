@@ -26,18 +26,10 @@ impl SimDriver {
     }
 }
 
-/// Actions that change nothing, so a step whose outcome is unknown may simply run them again.
-const SIDE_EFFECT_FREE: &[&str] = &[
-    "noop",
-    "verify",
-    "agent-version",
-    "pending-reboot",
-    "agent-status",
-    "windows-certs",
-    "manager-version",
-    "security-status",
-    "bundle-status",
-];
+/// Whether `action` only reads: run again freely after a crash, and no side effect.
+fn read_only(action: &str) -> bool {
+    crate::READ_ONLY_ACTIONS.contains(&action) || action == "manager-version"
+}
 
 impl Driver for SimDriver {
     fn run(&self, req: ActionRequest) -> ActionFuture<'_> {
@@ -51,7 +43,7 @@ impl Driver for SimDriver {
             if secs > 0.0 {
                 tokio::time::sleep(Duration::from_secs_f64(secs)).await;
             }
-            let out = if SIDE_EFFECT_FREE.contains(&req.action.as_str()) {
+            let out = if read_only(&req.action) {
                 self.fleet.perform(&host, &req.action, &req.args)
             } else {
                 // Side effects are written ahead (with fsync) to the fleet's log: keep that
@@ -82,6 +74,6 @@ impl Driver for SimDriver {
     }
 
     fn idempotent(&self, action: &str) -> bool {
-        SIDE_EFFECT_FREE.contains(&action)
+        read_only(action)
     }
 }

@@ -19,19 +19,6 @@ use super::libssh2::Ssh2Transport;
 use super::quote::{powershell_command, ps_quote, sh_join, simple_command};
 use super::transport::{Endpoint, ExecOutput, Exit, RemoteCommand, Transport, TransportError};
 
-/// Actions that change nothing on the host, so an unknown outcome may simply be re-run.
-const SIDE_EFFECT_FREE: &[&str] = &[
-    "noop",
-    "verify",
-    "agent-version",
-    "pending-reboot",
-    "agent-status",
-    "windows-certs",
-    "security-status",
-    "bundle-status",
-    "command-probe",
-];
-
 /// The transport's deadline is this much later than the remote `timeout` a Linux command
 /// runs under, so that the remote side stops a slow command first: the step then fails
 /// with exit 124 and the connection survives.
@@ -683,7 +670,7 @@ impl Driver for SshDriver {
     }
 
     fn idempotent(&self, action: &str) -> bool {
-        SIDE_EFFECT_FREE.contains(&action)
+        crate::READ_ONLY_ACTIONS.contains(&action) || action == "command-probe"
     }
 }
 
