@@ -28,6 +28,7 @@ pub use fleet::{
     CERT_EXPIRE_ERROR, SimComputer, SimFleet, SimHostState, SimOutcome, SimRelayGroup, SimResult,
 };
 pub use generate::{demo_inventory_yaml, generate_inventory_yaml};
+pub use log::effect_counts;
 
 #[cfg(test)]
 mod tests;

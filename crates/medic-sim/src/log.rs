@@ -24,6 +24,25 @@ use crate::config::SimError;
 
 pub(crate) const FORMAT: &str = "medic.sim-log/v1";
 
+/// The side effects a log records as done, per (host, action): what tests and the crash
+/// torture compare with an uninterrupted run to prove every effect happened exactly once.
+/// A missing or unreadable log counts none.
+pub fn effect_counts(log: &Path) -> BTreeMap<(String, String), u32> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v.get("result").and_then(|r| r.as_str()) == Some("ok") && v.get("effect").is_some() {
+            let host = v["host"].as_str().unwrap_or("").to_owned();
+            let action = v["action"].as_str().unwrap_or("").to_owned();
+            *out.entry((host, action)).or_default() += 1;
+        }
+    }
+    out
+}
+
 /// The first line: which fleet the log belongs to, so that a log is never replayed onto
 /// another inventory or seed.
 #[derive(Debug, Serialize, Deserialize)]

@@ -145,22 +145,7 @@ type Effects = BTreeMap<(String, String), u32>;
 /// Side effects per (host, action) from the simulator's write-ahead log (the same count as
 /// `crates/medic-cli/tests/it/crash.rs`).
 fn effects(journal: &Path) -> Effects {
-    let log = format!("{}.sim.log", journal.display());
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let mut out = BTreeMap::new();
-    for line in text.lines().skip(1) {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if v.get("result").and_then(|r| r.as_str()) == Some("ok") && v.get("effect").is_some() {
-            let key = (
-                v["host"].as_str().unwrap_or("").to_owned(),
-                v["action"].as_str().unwrap_or("").to_owned(),
-            );
-            *out.entry(key).or_default() += 1;
-        }
-    }
-    out
+    medic_sim::effect_counts(Path::new(&format!("{}.sim.log", journal.display())))
 }
 
 struct Files {
