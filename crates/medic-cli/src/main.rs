@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use medic_config::{Problem, Problems, SourceFile};
 use medic_model::{Inventory, Playbook};
-use medic_plan::{Plan, Window, build_plan, plan_to_json};
+use medic_plan::{Plan, PlanError, Window, build_plan, plan_to_json};
 
 use crate::args::{Cli, Cmd, Format, InputArgs, PlanArgs};
 
@@ -65,9 +65,10 @@ fn read(path: &Path) -> Result<String, Failure> {
     })
 }
 
-/// Loads and validates both inputs, reporting the problems of both files together.
-pub(crate) fn load(a: &InputArgs) -> Result<(Inventory, Playbook, String), Failure> {
-    load_files(&a.inventory, &a.playbook, &a.sets).map(|(i, p, t, _)| (i, p, t))
+/// Loads and validates both inputs, reporting the problems of both files together; also
+/// returns the playbook's and the inventory's text.
+pub(crate) fn load(a: &InputArgs) -> Result<(Inventory, Playbook, String, String), Failure> {
+    load_files(&a.inventory, &a.playbook, &a.sets)
 }
 
 /// Like [`load`], also returning the inventory's text.
@@ -96,8 +97,8 @@ pub(crate) fn load_files(
 }
 
 fn validate(a: &InputArgs) -> Result<u8, Failure> {
-    let (inv, pb, text) = load(a)?;
-    let plan = make_plan(&inv, &pb, &text, None)?;
+    let (inv, pb, text, inv_text) = load(a)?;
+    let plan = make_plan(&inv, &pb, &text, None, (&a.inventory, &inv_text))?;
     println!(
         "ok: {} hosts, {} relay groups, playbook {} with {} phases; the plan has {} steps",
         inv.hosts.len(),
@@ -109,20 +110,41 @@ fn validate(a: &InputArgs) -> Result<u8, Failure> {
     Ok(exit_codes::OK)
 }
 
+/// Plans; `inv_src` (the inventory's path and text) places what the playbook refuses on the
+/// host it is about.
 pub(crate) fn make_plan(
     inv: &Inventory,
     pb: &Playbook,
     text: &str,
     window: Option<Window>,
+    inv_src: (&Path, &str),
 ) -> Result<Plan, Failure> {
-    build_plan(inv, pb, text, window).map_err(|e| {
-        let file = SourceFile::new("plan", "");
-        Failure::BadInput(Problems(vec![Problem::new(
-            &file,
-            None,
-            "medic::plan::cycle",
-            e.to_string(),
-        )]))
+    build_plan(inv, pb, text, window).map_err(|e| match e {
+        PlanError::Refused(refusals) => {
+            let file = SourceFile::new(inv_src.0.display().to_string(), inv_src.1);
+            Failure::BadInput(Problems(
+                refusals
+                    .into_iter()
+                    .map(|r| {
+                        let loc = medic_config::host_location(inv_src.1, &r.host, "agent_version");
+                        let p = Problem::new(&file, loc, "medic::plan::refused", r.message);
+                        match r.help {
+                            Some(h) => p.help(h),
+                            None => p,
+                        }
+                    })
+                    .collect(),
+            ))
+        }
+        e => {
+            let file = SourceFile::new("plan", "");
+            Failure::BadInput(Problems(vec![Problem::new(
+                &file,
+                None,
+                "medic::plan::cycle",
+                e.to_string(),
+            )]))
+        }
     })
 }
 
@@ -141,8 +163,8 @@ pub(crate) fn parse_window(w: Option<&str>) -> Result<Option<Window>, Failure> {
 
 fn plan(a: &PlanArgs) -> Result<u8, Failure> {
     let window = parse_window(a.window.as_deref())?;
-    let (inv, pb, text) = load(&a.input)?;
-    let plan = make_plan(&inv, &pb, &text, window)?;
+    let (inv, pb, text, inv_text) = load(&a.input)?;
+    let plan = make_plan(&inv, &pb, &text, window, (&a.input.inventory, &inv_text))?;
     let out = match a.format {
         Format::Text => medic_plan::render::to_text(&plan),
         Format::Json => plan_to_json(&plan),

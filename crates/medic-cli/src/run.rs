@@ -217,10 +217,16 @@ fn sim_config(plan: &Plan, seed: u64, faults: &[String]) -> Result<SimConfig, Fa
         };
         c.faults.push(fault);
     }
+    // A list of fixed builds per line: the simulated world has one threshold per platform,
+    // so it takes the lowest, under which every line is affected.
     let get = |k: &str| {
-        plan.params()
-            .get(k)
-            .and_then(|v| v.parse::<AgentBuild>().ok())
+        plan.params().get(k).and_then(|v| {
+            v.split(',')
+                .map(|b| b.parse::<AgentBuild>().ok())
+                .collect::<Option<Vec<_>>>()?
+                .into_iter()
+                .min()
+        })
     };
     if let Some(b) = get("fixed_build.linux") {
         c.fixed_build_linux = b;
@@ -419,7 +425,10 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
         }
         (None, Some(pb), Some(inv)) => {
             let (i, p, pb_text, inv_text) = load_files(inv, pb, &a.sets)?;
-            (make_plan(&i, &p, &pb_text, window)?, Some(inv_text))
+            (
+                make_plan(&i, &p, &pb_text, window, (inv, &inv_text))?,
+                Some(inv_text),
+            )
         }
         _ => {
             return Err(bad(
@@ -435,6 +444,9 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
             "a rehearsal builds its simulated fleet from the inventory",
             "pass --inventory INV as well",
         ));
+    }
+    if !a.sim.simulate {
+        refuse_example_values(&plan)?;
     }
     let id = run_id();
     let journal_path = a.run.journal.clone().unwrap_or_else(|| {
@@ -465,6 +477,34 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
         conn: Conn::from(&a.run.conn),
     };
     start_new(plan, inputs, &journal_path, id, window, a.run.progress)
+}
+
+/// A real run never starts on the playbook's example values (the advisory's build numbers
+/// are the operator's to confirm): each one is named with the `--set` that replaces it.
+/// Checked before anything is written.
+fn refuse_example_values(plan: &Plan) -> Result<(), Failure> {
+    let examples = plan.example_params();
+    if examples.is_empty() {
+        return Ok(());
+    }
+    let file = SourceFile::new("--set", "");
+    Err(Failure::BadInput(Problems(
+        examples
+            .iter()
+            .map(|k| {
+                let now = plan.params().get(k).map(String::as_str).unwrap_or("?");
+                Problem::new(
+                    &file,
+                    None,
+                    "medic::apply::example_value",
+                    format!("parameter `{k}` still has the playbook's example value `{now}`: a real run does not start on example values"),
+                )
+                .help(format!(
+                    "confirm the value in the advisory and pass `--set {k}=VALUE` (a rehearsal with --simulate runs on example values)"
+                ))
+            })
+            .collect(),
+    )))
 }
 
 /// An absolute path for a file that may not exist yet.
@@ -734,7 +774,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
         .map_err(|e| internal(e.to_string()))?;
     std::fs::write(&pb_path, DEMO_PLAYBOOK).map_err(|e| internal(e.to_string()))?;
     let (i, p, pb_text, inv_text): (Inventory, _, _, _) = load_files(&inv_path, &pb_path, &[])?;
-    let plan = make_plan(&i, &p, &pb_text, None)?;
+    let plan = make_plan(&i, &p, &pb_text, None, (&inv_path, &inv_text))?;
     eprintln!(
         "medic demo: the Deep Security remediation on a simulated fleet of {} hosts (3 sites, one air-gapped), {} steps, estimated {} of real work, replayed {}x faster",
         i.hosts.len(),

@@ -664,3 +664,16 @@ mod tests {
         assert_eq!(inv.hosts.last().map(|h| h.name.as_str()), Some("h14998"));
     }
 }
+
+/// Where host `host`'s `field` (or, without it, the host's entry) is written in an inventory
+/// text that loaded: for problems found after loading (a plan the playbook refuses).
+pub fn host_location(text: &str, host: &str, field: &str) -> Option<Loc> {
+    let root = yaml::parse(text).ok()?;
+    let NodeKind::Seq(hosts) = &root.get("hosts")?.kind else {
+        return None;
+    };
+    let entry = hosts
+        .iter()
+        .find(|h| h.get("name").and_then(|n| n.scalar_text()).as_deref() == Some(host))?;
+    Some(entry.get(field).map_or(entry.loc, |v| v.loc))
+}

@@ -4,9 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use medic_model::{
-    ActionSpec, After, AfterOn, Budget, Check, CmpOp, Cond, FactType, Guard, Join, Operand,
-    ParamSpec, ParamType, Params, Path, PathRoot, Phase, Platform, Playbook, Retry, Role, Rollout,
-    Scalar, Selector, SkipRule, Template, TemplatePart, Value, WaveSpec, parse_duration,
+    ActionSpec, After, AfterOn, Budget, BuildLines, Check, CmpOp, Cond, FactType, Guard, Join,
+    Notice, Operand, ParamSpec, ParamType, Params, Path, PathRoot, Phase, Platform, Playbook,
+    RequiresPlanned, Retry, Role, Rollout, Scalar, Selector, SkipRule, Template, TemplatePart,
+    Value, WaveSpec, parse_duration,
 };
 use serde::Deserialize;
 
@@ -65,6 +66,11 @@ struct RawPhase {
     select: Option<RawSelect>,
     #[serde(default)]
     skip: Vec<RawSkip>,
+    #[serde(default)]
+    refuse: Vec<RawNotice>,
+    #[serde(default)]
+    warn: Vec<RawNotice>,
+    requires_planned: Option<RawRequiresPlanned>,
     actions: Vec<RawAction>,
     #[serde(default)]
     after: Vec<RawAfter>,
@@ -97,6 +103,21 @@ struct RawSelect {
 #[serde(deny_unknown_fields)]
 struct RawSkip {
     when: RawCond,
+    reason: At<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotice {
+    when: RawCond,
+    message: At<String>,
+    help: Option<At<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequiresPlanned {
+    phases: Vec<At<String>>,
     reason: At<String>,
 }
 
@@ -137,6 +158,10 @@ struct RawAfter {
     join: Option<At<String>>,
     outcome: Option<At<String>>,
     when: Option<RawCond>,
+    #[serde(default)]
+    roles: Vec<At<String>>,
+    #[serde(default)]
+    platforms: Vec<At<String>>,
 }
 
 #[derive(Deserialize)]
@@ -524,6 +549,7 @@ impl PbCtx<'_, '_> {
                 "int" => Some(ParamType::Scalar(FactType::Int)),
                 "string" => Some(ParamType::Scalar(FactType::Str)),
                 "agent_build" => Some(ParamType::Scalar(FactType::AgentBuild)),
+                "agent_build_lines" => Some(ParamType::BuildLines),
                 "manager_build" => Some(ParamType::Scalar(FactType::ManagerBuild)),
                 "duration" => Some(ParamType::Scalar(FactType::Duration)),
                 "enum" => match &p.values {
@@ -543,7 +569,7 @@ impl PbCtx<'_, '_> {
                         p.ty.loc,
                         "medic::playbook::bad_param",
                         format!("parameter `{}`: unknown type `{other}`", key.value),
-                        "use one of bool, int, string, agent_build, manager_build, duration, enum",
+                        "use one of bool, int, string, agent_build, agent_build_lines, manager_build, duration, enum",
                     );
                     None
                 }
@@ -567,6 +593,7 @@ impl PbCtx<'_, '_> {
         self.params = Params {
             specs,
             values,
+            lines: BTreeMap::new(),
             set_by_operator: Vec::new(),
         };
 
@@ -610,7 +637,11 @@ impl PbCtx<'_, '_> {
                 );
                 continue;
             };
-            if spec.ty != src.ty || spec.per_platform != src.per_platform {
+            // A single build may default from builds per line: each host then takes its
+            // line's build, as it would from the source itself.
+            let from_lines = spec.ty == ParamType::Scalar(FactType::AgentBuild)
+                && src.ty == ParamType::BuildLines;
+            if (spec.ty != src.ty && !from_lines) || spec.per_platform != src.per_platform {
                 self.err(
                     from.loc,
                     "medic::playbook::bad_param",
@@ -646,6 +677,7 @@ impl PbCtx<'_, '_> {
                 }
             }
         }
+        self.index_lines(&pending_lines_from(&self.params));
         for spec in self.params.specs.clone() {
             let missing: Vec<String> = if spec.per_platform {
                 ["linux", "windows"]
@@ -678,6 +710,27 @@ impl PbCtx<'_, '_> {
         }
     }
 
+    /// Reads every list of builds per line (kept as text in `values`) into `params.lines`:
+    /// the values of `agent_build_lines` parameters, and of the `agent_build` parameters in
+    /// `copied` that still hold such a list (defaulted from one).
+    fn index_lines(&mut self, copied: &[String]) {
+        let mut lines = BTreeMap::new();
+        for (k, v) in &self.params.values {
+            let base = k.split('.').next().unwrap_or(k);
+            let is_lines = self
+                .params
+                .spec(base)
+                .is_some_and(|s| s.ty == ParamType::BuildLines);
+            if (is_lines || copied.iter().any(|c| c == base))
+                && let Value::Str(t) = v
+                && let Ok(l) = BuildLines::parse(t)
+            {
+                lines.insert(k.clone(), l);
+            }
+        }
+        self.params.lines = lines;
+    }
+
     fn param_default(
         &mut self,
         name: &str,
@@ -686,27 +739,28 @@ impl PbCtx<'_, '_> {
         node: &Node,
         values: &mut BTreeMap<String, Value>,
     ) {
-        let mut put =
-            |this: &mut Self, key: String, n: &Node| match scalar_of(n).map(|s| typed(ty, &s)) {
-                Some(Ok(v)) => {
-                    values.insert(key, v);
-                }
-                Some(Err(e)) => this.err(
-                    n.loc,
-                    "medic::playbook::bad_param",
-                    format!("default of `{key}`: {e}"),
-                    format!("write a value of type {}", ty.describe()),
+        let mut put = |this: &mut Self, key: String, n: &Node| match scalar_or_list(n, ty)
+            .map(|s| typed(ty, &s))
+        {
+            Some(Ok(v)) => {
+                values.insert(key, v);
+            }
+            Some(Err(e)) => this.err(
+                n.loc,
+                "medic::playbook::bad_param",
+                format!("default of `{key}`: {e}"),
+                format!("write a value of type {}", ty.describe()),
+            ),
+            None => this.err(
+                n.loc,
+                "medic::playbook::bad_param",
+                format!(
+                    "default of `{key}` must be a single value, found {}",
+                    n.kind_name()
                 ),
-                None => this.err(
-                    n.loc,
-                    "medic::playbook::bad_param",
-                    format!(
-                        "default of `{key}` must be a single value, found {}",
-                        n.kind_name()
-                    ),
-                    format!("write a value of type {}", ty.describe()),
-                ),
-            };
+                format!("write a value of type {}", ty.describe()),
+            ),
+        };
         match (&node.kind, per_platform) {
             (NodeKind::Map(entries), true) => {
                 for (k, v) in entries {
@@ -810,6 +864,21 @@ impl PbCtx<'_, '_> {
             }
         }
 
+        let refuse = self.notices(&rp.refuse, &rp.name.value);
+        let warn = self.notices(&rp.warn, &rp.name.value);
+        let requires_planned = rp.requires_planned.as_ref().and_then(|r| {
+            let mut phases = Vec::new();
+            for p in &r.phases {
+                if self.phase_names.contains_key(&p.value) {
+                    phases.push(p.value.clone());
+                } else {
+                    self.unknown_phase(p, &rp.name.value, "requires_planned.phases");
+                }
+            }
+            let reason = self.template(&r.reason, &rp.name.value)?;
+            Some(RequiresPlanned { phases, reason })
+        });
+
         let after_names: Vec<String> = rp.after.iter().map(|a| a.phase.value.clone()).collect();
         let mut after = Vec::new();
         for a in &rp.after {
@@ -853,11 +922,40 @@ impl PbCtx<'_, '_> {
                 },
                 None => None,
             };
+            let mut roles = Vec::new();
+            for r in &a.roles {
+                match Role::parse(r) {
+                    Some(Role::Manager) | None => self.err(
+                        r.loc,
+                        "medic::playbook::bad_join",
+                        format!("phase `{}`: `after.roles` takes relay or agent, not `{}`", rp.name.value, r.value),
+                        "write e.g. `roles: [relay]` to wait only for the other phase's steps on Relays",
+                    ),
+                    Some(x) => roles.push(x),
+                }
+            }
+            let mut platforms = Vec::new();
+            for p in &a.platforms {
+                match Platform::parse(p) {
+                    Some(x) => platforms.push(x),
+                    None => self.err(
+                        p.loc,
+                        "medic::playbook::bad_join",
+                        format!(
+                            "phase `{}`: unknown platform `{}` in `after.platforms`",
+                            rp.name.value, p.value
+                        ),
+                        "use linux or windows",
+                    ),
+                }
+            }
             after.push(After {
                 phase: a.phase.value.clone(),
                 join,
                 on,
                 when,
+                roles,
+                platforms,
             });
         }
 
@@ -1007,6 +1105,9 @@ impl PbCtx<'_, '_> {
                 when,
             },
             skip,
+            refuse,
+            warn,
+            requires_planned,
             actions,
             after,
             guard,
@@ -1017,6 +1118,29 @@ impl PbCtx<'_, '_> {
             point_of_no_return: rp.point_of_no_return.unwrap_or(false),
             backout: rp.backout.clone(),
         })
+    }
+
+    fn notices(&mut self, raws: &[RawNotice], phase: &str) -> Vec<Notice> {
+        let mut out = Vec::new();
+        for n in raws {
+            let when = self.cond(&n.when, Scope::Host, phase, &[]);
+            let message = self.template(&n.message, phase);
+            let help = match &n.help {
+                Some(h) => match self.template(h, phase) {
+                    Some(t) => Some(Some(t)),
+                    None => None,
+                },
+                None => Some(None),
+            };
+            if let (Some(when), Some(message), Some(help)) = (when, message, help) {
+                out.push(Notice {
+                    when,
+                    message,
+                    help,
+                });
+            }
+        }
+        out
     }
 
     fn unknown_phase(&mut self, p: &At<String>, phase: &str, key: &str) {
@@ -1198,6 +1322,14 @@ impl PbCtx<'_, '_> {
             return None;
         }
         let ty = match path.root {
+            // The bundle source's own value of a parameter (its line's build).
+            PathRoot::BundleSource if path.field.starts_with("params.") => {
+                let field = &path.field["params.".len()..];
+                self.params
+                    .spec(field)
+                    .filter(|_| !field.contains('.'))
+                    .map(|s| s.ty.fact_type())
+            }
             PathRoot::Host | PathRoot::BundleSource => host_fact_type(&path.field),
             PathRoot::Manager => match path.field.as_str() {
                 "name" | "address" => Some(FactType::Str),
@@ -1240,6 +1372,11 @@ impl PbCtx<'_, '_> {
                             .collect::<Vec<_>>()
                             .join(", ")
                             + ", vars.NAME"
+                            + if path.root == PathRoot::BundleSource {
+                                ", params.NAME"
+                            } else {
+                                ""
+                            }
                     }
                     PathRoot::Manager => "name, address, version".to_owned(),
                     PathRoot::Settings => "direct_download_when_relays_unavailable".to_owned(),
@@ -1465,11 +1602,16 @@ impl PbCtx<'_, '_> {
                     // of same-host or all joins is a real cycle for any host in it.
                     p.after
                         .iter()
+                        // A join restricted to some roles may wait for a phase that follows
+                        // this one on other hosts (Agents wait for the Relays' verify); the
+                        // step graph checks it too.
                         .filter(|a| {
-                            matches!(
-                                a.join.as_ref().map(|j| j.as_str()),
-                                None | Some("same-host") | Some("all")
-                            )
+                            a.roles.is_empty()
+                                && a.platforms.is_empty()
+                                && matches!(
+                                    a.join.as_ref().map(|j| j.as_str()),
+                                    None | Some("same-host") | Some("all")
+                                )
                         })
                         .map(|a| a.phase.value.as_str())
                         .filter(|t| *t != p.name.value)
@@ -1478,6 +1620,11 @@ impl PbCtx<'_, '_> {
                     p.select
                         .iter()
                         .flat_map(|s| s.planned_in.iter().map(|x| x.value.as_str()))
+                        .chain(
+                            p.requires_planned
+                                .iter()
+                                .flat_map(|r| r.phases.iter().map(|x| x.value.as_str())),
+                        )
                         .collect()
                 };
                 for t in targets {
@@ -1604,8 +1751,33 @@ pub(crate) fn scalar_of(n: &Node) -> Option<Scalar> {
     }
 }
 
+/// A scalar, or for a list of builds per line also a YAML list (read as its text).
+fn scalar_or_list(n: &Node, ty: &ParamType) -> Option<Scalar> {
+    match (&n.kind, ty) {
+        (NodeKind::Seq(items), ParamType::BuildLines) => {
+            let texts: Option<Vec<String>> = items.iter().map(|i| i.scalar_text()).collect();
+            Some(Scalar::Str(texts?.join(",")))
+        }
+        _ => scalar_of(n),
+    }
+}
+
+/// The `agent_build` parameters that default from an `agent_build_lines` one.
+fn pending_lines_from(params: &Params) -> Vec<String> {
+    params
+        .specs
+        .iter()
+        .filter(|s| s.ty == ParamType::Scalar(FactType::AgentBuild))
+        .map(|s| s.name.clone())
+        .collect()
+}
+
 pub(crate) fn typed(ty: &ParamType, s: &Scalar) -> Result<Value, String> {
     match ty {
+        // Kept as its canonical text; `Params::lines` holds the builds.
+        ParamType::BuildLines => BuildLines::parse(&s.text())
+            .map(|l| Value::Str(l.text()))
+            .map_err(|e| e.join("; ")),
         ParamType::Enum(vs) => {
             let t = s.text();
             if vs.contains(&t) {

@@ -97,6 +97,11 @@ impl AgentBuild {
         *self == Self::NONE
     }
 
+    /// The version line, `(MAJOR, MINOR)`: fixes are released per line (12.0, 20.0 LTS...).
+    pub fn line(&self) -> (u32, u32) {
+        (self.major, self.minor)
+    }
+
     /// The form `rpm`/package names use: `20.0.1-690`.
     pub fn package_form(&self) -> String {
         format!(
@@ -159,6 +164,82 @@ impl fmt::Display for ManagerBuild {
     }
 }
 
+/// Fixed builds per version line: at most one build per `MAJOR.MINOR` line, sorted. Written
+/// as a comma-separated list (`12.0.0-9999,20.0.0-5137`); a build is compared with the
+/// fixed build of its own line, and a build whose line has none with the highest one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BuildLines(Vec<AgentBuild>);
+
+impl BuildLines {
+    /// Reads a comma-separated list; every problem of the list is reported.
+    pub fn parse(s: &str) -> Result<BuildLines, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut builds: Vec<AgentBuild> = Vec::new();
+        let items: Vec<&str> = s.split(',').collect();
+        for (i, item) in items.iter().enumerate() {
+            let t = item.trim();
+            if t.is_empty() {
+                errors.push(if items.len() == 1 {
+                    "the list of builds is empty: write e.g. `12.0.0-9999,20.0.0-5137`".to_owned()
+                } else {
+                    format!(
+                        "item {} of `{s}` is empty: separate the builds with single commas",
+                        i + 1
+                    )
+                });
+                continue;
+            }
+            match t.parse::<AgentBuild>() {
+                Ok(b) => {
+                    if let Some(o) = builds.iter().find(|o| o.line() == b.line()) {
+                        errors.push(format!(
+                            "`{}` and `{}` are both on line {}.{}: give at most one fixed build per MAJOR.MINOR line",
+                            o.package_form(),
+                            b.package_form(),
+                            b.major,
+                            b.minor
+                        ));
+                    } else {
+                        builds.push(b);
+                    }
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        builds.sort();
+        Ok(BuildLines(builds))
+    }
+
+    /// One build for every line.
+    pub fn single(b: AgentBuild) -> BuildLines {
+        BuildLines(vec![b])
+    }
+
+    /// In ascending order, one per line.
+    pub fn builds(&self) -> &[AgentBuild] {
+        &self.0
+    }
+
+    /// The build that applies to `b`: its own line's, or the highest one when its line has
+    /// none.
+    pub fn for_build(&self, b: AgentBuild) -> Option<AgentBuild> {
+        self.0
+            .iter()
+            .find(|x| x.line() == b.line())
+            .or_else(|| self.0.last())
+            .copied()
+    }
+
+    /// The list as the operator writes it: `12.0.0-9999,20.0.0-5137`.
+    pub fn text(&self) -> String {
+        let v: Vec<String> = self.0.iter().map(AgentBuild::package_form).collect();
+        v.join(",")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +278,24 @@ mod tests {
         assert!("20.0".parse::<ManagerBuild>().is_err());
         assert!("99999999999.0.0.0".parse::<AgentBuild>().is_err());
         assert!("20.0.0.1; rm -rf /".parse::<AgentBuild>().is_err());
+    }
+
+    #[test]
+    fn build_lines() {
+        let l = BuildLines::parse("20.0.0-5137, 12.0.0-9999").expect("valid");
+        assert_eq!(l.text(), "12.0.0-9999,20.0.0-5137");
+        let b = |s: &str| s.parse::<AgentBuild>().expect("valid");
+        assert_eq!(l.for_build(b("12.0.0-1")), Some(b("12.0.0-9999")));
+        assert_eq!(l.for_build(b("20.0.0-1")), Some(b("20.0.0-5137")));
+        // A line without a fixed build is compared with the highest one.
+        assert_eq!(l.for_build(b("11.0.0-1")), Some(b("20.0.0-5137")));
+        assert_eq!(l.for_build(b("20.0.1-1")), Some(b("20.0.0-5137")));
+        let e = BuildLines::parse("20.0.0-1,,20.0.0-2,12.0.1617").expect_err("bad");
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].contains("item 2"), "{e:?}");
+        assert!(e[1].contains("both on line 20.0"), "{e:?}");
+        assert!(e[2].contains("3 parts"), "{e:?}");
+        assert!(BuildLines::parse("").is_err());
     }
 
     proptest! {

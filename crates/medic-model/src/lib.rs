@@ -8,12 +8,13 @@ mod inventory;
 pub mod par;
 mod playbook;
 
-pub use build::{AgentBuild, BuildError, ManagerBuild};
+pub use build::{AgentBuild, BuildError, BuildLines, ManagerBuild};
 pub use cond::{
     CmpOp, Cond, FactType, Operand, Path, PathRoot, Scalar, Value, format_duration, parse_duration,
 };
 pub use inventory::{Host, Inventory, Manager, Platform, RelayGroup, Role, Settings};
 pub use playbook::{
-    ActionSpec, After, AfterOn, Budget, Check, Guard, Join, ParamSpec, ParamType, Params, Phase,
-    Playbook, Retry, Rollout, Selector, SkipRule, Template, TemplatePart, WaveSpec,
+    ActionSpec, After, AfterOn, Budget, Check, Guard, Join, Notice, ParamSpec, ParamType, Params,
+    Phase, Playbook, RequiresPlanned, Retry, Rollout, Selector, SkipRule, Template, TemplatePart,
+    WaveSpec,
 };

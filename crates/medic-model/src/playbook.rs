@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::build::{AgentBuild, BuildLines};
 use crate::cond::{Cond, FactType, Path, Value};
 use crate::inventory::{Platform, Role};
 
@@ -14,6 +15,10 @@ pub enum ParamType {
     Scalar(FactType),
     /// One of a closed set of strings.
     Enum(Vec<String>),
+    /// Agent builds, at most one per version line (`12.0.0-9999,20.0.0-5137`): read as
+    /// `params.NAME` for a host, it is the build of that host's line (the highest one when
+    /// its line has none), an `agent_build`.
+    BuildLines,
 }
 
 impl ParamType {
@@ -21,6 +26,7 @@ impl ParamType {
         match self {
             ParamType::Scalar(t) => *t,
             ParamType::Enum(_) => FactType::Str,
+            ParamType::BuildLines => FactType::AgentBuild,
         }
     }
 
@@ -28,6 +34,7 @@ impl ParamType {
         match self {
             ParamType::Scalar(t) => t.as_str().to_owned(),
             ParamType::Enum(vs) => format!("one of {}", vs.join(", ")),
+            ParamType::BuildLines => "a comma-separated list of agent builds, at most one per MAJOR.MINOR line (agent_build_lines)".to_owned(),
         }
     }
 }
@@ -48,7 +55,12 @@ pub struct ParamSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Params {
     pub specs: Vec<ParamSpec>,
+    /// A list of builds per line is kept here as its text (`12.0.0-9999,20.0.0-5137`), and
+    /// read through `lines`.
     pub values: BTreeMap<String, Value>,
+    /// The keys whose value is a list of builds per line (an `agent_build_lines` parameter,
+    /// or one that defaults from it).
+    pub lines: BTreeMap<String, BuildLines>,
     /// Keys the operator set with `--set` (the rest are defaults).
     pub set_by_operator: Vec<String>,
 }
@@ -70,6 +82,56 @@ impl Params {
         }
         None
     }
+
+    /// The value of `field` for a target of `platform` whose agent build is `build`: like
+    /// [`Params::get`], except that a list of builds per line gives the build of `build`'s
+    /// line (nothing without a build, as for the Manager).
+    pub fn resolve(
+        &self,
+        field: &str,
+        platform: Option<Platform>,
+        build: Option<AgentBuild>,
+    ) -> Option<Value> {
+        let lines = match self.lines.get(field) {
+            Some(l) => Some(l),
+            None if self.values.contains_key(field) => None,
+            None => match (self.spec(field), platform) {
+                (Some(s), Some(p)) if s.per_platform => {
+                    self.lines.get(&format!("{field}.{}", p.as_str()))
+                }
+                _ => None,
+            },
+        };
+        match lines {
+            Some(l) => build.and_then(|b| l.for_build(b)).map(Value::Agent),
+            None => self.get(field, platform).cloned(),
+        }
+    }
+
+    /// Whether `params.field` may differ between two targets of one platform (it then
+    /// depends on their version line too).
+    pub fn per_line(&self, field: &str) -> bool {
+        let base = field.split('.').next().unwrap_or(field);
+        self.lines
+            .keys()
+            .any(|k| k == field || k.split('.').next() == Some(base))
+    }
+}
+
+/// A plan-time rule with a message: a refusal (the plan is not made) or a warning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub when: Cond,
+    pub message: Template,
+    pub help: Option<Template>,
+}
+
+/// A phase that plans nothing unless one of `phases` planned a step; its targets are then
+/// skipped with `reason`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequiresPlanned {
+    pub phases: Vec<String>,
+    pub reason: Template,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,6 +264,10 @@ pub struct After {
     pub phase: String,
     pub join: Join,
     pub on: AfterOn,
+    /// Only the other phase's steps on hosts of these roles (empty: every role).
+    pub roles: Vec<Role>,
+    /// Only the other phase's steps on hosts of these platforms (empty: every platform).
+    pub platforms: Vec<Platform>,
     /// Plan-time condition on parameters and settings: the edge exists only if it holds.
     pub when: Option<Cond>,
 }
@@ -248,6 +314,13 @@ pub struct Phase {
     pub description: Option<String>,
     pub select: Selector,
     pub skip: Vec<SkipRule>,
+    /// Checked on every selected target before the skip rules: one that holds makes the
+    /// inputs invalid (the plan is refused with its message).
+    pub refuse: Vec<Notice>,
+    /// Checked on every target that gets steps: one that holds adds its message to the
+    /// plan's warnings (each distinct message once).
+    pub warn: Vec<Notice>,
+    pub requires_planned: Option<RequiresPlanned>,
     pub actions: Vec<ActionSpec>,
     pub after: Vec<After>,
     pub guard: Option<Guard>,

@@ -371,6 +371,13 @@ pub fn plan_to_bytes(plan: &Plan) -> Vec<u8> {
     o.u(e.serial_s);
     let window = e.window.map(|w| format!("{}/{}", w.start, w.end));
     o.opt_s(window.as_deref());
+    // An optional last section (older plans end before it).
+    if !plan.warnings.is_empty() {
+        o.u(plan.warnings.len() as u64);
+        for w in &plan.warnings {
+            o.s(w);
+        }
+    }
 
     // The table goes first, so that the reader has it before the references.
     let Out { buf: body, syms } = o;
@@ -803,6 +810,16 @@ pub fn plan_from_bytes(bytes: &[u8]) -> Result<Plan, String> {
         Some(w) => Some(Window::parse(w).map_err(|e| e.to_string())?),
         None => None,
     };
+    let mut warnings = Vec::new();
+    if r.at != bytes.len() {
+        let n = r.count(1)?;
+        if n == 0 {
+            return Err(r.err("an empty warnings section"));
+        }
+        for _ in 0..n {
+            warnings.push(r.s()?);
+        }
+    }
     if r.at != bytes.len() {
         return Err(r.err("trailing bytes"));
     }
@@ -813,6 +830,7 @@ pub fn plan_from_bytes(bytes: &[u8]) -> Result<Plan, String> {
         host_digests,
         params,
         example_params,
+        warnings,
         max_parallel,
         endpoint_limits,
         hosts,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use medic_model::{AfterOn, Inventory, Join, Phase, Playbook, Role, WaveSpec};
 
 use crate::estimate::{self, estimate};
-use crate::facts::{Facts, Target, platform_only, platform_slot};
+use crate::facts::{ByClass, Facts, Target, platform_only};
 use crate::fingerprint::digests;
 use crate::plan::{
     GateSpec, Need, PhaseInfo, Plan, PlanHost, Skipped, Step, StepCheck, StepGuard, StepIndex,
@@ -32,6 +32,33 @@ use crate::window::Window;
 pub enum PlanError {
     #[error("the step graph has a cycle through {0}: check the `after` joins of these phases")]
     Cycle(String),
+    /// The inputs break one of the playbook's `refuse` rules (each listed once).
+    #[error("{}", .0.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; "))]
+    Refused(Vec<Refusal>),
+}
+
+/// A `refuse` rule of the playbook that held for a host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub phase: String,
+    pub host: String,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+/// What planning found besides the steps: refusals and warnings.
+#[derive(Default)]
+struct Notes {
+    refusals: Vec<Refusal>,
+    warnings: Vec<String>,
+}
+
+impl Notes {
+    fn warn(&mut self, w: String) {
+        if !self.warnings.contains(&w) {
+            self.warnings.push(w);
+        }
+    }
 }
 
 /// A phase's members in rollout order, each with its wave and its applicable actions
@@ -95,25 +122,33 @@ pub fn build_plan(
         hosts,
         steps: b.steps,
         skipped: b.skipped,
+        warnings: b.warnings,
         phases: b.phases,
         estimate: b.estimate,
         index: b.index,
     })
 }
 
+/// Every key (`fixed_build.linux`, `manager_min_build`) still at a value the playbook marks
+/// as an example: setting one platform's value leaves the other's an example.
 fn example_params(pb: &Playbook) -> Vec<String> {
-    pb.params
-        .specs
-        .iter()
-        .filter(|s| s.example)
-        .filter(|s| {
-            !pb.params
-                .set_by_operator
+    let mut out = Vec::new();
+    for s in pb.params.specs.iter().filter(|s| s.example) {
+        let keys: Vec<String> = if s.per_platform {
+            [medic_model::Platform::Linux, medic_model::Platform::Windows]
                 .iter()
-                .any(|k| k == &s.name || k.starts_with(&format!("{}.", s.name)))
-        })
-        .map(|s| s.name.clone())
-        .collect()
+                .map(|p| format!("{}.{}", s.name, p.as_str()))
+                .collect()
+        } else {
+            vec![s.name.clone()]
+        };
+        for k in keys {
+            if !pb.params.set_by_operator.contains(&k) {
+                out.push(k);
+            }
+        }
+    }
+    out
 }
 
 fn plan_hosts(inv: &Inventory) -> Vec<PlanHost> {
@@ -142,6 +177,7 @@ fn plan_hosts(inv: &Inventory) -> Vec<PlanHost> {
 struct Built {
     steps: Vec<Step>,
     skipped: Vec<Skipped>,
+    warnings: Vec<String>,
     phases: Vec<PhaseInfo>,
     estimate: crate::plan::Estimate,
     index: StepIndex,
@@ -160,15 +196,26 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
     let mut member_sets: Vec<Vec<bool>> = vec![Vec::new(); pb.phases.len()];
     let mut manager_in: Vec<bool> = vec![false; pb.phases.len()];
     let mut skipped_by_phase: Vec<Vec<Skipped>> = vec![Vec::new(); pb.phases.len()];
+    let mut notes = Notes::default();
     for pi in membership_order(pb, &phase_idx) {
         let phase = &pb.phases[pi];
-        let (m, set, mgr, skipped) = select(&facts, phase, &phase_idx, &member_sets, &manager_in);
+        let (m, set, mgr, skipped) = select(
+            &facts,
+            phase,
+            &phase_idx,
+            &member_sets,
+            &manager_in,
+            &mut notes,
+        );
         member_sets[pi] = set;
         manager_in[pi] = mgr;
         skipped_by_phase[pi] = skipped;
         members[pi] = Some(m);
     }
     drop(member_sets);
+    if !notes.refusals.is_empty() {
+        return Err(PlanError::Refused(notes.refusals));
+    }
 
     let slots = inv.hosts.len() as u32 + 1;
     let mut g = Graph::default();
@@ -267,13 +314,13 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
     }
 
     // Edges from joins, attached to the first step of each (phase, target) chain.
-    let mut barriers: HashMap<(usize, Option<&str>, bool), Option<u32>> = HashMap::new();
+    let mut barriers: HashMap<(usize, Option<&str>, bool, u8), Option<u32>> = HashMap::new();
     let mut joins = JoinCache::default();
     for (pi, phase) in pb.phases.iter().enumerate() {
         let Some(m) = members[pi].as_ref() else {
             continue;
         };
-        let afters: Vec<(usize, Join, bool)> = phase
+        let afters: Vec<(usize, Join, bool, u8)> = phase
             .after
             .iter()
             .filter(|a| {
@@ -284,7 +331,7 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
             .filter_map(|a| {
                 phase_idx
                     .get(a.phase.as_str())
-                    .map(|&q| (q, a.join, a.on == AfterOn::Finish))
+                    .map(|&q| (q, a.join, a.on == AfterOn::Finish, host_mask(a)))
             })
             .collect();
         if afters.is_empty() && wave_gates[pi].iter().all(Option::is_none) {
@@ -295,10 +342,12 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
                 continue;
             };
             let mut needs = Vec::new();
-            for &(q, join, on_finish) in &afters {
+            for &(q, join, on_finish, roles) in &afters {
                 match join {
                     Join::SameHost => {
-                        if let Some(c) = chains.get(q, host_slot(*t, inv)) {
+                        if role_in(&facts, *t, roles)
+                            && let Some(c) = chains.get(q, host_slot(*t, inv))
+                        {
                             needs.push(Need {
                                 step: c.1,
                                 on_finish,
@@ -307,6 +356,7 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
                     }
                     Join::BundleSource => {
                         if let Some(b) = facts.bundle_source(*t)
+                            && role_in(&facts, Target::Host(b), roles)
                             && let Some(c) = chains.get(q, b)
                         {
                             needs.push(Need {
@@ -316,23 +366,33 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
                         }
                     }
                     Join::All | Join::SameRelayGroup => {
+                        // A host without a relay group waits for every step of the other
+                        // phase: nothing narrower can be said about what it downloads from.
                         let group = match join {
                             Join::All => None,
                             _ => match t {
-                                Target::Host(h) => match &facts.host(*h).relay_group {
-                                    Some(g) => Some(g.as_str()),
-                                    None => continue,
-                                },
+                                Target::Host(h) => facts.host(*h).relay_group.as_deref(),
                                 Target::Manager => continue,
                             },
                         };
-                        let key = (q, group, on_finish);
+                        let key = (q, group, on_finish, roles);
                         let node = match barriers.get(&key) {
                             Some(n) => *n,
                             None => {
                                 let n = join_node(
-                                    &mut g, pb, &members, &chains, &mut joins, q, group, on_finish,
-                                    &facts, inv,
+                                    &mut g,
+                                    pb,
+                                    &members,
+                                    &chains,
+                                    &mut joins,
+                                    JoinOf {
+                                        q,
+                                        group,
+                                        on_finish,
+                                        roles,
+                                    },
+                                    &facts,
+                                    inv,
                                 );
                                 barriers.insert(key, n);
                                 n
@@ -500,6 +560,7 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
     Ok(Built {
         steps,
         skipped,
+        warnings: notes.warnings,
         phases,
         estimate: est,
         index,
@@ -527,8 +588,8 @@ struct Maker<'f, 'a> {
     phases: Vec<PhaseConsts>,
 }
 
-/// Per platform slot (Manager, Linux, Windows): not computed yet, or the value.
-type PerPlatform<T> = [Option<T>; 3];
+/// Per class (platform and version line): computed once each.
+type PerPlatform<T> = ByClass<T>;
 
 struct PhaseConsts {
     /// Whether the guard, once bound, is the same for every target of a platform.
@@ -561,17 +622,17 @@ impl<'f, 'a> Maker<'f, 'a> {
             .iter()
             .map(|p| PhaseConsts {
                 guard_const: p.guard.as_ref().is_none_or(|g| cond_platform_only(&g.when)),
-                guard: [None, None, None],
+                guard: ByClass::new(),
                 soft_fail_const: cond_platform_only(&p.soft_fail),
-                soft_fail: [None, None, None],
+                soft_fail: ByClass::new(),
                 actions: p
                     .actions
                     .iter()
                     .map(|a| ActionConsts {
                         args_const: a.args.values().all(|t| t.paths().all(platform_only)),
-                        args: [None, None, None],
+                        args: ByClass::new(),
                         check_const: a.check.as_ref().is_none_or(|c| cond_platform_only(&c.when)),
-                        check: [None, None, None],
+                        check: ByClass::new(),
                     })
                     .collect(),
             })
@@ -602,7 +663,7 @@ impl<'f, 'a> Maker<'f, 'a> {
         let facts = self.facts;
         let phase = &self.pb.phases[pi];
         let a = &phase.actions[ai as usize];
-        let slot = platform_slot(facts.platform(t));
+        let slot = facts.class(t);
         let get = &mut |p: &medic_model::Path| facts.get(t, p);
         let pc = &mut self.phases[pi];
 
@@ -615,8 +676,8 @@ impl<'f, 'a> Maker<'f, 'a> {
                     describe: gd.describe.clone(),
                 };
                 if pc.guard_const {
-                    pc.guard[slot]
-                        .get_or_insert_with(|| Some(make(get)))
+                    pc.guard
+                        .get_or_insert_with(slot, || Some(make(get)))
                         .clone()
                 } else {
                     Some(make(get))
@@ -624,7 +685,8 @@ impl<'f, 'a> Maker<'f, 'a> {
             }
         };
         let soft_fail = if pc.soft_fail_const {
-            *pc.soft_fail[slot].get_or_insert_with(|| phase.soft_fail.eval(get))
+            *pc.soft_fail
+                .get_or_insert_with(slot, || phase.soft_fail.eval(get))
         } else {
             phase.soft_fail.eval(get)
         };
@@ -637,8 +699,8 @@ impl<'f, 'a> Maker<'f, 'a> {
                     when: c.when.bind(get),
                 };
                 if ac.check_const {
-                    ac.check[slot]
-                        .get_or_insert_with(|| Some(make(get)))
+                    ac.check
+                        .get_or_insert_with(slot, || Some(make(get)))
                         .clone()
                 } else {
                     Some(make(get))
@@ -675,8 +737,8 @@ impl<'f, 'a> Maker<'f, 'a> {
         };
         let ac = &mut self.phases[node.phase as usize].actions[action as usize];
         if ac.args_const {
-            let slot = platform_slot(facts.platform(target));
-            ac.args[slot].get_or_insert_with(|| render(get)).clone()
+            let slot = facts.class(target);
+            ac.args.get_or_insert_with(slot, || render(get)).clone()
         } else {
             render(get)
         }
@@ -833,11 +895,66 @@ fn host_slot(t: Target, inv: &Inventory) -> u32 {
     }
 }
 
-/// For each phase that a relay-group join reads: the last steps of its chains, by relay
-/// group, in rollout order.
+/// For each phase (and role filter) that a relay-group join reads: the last steps of its
+/// chains, by relay group, in rollout order.
 #[derive(Default)]
 struct JoinCache<'a> {
-    by_group: HashMap<usize, HashMap<&'a str, Vec<u32>>>,
+    by_group: HashMap<(usize, u8), HashMap<&'a str, Vec<u32>>>,
+}
+
+/// What a join waits for: phase `q`'s steps (in `group`, on hosts of `roles`).
+struct JoinOf<'g> {
+    q: usize,
+    group: Option<&'g str>,
+    on_finish: bool,
+    roles: u8,
+}
+
+/// Bits of a join's host filter: roles, then platforms.
+const HOST_BITS: [(u8, &str); 5] = [
+    (1, "relay"),
+    (2, "agent"),
+    (4, "manager"),
+    (8, "linux"),
+    (16, "windows"),
+];
+const ROLE_BITS: u8 = 7;
+const PLATFORM_BITS: u8 = 24;
+
+/// `after.roles` and `after.platforms` as bits; 0 is every target.
+fn host_mask(a: &medic_model::After) -> u8 {
+    let roles = a.roles.iter().fold(0, |m, r| {
+        m | match r {
+            Role::Relay => 1,
+            Role::Agent => 2,
+            Role::Manager => 4,
+        }
+    });
+    a.platforms.iter().fold(roles, |m, p| {
+        m | match p {
+            medic_model::Platform::Linux => 8,
+            medic_model::Platform::Windows => 16,
+        }
+    })
+}
+
+/// Whether a target passes a join's host filter.
+fn role_in(facts: &Facts<'_>, t: Target, mask: u8) -> bool {
+    let (role, platform) = match t {
+        Target::Manager => (4, 0),
+        Target::Host(h) => {
+            let h = facts.host(h);
+            (
+                if h.relay { 1 } else { 2 },
+                match h.platform {
+                    medic_model::Platform::Linux => 8,
+                    medic_model::Platform::Windows => 16,
+                },
+            )
+        }
+    };
+    (mask & ROLE_BITS == 0 || mask & role != 0)
+        && (mask & PLATFORM_BITS == 0 || mask & platform != 0)
 }
 
 /// The node that stands for "every step of phase `q` (in `group`) is done": the single step
@@ -849,24 +966,30 @@ fn join_node<'a>(
     members: &[Option<Members>],
     chains: &Chains,
     joins: &mut JoinCache<'a>,
-    q: usize,
-    group: Option<&str>,
-    on_finish: bool,
+    of: JoinOf<'_>,
     facts: &Facts<'a>,
     inv: &Inventory,
 ) -> Option<u32> {
+    let JoinOf {
+        q,
+        group,
+        on_finish,
+        roles,
+    } = of;
     let m = members[q].as_ref()?;
     let lasts: Vec<u32> = match group {
         None => m
             .targets
             .iter()
+            .filter(|(t, _, _, _)| role_in(facts, *t, roles))
             .filter_map(|(t, _, _, _)| chains.get(q, host_slot(*t, inv)).map(|c| c.1))
             .collect(),
         Some(gname) => {
-            let by_group = joins.by_group.entry(q).or_insert_with(|| {
+            let by_group = joins.by_group.entry((q, roles)).or_insert_with(|| {
                 let mut by: HashMap<&'a str, Vec<u32>> = HashMap::new();
                 for (t, _, _, _) in &m.targets {
                     if let Target::Host(h) = t
+                        && role_in(facts, *t, roles)
                         && let Some(rg) = facts.host(*h).relay_group.as_deref()
                         && let Some(c) = chains.get(q, *h)
                     {
@@ -883,7 +1006,21 @@ fn join_node<'a>(
         1 if !on_finish => Some(lasts[0]),
         _ => {
             let phase = &pb.phases[q].name;
-            let suffix = if on_finish { "/finished" } else { "" };
+            // `/relay`, `/relay/linux`, `/relay+agent`...: one id per filter.
+            let mut suffix = String::new();
+            for group_bits in [ROLE_BITS, PLATFORM_BITS] {
+                let mut first = true;
+                for (bit, name) in HOST_BITS {
+                    if roles & group_bits & bit != 0 {
+                        suffix.push(if first { '/' } else { '+' });
+                        suffix.push_str(name);
+                        first = false;
+                    }
+                }
+            }
+            if on_finish {
+                suffix.push_str("/finished");
+            }
             let id = match group {
                 None => format!("join/{phase}/all{suffix}"),
                 Some(gname) => format!("join/{phase}/relay-group/{gname}{suffix}"),
@@ -918,6 +1055,7 @@ fn membership_order(pb: &Playbook, idx: &HashMap<&str, usize>) -> Vec<usize> {
                 && p.select
                     .planned_in
                     .iter()
+                    .chain(p.requires_planned.iter().flat_map(|r| r.phases.iter()))
                     .all(|d| idx.get(d.as_str()).is_none_or(|&j| done[j]))
             {
                 done[i] = true;
@@ -936,7 +1074,16 @@ fn select(
     phase_idx: &HashMap<&str, usize>,
     member_sets: &[Vec<bool>],
     manager_in: &[bool],
+    notes: &mut Notes,
 ) -> Selected {
+    // `requires_planned`: whether one of those phases has a step.
+    let required_missing = phase.requires_planned.as_ref().filter(|r| {
+        !r.phases.iter().any(|p| {
+            phase_idx
+                .get(p.as_str())
+                .is_some_and(|&q| manager_in[q] || member_sets[q].iter().any(|&b| b))
+        })
+    });
     let inv = facts.inv;
     let sel = &phase.select;
     let roles = &sel.roles;
@@ -1003,7 +1150,8 @@ fn select(
         .iter()
         .map(|a| a.only.as_ref().is_none_or(cond_platform_only))
         .collect();
-    let mut only_cache: Vec<PerPlatform<bool>> = vec![[None, None, None]; phase.actions.len()];
+    let mut only_cache: Vec<ByClass<bool>> =
+        (0..phase.actions.len()).map(|_| ByClass::new()).collect();
     for t in candidates {
         let get = &mut |p: &medic_model::Path| facts.get(t, p);
         if let Some(w) = &sel.when
@@ -1012,6 +1160,20 @@ fn select(
             continue;
         }
         let name = || target_name(facts, t).to_owned();
+        for r in &phase.refuse {
+            if !r.when.eval(get) {
+                continue;
+            }
+            let refusal = Refusal {
+                phase: phase.name.clone(),
+                host: name(),
+                message: r.message.render(get),
+                help: r.help.as_ref().map(|h| h.render(get)),
+            };
+            if !notes.refusals.contains(&refusal) {
+                notes.refusals.push(refusal);
+            }
+        }
         if let Some(rule) = phase.skip.iter().find(|r| r.when.eval(get)) {
             skipped.push(Skipped {
                 host: name(),
@@ -1020,12 +1182,22 @@ fn select(
             });
             continue;
         }
+        if let Some(r) = required_missing {
+            skipped.push(Skipped {
+                host: name(),
+                phase: phase.name.clone(),
+                reason: r.reason.render(get),
+            });
+            continue;
+        }
         let start = actions.len();
-        let slot = platform_slot(facts.platform(t));
+        let class = facts.class(t);
         for (i, a) in phase.actions.iter().enumerate() {
             let applies = match &a.only {
                 None => true,
-                Some(c) if only_const[i] => *only_cache[i][slot].get_or_insert_with(|| c.eval(get)),
+                Some(c) if only_const[i] => {
+                    *only_cache[i].get_or_insert_with(class, || c.eval(get))
+                }
                 Some(c) => c.eval(get),
             };
             if applies {
@@ -1039,6 +1211,11 @@ fn select(
                 reason: "no action of this phase applies to this host".to_owned(),
             });
             continue;
+        }
+        for w in &phase.warn {
+            if w.when.eval(get) {
+                notes.warn(w.message.render(get));
+            }
         }
         match t {
             Target::Manager => mgr = true,

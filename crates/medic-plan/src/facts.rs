@@ -13,21 +13,43 @@ pub(crate) enum Target {
     Host(u32),
 }
 
-/// The value of one parameter for the Manager, a Linux host and a Windows host (`None` when
-/// not looked up yet).
-type ParamSlots = [Option<Option<Value>>; 3];
+/// What the plan-time parameters of a target depend on: its platform slot (Manager, Linux,
+/// Windows) and, when the playbook has builds per version line, its line `(MAJOR, MINOR)`.
+pub(crate) type Class = (u8, u32, u32);
+
+/// Values computed once per [`Class`]; a fleet has a handful of classes, so a short list.
+pub(crate) struct ByClass<T>(Vec<(Class, T)>);
+
+impl<T> ByClass<T> {
+    pub(crate) fn new() -> Self {
+        ByClass(Vec::new())
+    }
+
+    pub(crate) fn get_or_insert_with(&mut self, k: Class, f: impl FnOnce() -> T) -> &mut T {
+        let i = match self.0.iter().position(|(c, _)| *c == k) {
+            Some(i) => i,
+            None => {
+                self.0.push((k, f()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+}
 
 pub(crate) struct Facts<'a> {
     pub(crate) inv: &'a Inventory,
     pub(crate) params: &'a Params,
     offline_groups: HashMap<&'a str, Option<u32>>,
     bundle_sources: HashSet<&'a str>,
-    /// `params.*` only depends on the target's platform: looked up once per platform.
-    param_cache: RefCell<Vec<(String, ParamSlots)>>,
+    /// `params.*` only depends on the target's class: looked up once per class.
+    param_cache: RefCell<Vec<(String, ByClass<Option<Value>>)>>,
+    /// Whether any parameter holds builds per line (then a class includes the line).
+    by_line: bool,
 }
 
 /// Where a target's platform goes in a per-platform cache.
-pub(crate) fn platform_slot(p: Option<Platform>) -> usize {
+fn platform_slot(p: Option<Platform>) -> u8 {
     match p {
         None => 0,
         Some(Platform::Linux) => 1,
@@ -77,6 +99,7 @@ impl<'a> Facts<'a> {
             offline_groups,
             bundle_sources,
             param_cache: RefCell::new(Vec::new()),
+            by_line: !params.lines.is_empty(),
         }
     }
 
@@ -98,24 +121,50 @@ impl<'a> Facts<'a> {
         self.offline_groups.get(g).copied().flatten()
     }
 
-    fn param(&self, field: &str, platform: Option<Platform>) -> Option<Value> {
-        let slot = platform_slot(platform);
+    /// The class of a target: everything its `params.*` values depend on.
+    pub(crate) fn class(&self, t: Target) -> Class {
+        match t {
+            Target::Manager => (0, 0, 0),
+            Target::Host(i) => {
+                let h = self.host(i);
+                let slot = platform_slot(Some(h.platform));
+                if self.by_line {
+                    (slot, h.agent_version.major, h.agent_version.minor)
+                } else {
+                    (slot, 0, 0)
+                }
+            }
+        }
+    }
+
+    fn param(&self, field: &str, t: Target) -> Option<Value> {
+        let class = self.class(t);
         let mut cache = self.param_cache.borrow_mut();
         let i = match cache.iter().position(|(f, _)| f == field) {
             Some(i) => i,
             None => {
-                cache.push((field.to_owned(), [None, None, None]));
+                cache.push((field.to_owned(), ByClass::new()));
                 cache.len() - 1
             }
         };
-        cache[i].1[slot]
-            .get_or_insert_with(|| self.params.get(field, platform).cloned())
+        cache[i]
+            .1
+            .get_or_insert_with(class, || {
+                let build = match t {
+                    Target::Manager => None,
+                    Target::Host(i) => Some(self.host(i).agent_version),
+                };
+                self.params.resolve(field, self.platform(t), build)
+            })
             .clone()
     }
 
     pub(crate) fn get(&self, t: Target, p: &Path) -> Option<Value> {
         match p.root {
-            PathRoot::Params => self.param(&p.field, self.platform(t)),
+            PathRoot::Params => self.param(&p.field, t),
+            PathRoot::BundleSource if p.field.starts_with("params.") => self
+                .bundle_source(t)
+                .and_then(|b| self.param(&p.field["params.".len()..], Target::Host(b))),
             PathRoot::Settings => match p.field.as_str() {
                 "direct_download_when_relays_unavailable" => Some(Value::Bool(
                     self.inv.settings.direct_download_when_relays_unavailable,
@@ -184,8 +233,9 @@ impl<'a> Facts<'a> {
     }
 }
 
-/// Whether a path means the same for every target of one platform: parameters (resolved by
-/// platform), settings, the Manager, and the run-time roots the planner leaves alone.
+/// Whether a path means the same for every target of one [`Class`]: parameters (resolved by
+/// platform and version line), settings, the Manager, and the run-time roots the planner
+/// leaves alone.
 pub(crate) fn platform_only(p: &Path) -> bool {
     !matches!(p.root, PathRoot::Host | PathRoot::BundleSource)
 }

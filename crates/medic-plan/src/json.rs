@@ -25,6 +25,8 @@ struct PlanJson {
     fingerprint: String,
     steps: Vec<StepJson>,
     skipped: Vec<SkippedJson>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
     estimate: EstimateJson,
     params: BTreeMap<String, String>,
     example_params: Vec<String>,
@@ -197,6 +199,8 @@ mod ser {
         fingerprint: &'a str,
         steps: Steps<'a>,
         skipped: Vec<SkippedView<'a>>,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        warnings: &'a [String],
         estimate: EstimateView,
         params: &'a BTreeMap<String, String>,
         example_params: &'a [String],
@@ -222,6 +226,7 @@ mod ser {
                         reason: &s.reason,
                     })
                     .collect(),
+                warnings: &plan.warnings,
                 estimate: EstimateView {
                     makespan_s: plan.estimate.makespan_s,
                     fits_window: plan.estimate.fits_window,
@@ -853,6 +858,7 @@ pub fn plan_from_json(text: &str) -> Result<Plan, String> {
         host_digests: j.host_digests,
         params: j.params,
         example_params: j.example_params,
+        warnings: j.warnings,
         max_parallel: j.limits.max_parallel,
         endpoint_limits: j.limits.endpoints,
         hosts,

@@ -15,7 +15,7 @@ pub mod render;
 mod window;
 
 pub use bin::{PLAN_BIN_MAGIC, plan_from_bytes, plan_to_bytes};
-pub use build::{PlanError, build_plan};
+pub use build::{PlanError, Refusal, build_plan};
 pub use fingerprint::fingerprint_inputs;
 pub use json::{PLAN_FORMAT, plan_from_json, plan_to_json, write_plan_json};
 pub use plan::{

@@ -142,6 +142,8 @@ pub struct Plan {
     pub(crate) hosts: Vec<PlanHost>,
     pub(crate) steps: Vec<Step>,
     pub(crate) skipped: Vec<Skipped>,
+    /// What the operator should know before approving the plan (each message once).
+    pub(crate) warnings: Vec<String>,
     pub(crate) phases: Vec<PhaseInfo>,
     pub(crate) estimate: Estimate,
     pub(crate) index: StepIndex,
@@ -189,6 +191,9 @@ impl Plan {
     }
     pub fn skipped(&self) -> &[Skipped] {
         &self.skipped
+    }
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
     pub fn phases(&self) -> &[PhaseInfo] {
         &self.phases

@@ -69,6 +69,49 @@ pub fn to_markdown(plan: &Plan) -> String {
                 .join(", ")
         );
     }
+    for w in &plan.warnings {
+        let _ = writeln!(o, "> **Warning:** {w}\n");
+    }
+    let manual: Vec<&crate::plan::Step> = plan
+        .steps
+        .iter()
+        .filter(|s| &*s.driver == "manual")
+        .collect();
+    if !manual.is_empty() {
+        let _ = writeln!(o, "## Manual steps\n");
+        let _ = writeln!(
+            o,
+            "The run pauses at each of these until the operator approves it (`--yes` does not).\n"
+        );
+        for s in manual {
+            let what = s
+                .args
+                .iter()
+                .find(|(k, _)| k == "instruction")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| format!("{} (see the playbook)", s.action));
+            let _ = writeln!(o, "- `{}`: {what}", s.id);
+        }
+        o.push('\n');
+    }
+    let mut targets: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+    for s in &plan.steps {
+        if let (Some(h), Some((_, to))) = (s.host, s.args.iter().find(|(k, _)| k == "to")) {
+            targets
+                .entry((&s.phase, to.as_str()))
+                .or_default()
+                .push(&plan.hosts[h as usize].name);
+        }
+    }
+    if !targets.is_empty() {
+        let _ = writeln!(o, "## Target builds\n");
+        let _ = writeln!(o, "| phase | to | hosts |");
+        let _ = writeln!(o, "|---|---|---|");
+        for ((phase, to), hosts) in targets {
+            let _ = writeln!(o, "| {phase} | {to} | {} |", hosts.join(", "));
+        }
+        o.push('\n');
+    }
     let _ = writeln!(o, "## Parameters\n");
     for (k, v) in &plan.params {
         let _ = writeln!(o, "- `{k}` = `{v}`");

@@ -36,8 +36,7 @@ pub fn to_text(plan: &Plan) -> String {
     if !plan.params.is_empty() {
         let _ = writeln!(o, "parameters:");
         for (k, v) in &plan.params {
-            let base = k.split('.').next().unwrap_or(k);
-            let mark = if plan.example_params.iter().any(|e| e == base) {
+            let mark = if plan.example_params.iter().any(|e| e == k) {
                 "  (EXAMPLE value: confirm it, then --set it)"
             } else {
                 ""
@@ -131,6 +130,8 @@ pub fn to_text(plan: &Plan) -> String {
             format_duration(w.length_s())
         );
     }
+    targets(plan, &mut o);
+    manual_steps(plan, &mut o);
     if !plan.skipped.is_empty() {
         let _ = writeln!(o, "\nskipped ({}):", plan.skipped.len());
         let mut by_reason: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
@@ -150,12 +151,71 @@ pub fn to_text(plan: &Plan) -> String {
             let _ = writeln!(o, "  {phase}: {reason}\n      {}{more}", shown.join(", "));
         }
     }
+    for w in &plan.warnings {
+        let _ = writeln!(o, "\nwarning: {w}");
+    }
     if !plan.example_params.is_empty() {
         let _ = writeln!(
             o,
-            "\nwarning: {} still at example values; confirm them against the advisory and pass --set",
-            plan.example_params.join(", ")
+            "\nwarning: still at the playbook's example values: {}; confirm them against the advisory and set each one ({}); a real `medic apply` refuses to start until then",
+            plan.example_params.join(", "),
+            plan.example_params
+                .iter()
+                .map(|k| format!("--set {k}=..."))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
     }
     o
+}
+
+/// Hosts by the build their steps go to (`args.to`), per phase: where per-line fixed
+/// builds and offline Relays show which host ends at which build.
+fn targets(plan: &Plan, o: &mut String) {
+    let mut by: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+    for s in &plan.steps {
+        if let (Some(h), Some((_, to))) = (s.host, s.args.iter().find(|(k, _)| k == "to")) {
+            by.entry((&s.phase, to.as_str()))
+                .or_default()
+                .push(&plan.hosts[h as usize].name);
+        }
+    }
+    if by.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "\ntargets (args.to):");
+    for ((phase, to), hosts) in by {
+        let shown: Vec<&str> = hosts.iter().take(8).copied().collect();
+        let more = if hosts.len() > 8 {
+            format!(" and {} more", hosts.len() - 8)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(o, "  {phase} to {to}: {}{more}", shown.join(", "));
+    }
+}
+
+/// Steps of the `manual` driver: the run pauses at each until the operator approves it.
+fn manual_steps(plan: &Plan, o: &mut String) {
+    let manual: Vec<&crate::plan::Step> = plan
+        .steps
+        .iter()
+        .filter(|s| &*s.driver == "manual")
+        .collect();
+    if manual.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\nmanual steps (the run pauses at each until the operator approves it; --yes does not):"
+    );
+    for s in manual {
+        let what = s
+            .args
+            .iter()
+            .find(|(k, _)| k == "instruction")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| format!("{} (see the playbook)", s.action));
+        let _ = writeln!(o, "  {}: {what}", s.id);
+    }
 }

@@ -1,5 +1,7 @@
 //! Properties over generated fleets: the order respects every edge, every affected host is
-//! planned, every unaffected host is skipped with a reason, waves partition their phase.
+//! planned (against its own version line's fixed build), every unaffected host is skipped
+//! with a reason, waves partition their phase, Agents wait for every Relay they depend on to
+//! be verified, offline Relays go to their bundle source's final build.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,7 +25,7 @@ fn host_strategy() -> impl Strategy<Value = H> {
     (
         any::<bool>(),
         any::<bool>(),
-        prop_oneof![Just(0u32), 100u32..2000],
+        prop_oneof![Just(0u32), 100u32..2500],
         0usize..4,
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.2),
@@ -44,7 +46,9 @@ fn fleet(hosts: &[H], setting: bool, offline: bool, manager_build: u32) -> Inven
         let agent_version = match h.build {
             0 => AgentBuild::NONE,
             b if b < 1000 => AgentBuild::new(20, 0, 0, b),
-            b => AgentBuild::new(20, 0, 1, b - 1000),
+            b if b < 2000 => AgentBuild::new(20, 0, 1, b - 1000),
+            // A second version line, around its fixed build 12.0.0-5000.
+            b => AgentBuild::new(12, 0, 0, (b - 2000) * 20),
         };
         inv_hosts.push(Host {
             name: format!("h{i}"),
@@ -110,8 +114,34 @@ proptest! {
     ) {
         let inv = fleet(&hosts, setting, offline, manager_build);
         let pb = playbook(&[&format!("relay_barrier={barrier}")]);
-        let plan = plan(&inv, &pb);
-        let fixed: AgentBuild = "20.0.1-690".parse().expect("valid");
+        // The playbook's example fixed builds: one per line.
+        let fixed_for = |b: AgentBuild| -> AgentBuild {
+            if b.line() == (12, 0) { "12.0.0-5000" } else { "20.0.1-690" }.parse().expect("valid")
+        };
+        let source = &inv.hosts[0];
+        let source_final = if source.agent_version < fixed_for(source.agent_version) {
+            fixed_for(source.agent_version)
+        } else {
+            source.agent_version
+        };
+        let offline_relays: Vec<&Host> = inv.hosts.iter().filter(|h| offline && h.relay && h.relay_group.as_deref() == Some("g3")).collect();
+        let plan = match medic_plan::build_plan(&inv, &pb, &playbook_text(), None) {
+            Ok(p) => p,
+            Err(medic_plan::PlanError::Refused(r)) => {
+                // Only an offline Relay above its bundle source's final build is refused, and
+                // the message names both hosts.
+                let above: BTreeSet<&str> = offline_relays.iter()
+                    .filter(|h| h.platform == source.platform && h.agent_version > source_final)
+                    .map(|h| h.name.as_str()).collect();
+                prop_assert!(!above.is_empty());
+                for x in &r {
+                    prop_assert!(above.contains(x.host.as_str()), "{:?}", x);
+                    prop_assert!(x.message.contains(&x.host) && x.message.contains("h0"), "{:?}", x);
+                }
+                return Ok(());
+            }
+            Err(e) => panic!("{e}"),
+        };
 
         // Topological order.
         for (i, s) in plan.steps().iter().enumerate() {
@@ -122,7 +152,8 @@ proptest! {
         // Every affected host planned; every in-scope host without a step skipped with a reason.
         let phases = by_phase(&plan);
         for h in &inv.hosts {
-            let affected = h.has_agent() && !h.protected_by_appliance && h.agent_version < fixed && (h.relay || setting);
+            // A Relay is a Relay, on an appliance-protected VM too.
+            let affected = h.has_agent() && h.agent_version < fixed_for(h.agent_version) && (h.relay || (setting && !h.protected_by_appliance));
             let phase = if h.relay { "relay-upgrade" } else { "agent-upgrade" };
             let planned = phases.get(phase).is_some_and(|s| s.contains(&h.name));
             prop_assert_eq!(planned, affected, "{} in {}", &h.name, phase);
@@ -131,6 +162,35 @@ proptest! {
                 prop_assert!(skip.is_some_and(|s| s.reason.len() > 10), "{} has a readable skip reason", &h.name);
             }
         }
+        // Each upgrade goes to its line's fixed build; an offline Relay of the source's
+        // platform to exactly the source's final build.
+        for s in plan.steps().iter().filter(|s| &*s.phase == "relay-upgrade" || &*s.phase == "agent-upgrade") {
+            let Some(h) = plan.host_name(s).and_then(|n| inv.host(n)) else { continue };
+            let to: AgentBuild = s.args.iter().find(|(k, _)| k == "to").expect("args.to").1.parse().expect("a build");
+            let want = if offline_relays.iter().any(|o| o.name == h.name) && h.platform == source.platform {
+                source_final
+            } else {
+                fixed_for(h.agent_version)
+            };
+            prop_assert_eq!(to, want, "{}", &h.name);
+        }
+        // Every Agent upgrade waits for the final verification of every planned Relay it
+        // depends on (all of them under the global barrier, its group's otherwise).
+        let relays: Vec<&Host> = inv.hosts.iter().filter(|h| phases.get("relay-upgrade").is_some_and(|s| s.contains(&h.name))).collect();
+        for s in plan.steps().iter().filter(|s| &*s.phase == "agent-upgrade" && s.kind == StepKind::Action) {
+            let anc = ancestors(&plan, &s.id);
+            let me = plan.host_name(s).and_then(|n| inv.host(n)).expect("host");
+            for r in &relays {
+                if barrier == "relay-group" && me.relay_group.is_some() && r.relay_group != me.relay_group {
+                    continue;
+                }
+                let last = if r.platform == Platform::Windows { format!("reverify/{}", r.name) } else { format!("verify/{}", r.name) };
+                prop_assert!(anc.contains(&last), "{} waits for {}", s.id, last);
+            }
+        }
+        // The Manager is upgraded only when it is old and something else is upgraded.
+        let upgrades = phases.contains_key("relay-upgrade") || phases.contains_key("agent-upgrade");
+        prop_assert_eq!(phases.contains_key("manager-upgrade"), manager_build < 463 && upgrades);
         // Waves partition their phase: each action step of a rolled-out phase has exactly one
         // wave, and the wave sizes add up to the phase's hosts.
         for p in plan.phases() {

@@ -195,8 +195,9 @@ fn the_relay_group_barrier_waits_only_for_the_agents_own_relays() {
     );
     // Direct edges: waves may add indirect waits (a wave gate after another group's hosts).
     let needs = direct_needs(&plan, "agent-upgrade/db-01");
+    // relay-osk-1 runs Windows: its last verification is the reverify.
     assert!(
-        needs.contains("relay-security-update-retry/relay-osk-1"),
+        needs.contains("reverify/relay-osk-1"),
         "db-01 is in osaka: {needs:?}"
     );
     assert!(
@@ -206,7 +207,7 @@ fn the_relay_group_barrier_waits_only_for_the_agents_own_relays() {
         "db-01 does not wait for tokyo: {needs:?}"
     );
     let anc = ancestors(&plan, "agent-upgrade/app-01");
-    assert!(anc.contains("relay-security-update/relay-tky-1"));
+    assert!(anc.contains("verify/relay-tky-1"));
     assert!(
         !anc.contains("relay-security-update/relay-osk-1"),
         "app-01 is in wave 0 and tokyo: {anc:?}"
@@ -230,7 +231,17 @@ fn raising_the_fixed_build_brings_hosts_in_and_set_moves_the_target() {
         "{:?}",
         s.args
     );
-    assert!(plan.example_params().iter().all(|p| p != "fixed_build"));
+    // Setting Linux's value leaves Windows' an example.
+    assert!(
+        plan.example_params()
+            .iter()
+            .all(|p| p != "fixed_build.linux")
+    );
+    assert!(
+        plan.example_params()
+            .iter()
+            .any(|p| p == "fixed_build.windows")
+    );
 }
 
 #[test]
