@@ -26,6 +26,7 @@ pub(crate) enum Cmd {
     Validate(InputArgs),
     /// Build the plan and render it: what runs where, in which order and waves, how long,
     /// and which hosts are skipped and why. Touches no host.
+    #[command(after_help = PLAN_HELP)]
     Plan(PlanArgs),
     /// Run a plan: stages, waves, budgets and gates, inside the window, journaled so that
     /// `medic resume` can finish it after any crash. With --simulate, a rehearsal on a
@@ -265,10 +266,30 @@ pub(crate) struct InputArgs {
     /// playbooks/ds-activeupdate-cert-2023.yaml.
     #[arg(long, short = 'p', value_name = "PB")]
     pub(crate) playbook: PathBuf,
-    /// Set a playbook parameter, e.g. --set fixed_build.linux=20.0.1-690 (repeatable).
+    /// Set a playbook parameter (repeatable), e.g. --set manager_min_build=20.0.463, or the
+    /// fixed builds per version line: --set fixed_build.linux=12.0.0-9999,20.0.0-5137.
     #[arg(long = "set", value_name = "K=V")]
     pub(crate) sets: Vec<String>,
 }
+
+/// What `medic plan --help` adds after the options.
+const PLAN_HELP: &str = "\
+Parameters of the Deep Security playbook (--set NAME.PLATFORM=VALUE, platform linux or windows):
+  fixed_build.linux=12.0.0-9999,20.0.0-5137
+      the first unaffected build of each version line, at most one per MAJOR.MINOR line,
+      all four parts (12.0.0-9999 or 12.0.0.9999). A host is compared with its own line's
+      build, or with the highest one when its line has none, and goes to that build.
+  target_build.linux=20.0.1-690
+      optional, one build: every affected host of the platform goes to it instead.
+  manager_min_build=20.0.463, relay_barrier=global|relay-group, bundle_name=...
+An offline Relay goes to exactly the final build of its bundle source when both run the same
+platform. The shipped fixed builds and manager_min_build are example values: the plan warns
+about each one still in effect, and a real `medic apply` refuses to start until each is set.
+
+Manual steps: the Manager upgrade (planned only when its build is below manager_min_build and
+some Relay or Agent is upgraded) is done by a person. The run pauses at it; after upgrading the
+Manager, approve it with `medic approve --journal JOURNAL manager-upgrade/MANAGER` (--yes never
+approves it); medic then reads the Manager's build through its API before going on.";
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {

@@ -196,7 +196,7 @@ fn the_playbook_remediates_fifty_hosts_and_no_secret_reaches_a_file() {
     assert_eq!(
         w.sim
             .bundles()
-            .get("dsupdate-medic")
+            .get("dsupdate_0000000000.zip")
             .map(ToString::to_string),
         Some(FIXED.to_owned())
     );

@@ -422,6 +422,9 @@ impl World {
             format!("fixed_build.linux={FIXED}"),
             "--set".into(),
             format!("fixed_build.windows={FIXED}"),
+            // A real run refuses the playbook's example values: this is the test's Manager.
+            "--set".into(),
+            "manager_min_build=20.0.463".into(),
             "--known-hosts".into(),
             p(&self.fleet.known_hosts),
             "--ssh-key".into(),
@@ -489,6 +492,8 @@ impl World {
                 &format!("fixed_build.linux={FIXED}"),
                 "--set",
                 &format!("fixed_build.windows={FIXED}"),
+                "--set",
+                "manager_min_build=20.0.463",
                 "--format",
                 "json",
             ])

@@ -176,6 +176,9 @@ cases! {
     set_unknown_param,
     set_per_platform_without_platform,
     set_ill_typed,
+    set_build_lines_bad,
+    // --- plan: what the playbook refuses ----------------------------------------------
+    offline_relay_above_source,
     // --- playbook -------------------------------------------------------------------
     playbook_cycle,
     playbook_cycle_misnamed,
