@@ -602,6 +602,19 @@ impl Ctx<'_> {
     }
 }
 
+/// Where host `host`'s `field` (or, without it, the host's entry) is written in an inventory
+/// text that loaded: for problems found after loading (a plan the playbook refuses).
+pub fn host_location(text: &str, host: &str, field: &str) -> Option<Loc> {
+    let root = yaml::parse(text).ok()?;
+    let NodeKind::Seq(hosts) = &root.get("hosts")?.kind else {
+        return None;
+    };
+    let entry = hosts
+        .iter()
+        .find(|h| h.get("name").and_then(|n| n.scalar_text()).as_deref() == Some(host))?;
+    Some(entry.get(field).map_or(entry.loc, |v| v.loc))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,17 +676,4 @@ mod tests {
         assert_eq!(inv.hosts[3].name, "h4");
         assert_eq!(inv.hosts.last().map(|h| h.name.as_str()), Some("h14998"));
     }
-}
-
-/// Where host `host`'s `field` (or, without it, the host's entry) is written in an inventory
-/// text that loaded: for problems found after loading (a plan the playbook refuses).
-pub fn host_location(text: &str, host: &str, field: &str) -> Option<Loc> {
-    let root = yaml::parse(text).ok()?;
-    let NodeKind::Seq(hosts) = &root.get("hosts")?.kind else {
-        return None;
-    };
-    let entry = hosts
-        .iter()
-        .find(|h| h.get("name").and_then(|n| n.scalar_text()).as_deref() == Some(host))?;
-    Some(entry.get(field).map_or(entry.loc, |v| v.loc))
 }

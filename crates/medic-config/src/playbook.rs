@@ -1126,10 +1126,7 @@ impl PbCtx<'_, '_> {
             let when = self.cond(&n.when, Scope::Host, phase, &[]);
             let message = self.template(&n.message, phase);
             let help = match &n.help {
-                Some(h) => match self.template(h, phase) {
-                    Some(t) => Some(Some(t)),
-                    None => None,
-                },
+                Some(h) => self.template(h, phase).map(Some),
                 None => Some(None),
             };
             if let (Some(when), Some(message), Some(help)) = (when, message, help) {

@@ -7,13 +7,15 @@ use std::fmt::Write as _;
 use crate::rng;
 
 /// The built-in demo fleet: about 60 hosts on three sites (tokyo, osaka and the
-/// air-gapped dmz fed by a bundle from `relay-tky-1`), Manager `20.0.463`. It assumes the
-/// fixed builds `20.0.1-690` on both platforms (see [`crate::SimConfig::demo`]).
+/// air-gapped dmz fed by a bundle from `relay-tky-1`), Manager `20.0.463`, agents on two
+/// version lines (20.0 and 12.0). It assumes the playbook's example fixed builds
+/// (`12.0.0-5000,20.0.1-690` on both platforms; the simulator takes one threshold per
+/// platform, see [`crate::SimConfig::demo`]).
 pub fn demo_inventory_yaml() -> &'static str {
     include_str!("../fleets/demo.yaml")
 }
 
-/// Agent builds before the fix, as found in the field.
+/// Agent builds before the fix, as found in the field, on two version lines (20.0 and 12.0).
 const AFFECTED: [&str; 4] = ["20.0.0-3445", "20.0.0-5995", "20.0.0-877", "12.0.0-1234"];
 /// Builds at or above the demo's fixed build `20.0.1-690`.
 const FIXED: [&str; 2] = ["20.0.1-690", "20.0.1-700"];

@@ -173,7 +173,13 @@ fn version_lines_and_offline_relays() {
 /// the parameter that would fix it; every such Relay is reported.
 #[test]
 fn an_offline_relay_above_its_source_is_refused() {
-    let cases: &[(&[(&str, &str)], &[&str], &str)] = &[
+    /// (inventory edits, extra --set values, what the help must say)
+    type Refused = (
+        &'static [(&'static str, &'static str)],
+        &'static [&'static str],
+        &'static str,
+    );
+    let cases: &[Refused] = &[
         // The source goes to 20.0.0-5137; the offline Relay is at 20.0.0-6000.
         (
             &[(
