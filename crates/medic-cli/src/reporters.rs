@@ -287,7 +287,10 @@ impl Reporter for Progress {
                     "manual step {step}: approved by {approved_by}; checking that it is done"
                 ));
                 if self.rehearsal {
-                    let on = host.as_deref().map(|h| format!(" on {h}")).unwrap_or_default();
+                    let on = host
+                        .as_deref()
+                        .map(|h| format!(" on {h}"))
+                        .unwrap_or_default();
                     self.line(&format!(
                         "rehearsal: medic plays the operator: the simulated fleet performs {action}{on} now, as a person does in a real run"
                     ));

@@ -952,7 +952,13 @@ pub(crate) fn approve(a: &ApproveArgs) -> Result<u8, Failure> {
     let plan = JournalReader::open(&a.journal)
         .map_err(|e| e.to_string())
         .and_then(|r| medic_exec::read_plan(&r).map_err(|e| e.to_string()))
-        .map_err(|e| bad(&name, e, "pass the journal of a run started by `medic apply`"))?;
+        .map_err(|e| {
+            bad(
+                &name,
+                e,
+                "pass the journal of a run started by `medic apply`",
+            )
+        })?;
     let approvable: Vec<&str> = plan
         .steps()
         .iter()

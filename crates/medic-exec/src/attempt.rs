@@ -279,7 +279,9 @@ async fn run_approved(
             "approved by the operator (the step has no check to observe it)".to_owned(),
         );
     };
-    let mut last = String::from("no answer yet");
+    // What the probe last answered; a probe cut short by the deadline does not hide it.
+    let mut seen_last: Option<String> = None;
+    let mut error_last = String::from("no answer");
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
@@ -292,8 +294,8 @@ async fn run_approved(
                     format!("the operator's work was observed: {}", check.when),
                 );
             }
-            Ok((false, facts)) => last = seen(&check.when, &facts),
-            Err(e) => last = e.message,
+            Ok((false, facts)) => seen_last = Some(seen(&check.when, &facts)),
+            Err(e) => error_last = e.message,
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
@@ -301,6 +303,7 @@ async fn run_approved(
         }
         tokio::time::sleep(poll.min(left)).await;
     }
+    let last = seen_last.unwrap_or_else(|| format!("no answer ({error_last})"));
     AttemptResult::failed(
         format!(
             "approved, but the check did not hold within {}: it saw {last}, it needs {}; once that is done, run `{retry}`",

@@ -459,8 +459,7 @@ impl<'a> Dispatcher<'a> {
                 break;
             }
             let next_timer = self.timers.peek().map(|Reverse((t, _, _))| *t);
-            let polling =
-                !self.awaiting_approval.is_empty() || !self.awaiting_operator.is_empty();
+            let polling = !self.awaiting_approval.is_empty() || !self.awaiting_operator.is_empty();
             tokio::select! {
                 biased;
                 _ = control.abort.cancelled() => {

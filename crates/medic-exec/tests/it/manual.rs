@@ -248,10 +248,22 @@ async fn a_manual_step_waits_for_the_operator_and_yes_does_not_approve_it() {
             "did you upgrade the Manager to 20.0.463?".to_owned()
         )]
     );
-    assert_eq!(m.calls("manager-upgrade"), 0, "nothing acted for the operator");
-    assert_eq!(m.calls("manager-version"), 1, "the check looked once, then asked");
+    assert_eq!(
+        m.calls("manager-upgrade"),
+        0,
+        "nothing acted for the operator"
+    );
+    assert_eq!(
+        m.calls("manager-version"),
+        1,
+        "the check looked once, then asked"
+    );
     for i in 0..3 {
-        assert_eq!(h.calls(&format!("h{i:02}"), "act-a"), 0, "its dependents wait");
+        assert_eq!(
+            h.calls(&format!("h{i:02}"), "act-a"),
+            0,
+            "its dependents wait"
+        );
         assert_eq!(h.calls(&format!("h{i:02}"), "act-b"), 1, "the rest goes on");
     }
     let states = h.states();
@@ -283,7 +295,11 @@ async fn an_approval_lets_the_check_observe_the_work_still_finishing() {
             RunEvent::ManualStepApproved { step, approved_by, .. } if step == STEP && approved_by == "alice"))
     );
     assert_eq!(m.calls("manager-version"), 5, "polled through the restart");
-    assert_eq!(m.calls("manager-upgrade"), 1, "the driver's part, after the approval");
+    assert_eq!(
+        m.calls("manager-upgrade"),
+        1,
+        "the driver's part, after the approval"
+    );
     assert_eq!(h.calls("h00", "act-a"), 1, "the dependents ran after");
     assert_eq!(journal_events(&h, "manual.waiting"), 1);
     assert_eq!(journal_events(&h, "manual.approved"), 1);
@@ -298,8 +314,14 @@ async fn a_check_that_does_not_see_the_new_build_fails_the_step_naming_both_buil
     let r = h.run(opts(), Control::default()).await;
     approver.await.expect("approver");
     assert_eq!(r.exit, RunExit::Failed);
-    assert!(t0.elapsed() >= Duration::from_secs(3600), "polled to the deadline");
-    assert!(m.calls("manager-version") > 10, "polled, not looked at once");
+    assert!(
+        t0.elapsed() >= Duration::from_secs(3600),
+        "polled to the deadline"
+    );
+    assert!(
+        m.calls("manager-version") > 10,
+        "polled, not looked at once"
+    );
     let (outcome, detail) = finished(&h, STEP).expect("finished");
     assert_eq!(outcome, Outcome::Failed);
     let detail = detail.unwrap_or_default();
@@ -368,5 +390,9 @@ async fn an_approval_recorded_before_a_crash_is_honoured_and_the_check_still_dec
         RunEvent::ManualStepApproved { approved_by, .. } if approved_by == "carol")));
     assert!(resumed.iter().any(|e| matches!(e,
         RunEvent::StepFinished { step, outcome: Outcome::Succeeded, .. } if step == STEP)));
-    assert_eq!(m.calls("manager-version"), 4, "asked, then polled until it saw it");
+    assert_eq!(
+        m.calls("manager-version"),
+        4,
+        "asked, then polled until it saw it"
+    );
 }
