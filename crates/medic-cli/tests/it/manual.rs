@@ -420,3 +420,52 @@ async fn a_real_run_reads_the_managers_build_from_the_dsm_simulator() {
         "the Manager's build came from its API"
     );
 }
+
+/// On a terminal (a pty made by util-linux `script`), the run asks the question itself; a
+/// `n` leaves the step waiting, a `y` approves it, even with `--yes`.
+#[test]
+fn on_a_terminal_the_prompt_asks_what_it_means_and_y_approves() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` (to make a terminal) is not installed");
+        return;
+    }
+    let env = TestEnv::new();
+    let inv = old_manager_lab(&env);
+    let pb = real_playbook().display().to_string();
+    let medic = format!(
+        "{} apply -i {inv} -p {pb} --simulate --time-scale 6000 --yes --journal j.sqlite --progress never",
+        env!("CARGO_BIN_EXE_medic")
+    );
+    let mut child = Command::new("script")
+        .current_dir(env.path())
+        .args(["-qec", &medic, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .env("USER", "frank")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn script");
+    wait_until_waiting(&env, "j.sqlite", STEP, &mut child);
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(b"n\n").expect("answer n");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        child.try_wait().expect("poll").is_none(),
+        "n approves nothing"
+    );
+    assert_eq!(effects(&env, "j.sqlite", "dsm01", "manager-upgrade"), 0);
+    input.write_all(b"y\n").expect("answer y");
+    let out = child.wait_with_output().expect("wait");
+    drop(input);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for line in [
+        "did you upgrade the Manager dsm01 to 20.0.463? type y and Enter when it is done (or run `medic approve --journal j.sqlite manager-upgrade/dsm01` from another shell)",
+        "manager-upgrade/dsm01 is not approved: it still waits",
+        "manual step manager-upgrade/dsm01: approved by frank",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+    assert_eq!(effects(&env, "j.sqlite", "dsm01", "manager-upgrade"), 1);
+}
