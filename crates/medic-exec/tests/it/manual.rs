@@ -147,20 +147,26 @@ fn waits(path: &std::path::Path) -> bool {
         })
 }
 
+/// Returns once the journal says the step waits; panics after two simulated days.
+async fn until_waiting(path: &std::path::Path) {
+    for _ in 0..48 * 60 {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let p = path.to_path_buf();
+        if tokio::task::spawn_blocking(move || waits(&p))
+            .await
+            .expect("join")
+        {
+            return;
+        }
+    }
+    panic!("{STEP} never waited for the operator");
+}
+
 /// Once the step waits, approves it from "another process" (its own connection) as `by`.
 fn approve_when_waiting(h: &Harness, by: &'static str) -> tokio::task::JoinHandle<()> {
     let path = h.journal_path();
     tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            let p = path.clone();
-            if tokio::task::spawn_blocking(move || waits(&p))
-                .await
-                .expect("join")
-            {
-                break;
-            }
-        }
+        until_waiting(&path).await;
         tokio::task::spawn_blocking(move || medic_journal::approve(&path, STEP, by))
             .await
             .expect("join")
@@ -173,16 +179,7 @@ fn stop_when_waiting(h: &Harness, control: &Control) -> tokio::task::JoinHandle<
     let path = h.journal_path();
     let c = control.clone();
     tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            let p = path.clone();
-            if tokio::task::spawn_blocking(move || waits(&p))
-                .await
-                .expect("join")
-            {
-                break;
-            }
-        }
+        until_waiting(&path).await;
         c.cancel.cancel();
     })
 }
