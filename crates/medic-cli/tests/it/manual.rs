@@ -75,7 +75,14 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-fn finish(child: Child) -> (Option<i32>, String) {
+/// Waits for the run to end (killing it after two minutes, so a run that never moves on
+/// fails the test instead of hanging it).
+fn finish(mut child: Child) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().expect("poll medic").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
     let out = child.wait_with_output().expect("wait for medic");
     (
         out.status.code(),
@@ -456,6 +463,11 @@ fn on_a_terminal_the_prompt_asks_what_it_means_and_y_approves() {
     );
     assert_eq!(effects(&env, "j.sqlite", "dsm01", "manager-upgrade"), 0);
     input.write_all(b"y\n").expect("answer y");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().expect("poll").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
     let out = child.wait_with_output().expect("wait");
     drop(input);
     let text = String::from_utf8_lossy(&out.stdout);
