@@ -237,8 +237,9 @@ pub(crate) enum StatusFormat {
 pub(crate) struct ApproveArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) journal: PathBuf,
-    /// The gate's id, e.g. gate/agent-upgrade/wave-1 (`medic status` lists waiting gates).
-    #[arg(value_name = "GATE")]
+    /// What to approve: a gate (gate/agent-upgrade/wave-1) or a manual step once its work
+    /// is done (manager-upgrade/dsm01); `medic status` lists what the run waits for.
+    #[arg(value_name = "GATE_OR_STEP")]
     pub(crate) gate: String,
     /// Who approves (default: $USER).
     #[arg(long, value_name = "NAME")]

@@ -10,21 +10,48 @@ use std::path::{Path, PathBuf};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use medic_exec::{Outcome, Reporter, RunEvent, StopReason, Summary};
 
+/// Who answers the questions of a run (gate approvals, manual steps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Operator {
+    /// A person at this terminal: asked at a prompt (or from another shell).
+    Terminal,
+    /// No terminal: the exact `medic approve` command is printed.
+    Elsewhere,
+    /// `medic demo`: manual steps are approved automatically, and it says so.
+    Demo,
+}
+
 pub(crate) struct Progress {
     multi: Option<MultiProgress>,
     bars: HashMap<String, ProgressBar>,
-    /// Where to approve from, when a gate waits and we may ask on the terminal.
-    approve: Option<PathBuf>,
+    /// The run's journal, which approvals are recorded in.
+    journal: PathBuf,
+    operator: Operator,
+    /// A rehearsal on the simulated fleet: after an approval, the fleet plays the operator.
+    rehearsal: bool,
+    /// Gate approvals asked at the prompt (`--yes` approves gates, so only without it).
+    ask_gates: bool,
+    prompt: Option<std::sync::mpsc::Sender<(String, String)>>,
     asked: std::collections::HashSet<String>,
 }
 
 impl Progress {
-    pub(crate) fn new(bars: bool, approve: Option<PathBuf>) -> Self {
+    pub(crate) fn new(
+        bars: bool,
+        journal: PathBuf,
+        operator: Operator,
+        rehearsal: bool,
+        ask_gates: bool,
+    ) -> Self {
         let multi = bars.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Progress {
             multi,
             bars: HashMap::new(),
-            approve,
+            journal,
+            operator,
+            rehearsal,
+            ask_gates,
+            prompt: None,
             asked: Default::default(),
         }
     }
@@ -38,28 +65,97 @@ impl Progress {
         }
     }
 
-    fn ask(&mut self, gate: &str) {
-        let Some(journal) = self.approve.clone() else {
-            return;
-        };
-        if !self.asked.insert(gate.to_owned()) {
+    fn approve_command(&self, id: &str) -> String {
+        format!("medic approve --journal {} {id}", self.journal.display())
+    }
+
+    /// Puts `question` about `id` to the terminal. One thread reads the answers, one
+    /// question at a time, so a `y` always answers the question printed last.
+    fn ask(&mut self, id: &str, question: String) {
+        if !self.asked.insert(id.to_owned()) {
             return;
         }
-        let gate = gate.to_owned();
-        if let Some(m) = &self.multi {
-            let _ = m.println(format!("approve {gate}? type y and Enter (or run `medic approve --journal {} {gate}` elsewhere)", journal.display()));
-        }
-        std::thread::spawn(move || {
-            let mut answer = String::new();
-            if std::io::stdin().read_line(&mut answer).is_ok()
-                && answer.trim().eq_ignore_ascii_case("y")
-            {
-                let by = std::env::var("USER").unwrap_or_else(|_| "terminal".to_owned());
-                if let Err(e) = medic_journal::approve(&journal, &gate, &by) {
-                    eprintln!("error: cannot record the approval: {e}");
-                }
-            }
+        let tx = self.prompt.get_or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
+            let journal = self.journal.clone();
+            let multi = self.multi.clone();
+            std::thread::spawn(move || prompt_loop(&journal, multi.as_ref(), &rx));
+            tx
         });
+        let _ = tx.send((id.to_owned(), question));
+    }
+
+    /// A manual step waits: what to do, then how to approve it.
+    fn manual_waiting(&mut self, step: &str, instruction: &str, question: &str) {
+        self.line(&format!(
+            "manual step {step}: waiting for the operator: {instruction} (the steps that need it wait; the others go on)"
+        ));
+        match self.operator {
+            Operator::Terminal => {
+                let q = format!(
+                    "{question} type y and Enter when it is done (or run `{}` from another shell)",
+                    self.approve_command(step)
+                );
+                self.ask(step, q);
+            }
+            Operator::Elsewhere => self.line(&format!(
+                "manual step {step}: when it is done, approve it: {}",
+                self.approve_command(step)
+            )),
+            Operator::Demo => {
+                self.line(&format!(
+                    "demo: approving manual step {step} automatically, as the operator would once it is done (a real run waits for `{}` or y at the prompt; --yes never approves it)",
+                    self.approve_command(step)
+                ));
+                let (journal, step) = (self.journal.clone(), step.to_owned());
+                std::thread::spawn(move || {
+                    if let Err(e) = medic_journal::approve(&journal, &step, "medic demo") {
+                        eprintln!("error: cannot record the demo's approval of {step}: {e}");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Asks each question in turn and records a `y` as an approval; a question whose step was
+/// approved meanwhile (from another shell) is not asked. Ends at the end of the input.
+fn prompt_loop(
+    journal: &Path,
+    multi: Option<&MultiProgress>,
+    rx: &std::sync::mpsc::Receiver<(String, String)>,
+) {
+    let say = |s: &str| match multi {
+        Some(m) => {
+            let _ = m.println(s);
+        }
+        None => eprintln!("{s}"),
+    };
+    let approved = |id: &str| {
+        medic_journal::JournalReader::open(journal)
+            .and_then(|r| r.approval(id))
+            .is_ok_and(|a| a.is_some())
+    };
+    while let Ok((id, question)) = rx.recv() {
+        loop {
+            if approved(&id) {
+                break;
+            }
+            say(&question);
+            let mut answer = String::new();
+            match std::io::stdin().read_line(&mut answer) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if answer.trim().eq_ignore_ascii_case("y") {
+                let by = std::env::var("USER").unwrap_or_else(|_| "terminal".to_owned());
+                if let Err(e) = medic_journal::approve(journal, &id, &by) {
+                    say(&format!("error: cannot record the approval of {id}: {e}"));
+                }
+                break;
+            }
+            say(&format!("{id} is not approved: it still waits"));
+        }
     }
 }
 
@@ -154,7 +250,18 @@ impl Reporter for Progress {
             } => {
                 self.line(&format!("gate {gate}: waiting for {waiting_for}"));
                 if waiting_for == "approval" {
-                    self.ask(gate);
+                    if self.operator == Operator::Terminal && self.ask_gates {
+                        let q = format!(
+                            "approve {gate}? type y and Enter (or run `{}` from another shell)",
+                            self.approve_command(gate)
+                        );
+                        self.ask(gate, q);
+                    } else {
+                        self.line(&format!(
+                            "gate {gate}: approve it with: {}",
+                            self.approve_command(gate)
+                        ));
+                    }
                 }
             }
             RunEvent::GateOpened {
@@ -163,6 +270,32 @@ impl Reporter for Progress {
                 Some(by) => self.line(&format!("gate {gate}: open (approved by {by})")),
                 None => self.line(&format!("gate {gate}: open")),
             },
+            RunEvent::ManualStepWaiting {
+                step,
+                instruction,
+                question,
+                ..
+            } => self.manual_waiting(step, instruction, question),
+            RunEvent::ManualStepApproved {
+                step,
+                approved_by,
+                host,
+                action,
+                ..
+            } => {
+                self.line(&format!(
+                    "manual step {step}: approved by {approved_by}; checking that it is done"
+                ));
+                if self.rehearsal {
+                    let on = host
+                        .as_deref()
+                        .map(|h| format!(" on {h}"))
+                        .unwrap_or_default();
+                    self.line(&format!(
+                        "rehearsal: medic plays the operator: the simulated fleet performs {action}{on} now, as a person does in a real run"
+                    ));
+                }
+            }
             RunEvent::BudgetExceeded {
                 phase,
                 wave,
@@ -244,7 +377,9 @@ impl Reporter for JsonLines {
         let ok = ok
             && (!matches!(
                 ev,
-                RunEvent::RunFinished { .. } | RunEvent::GateWaiting { .. }
+                RunEvent::RunFinished { .. }
+                    | RunEvent::GateWaiting { .. }
+                    | RunEvent::ManualStepWaiting { .. }
             ) || self.out.flush().is_ok());
         if !ok {
             self.failed = true;

@@ -22,7 +22,7 @@ use crate::args::{
     ApplyArgs, ApproveArgs, DemoArgs, Progress, ResumeArgs, StatusArgs, StatusFormat,
     WindowPolicyArg,
 };
-use crate::reporters::{JsonLines, summary_text};
+use crate::reporters::{JsonLines, Operator, summary_text};
 use crate::{Failure, exit_codes, load_files, make_plan, parse_window};
 
 /// What a run was started with, kept in the journal so that `resume` needs nothing else.
@@ -47,6 +47,9 @@ struct Inputs {
     sim_faults: Vec<String>,
     #[serde(default)]
     conn: Conn,
+    /// `medic demo`: its manual steps are approved automatically (a resume of it too).
+    #[serde(default)]
+    demo: bool,
 }
 
 /// Where the connection settings are; never the secrets themselves.
@@ -275,7 +278,16 @@ fn drivers_for(
         .filter(|s| s.kind == medic_plan::StepKind::Action)
         .map(|s| &*s.driver)
         .collect();
-    let mut drivers = Drivers::new().with("manual", Arc::new(ManualDriver));
+    // A manual step's check reads the Manager's build through its API: the Manager API is
+    // needed (and refused up front without its key) as soon as one such step is planned.
+    let manual_reads_manager = plan.steps().iter().any(|s| {
+        &*s.driver == medic_exec::MANUAL_DRIVER
+            && s.check
+                .as_ref()
+                .is_some_and(|c| medic_drivers::MANAGER_PROBES.contains(&c.probe.as_str()))
+    });
+    let mut drivers = Drivers::new();
+    let mut manager_api: Option<Arc<dyn medic_exec::Driver>> = None;
     let _rt = runtime()?.enter();
     let poll = inputs.conn.poll_interval()?;
     if used.contains("ssh") {
@@ -310,7 +322,7 @@ fn drivers_for(
             .map_err(|e| bad("ssh", e.to_string(), "check the SSH settings"))?;
         drivers = drivers.with("ssh", Arc::new(d));
     }
-    if used.contains("dsm") {
+    if used.contains("dsm") || manual_reads_manager {
         let c = &inputs.conn;
         let url = match &c.dsm {
             Some(u) => u.clone(),
@@ -329,8 +341,12 @@ fn drivers_for(
         if let Some(p) = poll {
             dcfg.poll_interval = p;
         }
-        drivers = drivers.with("dsm", Arc::new(medic_drivers::DsmDriver::new(client, dcfg)));
+        let dsm: Arc<dyn medic_exec::Driver> =
+            Arc::new(medic_drivers::DsmDriver::new(client, dcfg));
+        manager_api = Some(dsm.clone());
+        drivers = drivers.with("dsm", dsm);
     }
+    drivers = drivers.with("manual", Arc::new(ManualDriver::new(manager_api)));
     let missing: BTreeSet<&str> = used
         .into_iter()
         .filter(|d| drivers.get(d).is_none())
@@ -475,6 +491,7 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
         sim_inventory: if a.sim.simulate { inv_text } else { None },
         sim_faults: a.sim.sim_faults.clone(),
         conn: Conn::from(&a.run.conn),
+        demo: false,
     };
     start_new(plan, inputs, &journal_path, id, window, a.run.progress)
 }
@@ -553,7 +570,7 @@ fn start_new(
         opts,
         &inputs.events,
         progress,
-        inputs.yes,
+        &inputs,
     )
 }
 
@@ -659,7 +676,7 @@ fn resume_journal(
     let journal = Journal::open_existing(path).map_err(|e| internal(e.to_string()))?;
     let opts = options(&inputs, id, window, retry_failed);
     execute(
-        plan, drivers, journal, prior, opts, &events, progress, inputs.yes,
+        plan, drivers, journal, prior, opts, &events, progress, &inputs,
     )
 }
 
@@ -675,16 +692,26 @@ fn execute(
     opts: RunOptions,
     events: &Path,
     progress: Progress,
-    yes: bool,
+    inputs: &Inputs,
 ) -> Result<u8, Failure> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| internal(format!("cannot start the runtime: {e}")))?;
-    let interactive = !yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let operator = if inputs.demo {
+        Operator::Demo
+    } else if terminal {
+        Operator::Terminal
+    } else {
+        Operator::Elsewhere
+    };
     let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(crate::reporters::Progress::new(
         show_bars(progress),
-        interactive.then(|| journal.path().to_path_buf()),
+        journal.path().to_path_buf(),
+        operator,
+        inputs.simulate,
+        !inputs.yes,
     ))];
     match JsonLines::create(events) {
         Ok(j) => reporters.push(Box::new(j)),
@@ -760,6 +787,31 @@ fn execute(
 pub(crate) const DEMO_PLAYBOOK: &str =
     include_str!("../../../playbooks/ds-activeupdate-cert-2023.yaml");
 
+/// The demo's Manager build: older than the playbook's `manager_min_build`, so that the
+/// demo shows the Manager upgrade, a manual step (approved automatically in the demo).
+const DEMO_MANAGER_BUILD: &str = "20.0.400";
+
+/// The built-in demo fleet with its Manager at [`DEMO_MANAGER_BUILD`].
+fn demo_inventory() -> String {
+    let mut out = String::new();
+    for line in medic_sim::demo_inventory_yaml().lines() {
+        let old = line
+            .starts_with("manager:")
+            .then(|| line.split_once("version: \"")?.1.split_once('"'))
+            .flatten()
+            .map(|(v, _)| v);
+        match old {
+            Some(v) => out.push_str(&line.replace(
+                &format!("version: \"{v}\""),
+                &format!("version: \"{DEMO_MANAGER_BUILD}\""),
+            )),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
     let id = run_id();
     let dir = a
@@ -770,8 +822,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
         .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
     let inv_path = dir.join("inventory.yaml");
     let pb_path = dir.join("playbook.yaml");
-    std::fs::write(&inv_path, medic_sim::demo_inventory_yaml())
-        .map_err(|e| internal(e.to_string()))?;
+    std::fs::write(&inv_path, demo_inventory()).map_err(|e| internal(e.to_string()))?;
     std::fs::write(&pb_path, DEMO_PLAYBOOK).map_err(|e| internal(e.to_string()))?;
     let (i, p, pb_text, inv_text): (Inventory, _, _, _) = load_files(&inv_path, &pb_path, &[])?;
     let plan = make_plan(&i, &p, &pb_text, None, (&inv_path, &inv_text))?;
@@ -799,6 +850,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
         sim_inventory: Some(inv_text),
         sim_faults: Vec::new(),
         conn: Conn::default(),
+        demo: true,
     };
     start_new(plan, inputs, &journal, id, None, a.progress)
 }
@@ -847,7 +899,7 @@ pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
         let Some(last) = evs.last() else { break };
         after = last.seq;
         for ev in &evs {
-            if ev.kind == "gate.waiting"
+            if (ev.kind == "gate.waiting" || ev.kind == "manual.waiting")
                 && let Some(g) = &ev.step
                 && !approved.contains(g)
                 && !steps
@@ -927,11 +979,56 @@ pub(crate) fn approve(a: &ApproveArgs) -> Result<u8, Failure> {
         a.by.clone()
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "operator".to_owned());
-    if !a.gate.starts_with("gate/") {
+    let name = a.journal.display().to_string();
+    if !a.journal.exists() {
+        return Err(bad(
+            &name,
+            format!("there is no journal at {name}: no run was started there"),
+            "pass the journal of a run started by `medic apply`",
+        ));
+    }
+    // Only what the run can wait for is recorded: a gate that asks for an approval, or a
+    // manual step. Anything else would be a typo that looks approved.
+    let plan = JournalReader::open(&a.journal)
+        .map_err(|e| e.to_string())
+        .and_then(|r| medic_exec::read_plan(&r).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            bad(
+                &name,
+                e,
+                "pass the journal of a run started by `medic apply`",
+            )
+        })?;
+    let approvable: Vec<&str> = plan
+        .steps()
+        .iter()
+        .filter(|s| match &s.kind {
+            medic_plan::StepKind::Gate(g) => g.approval,
+            medic_plan::StepKind::Action => &*s.driver == medic_exec::MANUAL_DRIVER,
+            _ => false,
+        })
+        .map(|s| s.id.as_str())
+        .collect();
+    if !approvable.contains(&a.gate.as_str()) {
+        let list = if approvable.is_empty() {
+            "this run has no gate that asks for an approval and no manual step".to_owned()
+        } else {
+            let shown: Vec<&str> = approvable.iter().take(20).copied().collect();
+            let more = approvable.len().saturating_sub(shown.len());
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            format!("what can be approved: {}{more}", shown.join(", "))
+        };
         return Err(bad(
             "approve",
-            format!("`{}` is not a gate id", a.gate),
-            "gate ids look like gate/agent-upgrade/wave-1; `medic status` lists the waiting ones",
+            format!(
+                "`{}` is neither a gate nor a manual step of this run; {list}",
+                a.gate
+            ),
+            "`medic status --journal FILE` lists what the run waits for",
         ));
     }
     medic_journal::approve(&a.journal, &a.gate, &by).map_err(|e| {

@@ -7,7 +7,7 @@ mod sim;
 pub mod ssh;
 
 pub use dsm::{DsmClient, DsmConfig, DsmDriver, DsmDriverConfig, import_inventory};
-pub use manual::ManualDriver;
+pub use manual::{MANAGER_PROBES, ManualDriver};
 pub use sim::SimDriver;
 pub use ssh::{SshConfig, SshDriver};
 

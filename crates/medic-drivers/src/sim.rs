@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use medic_exec::{ActionFuture, ActionReply, ActionRequest, ActionStatus, Driver};
+use medic_exec::{ActionFuture, ActionReply, ActionRequest, ActionStatus, Driver, ManualAsk};
 use medic_sim::{SimFleet, SimResult};
 
 pub struct SimDriver {
@@ -75,5 +75,12 @@ impl Driver for SimDriver {
 
     fn idempotent(&self, action: &str) -> bool {
         read_only(action)
+    }
+
+    /// A rehearsal asks as a real run does; once approved, the fleet performs the manual
+    /// action itself (the rehearsal plays the operator, e.g. upgrades the simulated Manager,
+    /// whose build its `manager-version` probe then reads).
+    fn manual_ask(&self, req: &ActionRequest) -> ManualAsk {
+        crate::manual::ask(req)
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use medic_model::{Cond, Path, PathRoot, Value};
 use medic_plan::{Plan, StepCheck};
 
-use crate::driver::{ActionReply, ActionRequest, ActionStatus, Driver};
+use crate::driver::{ActionReply, ActionRequest, ActionStatus, Driver, ManualAsk};
 use crate::event::Outcome;
 
 /// What one attempt came to.
@@ -19,6 +19,9 @@ pub(crate) struct AttemptResult {
     /// Worth another attempt (the action failed or timed out).
     pub(crate) retryable: bool,
     pub(crate) detail: Option<String>,
+    /// A manual step whose work is not done yet: the operator must do this and approve it.
+    /// The attempt did not act, and `outcome` means nothing.
+    pub(crate) operator: Option<ManualAsk>,
 }
 
 impl AttemptResult {
@@ -27,6 +30,7 @@ impl AttemptResult {
             outcome,
             retryable: false,
             detail: detail.into(),
+            operator: None,
         }
     }
     fn failed(detail: String, retryable: bool) -> Self {
@@ -34,8 +38,23 @@ impl AttemptResult {
             outcome: Outcome::Failed,
             retryable,
             detail: Some(detail),
+            operator: None,
         }
     }
+}
+
+/// How an attempt treats a step a person performs (`driver: manual`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Manual {
+    /// Not a manual step.
+    No,
+    /// Guard, then the check: done already, or the operator is asked (nothing is acted on).
+    Ask,
+    /// The operator approved: the driver's action (nothing on a real run; the simulated
+    /// fleet plays the operator in a rehearsal), then the check, polled every `poll` until
+    /// the step's deadline, because the work may still be finishing. `retry` is the command
+    /// that moves the run on once the work is done, for the failure message.
+    Approved { poll: Duration, retry: String },
 }
 
 pub(crate) struct AttemptInput {
@@ -48,6 +67,7 @@ pub(crate) struct AttemptInput {
     pub(crate) timeout: Duration,
     /// The step started before a crash and its outcome is unknown.
     pub(crate) reprobe: bool,
+    pub(crate) manual: Manual,
 }
 
 fn resolver<'a>(
@@ -92,9 +112,25 @@ async fn observe(
     deadline: Duration,
     needs: &BTreeMap<String, String>,
 ) -> Result<bool, ProbeError> {
+    observe_facts(driver, req, check, deadline, needs)
+        .await
+        .map(|(held, _)| held)
+}
+
+/// [`observe`], also giving the facts the probe answered.
+async fn observe_facts(
+    driver: &dyn Driver,
+    req: &ActionRequest,
+    check: &StepCheck,
+    deadline: Duration,
+    needs: &BTreeMap<String, String>,
+) -> Result<(bool, BTreeMap<String, Value>), ProbeError> {
     let reply = call(driver, req, &check.probe, deadline).await;
     match reply.status {
-        ActionStatus::Ok => Ok(check.when.eval(&mut resolver(&reply.facts, needs))),
+        ActionStatus::Ok => {
+            let held = check.when.eval(&mut resolver(&reply.facts, needs));
+            Ok((held, reply.facts))
+        }
         ActionStatus::Failed(m) | ActionStatus::Unreachable(m) => Err(ProbeError {
             message: format!("probe {} failed: {m}", check.probe),
             retryable: true,
@@ -119,9 +155,14 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
         needs,
         timeout,
         reprobe,
+        manual,
     } = input;
     let step = plan.step(index);
     let d = driver.as_ref();
+
+    if let Manual::Approved { poll, retry } = &manual {
+        return run_approved(d, &req, step, &needs, timeout, *poll, retry).await;
+    }
 
     if let Some(g) = &step.guard {
         let facts = match &g.probe {
@@ -158,7 +199,16 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
             Ok(false) => {}
             Err(e) => return AttemptResult::failed(e.message, e.retryable),
         }
-    } else if reprobe && !d.idempotent(&step.action) {
+    }
+    if manual == Manual::Ask {
+        // Only a person can do it: whether it is done is the check's to say (above), and
+        // the rest waits for the operator's approval.
+        return AttemptResult {
+            operator: Some(d.manual_ask(&req)),
+            ..AttemptResult::done(Outcome::Unknown, None)
+        };
+    }
+    if step.check.is_none() && reprobe && !d.idempotent(&step.action) {
         return AttemptResult::done(
             Outcome::Unknown,
             "outcome unknown after a crash and the action has no check to re-probe it".to_owned(),
@@ -197,5 +247,94 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
         }
     } else {
         AttemptResult::done(Outcome::Succeeded, None)
+    }
+}
+
+/// A manual step after the operator's approval: the driver's action (a real run has nothing
+/// to do; a rehearsal's simulated fleet plays the operator), then the check, polled until
+/// the deadline: the operator may approve while the work is still finishing (a Manager
+/// restarting after its upgrade answers nothing for a while), so an unanswered probe or an
+/// old value is "not yet", never a failure before the deadline.
+async fn run_approved(
+    d: &dyn Driver,
+    req: &ActionRequest,
+    step: &medic_plan::Step,
+    needs: &BTreeMap<String, String>,
+    timeout: Duration,
+    poll: Duration,
+    retry: &str,
+) -> AttemptResult {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let reply = call(d, req, &step.action, timeout).await;
+    match reply.status {
+        ActionStatus::Ok => {}
+        ActionStatus::Failed(m) | ActionStatus::Unreachable(m) | ActionStatus::Refused(m) => {
+            return AttemptResult::failed(m, false);
+        }
+    }
+    let Some(check) = &step.check else {
+        // Nothing can observe it: the approval is all the evidence there is.
+        return AttemptResult::done(
+            Outcome::Succeeded,
+            "approved by the operator (the step has no check to observe it)".to_owned(),
+        );
+    };
+    // What the probe last answered; a probe cut short by the deadline does not hide it.
+    let mut seen_last: Option<String> = None;
+    let mut error_last = String::from("no answer");
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match observe_facts(d, req, check, left, needs).await {
+            Ok((true, _)) => {
+                return AttemptResult::done(
+                    Outcome::Succeeded,
+                    format!("the operator's work was observed: {}", check.when),
+                );
+            }
+            Ok((false, facts)) => seen_last = Some(seen(&check.when, &facts)),
+            Err(e) => error_last = e.message,
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        tokio::time::sleep(poll.min(left)).await;
+    }
+    let last = seen_last.unwrap_or_else(|| format!("no answer ({error_last})"));
+    AttemptResult::failed(
+        format!(
+            "approved, but the check did not hold within {}: it saw {last}, it needs {}; once that is done, run `{retry}`",
+            medic_model::format_duration(timeout.as_secs().max(1)),
+            check.when
+        ),
+        false,
+    )
+}
+
+/// The facts a condition reads, as the probe answered them: `facts.manager_version =
+/// 20.0.400` (or "no value" for a fact the probe did not give).
+fn seen(cond: &Cond, facts: &BTreeMap<String, Value>) -> String {
+    let mut paths = Vec::new();
+    cond.paths(&mut paths);
+    let mut parts: Vec<String> = Vec::new();
+    for p in paths {
+        if p.root != PathRoot::Facts {
+            continue;
+        }
+        let part = match facts.get(&p.field) {
+            Some(v) => format!("{p} = {v}"),
+            None => format!("no value for {p}"),
+        };
+        if !parts.contains(&part) {
+            parts.push(part);
+        }
+    }
+    if parts.is_empty() {
+        "the condition false".to_owned()
+    } else {
+        parts.join(", ")
     }
 }

@@ -16,9 +16,9 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::attempt::{AttemptInput, AttemptResult, run_attempt};
+use crate::attempt::{AttemptInput, AttemptResult, Manual, run_attempt};
 use crate::clock::Clock;
-use crate::driver::{ActionRequest, Drivers};
+use crate::driver::{ActionRequest, Drivers, MANUAL_DRIVER, ManualAsk};
 use crate::event::{ActionCounts, Outcome, Reporter, RunEvent, StopReason, Summary};
 
 /// What to do when a wave's estimate does not fit the time left in the window.
@@ -108,6 +108,9 @@ enum St {
     RetryWait,
     GateSoak,
     GateApproval,
+    /// A manual step whose work is not observed done: it waits for the operator's approval,
+    /// holding no limit, so that only the steps that need it wait.
+    OperatorWait,
     Done(Outcome),
     /// A predecessor failed: this step will not run in this run.
     Blocked,
@@ -149,6 +152,10 @@ pub(crate) struct Dispatcher<'a> {
     prior_timers: HashMap<String, i64>,
     soak_done: HashSet<u32>,
     awaiting_approval: BTreeSet<u32>,
+    /// Manual steps waiting for the operator, with what they were asked.
+    awaiting_operator: BTreeMap<u32, ManualAsk>,
+    /// Manual steps the operator approved (by whom): their next attempt observes the work.
+    approved_by: HashMap<u32, String>,
     handles: HashMap<u32, AbortHandle>,
     started_at: HashMap<u32, Instant>,
 
@@ -297,6 +304,8 @@ impl<'a> Dispatcher<'a> {
             prior_timers: prior.timers.clone(),
             soak_done: HashSet::new(),
             awaiting_approval: BTreeSet::new(),
+            awaiting_operator: BTreeMap::new(),
+            approved_by: HashMap::new(),
             handles: HashMap::new(),
             started_at: HashMap::new(),
             phase_of,
@@ -444,12 +453,13 @@ impl<'a> Dispatcher<'a> {
             }
             let idle = self.ready.is_empty()
                 && self.timers.is_empty()
-                && self.awaiting_approval.is_empty();
+                && self.awaiting_approval.is_empty()
+                && self.awaiting_operator.is_empty();
             if self.running == 0 && (self.stop.is_some() || idle) && self.worklist.is_empty() {
                 break;
             }
             let next_timer = self.timers.peek().map(|Reverse((t, _, _))| *t);
-            let polling = !self.awaiting_approval.is_empty();
+            let polling = !self.awaiting_approval.is_empty() || !self.awaiting_operator.is_empty();
             tokio::select! {
                 biased;
                 _ = control.abort.cancelled() => {
@@ -709,6 +719,76 @@ impl<'a> Dispatcher<'a> {
                 self.open_gate(i, Some(by.clone()));
             }
         }
+        let operator: Vec<u32> = self.awaiting_operator.keys().copied().collect();
+        for i in operator {
+            if let Some(by) = by_gate.get(&self.plan.step(i).id) {
+                self.operator_approved(i, by.clone());
+            }
+        }
+    }
+
+    /// A manual step's work is not observed done: it waits for the operator, recorded in
+    /// the journal (so `medic status` shows it and a resume asks again). An approval
+    /// already in the journal (given from another shell, or before a crash) counts at once.
+    fn operator_wait(&mut self, i: u32, ask: ManualAsk) {
+        let plan = self.plan.clone();
+        let s = plan.step(i);
+        // The question did not act: the attempt that acts after the approval is this one.
+        self.attempt[i as usize] = self.attempt[i as usize].saturating_sub(1);
+        if let Ok(Some(a)) = self
+            .journal
+            .approvals()
+            .map(|all| all.into_iter().find(|a| a.gate == s.id))
+        {
+            self.awaiting_operator.insert(i, ask);
+            self.operator_approved(i, a.by);
+            return;
+        }
+        self.st[i as usize] = St::OperatorWait;
+        self.record(Record::Step {
+            step: s.id.clone(),
+            state: StepState::Pending,
+            attempt: self.attempt[i as usize],
+            detail: Some(format!("waiting for the operator: {}", ask.instruction)),
+        });
+        self.record(Record::Event {
+            step: Some(s.id.clone()),
+            kind: "manual.waiting".to_owned(),
+            detail: Some(ask.instruction.clone()),
+        });
+        self.emit(RunEvent::ManualStepWaiting {
+            step: s.id.clone(),
+            phase: s.phase.to_string(),
+            host: self.host_name(i),
+            action: s.action.to_string(),
+            instruction: ask.instruction.clone(),
+            question: ask.question.clone(),
+        });
+        self.awaiting_operator.insert(i, ask);
+    }
+
+    /// The operator approved a manual step: it runs again, to observe the work.
+    fn operator_approved(&mut self, i: u32, by: String) {
+        let Some(ask) = self.awaiting_operator.remove(&i) else {
+            return;
+        };
+        let plan = self.plan.clone();
+        let s = plan.step(i);
+        self.record(Record::Event {
+            step: Some(s.id.clone()),
+            kind: "manual.approved".to_owned(),
+            detail: Some(by.clone()),
+        });
+        self.emit(RunEvent::ManualStepApproved {
+            step: s.id.clone(),
+            host: self.host_name(i),
+            action: s.action.to_string(),
+            instruction: ask.instruction,
+            approved_by: by.clone(),
+        });
+        self.approved_by.insert(i, by);
+        self.st[i as usize] = St::Ready;
+        self.ready.insert(i);
     }
 
     fn fire_timers(&mut self) {
@@ -957,6 +1037,21 @@ impl<'a> Dispatcher<'a> {
                 .scaled(s.timeout_s.max(1) as f64)
                 .max(Duration::from_secs(2).min(Duration::from_secs(s.timeout_s.max(1)))),
             reprobe: self.reprobe[i as usize],
+            manual: if &*s.driver != MANUAL_DRIVER {
+                Manual::No
+            } else if self.approved_by.contains_key(&i) {
+                let timeout = self.scaled(s.timeout_s.max(1) as f64);
+                Manual::Approved {
+                    // A few dozen looks over the deadline, but never hammering the endpoint.
+                    poll: (timeout / 100).clamp(Duration::from_millis(50), Duration::from_secs(10)),
+                    retry: format!(
+                        "medic apply --retry-failed --journal {}",
+                        self.journal.path().display()
+                    ),
+                }
+            } else {
+                Manual::Ask
+            },
         };
         let tx = tx.clone();
         let started = Instant::now();
@@ -1025,6 +1120,11 @@ impl<'a> Dispatcher<'a> {
         };
         let plan = self.plan.clone();
         let s = plan.step(c.step);
+        if let Some(ask) = r.operator {
+            self.reprobe[c.step as usize] = false;
+            self.operator_wait(c.step, ask);
+            return;
+        }
         if self.reprobe[c.step as usize] {
             self.reprobe[c.step as usize] = false;
             if s.check.is_some() {
@@ -1159,6 +1259,7 @@ impl<'a> Dispatcher<'a> {
 
     fn finish(&mut self, i: u32, o: Outcome, detail: Option<String>, elapsed_ms: u64) {
         self.st[i as usize] = St::Done(o);
+        self.approved_by.remove(&i);
         let plan = self.plan.clone();
         let s = plan.step(i);
         let detail = match (o, detail) {

@@ -59,6 +59,42 @@ impl ActionReply {
 
 pub type ActionFuture<'a> = Pin<Box<dyn Future<Output = ActionReply> + Send + 'a>>;
 
+/// The driver name of the steps a person performs (`driver: manual` in a playbook). The
+/// executor pauses at them for the operator's approval, whichever driver serves them (a
+/// rehearsal's simulated fleet included); `--yes` never gives that approval.
+pub const MANUAL_DRIVER: &str = "manual";
+
+/// What the operator is asked for at a manual step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManualAsk {
+    /// What to do, e.g. "upgrade the Deep Security Manager dsm01 to build 20.0.463 or later".
+    pub instruction: String,
+    /// The yes/no question a terminal prompt puts, e.g. "did you upgrade the Manager dsm01
+    /// to 20.0.463?".
+    pub question: String,
+}
+
+impl ManualAsk {
+    /// The wording for an action no driver knows better: its name, host and arguments.
+    pub fn generic(req: &ActionRequest) -> ManualAsk {
+        let on = req
+            .host
+            .as_ref()
+            .map(|h| format!(" on {}", h.name))
+            .unwrap_or_default();
+        let args: Vec<String> = req.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let with = if args.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", args.join(", "))
+        };
+        ManualAsk {
+            instruction: format!("do `{}`{on}{with} by hand", req.action),
+            question: format!("did you do `{}`{on}{with}?", req.action),
+        }
+    }
+}
+
 /// A way to act on hosts. Futures must be cancel-safe: the executor drops them on timeout
 /// or abort, and the driver must then stop (or make the remote side stop) the action.
 pub trait Driver: Send + Sync {
@@ -68,6 +104,11 @@ pub trait Driver: Send + Sync {
     /// outcome is unknown after a crash and which has no `check` is re-run only if this is
     /// true; otherwise it is left for the operator.
     fn idempotent(&self, action: &str) -> bool;
+
+    /// What the operator is asked at a manual step ([`MANUAL_DRIVER`]) served by this driver.
+    fn manual_ask(&self, req: &ActionRequest) -> ManualAsk {
+        ManualAsk::generic(req)
+    }
 }
 
 /// The drivers of a run, by the names the playbook uses (`ssh`, `dsm`, `manual`, `sim`).

@@ -208,6 +208,26 @@ pub enum RunEvent {
         wave: u32,
         approved_by: Option<String>,
     },
+    /// A manual step (`driver: manual`) waits for the operator: they do `instruction`, then
+    /// approve the step by its id (`medic approve`, or the prompt on a terminal; `--yes`
+    /// never does). Only the steps that need it wait; the rest of the run goes on.
+    ManualStepWaiting {
+        step: String,
+        phase: String,
+        host: Option<String>,
+        action: String,
+        instruction: String,
+        question: String,
+    },
+    /// The operator approved a manual step; its check now observes the result, polled
+    /// until the step's deadline.
+    ManualStepApproved {
+        step: String,
+        host: Option<String>,
+        action: String,
+        instruction: String,
+        approved_by: String,
+    },
     BudgetExceeded {
         phase: String,
         wave: Option<u32>,

@@ -22,7 +22,16 @@ fn the_demo_runs_green_and_says_what_it_did() {
     ]);
     run.assert_code(0);
     let s = summary_block(&run.stderr);
-    assert!(s.contains("54 verified, 0 failed, 0 incomplete"), "{s}");
+    // 54 hosts and the Manager, whose upgrade is a manual step the demo approves itself.
+    assert!(s.contains("55 verified, 0 failed, 0 incomplete"), "{s}");
+    for line in [
+        "manual step manager-upgrade/dsm01: waiting for the operator: upgrade the Deep Security Manager dsm01 to build 20.0.463",
+        "demo: approving manual step manager-upgrade/dsm01 automatically",
+        "manual step manager-upgrade/dsm01: approved by medic demo",
+        "rehearsal: medic plays the operator: the simulated fleet performs manager-upgrade on dsm01",
+    ] {
+        assert!(run.stderr.contains(line), "{line}\n{}", run.stderr);
+    }
     for word in [
         "agent-upgrade",
         "reboot",

@@ -314,7 +314,13 @@ fn is_certificate_problem(detail: &str) -> bool {
     d.contains("certificate") || d.contains("unknownissuer") || d.contains("notvalidforname")
 }
 
-/// `X-DSM-Version: DSM/20.0.463` -> 20.0.463 (the part after the last `/`).
+/// `X-DSM-Version: DSM/20.0.463` -> 20.0.463 (the part after the last `/`). The header
+/// is on every 200 answer, "Version of the DSM which responded to the API call" (the
+/// vendor's OpenAPI document; ds-domain.md §2.1); there is no Manager-info endpoint in the
+/// v1 API (§2.1), so this is how the `manager-version` probe reads the Manager's build.
+// inferred: the value's form (a prefix, then `/`, then the 3-part build) comes from a public
+// script that splits on `/` (ds-domain.md §2.1), not from the vendor's document; anything
+// else is refused (`DsmError::NoVersion`), never read as a build.
 pub(crate) fn parse_version_header(v: &str) -> Option<ManagerBuild> {
     v.rsplit('/').next()?.trim().parse().ok()
 }

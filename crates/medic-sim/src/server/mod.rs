@@ -61,6 +61,13 @@
 //! Both need the same API key and lie outside `/api`, so they never collide with a vendor
 //! path; the HTTP faults below neither delay nor count them.
 //!
+//! The same route plays the operator of a manual step: `POST
+//! /sim/hosts/<manager name>/actions/manager-upgrade` with `{"args": {"to": "20.0.463"}}`
+//! upgrades the simulated Manager (a downgrade is refused), so the `X-DSM-Version` of every
+//! later answer reports the new build, as a Manager does once an operator has run its
+//! installer. A real (non-simulated) `medic apply` against this server pauses at its
+//! `manager-upgrade` step; a test bumps the build this way, then approves the step.
+//!
 //! # Faults
 //!
 //! See [`HttpFault`]: 429 storms, 5xx bursts, latency, and a TLS certificate that does not
@@ -501,6 +508,36 @@ mod tests {
         let (status, _) =
             api::dispatch(&shared, &call("DELETE", "/sim/hosts/relay-dmz-1", b"")).await;
         assert_eq!(status, 405);
+    }
+
+    /// A test plays the operator of the Manager upgrade through the simulator-only route;
+    /// the vendor API's version header follows.
+    #[tokio::test]
+    async fn the_operator_upgrades_the_manager_through_the_sim_route() {
+        let (fleet, inv) = lab();
+        let shared = Arc::new(Shared::new(fleet, &inv, &config()).expect("the lab"));
+        let before = shared.version_header();
+        let call = |body: &'static [u8]| api::Call {
+            method: "POST",
+            path: "/sim/hosts/dsm01/actions/manager-upgrade",
+            query: &[],
+            body,
+        };
+        let (status, body) =
+            api::dispatch(&shared, &call(br#"{"args": {"to": "20.0.900"}}"#)).await;
+        assert_eq!(
+            (status, body.map(|b| b["result"].clone())),
+            (200, Some("ok".into()))
+        );
+        assert_ne!(shared.version_header(), before);
+        assert_eq!(shared.version_header(), "DSM/20.0.900");
+        let (_, body) = api::dispatch(&shared, &call(br#"{"args": {"to": "20.0.100"}}"#)).await;
+        assert_eq!(
+            body.map(|b| b["result"].clone()),
+            Some("failed".into()),
+            "no downgrade"
+        );
+        assert_eq!(shared.version_header(), "DSM/20.0.900");
     }
 
     #[tokio::test]
