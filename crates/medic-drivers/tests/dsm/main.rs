@@ -96,6 +96,8 @@ fn plan_host(h: &Host) -> PlanHost {
         platform: Some(h.platform),
         role: if h.relay { "relay" } else { "agent" },
         relay_group: h.relay_group.clone(),
+        os: None,
+        r#become: None,
     }
 }
 

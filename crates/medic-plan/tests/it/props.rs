@@ -66,6 +66,7 @@ fn fleet(hosts: &[H], setting: bool, offline: bool, manager_build: u32) -> Inven
                 Vec::new()
             },
             protected_by_appliance: h.appliance,
+            r#become: None,
             vars: BTreeMap::new(),
         });
     }
