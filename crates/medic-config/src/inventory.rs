@@ -640,6 +640,19 @@ impl Ctx<'_> {
 mod tests {
     use super::*;
 
+    /// A host's own `become` wins over the top-level one; a host without either has none.
+    #[test]
+    fn become_is_per_host_then_top_level() {
+        let head = "manager: { name: dsm01, address: 10.0.0.5, version: \"20.0.463\" }\n";
+        let hosts = "hosts:\n  - { name: a, address: 10.0.0.1, platform: linux, agent_version: \"20.0.0-1\" }\n  - { name: b, address: 10.0.0.2, platform: linux, agent_version: \"20.0.0-1\", become: none }\n";
+        let inv = load_inventory("i.yaml", &format!("{head}become: sudo\n{hosts}")).expect("loads");
+        let got: Vec<Option<Become>> = inv.hosts.iter().map(|h| h.r#become).collect();
+        assert_eq!(got, vec![Some(Become::Sudo), Some(Become::None)]);
+        let inv = load_inventory("i.yaml", &format!("{head}{hosts}")).expect("loads");
+        let got: Vec<Option<Become>> = inv.hosts.iter().map(|h| h.r#become).collect();
+        assert_eq!(got, vec![None, Some(Become::None)]);
+    }
+
     /// A list long enough to be read on two threads reports the problems of both halves, in
     /// file order, and loads the same hosts as a short one would.
     #[test]

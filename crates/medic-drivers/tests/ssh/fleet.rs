@@ -422,11 +422,15 @@ fn ensure_sudo_user() {
     };
     if !exists() {
         let _ = Command::new("useradd")
-            .args(["--system", "--no-create-home", "--home-dir", "/nonexistent"])
+            .args(["--system", "--no-create-home", "--home-dir", "/"])
             .args(["--shell", "/bin/sh", SUDO_USER])
             .status();
         assert!(exists(), "cannot create the test user {SUDO_USER}");
     }
+    // A home that exists, so that sshd has nothing to say about it on stderr.
+    let _ = Command::new("usermod")
+        .args(["--home", "/", SUDO_USER])
+        .status();
     let mut c = Command::new("chpasswd")
         .stdin(Stdio::piped())
         .spawn()
