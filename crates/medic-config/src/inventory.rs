@@ -51,6 +51,9 @@ struct RawHost {
     vars: Option<BTreeMap<String, String>>,
 }
 
+/// A host's checked values: port, platform, build, and its resolved `become`.
+type Checked = (u16, Platform, AgentBuild, Option<Become>);
+
 const TOP_KEYS: &[&str] = &["manager", "settings", "relay_groups", "hosts", "become"];
 
 /// Loads an inventory from its text. `name` is how the file is named in messages.
@@ -419,8 +422,7 @@ impl Ctx<'_> {
         // Checks first (borrowing the raw hosts), then the hosts are built by moving their
         // strings out of the raw ones.
         let mut names: HashMap<&str, Loc> = HashMap::with_capacity(hosts.len());
-        let mut parsed: Vec<Option<(u16, Platform, AgentBuild, Option<Become>)>> =
-            Vec::with_capacity(hosts.len());
+        let mut parsed: Vec<Option<Checked>> = Vec::with_capacity(hosts.len());
         for (h, _) in &hosts {
             let ok_name = self.name(&h.name, "host");
             if ok_name {
