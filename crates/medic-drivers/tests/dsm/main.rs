@@ -500,6 +500,9 @@ fn comparable_plan(inv: &Inventory) -> J {
             for h in hosts {
                 if let J::Object(h) = h {
                     h.remove("user");
+                    // The import fills `os` from the Manager's platform text, which the
+                    // simulated fleet's own inventory leaves out.
+                    h.remove("os");
                 }
             }
         }
