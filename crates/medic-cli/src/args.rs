@@ -155,6 +155,18 @@ pub(crate) struct ConnArgs {
     /// (default: 10; one Manager search per poll, whatever the number of hosts waiting).
     #[arg(long, value_name = "SECS")]
     pub(crate) poll_interval: Option<f64>,
+    /// How privileged commands (rpm, dpkg, dsa_control, dsa_query) gain root on Linux
+    /// hosts whose inventory entry has no `become:` (default: none).
+    #[arg(long = "become", value_name = "METHOD", value_parser = ["sudo", "none"])]
+    pub(crate) become_method: Option<String>,
+    /// File holding the sudo password (default: $MEDIC_SUDO_PASSWORD; without either,
+    /// sudo must not ask for one).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) sudo_password_file: Option<PathBuf>,
+    /// File holding the agents' self-protection password, for upgrades and reinstalls
+    /// (default: $MEDIC_AGENT_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) agent_password_file: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

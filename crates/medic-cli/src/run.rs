@@ -70,6 +70,12 @@ struct Conn {
     allow_unverified_commands: bool,
     #[serde(default)]
     poll_interval_s: Option<f64>,
+    #[serde(default)]
+    become_method: Option<String>,
+    #[serde(default)]
+    sudo_password_file: Option<PathBuf>,
+    #[serde(default)]
+    agent_password_file: Option<PathBuf>,
 }
 
 impl From<&crate::args::ConnArgs> for Conn {
@@ -86,6 +92,9 @@ impl From<&crate::args::ConnArgs> for Conn {
             linux_package_dir: a.linux_package_dir.clone(),
             allow_unverified_commands: a.allow_unverified_commands,
             poll_interval_s: a.poll_interval,
+            become_method: a.become_method.clone(),
+            sudo_password_file: a.sudo_password_file.as_deref().map(abs),
+            agent_password_file: a.agent_password_file.as_deref().map(abs),
         }
     }
 }
@@ -318,6 +327,7 @@ fn drivers_for(
             })?),
             None => medic_drivers::ssh::secret_from_env("MEDIC_SSH_PASSPHRASE").ok(),
         };
+        ssh_privileges(&mut cfg, c)?;
         let d = medic_drivers::SshDriver::new(cfg)
             .map_err(|e| bad("ssh", e.to_string(), "check the SSH settings"))?;
         drivers = drivers.with("ssh", Arc::new(d));
@@ -362,6 +372,35 @@ fn drivers_for(
         ));
     }
     Ok(drivers)
+}
+
+/// `--become`, and the sudo and agent passwords: each from its file when one was given,
+/// else from its environment variable; never from the command line.
+fn ssh_privileges(cfg: &mut medic_drivers::SshConfig, c: &Conn) -> Result<(), Failure> {
+    if let Some(b) = c.become_method.as_deref() {
+        cfg.r#become = medic_model::Become::parse(b).ok_or_else(|| {
+            bad(
+                "--become",
+                format!("unknown method `{b}`"),
+                "use --become sudo or --become none",
+            )
+        })?;
+    }
+    let secret = |file: &Option<PathBuf>, env: &str| match file {
+        Some(f) => medic_drivers::ssh::secret_from_file(f)
+            .map(Some)
+            .map_err(|e| {
+                bad(
+                    &f.display().to_string(),
+                    e.to_string(),
+                    "pass a readable file (its first line is the password)",
+                )
+            }),
+        None => Ok(medic_drivers::ssh::secret_from_env(env).ok()),
+    };
+    cfg.sudo_password = secret(&c.sudo_password_file, "MEDIC_SUDO_PASSWORD")?;
+    cfg.agent_password = secret(&c.agent_password_file, "MEDIC_AGENT_PASSWORD")?;
+    Ok(())
 }
 
 fn options(

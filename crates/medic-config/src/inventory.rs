@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use medic_model::{
-    AgentBuild, Host, Inventory, Manager, ManagerBuild, Platform, RelayGroup, Settings,
+    AgentBuild, Become, Host, Inventory, Manager, ManagerBuild, Platform, RelayGroup, Settings,
 };
 use serde::Deserialize;
 
@@ -47,10 +47,14 @@ struct RawHost {
     relay_group: Option<At<String>>,
     groups: Option<Vec<At<String>>>,
     protected_by_appliance: Option<bool>,
+    r#become: Option<At<String>>,
     vars: Option<BTreeMap<String, String>>,
 }
 
-const TOP_KEYS: &[&str] = &["manager", "settings", "relay_groups", "hosts"];
+/// A host's checked values: port, platform, build, and its resolved `become`.
+type Checked = (u16, Platform, AgentBuild, Option<Become>);
+
+const TOP_KEYS: &[&str] = &["manager", "settings", "relay_groups", "hosts", "become"];
 
 /// Loads an inventory from its text. `name` is how the file is named in messages.
 pub fn load_inventory(name: &str, text: &str) -> Result<Inventory, Problems> {
@@ -302,6 +306,20 @@ impl Ctx<'_> {
         }
     }
 
+    /// A `become:` value (top level or host): `sudo` or `none`.
+    fn become_value(&mut self, v: &At<String>, owner: &str) -> Option<Become> {
+        let b = Become::parse(&v.value);
+        if b.is_none() {
+            self.err(
+                v.loc,
+                "medic::inventory::bad_become",
+                format!("{owner}: unknown `become` value `{}`", v.value),
+                "use `sudo` (privileged commands run through sudo) or `none` (run them as the SSH user)",
+            );
+        }
+        b
+    }
+
     fn inventory(&mut self, root: Node) -> Option<Inventory> {
         let root_loc = root.loc;
         self.top_map(&root, TOP_KEYS, "inventory")?;
@@ -309,7 +327,7 @@ impl Ctx<'_> {
             return None;
         };
         // The first entry of each top-level key, taken out of the tree.
-        let mut top: [Option<Node>; 4] = [None, None, None, None];
+        let mut top: [Option<Node>; 5] = [None, None, None, None, None];
         for (k, v) in entries {
             let key = k.scalar_text();
             if let Some(i) = TOP_KEYS.iter().position(|t| key.as_deref() == Some(*t))
@@ -318,7 +336,16 @@ impl Ctx<'_> {
                 top[i] = Some(v);
             }
         }
-        let [manager_node, settings_node, groups_node, hosts_node] = top;
+        let [
+            manager_node,
+            settings_node,
+            groups_node,
+            hosts_node,
+            become_node,
+        ] = top;
+        let top_become: Option<Become> = become_node
+            .and_then(|n| self.one_owned::<At<String>>(n, "inventory"))
+            .and_then(|v| self.become_value(&v, "inventory"));
 
         let manager = match manager_node {
             Some(n) => self.one_owned::<RawManager>(n, "inventory"),
@@ -395,7 +422,7 @@ impl Ctx<'_> {
         // Checks first (borrowing the raw hosts), then the hosts are built by moving their
         // strings out of the raw ones.
         let mut names: HashMap<&str, Loc> = HashMap::with_capacity(hosts.len());
-        let mut parsed: Vec<Option<(u16, Platform, AgentBuild)>> = Vec::with_capacity(hosts.len());
+        let mut parsed: Vec<Option<Checked>> = Vec::with_capacity(hosts.len());
         for (h, _) in &hosts {
             let ok_name = self.name(&h.name, "host");
             if ok_name {
@@ -497,8 +524,16 @@ impl Ctx<'_> {
             for g in h.groups.iter().flatten() {
                 self.name(g, "host group");
             }
-            parsed.push(match (port, platform, build) {
-                (Some(port), Some(platform), Some(build)) => Some((port, platform, build)),
+            let become_ok = match &h.r#become {
+                None => Some(top_become),
+                Some(v) => self
+                    .become_value(v, &format!("host `{}`", h.name.value))
+                    .map(Some),
+            };
+            parsed.push(match (port, platform, build, become_ok) {
+                (Some(port), Some(platform), Some(build), Some(b)) => {
+                    Some((port, platform, build, b))
+                }
                 _ => None,
             });
         }
@@ -570,7 +605,7 @@ impl Ctx<'_> {
         }
         let mut out_hosts = Vec::with_capacity(hosts.len());
         for ((h, _), p) in hosts.into_iter().zip(parsed) {
-            let Some((port, platform, agent_version)) = p else {
+            let Some((port, platform, agent_version, r#become)) = p else {
                 continue;
             };
             out_hosts.push(Host {
@@ -585,6 +620,7 @@ impl Ctx<'_> {
                 relay_group: h.relay_group.map(|g| g.value),
                 groups: h.groups.into_iter().flatten().map(|g| g.value).collect(),
                 protected_by_appliance: h.protected_by_appliance.unwrap_or(false),
+                r#become,
                 vars: h.vars.unwrap_or_default(),
             });
         }
@@ -618,6 +654,19 @@ pub fn host_location(text: &str, host: &str, field: &str) -> Option<Loc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A host's own `become` wins over the top-level one; a host without either has none.
+    #[test]
+    fn become_is_per_host_then_top_level() {
+        let head = "manager: { name: dsm01, address: 10.0.0.5, version: \"20.0.463\" }\n";
+        let hosts = "hosts:\n  - { name: a, address: 10.0.0.1, platform: linux, agent_version: \"20.0.0-1\" }\n  - { name: b, address: 10.0.0.2, platform: linux, agent_version: \"20.0.0-1\", become: none }\n";
+        let inv = load_inventory("i.yaml", &format!("{head}become: sudo\n{hosts}")).expect("loads");
+        let got: Vec<Option<Become>> = inv.hosts.iter().map(|h| h.r#become).collect();
+        assert_eq!(got, vec![Some(Become::Sudo), Some(Become::None)]);
+        let inv = load_inventory("i.yaml", &format!("{head}{hosts}")).expect("loads");
+        let got: Vec<Option<Become>> = inv.hosts.iter().map(|h| h.r#become).collect();
+        assert_eq!(got, vec![None, Some(Become::None)]);
+    }
 
     /// A list long enough to be read on two threads reports the problems of both halves, in
     /// file order, and loads the same hosts as a short one would.

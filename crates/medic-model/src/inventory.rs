@@ -30,6 +30,33 @@ impl Platform {
     }
 }
 
+/// How privileged commands (package installs, `dsa_control`, `dsa_query`) gain root on a
+/// Linux host: inventory `become:` (top level or per host) or the CLI's `--become`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Become {
+    /// Run them as the SSH user (a root login, or a host where that is enough).
+    None,
+    /// Through `sudo` (its password, if one is needed, from the environment or a file).
+    Sudo,
+}
+
+impl Become {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Become::None => "none",
+            Become::Sudo => "sudo",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Become::None),
+            "sudo" => Some(Become::Sudo),
+            _ => None,
+        }
+    }
+}
+
 /// What a selector can ask for: the Manager, a Relay or a plain Agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
@@ -95,6 +122,9 @@ pub struct Host {
     pub relay_group: Option<String>,
     pub groups: Vec<String>,
     pub protected_by_appliance: bool,
+    /// The host's own `become:`, else the inventory's top-level one; `None` when neither
+    /// says (the CLI's `--become` then decides).
+    pub r#become: Option<Become>,
     /// Free-form facts; rendered as JSON text, never interpreted by the planner.
     pub vars: BTreeMap<String, String>,
 }

@@ -30,7 +30,8 @@ use crate::plan::{
 use crate::window::Window;
 
 /// The first bytes of every encoded plan; the last byte is the layout's version.
-pub const PLAN_BIN_MAGIC: &[u8; 16] = b"medic.plan.bin\x00\x01";
+/// Version 2 added each host's `os` and `become`; version 1 plans are still read.
+pub const PLAN_BIN_MAGIC: &[u8; 16] = b"medic.plan.bin\x00\x02";
 
 /// Conditions nest at most this deep in the bytes (as serde_json limits the JSON reader).
 const MAX_DEPTH: u32 = 128;
@@ -275,6 +276,12 @@ pub fn plan_to_bytes(plan: &Plan) -> Vec<u8> {
         o.buf
             .push(ROLES.iter().position(|r| *r == h.role).unwrap_or(2) as u8);
         o.opt_sym(h.relay_group.as_deref());
+        o.opt_sym(h.os.as_deref());
+        o.buf.push(match h.r#become {
+            None => 0,
+            Some(medic_model::Become::None) => 1,
+            Some(medic_model::Become::Sudo) => 2,
+        });
     }
     o.u(plan.steps.len() as u64);
     for (pos, s) in plan.steps.iter().enumerate() {
@@ -588,9 +595,13 @@ impl<'a> In<'a> {
 /// Reads a plan written by [`plan_to_bytes`]. Like [`crate::plan_from_json`], the plan is
 /// taken as sealed: its fingerprint is kept, not recomputed.
 pub fn plan_from_bytes(bytes: &[u8]) -> Result<Plan, String> {
-    if !bytes.starts_with(PLAN_BIN_MAGIC) {
-        return Err("not a plan written by this medic (unknown binary plan layout)".to_owned());
-    }
+    let head = &PLAN_BIN_MAGIC[..PLAN_BIN_MAGIC.len() - 1];
+    let version = match bytes.get(head.len()) {
+        Some(&v @ (1 | 2)) if bytes.starts_with(head) => v,
+        _ => {
+            return Err("not a plan written by this medic (unknown binary plan layout)".to_owned());
+        }
+    };
     let mut r = In {
         b: bytes,
         at: PLAN_BIN_MAGIC.len(),
@@ -645,6 +656,17 @@ pub fn plan_from_bytes(bytes: &[u8]) -> Result<Plan, String> {
         };
         let role = ROLES[usize::from(r.tag(2)?)];
         let relay_group = r.opt(In::sym)?;
+        let (os, r#become) = if version >= 2 {
+            let os = r.opt(In::sym)?;
+            let b = match r.tag(2)? {
+                0 => None,
+                1 => Some(medic_model::Become::None),
+                _ => Some(medic_model::Become::Sudo),
+            };
+            (os, b)
+        } else {
+            (None, None)
+        };
         hosts.push(PlanHost {
             name,
             address,
@@ -653,6 +675,8 @@ pub fn plan_from_bytes(bytes: &[u8]) -> Result<Plan, String> {
             platform,
             role,
             relay_group,
+            os,
+            r#become,
         });
     }
     let n = r.count(16)?;

@@ -161,6 +161,8 @@ fn plan_hosts(inv: &Inventory) -> Vec<PlanHost> {
         platform: Some(h.platform),
         role: h.role().as_str(),
         relay_group: h.relay_group.clone(),
+        os: h.os.clone(),
+        r#become: h.r#become,
     }));
     hosts.push(PlanHost {
         name: inv.manager.name.clone(),
@@ -170,6 +172,8 @@ fn plan_hosts(inv: &Inventory) -> Vec<PlanHost> {
         platform: None,
         role: Role::Manager.as_str(),
         relay_group: None,
+        os: None,
+        r#become: None,
     });
     hosts
 }

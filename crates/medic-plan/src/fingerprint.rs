@@ -37,6 +37,10 @@ fn host_line(out: &mut String, h: &Host, offline: bool) {
         offline,
         h.vars,
     );
+    // Appended only when set, so that the digests of inventories without it are unchanged.
+    if let Some(b) = h.r#become {
+        let _ = write!(out, "|become={}", b.as_str());
+    }
 }
 
 /// The fingerprint and per-host digests [`crate::build_plan`] would seal into a plan of these

@@ -156,6 +156,10 @@ struct HostJson {
     platform: Option<String>,
     role: String,
     relay_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    r#become: Option<String>,
 }
 
 /// Renders the plan as pretty JSON; the same plan always gives the same bytes.
@@ -283,6 +287,8 @@ mod ser {
                         platform: h.platform.map(|p| p.as_str()),
                         role: h.role,
                         relay_group: h.relay_group.as_deref(),
+                        os: h.os.as_deref(),
+                        r#become: h.r#become.map(|b| b.as_str()),
                     })
                     .collect(),
                 host_digests: &plan.host_digests,
@@ -538,6 +544,10 @@ mod ser {
         platform: Option<&'static str>,
         role: &'static str,
         relay_group: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        os: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        r#become: Option<&'static str>,
     }
 
     /// A condition in the contract's form (what `cond_from_json` reads): one-key maps.
@@ -714,6 +724,14 @@ pub fn plan_from_json(text: &str) -> Result<Plan, String> {
                     _ => "agent",
                 },
                 relay_group: h.relay_group,
+                os: h.os,
+                r#become: match h.r#become.as_deref() {
+                    None => None,
+                    Some(b) => Some(
+                        medic_model::Become::parse(b)
+                            .ok_or_else(|| format!("unknown become `{b}`"))?,
+                    ),
+                },
             })
         })
         .collect::<Result<_, String>>()?;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use medic_model::{Cond, Platform, Retry};
+use medic_model::{Become, Cond, Platform, Retry};
 
 use crate::window::Window;
 
@@ -21,6 +21,11 @@ pub struct PlanHost {
     pub platform: Option<Platform>,
     pub role: &'static str,
     pub relay_group: Option<String>,
+    /// The inventory's `os` (free text, e.g. "Red Hat Enterprise 9 (64 bit)"): the ssh
+    /// driver picks the agent package from it and the host's `/etc/os-release`.
+    pub os: Option<String>,
+    /// The inventory's `become` (host, else top level); `None`: the driver's default.
+    pub r#become: Option<Become>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -30,6 +30,7 @@ fn host(name: &str, platform: Platform, version: &str, relay: bool, group: &str)
         relay_group: (!group.is_empty()).then(|| group.to_owned()),
         groups: Vec::new(),
         protected_by_appliance: false,
+        r#become: None,
         vars: BTreeMap::new(),
     }
 }

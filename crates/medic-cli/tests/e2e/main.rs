@@ -16,6 +16,7 @@
 )]
 #[path = "../../../medic-drivers/tests/ssh/fleet.rs"]
 mod fleet;
+mod install_race;
 mod torture;
 mod world;
 

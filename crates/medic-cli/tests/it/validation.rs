@@ -154,6 +154,7 @@ cases! {
     unknown_top_key,
     yaml_duplicate_key,
     manager_not_a_map,
+    become_unknown,
     // --- inventory: names and addresses ---------------------------------------------
     duplicate_host,
     bad_host_name,

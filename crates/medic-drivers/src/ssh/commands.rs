@@ -10,10 +10,25 @@
 //! Arguments never enter a script's text. Linux scripts are run as
 //! `timeout -k 10 SECS sh -c SCRIPT medic-OP "$1" "$2" "$3"` with every word POSIX-quoted;
 //! Windows scripts get `$p1 $p2 $p3` assigned from PowerShell-quoted literals, and the
-//! whole script travels as `-EncodedCommand`. The three arguments are always:
+//! whole script travels as `-EncodedCommand`. The arguments are always:
 //! `$1`/`$p1` the agent directory, `$2`/`$p2` the package directory, `$3`/`$p3` the op's
-//! own argument (a build in package form `20.0.1-690`, or a bundle name).
+//! own argument (on Linux the package file chosen for the host (`super::packages`) for an
+//! install, on Windows the build in package form `20.0.1-690`; or a bundle name), and on
+//! Linux `$4` the host's install marker (see [`INSTALL_MARKER`]).
 //! Scripts that take the self-protection password read it as one line of stdin.
+
+/// How an install survives the death of the medic that started it, and how a later run
+/// waits for it instead of racing it (issue: a resume that re-checked the version while a
+/// killed run's `rpm -Uvh` still ran saw the old build, installed again, and the package
+/// lock refused). The install script writes `PID STARTTIME` of its own shell (alive until
+/// the package manager returns) to the marker `$4` before it starts the package manager,
+/// runs the package manager with its output in `$4.log` and SIGHUP/SIGPIPE ignored (so a
+/// closed SSH channel neither kills nor interrupts it), and removes the marker when it
+/// returns. The version probe prints `medic: busy PID` while a marker names a live
+/// process (the start time guards against a reused PID), and the driver waits. The marker
+/// lives in a root-owned directory (`/run/medic` by default: cleared by a reboot, which
+/// also ends any install).
+pub const INSTALL_MARKER: &str = "<run_dir>/<host>@<address>.install";
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -39,6 +54,12 @@ pub enum Op {
     BundleImport,
     BundleStatus,
     CacheClear,
+    /// `/etc/os-release`, `uname -m` and the `Agent-Core-*` files staged for the host.
+    PackageFacts,
+    /// Whether the host listens on the Relay port (pre-flight).
+    RelayRole,
+    /// `id -u` run the way privileged commands run (pre-flight).
+    WhoAmI,
 }
 
 impl fmt::Display for Op {
@@ -58,6 +79,9 @@ impl fmt::Display for Op {
             Op::BundleImport => "bundle-import",
             Op::BundleStatus => "bundle-status",
             Op::CacheClear => "cache-clear",
+            Op::PackageFacts => "package-facts",
+            Op::RelayRole => "relay-role",
+            Op::WhoAmI => "whoami",
         })
     }
 }
@@ -100,25 +124,58 @@ const NOT_ON_LINUX: Command = Command {
     available: false,
 };
 
-/// Picks the installed package manager, the staged package for build `$3` and turns
-/// self-protection off when a password came on stdin. Leaves the package in `$4`, its
-/// kind in `$kind`.
-macro_rules! linux_package_prelude {
+/// `busy MARKER`: true while the marker names a live process (same PID *and* start time,
+/// field 22 of `/proc/PID/stat`); `starttime PID` prints that field.
+macro_rules! marker_functions {
     () => {
-        r#"pw=
+        r#"starttime() {
+  s=
+  read -r s < "/proc/$1/stat" 2>/dev/null || return 1
+  s=${s##*) }
+  set -f; set -- $s; set +f
+  printf '%s\n' "${20:-}"
+}
+busy() {
+  [ -r "$1" ] || return 1
+  pid= start=
+  read -r pid start < "$1" 2>/dev/null || return 1
+  [ -n "$pid" ] && [ -n "$start" ] || return 1
+  now=$(starttime "$pid") || return 1
+  [ "$now" = "$start" ]
+}
+"#
+    };
+}
+
+/// The install of the package file `$3` (chosen by the driver for this host) from `$2`,
+/// with the install marker `$4` (see [`INSTALL_MARKER`]): self-protection off when a
+/// password came on stdin, then `$install` (`rpm -Uvh` or `dpkg -i` words set by the op).
+macro_rules! linux_install {
+    ($rpm:literal, $deb:literal) => {
+        concat!(
+            marker_functions!(),
+            r#"pw=
 IFS= read -r pw || true
+case $3 in ''|*/*|.*) echo "bad package file name: $3" >&2; exit 3 ;; esac
+case $3 in *.rpm) kind=rpm ;; *.deb) kind=deb ;; *) echo "not an rpm or deb package: $3" >&2; exit 3 ;; esac
+pkg=$2/$3
+[ -f "$pkg" ] || { echo "no agent package $pkg" >&2; exit 3; }
+if busy "$4"; then read -r other _ < "$4"; echo "an agent install started earlier (pid $other) is still running" >&2; exit 4; fi
 if [ -n "$pw" ]; then
   "$1/dsa_control" --selfprotect=0 -p "$pw" >/dev/null || { echo 'cannot turn agent self-protection off (dsa_control --selfprotect=0)' >&2; exit 3; }
 fi
-if command -v rpm >/dev/null 2>&1 && rpm -q ds_agent >/dev/null 2>&1; then kind=rpm
-elif command -v dpkg-query >/dev/null 2>&1 && dpkg-query -W ds-agent >/dev/null 2>&1; then kind=deb
-elif command -v rpm >/dev/null 2>&1; then kind=rpm
-elif command -v dpkg >/dev/null 2>&1; then kind=deb
-else echo 'neither rpm nor dpkg is available' >&2; exit 3
-fi
-set -- "$1" "$2" "$3" "$2"/Agent-Core-*-"$3".*."$kind"
-[ -e "$4" ] || { echo "no agent package for build $3 in $2 (Agent-Core-*-$3.*.$kind)" >&2; exit 3; }
-"#
+mkdir -p "${4%/*}" && printf '%s %s\n' "$$" "$(starttime "$$")" > "$4" || { echo "cannot write the install marker $4" >&2; exit 3; }
+trap '' HUP PIPE
+case $kind in rpm) "#,
+            $rpm,
+            r#" "$pkg" ;; *) "#,
+            $deb,
+            r#" "$pkg" ;; esac > "$4.log" 2>&1
+rc=$?
+rm -f "$4"
+cat "$4.log"
+exit $rc"#
+        )
     };
 }
 
@@ -166,13 +223,17 @@ pub fn linux(op: Op) -> Command {
         // [src] §3 "Agent version, Linux": rpm -q --qf '%{VERSION}' / '%{RELEASE}' ds_agent,
         // dpkg-query -W -f='${Version}' ds-agent.
         Op::AgentVersion => cmd(
-            r#"if command -v rpm >/dev/null 2>&1 && rpm -q ds_agent >/dev/null 2>&1; then
+            concat!(
+                marker_functions!(),
+                r#"if busy "$4"; then read -r pid _ < "$4"; echo "medic: busy $pid"; exit 0; fi
+if command -v rpm >/dev/null 2>&1 && rpm -q ds_agent >/dev/null 2>&1; then
   rpm -q --qf '%{VERSION}.%{RELEASE}\n' ds_agent
 elif command -v dpkg-query >/dev/null 2>&1 && dpkg-query -W ds-agent >/dev/null 2>&1; then
   dpkg-query -W -f='${Version}\n' ds-agent
 else
   echo none
-fi"#,
+fi"#
+            ),
             Source::Src("§3 Agent version, Linux"),
             false,
         ),
@@ -207,10 +268,7 @@ fi"#,
         Op::Upgrade => Command {
             takes_password: true,
             ..cmd(
-                concat!(
-                    linux_package_prelude!(),
-                    r#"case $kind in rpm) exec rpm -Uvh "$4" ;; *) exec dpkg -i "$4" ;; esac"#
-                ),
+                linux_install!("rpm -Uvh", "dpkg -i"),
                 Source::Src("§3 Install/upgrade commands"),
                 true,
             )
@@ -220,10 +278,7 @@ fi"#,
         Op::Reinstall => Command {
             takes_password: true,
             ..cmd(
-                concat!(
-                    linux_package_prelude!(),
-                    r#"case $kind in rpm) exec rpm -Uvh --replacepkgs "$4" ;; *) exec dpkg -i "$4" ;; esac"#
-                ),
+                linux_install!("rpm -Uvh --replacepkgs", "dpkg -i"),
                 Source::Inferred("§1.3 reinstall workaround; package commands of §3"),
                 true,
             )
@@ -260,6 +315,33 @@ fi"#,
             Source::NotFound("§3 relay cache clearing NOT FOUND"),
             true,
         ),
+        // [inf] the os-release file (freedesktop.org), `uname -m`, and the staged files;
+        // the name mapping is in `super::packages`.
+        Op::PackageFacts => cmd(
+            r#"echo '[os-release]'
+cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null || true
+echo '[arch]'
+uname -m
+echo '[packages]'
+for f in "$2"/Agent-Core-*; do
+  [ -f "$f" ] && printf '%s\n' "${f##*/}"
+done
+true"#,
+            Source::Inferred("os-release(5), uname; package names of §2.8/§3"),
+            false,
+        ),
+        // [inf] §3 Ports: 4122 is the Relay's port ("partly from a third-party table"): a
+        // host listening on it is taken as a Relay.
+        Op::RelayRole => cmd(
+            r#"if command -v ss >/dev/null 2>&1; then l=$(ss -Hltn 2>/dev/null)
+else l=$(netstat -ltn 2>/dev/null)
+fi
+case $l in *:4122\ *) echo yes ;; *) echo no ;; esac"#,
+            Source::Inferred("§3 Ports (4122 relay)"),
+            false,
+        ),
+        // [inf] not a Deep Security command: proves privileged commands get root.
+        Op::WhoAmI => cmd("id -u", Source::Inferred("coreutils id"), true),
     }
 }
 
@@ -402,6 +484,12 @@ exit $LASTEXITCODE"#,
             Source::NotFound("§3 relay cache clearing NOT FOUND"),
             false,
         ),
+        // Windows has one package per build (`Agent-Core-Windows-<build>.<arch>.msi`, §3):
+        // the install script finds it itself.
+        Op::PackageFacts | Op::RelayRole | Op::WhoAmI => Command {
+            available: false,
+            ..NOT_ON_LINUX
+        },
     }
 }
 
@@ -514,19 +602,31 @@ pub fn parse_status(text: &str) -> AgentStatus {
     .to_owned();
     let raw = f.get("AgentStatus.auStatus").cloned().unwrap_or_default();
     let lower = raw.to_ascii_lowercase();
-    let update = if lower.starts_with("success") {
-        UpdateState::Current
-    } else if lower.starts_with("fail") || lower.starts_with("error") {
-        let msg = raw
-            .split_once(':')
-            .map(|(_, m)| m.trim().to_owned())
-            .filter(|m| !m.is_empty())
-            .unwrap_or(raw.clone());
-        UpdateState::Failed(msg)
-    } else if raw.is_empty() {
-        UpdateState::NotCurrent("the agent reports no security update status".to_owned())
-    } else {
-        UpdateState::NotCurrent(raw)
+    // ds-domain.md §3 names the field, not its values. Real agents print a number; public
+    // scripts take `2` as a healthy agent.
+    let update = match raw.parse::<i64>() {
+        // inferred: 2 = the last ActiveUpdate succeeded (public scripts; not in ds-domain.md).
+        Ok(2) => UpdateState::Current,
+        // inferred: no other number is documented anywhere medic could check.
+        Ok(n) => UpdateState::NotCurrent(format!(
+            "auStatus {n} is not a value medic can verify (unverified; the Manager's view decides)"
+        )),
+        // A failure reported in words is believed: reading it as a failure is never unsafe.
+        Err(_) if lower.starts_with("fail") || lower.starts_with("error") => {
+            let msg = raw
+                .split_once(':')
+                .map(|(_, m)| m.trim().to_owned())
+                .filter(|m| !m.is_empty())
+                .unwrap_or(raw.clone());
+            UpdateState::Failed(msg)
+        }
+        Err(_) if raw.is_empty() => {
+            UpdateState::NotCurrent("the agent reports no security update status".to_owned())
+        }
+        // Any other word (including "success") is no documented output of a real agent.
+        Err(_) => UpdateState::NotCurrent(format!(
+            "auStatus `{raw}` is not a value medic can verify (unverified)"
+        )),
     };
     AgentStatus {
         installed: true,
@@ -562,7 +662,7 @@ pub fn parse_bundle_status(text: &str) -> Result<(bool, bool), String> {
 mod tests {
     use super::*;
 
-    const ALL: [Op; 14] = [
+    const ALL: [Op; 17] = [
         Op::BootId,
         Op::AgentVersion,
         Op::PendingReboot,
@@ -577,6 +677,9 @@ mod tests {
         Op::BundleImport,
         Op::BundleStatus,
         Op::CacheClear,
+        Op::PackageFacts,
+        Op::RelayRole,
+        Op::WhoAmI,
     ];
 
     #[test]
@@ -603,7 +706,11 @@ mod tests {
     #[test]
     fn windows_has_every_op_and_unverified_ones_are_marked() {
         for op in ALL {
-            assert!(windows(op).available, "{op}");
+            assert_eq!(
+                windows(op).available,
+                !matches!(op, Op::PackageFacts | Op::RelayRole | Op::WhoAmI),
+                "{op}"
+            );
             let unverified = matches!(
                 op,
                 Op::BundleExport | Op::BundleImport | Op::BundleStatus | Op::CacheClear
@@ -648,10 +755,19 @@ mod tests {
             UpdateState::Failed("IAURELAY_STATUS_DIGITAL_SIGNATURE_CERT_EXPIRE (-24)".to_owned())
         );
         let s = parse_status(
-            "AgentStatus.auStatus: success\nComponent.AM.mode: on\nComponent.AM.driverOffline: true\n",
+            "AgentStatus.auStatus: 2\nComponent.AM.mode: on\nComponent.AM.driverOffline: true\n",
         );
         assert_eq!(s.antimalware, "offline");
         assert_eq!(s.update, UpdateState::Current);
+        // Values no source documents are unverified, never success.
+        for raw in ["0", "1", "3", "-1", "success", "ok", "in progress"] {
+            let s = parse_status(&format!("AgentStatus.auStatus: {raw}\n"));
+            assert!(
+                matches!(&s.update, UpdateState::NotCurrent(m) if m.contains("unverified")),
+                "{raw}: {:?}",
+                s.update
+            );
+        }
         assert_eq!(parse_status("Component.AM.mode: off").antimalware, "off");
         assert!(!parse_status("medic: no agent\n").installed);
     }

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use medic_model::Become;
 use secrecy::SecretString;
 
 /// Why the SSH driver could not be set up.
@@ -46,8 +47,12 @@ pub struct LinuxLayout {
     /// `dsa_control` and `dsa_query` live here (`/opt/ds_agent`).
     pub agent_dir: String,
     /// Where the operator staged the agent packages
-    /// (`Agent-Core-<platform>-<MAJOR.MINOR.PATCH-BUILD>.<arch>.rpm|.deb`).
+    /// (`Agent-Core-<platform>-<MAJOR.MINOR.PATCH-BUILD>.<arch>.rpm|.deb`); every
+    /// distribution's packages may share it (see `ssh::packages`).
     pub package_dir: String,
+    /// Where an install leaves its marker (`<run_dir>/<host>@<address>.install`, see
+    /// `commands::INSTALL_MARKER`): root-owned and cleared by a reboot.
+    pub run_dir: String,
 }
 
 impl Default for LinuxLayout {
@@ -55,6 +60,7 @@ impl Default for LinuxLayout {
         LinuxLayout {
             agent_dir: "/opt/ds_agent".to_owned(),
             package_dir: "/var/tmp/medic/packages".to_owned(),
+            run_dir: "/run/medic".to_owned(),
         }
     }
 }
@@ -120,8 +126,12 @@ pub struct SshConfig {
     /// shell (~3 ms of its CPU), a command in the shared shell a fork. Commands that read
     /// stdin (secrets) always get their own session.
     pub shared_shell: bool,
-    /// Run privileged commands through `sudo -n` (Linux).
-    pub sudo: bool,
+    /// How privileged commands (`rpm`, `dpkg`, `dsa_control`, `dsa_query`) gain root on
+    /// Linux hosts whose plan entry does not say (inventory `become:` wins).
+    pub r#become: Become,
+    /// The sudo password, for `become: sudo` where sudo asks for one. It travels on the
+    /// command's stdin, never in its arguments; without it sudo runs with `-n`.
+    pub sudo_password: Option<SecretString>,
     /// How long a rebooted host may take to come back with its agent answering.
     pub reboot_timeout: Duration,
     /// How long a security update may take to complete.
@@ -169,7 +179,8 @@ impl SshConfig {
             max_connections: 64,
             output_cap: 64 * 1024,
             shared_shell: true,
-            sudo: false,
+            r#become: Become::None,
+            sudo_password: None,
             reboot_timeout: Duration::from_secs(15 * 60),
             update_timeout: Duration::from_secs(30 * 60),
             poll_interval: Duration::from_secs(10),

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use medic_exec::{ActionFuture, ActionReply, ActionRequest, ActionStatus, Driver};
-use medic_model::{AgentBuild, Platform, Value};
-use secrecy::SecretString;
+use medic_model::{AgentBuild, Become, Platform, Value};
+use medic_plan::PlanHost;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use super::commands::{self, AgentStatus, Op, Source, UpdateState};
 use super::config::{SshConfig, SshConfigError};
@@ -24,6 +25,20 @@ use super::transport::{Endpoint, ExecOutput, Exit, RemoteCommand, Transport, Tra
 /// with exit 124 and the connection survives.
 const REMOTE_GRACE: Duration = Duration::from_secs(5);
 
+/// Runs `"$@"` as root through sudo with the sudo password as the first line of stdin;
+/// the rest of stdin (the agent's self-protection password) reaches the command. `sudo -S`
+/// reads exactly one line when it asks, so it must be known whether it asks: `sudo -k -n
+/// true` succeeds only where no password is needed (then the line is dropped), and the
+/// password is checked alone (`-v`) first, so a wrong one never makes sudo read the next
+/// line as a second try. `printf` is a shell builtin: the password is in no argv.
+const SUDO_WRAPPER: &str = r#"IFS= read -r sp || sp=
+if sudo -k -n true 2>/dev/null; then exec sudo -n -- "$@"; fi
+printf '%s\n' "$sp" | sudo -S -k -p '' -v 2>/dev/null || { echo 'sudo refused the password (MEDIC_SUDO_PASSWORD or --sudo-password-file), or this user may not use sudo' >&2; exit 126; }
+{ printf '%s\n' "$sp"; exec cat; } | exec sudo -S -k -p '' -- "$@""#;
+
+/// How long past the install's own remote `timeout` a later run waits for it.
+const INSTALL_GRACE: Duration = Duration::from_secs(30);
+
 /// See the module docs. Construct with [`SshDriver::new`] (libssh2) or
 /// [`SshDriver::with_transport`].
 pub struct SshDriver {
@@ -33,12 +48,15 @@ pub struct SshDriver {
 
 /// Why an op gave no usable answer.
 #[derive(Debug)]
-enum OpError {
+pub(super) enum OpError {
     Transport(TransportError),
     /// The command ran and failed.
     Exit(String),
     /// Not run: refused before anything was sent.
     Refused(String),
+    /// Not run, and no retry can change it until the operator does something (no package
+    /// for this host, two packages, a distribution that contradicts the inventory).
+    Precondition(String),
 }
 
 impl From<TransportError> for OpError {
@@ -57,6 +75,7 @@ impl OpError {
             OpError::Transport(e) if e.nothing_done() => ActionStatus::Unreachable(e.to_string()),
             OpError::Transport(e) => ActionStatus::Failed(e.to_string()),
             OpError::Exit(m) | OpError::Refused(m) => ActionStatus::Failed(m),
+            OpError::Precondition(m) => ActionStatus::Refused(m),
         };
         ActionReply {
             status,
@@ -65,10 +84,12 @@ impl OpError {
     }
 }
 
-struct Host {
-    name: String,
-    platform: Platform,
-    ep: Endpoint,
+pub(super) struct Host {
+    pub(super) name: String,
+    pub(super) platform: Platform,
+    pub(super) ep: Endpoint,
+    pub(super) os: Option<String>,
+    pub(super) r#become: Become,
 }
 
 #[derive(Default)]
@@ -151,10 +172,15 @@ impl SshDriver {
                 req.action
             ))
         })?;
+        self.plan_host(h, &req.action)
+    }
+
+    pub(super) fn plan_host(&self, h: &PlanHost, action: &str) -> Result<Host, OpError> {
+        let req_action = action;
         let platform = h.platform.ok_or_else(|| {
             OpError::Refused(format!(
-                "`{}` is the manager: use the dsm or manual driver for `{}`",
-                h.name, req.action
+                "`{}` is the manager: use the dsm or manual driver for `{req_action}`",
+                h.name
             ))
         })?;
         let user = h
@@ -175,17 +201,57 @@ impl SshDriver {
                 port: h.port,
                 user,
             },
+            os: h.os.clone(),
+            r#become: h.r#become.unwrap_or(self.cfg.r#become),
         })
+    }
+
+    /// The words that make a Linux command privileged for `h` (none when it runs as the
+    /// SSH user), and whether the sudo password goes first on stdin.
+    fn privilege_words(&self, b: Become) -> (&'static [&'static str], bool) {
+        match (b, &self.cfg.sudo_password) {
+            (Become::None, _) => (&[], false),
+            (Become::Sudo, None) => (&["sudo", "-n", "--"], false),
+            (Become::Sudo, Some(_)) => (&["sh", "-c", SUDO_WRAPPER, "medic-sudo"], true),
+        }
+    }
+
+    /// The command's stdin: the sudo password line first when sudo reads it, then the
+    /// op's own secret.
+    fn stdin(&self, sudo_reads: bool, secret: Option<&SecretString>) -> Option<SecretString> {
+        let sudo = self.cfg.sudo_password.as_ref().filter(|_| sudo_reads);
+        match (sudo, secret) {
+            (None, s) => s.cloned(),
+            (Some(p), None) => Some(SecretString::from(format!("{}\n", p.expose_secret()))),
+            (Some(p), Some(s)) => Some(SecretString::from(format!(
+                "{}\n{}\n",
+                p.expose_secret(),
+                s.expose_secret()
+            ))),
+        }
+    }
+
+    /// The host's install marker. Named by the inventory name *and* address: hosts that
+    /// share a filesystem (the loopback test fleets, which run side by side) never see
+    /// each other's; both are in the plan's fingerprint, so a resume finds it again.
+    fn marker(&self, h: &Host) -> String {
+        format!(
+            "{}/{}@{}.install",
+            self.cfg.linux.run_dir.trim_end_matches('/'),
+            h.name,
+            h.ep.address
+        )
     }
 
     /// The command line (and stdin) for `op` on `platform`.
     fn command(
         &self,
-        platform: Platform,
+        h: &Host,
         op: Op,
         arg: &str,
         timeout: Duration,
     ) -> Result<(String, Option<SecretString>), OpError> {
+        let platform = h.platform;
         let c = match platform {
             Platform::Linux => commands::linux(op),
             Platform::Windows => commands::windows(op),
@@ -203,23 +269,27 @@ impl SshDriver {
                 "{op}: the Deep Security command is not verified ({why}); confirm it and set allow_unverified_commands to run it"
             )));
         }
-        let stdin = if c.takes_password {
-            self.cfg.agent_password.clone()
+        let secret = if c.takes_password {
+            self.cfg.agent_password.as_ref()
         } else {
             None
         };
+        let mut stdin = secret.cloned();
         let quote_err = |e: super::quote::NulInArgument| OpError::Refused(format!("{op}: {e}"));
         let line = match platform {
             Platform::Linux => {
                 let l = &self.cfg.linux;
                 let secs = timeout.as_secs().max(1).to_string();
                 let name = format!("medic-{op}");
+                let marker = self.marker(h);
                 let mut words: Vec<&str> = Vec::new();
-                if c.privileged && self.cfg.sudo {
-                    words.extend(["sudo", "-n", "--"]);
+                if c.privileged {
+                    let (prefix, sudo_reads) = self.privilege_words(h.r#become);
+                    words.extend(prefix);
+                    stdin = self.stdin(sudo_reads, secret);
                 }
                 words.extend(["timeout", "-k", "10", &secs, "sh", "-c", c.script, &name]);
-                words.extend([l.agent_dir.as_str(), l.package_dir.as_str(), arg]);
+                words.extend([l.agent_dir.as_str(), l.package_dir.as_str(), arg, &marker]);
                 sh_join(&words).map_err(quote_err)?
             }
             Platform::Windows => {
@@ -254,7 +324,7 @@ impl SshDriver {
         arg: &str,
         timeout: Duration,
     ) -> Result<ExecOutput, OpError> {
-        let (line, stdin) = self.command(h.platform, op, arg, timeout)?;
+        let (line, stdin) = self.command(h, op, arg, timeout)?;
         tracing::debug!(host = %h.name, %op, "ssh op");
         let cmd = RemoteCommand {
             shared_shell: self.shared_shell(h) && stdin.is_none(),
@@ -286,13 +356,72 @@ impl SshDriver {
         }
     }
 
-    async fn probe(&self, h: &Host, op: Op, arg: &str) -> Result<String, OpError> {
+    pub(super) async fn probe(&self, h: &Host, op: Op, arg: &str) -> Result<String, OpError> {
         self.run_op(h, op, arg, self.cfg.probe_timeout).await
     }
 
-    async fn agent_version(&self, h: &Host) -> Result<AgentBuild, OpError> {
-        let out = self.probe(h, Op::AgentVersion, "").await?;
-        commands::parse_agent_version(&out).map_err(OpError::Exit)
+    /// The installed build. While an install that an earlier run started (a killed medic,
+    /// or another operator) still runs on the host, the build it reports means nothing:
+    /// wait for that install to end first (see `commands::INSTALL_MARKER`).
+    pub(super) async fn agent_version(&self, h: &Host) -> Result<AgentBuild, OpError> {
+        let mut waiting: Option<(Instant, String)> = None;
+        loop {
+            let out = self.probe(h, Op::AgentVersion, "").await?;
+            let busy = out
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("medic: busy "))
+                .map(str::to_owned);
+            let Some(pid) = busy else {
+                if let Some((since, pid)) = &waiting {
+                    tracing::info!(host = %h.name, %pid, waited = ?since.elapsed(), "the earlier install ended");
+                }
+                return commands::parse_agent_version(&out).map_err(OpError::Exit);
+            };
+            let since = match &waiting {
+                Some((since, _)) => *since,
+                None => {
+                    tracing::info!(host = %h.name, %pid, "an agent install started earlier is still running: waiting for it to end before reading the build");
+                    let now = Instant::now();
+                    waiting = Some((now, pid.clone()));
+                    now
+                }
+            };
+            let limit = self.cfg.command_timeout + INSTALL_GRACE;
+            if since.elapsed() >= limit {
+                return Err(OpError::Exit(format!(
+                    "{}: an agent install started earlier (pid {pid}) is still running after {limit:?}; look at it on the host (marker {})",
+                    h.name,
+                    self.marker(h)
+                )));
+            }
+            tokio::time::sleep(self.cfg.poll_interval).await;
+        }
+    }
+
+    /// The `$3` of an install on `h`: on Linux the package file chosen for its
+    /// distribution (`super::packages`), on Windows the build (its script finds the MSI).
+    pub(super) async fn package_arg(&self, h: &Host, to: AgentBuild) -> Result<String, OpError> {
+        Ok(match h.platform {
+            Platform::Windows => to.package_form(),
+            Platform::Linux => self.choose_package(h, to).await?.file,
+        })
+    }
+
+    pub(super) async fn choose_package(
+        &self,
+        h: &Host,
+        to: AgentBuild,
+    ) -> Result<super::packages::Choice, OpError> {
+        let out = self.probe(h, Op::PackageFacts, "").await?;
+        let found = super::packages::parse_package_probe(&out);
+        super::packages::choose(
+            &h.name,
+            h.os.as_deref(),
+            &found,
+            &to.package_form(),
+            &self.cfg.linux.package_dir,
+        )
+        .map_err(OpError::Precondition)
     }
 
     async fn pending_reboot(&self, h: &Host) -> Result<bool, OpError> {
@@ -388,8 +517,8 @@ impl SshDriver {
                 } else {
                     self.agent_version(&h).await?
                 };
-                self.run_op(&h, Op::Reinstall, &to.package_form(), cmd_timeout)
-                    .await?;
+                let pkg = self.package_arg(&h, to).await?;
+                self.run_op(&h, Op::Reinstall, &pkg, cmd_timeout).await?;
                 let st = self.status(&h).await?;
                 let facts = Facts::default()
                     .set("antimalware", Value::Str(st.antimalware.clone()))
@@ -483,7 +612,8 @@ impl SshDriver {
                 )));
         }
         if before < to {
-            self.run_op(h, Op::Upgrade, &to.package_form(), self.cfg.command_timeout)
+            let pkg = self.package_arg(h, to).await?;
+            self.run_op(h, Op::Upgrade, &pkg, self.cfg.command_timeout)
                 .await?;
         }
         let after = self.agent_version(h).await?;
@@ -560,8 +690,11 @@ impl SshDriver {
         let secs = timeout.as_secs().max(1).to_string();
         let sudo = req.args.get("sudo").is_some_and(|v| v == "true");
         let mut words: Vec<&str> = Vec::new();
+        let mut stdin = None;
         if sudo {
-            words.extend(["sudo", "-n", "--"]);
+            let (prefix, sudo_reads) = self.privilege_words(Become::Sudo);
+            words.extend(prefix);
+            stdin = self.stdin(sudo_reads, None);
         }
         words.extend(["timeout", "-k", "10", &secs]);
         let positional: Vec<&str> = (1..)
@@ -578,9 +711,9 @@ impl SshDriver {
         tracing::debug!(host = %h.name, action = %req.action, "ssh command");
         let cmd = RemoteCommand {
             line,
-            stdin: None,
+            shared_shell: self.shared_shell(h) && stdin.is_none(),
+            stdin,
             deadline: Instant::now() + timeout + REMOTE_GRACE,
-            shared_shell: self.shared_shell(h),
         };
         let out = self.transport.exec(&h.ep, cmd).await?;
         let code = match out.exit {
@@ -652,10 +785,10 @@ impl SshDriver {
     }
 }
 
-fn msg(e: &OpError) -> String {
+pub(super) fn msg(e: &OpError) -> String {
     match e {
         OpError::Transport(t) => t.to_string(),
-        OpError::Exit(m) | OpError::Refused(m) => m.clone(),
+        OpError::Exit(m) | OpError::Refused(m) | OpError::Precondition(m) => m.clone(),
     }
 }
 
@@ -703,10 +836,16 @@ mod tests {
                 .lock()
                 .expect("recorder lock")
                 .push((cmd.line, stdin));
+            // The package probe gets an EL9 host with its package staged.
+            let out = if line_has(&self.sent, "'medic-package-facts'") {
+                "[os-release]\nID=rhel\nVERSION_ID=9.3\n[arch]\nx86_64\n[packages]\nAgent-Core-RedHat_EL8-20.0.1-690.x86_64.rpm\nAgent-Core-RedHat_EL9-20.0.1-690.x86_64.rpm\n"
+            } else {
+                self.stdout
+            };
             Box::pin(async move {
                 Ok(ExecOutput {
                     exit: Exit::Code(0),
-                    stdout: Captured::from_bytes(self.stdout.as_bytes()),
+                    stdout: Captured::from_bytes(out.as_bytes()),
                     stderr: Captured::new(16),
                 })
             })
@@ -715,6 +854,14 @@ mod tests {
         fn disconnect<'a>(&'a self, _endpoint: &'a Endpoint) -> TransportFuture<'a, ()> {
             Box::pin(async {})
         }
+    }
+
+    /// Whether the last line sent contains `needle`.
+    fn line_has(sent: &Mutex<Vec<(String, Option<String>)>>, needle: &str) -> bool {
+        sent.lock()
+            .expect("recorder lock")
+            .last()
+            .is_some_and(|(l, _)| l.contains(needle))
     }
 
     fn request(platform: Platform, action: &str, args: &[(&str, &str)]) -> ActionRequest {
@@ -728,6 +875,8 @@ mod tests {
                 platform: Some(platform),
                 role: "agent",
                 relay_group: None,
+                os: None,
+                r#become: None,
             }),
             action: action.to_owned(),
             args: args
@@ -796,7 +945,7 @@ mod tests {
             sent: Mutex::new(Vec::new()),
         });
         let mut cfg = SshConfig::new();
-        cfg.sudo = true;
+        cfg.r#become = Become::Sudo;
         cfg.agent_password = Some(SecretString::from("pw-on-stdin-only".to_owned()));
         let d = SshDriver::with_transport(cfg, rec.clone());
         let r = d
@@ -812,24 +961,57 @@ mod tests {
             "{r:?}"
         );
         let sent = rec.sent.lock().expect("lock").clone();
-        assert_eq!(sent.len(), 3, "{sent:?}");
-        // Probe: unprivileged, no sudo, no stdin.
-        assert!(
-            sent[0]
-                .0
-                .starts_with("'timeout' '-k' '10' '120' 'sh' '-c' ")
-        );
-        assert!(sent[0].1.is_none());
-        // Upgrade: sudo, the build as its own quoted word, the password only on stdin.
-        let (line, stdin) = &sent[1];
+        assert_eq!(sent.len(), 4, "{sent:?}");
+        // Probes: unprivileged, no sudo, no stdin.
+        for i in [0, 1] {
+            assert!(
+                sent[i]
+                    .0
+                    .starts_with("'timeout' '-k' '10' '120' 'sh' '-c' "),
+                "{}",
+                sent[i].0
+            );
+            assert!(sent[i].1.is_none());
+        }
+        // Upgrade: sudo, the host's own package file and the marker as quoted words, the
+        // password only on stdin.
+        let (line, stdin) = &sent[2];
         assert!(line.starts_with("'sudo' '-n' '--' 'timeout' '-k' '10' '3600' 'sh' '-c' "));
         assert!(
             line.ends_with(
-                " 'medic-upgrade' '/opt/ds_agent' '/var/tmp/medic/packages' '20.0.1-690'"
-            )
+                " 'medic-upgrade' '/opt/ds_agent' '/var/tmp/medic/packages' 'Agent-Core-RedHat_EL9-20.0.1-690.x86_64.rpm' '/run/medic/h@192.0.2.7.install'"
+            ),
+            "{line}"
         );
         assert!(!line.contains("pw-on-stdin-only"));
         assert_eq!(stdin.as_deref(), Some("pw-on-stdin-only"));
+
+        // With a sudo password: sudo reads it as the first line of stdin, the agent's
+        // password follows; neither is in the command line.
+        let rec = Arc::new(Recorder {
+            stdout: "20.0.0.100\n",
+            sent: Mutex::new(Vec::new()),
+        });
+        let mut cfg = SshConfig::new();
+        cfg.sudo_password = Some(SecretString::from("sudo-pw-on-stdin-only".to_owned()));
+        cfg.agent_password = Some(SecretString::from("pw-on-stdin-only".to_owned()));
+        let d = SshDriver::with_transport(cfg, rec.clone());
+        let mut req = request(Platform::Linux, "agent-upgrade", &[("to", "20.0.1-690")]);
+        if let Some(h) = req.host.as_mut() {
+            h.r#become = Some(Become::Sudo);
+        }
+        let _ = d.run(req).await;
+        let sent = rec.sent.lock().expect("lock").clone();
+        let (line, stdin) = &sent[2];
+        assert!(line.starts_with("'sh' '-c' 'IFS= read -r sp"), "{line}");
+        assert!(line.contains("'medic-sudo' 'timeout' '-k' '10' '3600' 'sh' '-c' "));
+        assert!(!line.contains("pw-on-stdin-only"));
+        assert_eq!(
+            stdin.as_deref(),
+            Some("sudo-pw-on-stdin-only\npw-on-stdin-only\n")
+        );
+        // A probe that needs no root gets no password at all.
+        assert!(sent[0].1.is_none() && sent[1].1.is_none());
     }
 
     #[tokio::test]

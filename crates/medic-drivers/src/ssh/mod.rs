@@ -3,6 +3,9 @@
 //! Layers, each replaceable alone:
 //! - [`SshDriver`] (`driver.rs`): playbook actions -> ops -> facts, reboot-and-wait,
 //!   security-update polling;
+//! - [`packages`]: which staged agent package belongs to which Linux host;
+//! - `preflight.rs`: the read-only checks a pre-flight runs per host (reachable with a
+//!   known key, live build and relay role, package present, privilege escalation works);
 //! - [`commands`]: the one table of Deep Security command lines per platform, with their
 //!   sources, and the parsers of their output;
 //! - [`quote`]: POSIX and PowerShell quoting, so every argument arrives literally;
@@ -28,6 +31,8 @@ mod driver;
 mod identity;
 pub mod known_hosts;
 mod libssh2;
+pub mod packages;
+mod preflight;
 pub mod quote;
 mod transport;
 
@@ -38,6 +43,7 @@ pub use config::{
 pub use driver::SshDriver;
 pub use known_hosts::HostKeyError;
 pub use libssh2::{Ssh2Transport, TransportStats};
+pub use preflight::{LiveAgent, PackageCheck, PrivilegeCheck, Reachability};
 pub use transport::{
     Endpoint, ExecOutput, Exit, RemoteCommand, Transport, TransportError, TransportFuture,
 };

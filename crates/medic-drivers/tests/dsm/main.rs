@@ -96,6 +96,8 @@ fn plan_host(h: &Host) -> PlanHost {
         platform: Some(h.platform),
         role: if h.relay { "relay" } else { "agent" },
         relay_group: h.relay_group.clone(),
+        os: None,
+        r#become: None,
     }
 }
 
@@ -498,6 +500,9 @@ fn comparable_plan(inv: &Inventory) -> J {
             for h in hosts {
                 if let J::Object(h) = h {
                     h.remove("user");
+                    // The import fills `os` from the Manager's platform text, which the
+                    // simulated fleet's own inventory leaves out.
+                    h.remove("os");
                 }
             }
         }

@@ -29,6 +29,15 @@ pub const PASSPHRASE: &str = "correct horse battery staple 42";
 pub const FIXED: &str = "20.0.1.690";
 /// Builds with a staged package, in package form.
 pub const PACKAGES: &[&str] = &["20.0.1-690", "20.0.1-800"];
+/// The package platforms staged for each of those builds, all in one directory.
+pub const PLATFORMS: &[&str] = &["RedHat_EL8.rpm", "RedHat_EL9.rpm", "Ubuntu_22.04.deb"];
+/// The non-root SSH user of a sudo fleet ([`Fleet::start_sudo`]) and its sudo password.
+pub const SUDO_USER: &str = "medic-fleet";
+pub const SUDO_PASSWORD: &str = "fleet sudo secret 7";
+/// `/etc/os-release` of the distributions the tests give their hosts.
+pub const OS_EL9: &str =
+    "NAME=\"Red Hat Enterprise Linux\"\nID=\"rhel\"\nID_LIKE=\"fedora\"\nVERSION_ID=\"9.3\"\n";
+pub const OS_UBUNTU: &str = "NAME=\"Ubuntu\"\nVERSION_ID=\"22.04\"\nID=ubuntu\nID_LIKE=debian\n";
 
 pub struct Fleet {
     dir: tempfile::TempDir,
@@ -43,6 +52,8 @@ pub struct Fleet {
     pub encrypted_key: PathBuf,
     pub known_hosts: PathBuf,
     pub user: String,
+    /// Where the driver's install markers go (`LinuxLayout::run_dir`).
+    pub run_dir: PathBuf,
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -100,6 +111,19 @@ impl Fleet {
     /// Starts a fleet of `n` hosts (1..=254); every host starts as a Linux rpm agent at
     /// build 20.0.0.877 below the fixed build [`FIXED`].
     pub fn start(n: usize) -> Fleet {
+        Fleet::start_as(n, false)
+    }
+
+    /// A fleet whose SSH user is [`SUDO_USER`], a real non-root user (created once on this
+    /// machine, which needs root) with a real sudoers entry that asks for
+    /// [`SUDO_PASSWORD`]; the real `/usr/bin/sudo` runs (the fake one is not linked), and
+    /// the fake agent's privileged commands refuse to run as that user.
+    pub fn start_sudo(n: usize) -> Fleet {
+        ensure_sudo_user();
+        Fleet::start_as(n, true)
+    }
+
+    fn start_as(n: usize, sudo_user: bool) -> Fleet {
         assert!((1..=254).contains(&n), "one fleet has at most 254 hosts");
         if !Path::new(SSHD).exists() {
             panic!(
@@ -108,7 +132,7 @@ impl Fleet {
         }
         let mut last = String::new();
         for _ in 0..4 {
-            match Fleet::try_start(n) {
+            match Fleet::try_start(n, sudo_user) {
                 Ok(f) => return f,
                 Err(e) => last = e,
             }
@@ -116,7 +140,7 @@ impl Fleet {
         panic!("cannot start the test sshd: {last}");
     }
 
-    fn try_start(n: usize) -> Result<Fleet, String> {
+    fn try_start(n: usize, sudo_user: bool) -> Result<Fleet, String> {
         let r = random();
         let a = 1 + (r % 254) as u8;
         let b = ((r >> 8) % 256) as u8;
@@ -136,8 +160,13 @@ impl Fleet {
         // The sessions' HOME: empty, so that the login shell (bash for root) sources no
         // ~/.bashrc of the machine's user (which may print, change PATH or take 300 ms).
         let home = root.join("home");
+        let run_dir = root.join("run");
         for d in [&bin, &state, &packages, &state.join("hosts"), &home] {
             fs::create_dir_all(d).map_err(|e| e.to_string())?;
+        }
+        // The SSH user of a sudo fleet writes the fake agent's state too.
+        for d in [&state, &state.join("hosts")] {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o777)).map_err(|e| e.to_string())?;
         }
         // The fake agent, copied so that its mode does not depend on the checkout.
         let fake = bin.join("fakeds");
@@ -154,22 +183,24 @@ impl Fleet {
             "shutdown",
             "sudo",
             "cat",
+            "ss",
         ] {
+            if sudo_user && name == "sudo" {
+                continue;
+            }
             std::os::unix::fs::symlink("fakeds", bin.join(name)).map_err(|e| e.to_string())?;
         }
         fs::write(state.join("fixed_build"), format!("{FIXED}\n")).map_err(|e| e.to_string())?;
         fs::write(state.join("boot_delay"), "1\n").map_err(|e| e.to_string())?;
         for p in PACKAGES {
-            fs::write(
-                packages.join(format!("Agent-Core-RedHat_EL8-{p}.x86_64.rpm")),
-                "",
-            )
-            .map_err(|e| e.to_string())?;
-            fs::write(
-                packages.join(format!("Agent-Core-Ubuntu_22.04-{p}.x86_64.deb")),
-                "",
-            )
-            .map_err(|e| e.to_string())?;
+            for platform in PLATFORMS {
+                let (platform, ext) = platform.rsplit_once('.').unwrap_or((platform, "rpm"));
+                fs::write(
+                    packages.join(format!("Agent-Core-{platform}-{p}.x86_64.{ext}")),
+                    "",
+                )
+                .map_err(|e| e.to_string())?;
+            }
         }
 
         keygen(&root.join("host_ed25519"), "ed25519", "");
@@ -197,7 +228,11 @@ impl Fleet {
             fs::set_permissions("/run/sshd", fs::Permissions::from_mode(0o755))
                 .map_err(|e| e.to_string())?;
         }
-        let user = run(Command::new("id").arg("-un")).trim().to_owned();
+        let user = if sudo_user {
+            SUDO_USER.to_owned()
+        } else {
+            run(Command::new("id").arg("-un")).trim().to_owned()
+        };
 
         let mut sshd: Vec<Child> = Vec::new();
         let stop = |children: &mut Vec<Child>| {
@@ -274,6 +309,7 @@ impl Fleet {
             encrypted_key: root.join("client_encrypted"),
             known_hosts,
             user,
+            run_dir,
         })
     }
 
@@ -306,6 +342,7 @@ impl Fleet {
         c.allow_unverified_commands = true;
         c.linux.agent_dir = self.bin.display().to_string();
         c.linux.package_dir = self.packages.display().to_string();
+        c.linux.run_dir = self.run_dir.display().to_string();
         c
     }
 
@@ -318,6 +355,8 @@ impl Fleet {
             platform: Some(Platform::Linux),
             role: "agent",
             relay_group: None,
+            os: None,
+            r#become: None,
         }
     }
 
@@ -360,6 +399,60 @@ impl Fleet {
 
     pub fn host_key_pub(&self, kind: &str) -> PathBuf {
         self.root().join(format!("host_{kind}.pub"))
+    }
+}
+
+/// Creates [`SUDO_USER`] (no home, `/bin/sh`) with [`SUDO_PASSWORD`] and its sudoers entry
+/// (a password is required; the session's environment is kept so that sudo finds the fake
+/// agent and its state, as the fleet's `SetEnv` gives them). Idempotent, safe when two
+/// test processes race.
+fn ensure_sudo_user() {
+    let euid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1);
+    assert!(
+        euid == 0,
+        "the sudo fleet needs root to create its test user `{SUDO_USER}` (CI runs as root)"
+    );
+    let exists = || {
+        Command::new("id")
+            .arg(SUDO_USER)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !exists() {
+        let _ = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--home-dir", "/"])
+            .args(["--shell", "/bin/sh", SUDO_USER])
+            .status();
+        assert!(exists(), "cannot create the test user {SUDO_USER}");
+    }
+    // A home that exists, so that sshd has nothing to say about it on stderr.
+    let _ = Command::new("usermod")
+        .args(["--home", "/", SUDO_USER])
+        .status();
+    let mut c = Command::new("chpasswd")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("chpasswd: {e}"));
+    if let Some(mut i) = c.stdin.take() {
+        let _ = writeln!(i, "{SUDO_USER}:{SUDO_PASSWORD}");
+    }
+    assert!(c.wait().is_ok_and(|s| s.success()), "chpasswd failed");
+    let rules = format!(
+        "# medic's SSH test fleet (crates/medic-drivers/tests/ssh/fleet.rs)\nDefaults:{SUDO_USER} !env_reset, !secure_path, !lecture, !mail_badpass\n{SUDO_USER} ALL=(root) ALL\n"
+    );
+    let target = Path::new("/etc/sudoers.d/medic-fleet");
+    if fs::read_to_string(target).ok().as_deref() != Some(rules.as_str()) {
+        let tmp = PathBuf::from(format!(
+            "/etc/sudoers.d/.medic-fleet.{}",
+            std::process::id()
+        ));
+        fs::write(&tmp, &rules).unwrap_or_else(|e| panic!("{}: {e}", tmp.display()));
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o440))
+            .unwrap_or_else(|e| panic!("{e}"));
+        run(Command::new("visudo").arg("-cf").arg(&tmp));
+        fs::rename(&tmp, target).unwrap_or_else(|e| panic!("{e}"));
     }
 }
 

@@ -2,6 +2,7 @@
 //! Security agent (`tests/fleet/fakeds`): every Linux action and its facts, strict host
 //! keys, deadlines that unblock, capped output, quoting, secrets and reconnection.
 
+mod distros;
 mod fleet;
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -149,8 +150,12 @@ async fn linux_probes_upgrade_update_and_verify() {
     // Downgrades and missing packages are refused.
     let r = act(&d, &f, 0, "agent-upgrade", &[("to", "20.0.0-100")]).await;
     failed_with(&r, "refusing to downgrade");
+    // A missing package is known before anything runs: refused, not retried.
     let r = act(&d, &f, 0, "agent-upgrade", &[("to", "20.0.1-999")]).await;
-    failed_with(&r, "no agent package for build 20.0.1-999");
+    refused_with(
+        &r,
+        "host host-0 (Red Hat Enterprise Linux (or a rebuild) 8, from os-release): no agent package Agent-Core-RedHat_EL8-20.0.1-999.x86_64.rpm",
+    );
     let r = act(&d, &f, 0, "agent-upgrade", &[("to", "20.0.1")]).await;
     failed_with(&r, "argument `to`");
 

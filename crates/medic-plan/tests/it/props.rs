@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use medic_model::{AgentBuild, Host, Inventory, Manager, Platform, RelayGroup, Settings};
+use medic_model::{AgentBuild, Become, Host, Inventory, Manager, Platform, RelayGroup, Settings};
 use medic_plan::StepKind;
 use proptest::prelude::*;
 
@@ -60,7 +60,8 @@ fn fleet(hosts: &[H], setting: bool, offline: bool, manager_build: u32) -> Inven
             } else {
                 Platform::Linux
             },
-            os: None,
+            // Both round-trip through the plan's JSON and binary forms (below).
+            os: h.canary.then(|| "Ubuntu 22.04".to_owned()),
             agent_version,
             relay: h.relay,
             relay_group: Some(format!("g{}", h.group)),
@@ -70,6 +71,7 @@ fn fleet(hosts: &[H], setting: bool, offline: bool, manager_build: u32) -> Inven
                 Vec::new()
             },
             protected_by_appliance: h.appliance,
+            r#become: [None, Some(Become::Sudo), Some(Become::None)][i % 3],
             vars: BTreeMap::new(),
         });
     }
