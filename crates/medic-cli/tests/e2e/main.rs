@@ -565,6 +565,10 @@ fn a_bad_poll_interval_is_refused_before_anything_runs() {
             .arg("--playbook")
             .arg(root.join("playbooks/ds-activeupdate-cert-2023.yaml"))
             .args(["--yes", "--progress", "never"])
+            // Confirmed values, so the example-value refusal does not answer first.
+            .args(["--set", "fixed_build.linux=12.0.0-5000,20.0.1-690"])
+            .args(["--set", "fixed_build.windows=12.0.0-5000,20.0.1-690"])
+            .args(["--set", "manager_min_build=20.0.463"])
             .arg(format!("--poll-interval={bad}"))
             .output()
             .expect("medic");
