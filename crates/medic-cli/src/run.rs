@@ -272,6 +272,7 @@ fn drivers_for(
     let mut drivers = Drivers::new().with("manual", Arc::new(ManualDriver));
     let _rt = runtime()?.enter();
     let poll = inputs.conn.poll_interval()?;
+    let mut ssh: Option<Arc<medic_drivers::SshDriver>> = None;
     if used.contains("ssh") {
         let c = &inputs.conn;
         let mut cfg = medic_drivers::SshConfig::new();
@@ -302,8 +303,9 @@ fn drivers_for(
         };
         let d = medic_drivers::SshDriver::new(cfg)
             .map_err(|e| bad("ssh", e.to_string(), "check the SSH settings"))?;
-        drivers = drivers.with("ssh", Arc::new(d));
+        ssh = Some(Arc::new(d));
     }
+    let mut dsm: Option<medic_drivers::DsmDriver> = None;
     if used.contains("dsm") {
         let c = &inputs.conn;
         let url = match &c.dsm {
@@ -323,7 +325,19 @@ fn drivers_for(
         if let Some(p) = poll {
             dcfg.poll_interval = p;
         }
-        drivers = drivers.with("dsm", Arc::new(medic_drivers::DsmDriver::new(client, dcfg)));
+        dsm = Some(medic_drivers::DsmDriver::new(client, dcfg));
+    }
+    // `verify` (and the reinstall guard's Anti-Malware probe) read the Manager's view of
+    // the computer first and the host's dsa_query second, whenever the run talks to the
+    // Manager: the ssh steps go through the Verifier, which sends everything else on.
+    if let Some(s) = ssh {
+        drivers = match &dsm {
+            Some(m) => drivers.with("ssh", Arc::new(medic_drivers::Verifier::new(s, m.clone()))),
+            None => drivers.with("ssh", s),
+        };
+    }
+    if let Some(m) = dsm {
+        drivers = drivers.with("dsm", Arc::new(m));
     }
     let missing: BTreeSet<&str> = used
         .into_iter()

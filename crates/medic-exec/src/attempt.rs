@@ -19,6 +19,8 @@ pub(crate) struct AttemptResult {
     /// Worth another attempt (the action failed or timed out).
     pub(crate) retryable: bool,
     pub(crate) detail: Option<String>,
+    /// What the driver noted about a step that succeeded (see [`crate::NOTE_FACT`]).
+    pub(crate) note: Option<String>,
 }
 
 impl AttemptResult {
@@ -27,6 +29,7 @@ impl AttemptResult {
             outcome,
             retryable: false,
             detail: detail.into(),
+            note: None,
         }
     }
     fn failed(detail: String, retryable: bool) -> Self {
@@ -34,7 +37,12 @@ impl AttemptResult {
             outcome: Outcome::Failed,
             retryable,
             detail: Some(detail),
+            note: None,
         }
+    }
+    fn noting(mut self, note: Option<String>) -> Self {
+        self.note = note;
+        self
     }
 }
 
@@ -84,17 +92,20 @@ struct ProbeError {
     retryable: bool,
 }
 
-/// Runs the check's probe; `Ok(true)` when the work is observed done.
+/// Runs the check's probe; `Ok((true, note))` when the work is observed done.
 async fn observe(
     driver: &dyn Driver,
     req: &ActionRequest,
     check: &StepCheck,
     deadline: Duration,
     needs: &BTreeMap<String, String>,
-) -> Result<bool, ProbeError> {
+) -> Result<(bool, Option<String>), ProbeError> {
     let reply = call(driver, req, &check.probe, deadline).await;
     match reply.status {
-        ActionStatus::Ok => Ok(check.when.eval(&mut resolver(&reply.facts, needs))),
+        ActionStatus::Ok => Ok((
+            check.when.eval(&mut resolver(&reply.facts, needs)),
+            reply.note().map(str::to_owned),
+        )),
         ActionStatus::Failed(m) | ActionStatus::Unreachable(m) => Err(ProbeError {
             message: format!("probe {} failed: {m}", check.probe),
             retryable: true,
@@ -149,13 +160,14 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
 
     if let Some(check) = &step.check {
         match observe(d, &req, check, timeout, &needs).await {
-            Ok(true) => {
+            Ok((true, note)) => {
                 return AttemptResult::done(
                     Outcome::AlreadyDone,
                     format!("check held before acting: {}", check.when),
-                );
+                )
+                .noting(note);
             }
-            Ok(false) => {}
+            Ok((false, _)) => {}
             Err(e) => return AttemptResult::failed(e.message, e.retryable),
         }
     } else if reprobe && !d.idempotent(&step.action) {
@@ -166,6 +178,7 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
     }
 
     let reply = call(d, &req, &step.action, timeout).await;
+    let note = reply.note().map(str::to_owned);
     match reply.status {
         ActionStatus::Ok => {}
         ActionStatus::Failed(m) => return AttemptResult::failed(m, true),
@@ -180,10 +193,11 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
     // Never claim a success that was not observed: run the check again after acting.
     if let Some(check) = &step.check {
         match observe(d, &req, check, timeout, &needs).await {
-            Ok(true) => {
+            Ok((true, check_note)) => {
                 AttemptResult::done(Outcome::Succeeded, "post-condition observed".to_owned())
+                    .noting(note.or(check_note))
             }
-            Ok(false) => AttemptResult::failed(
+            Ok((false, _)) => AttemptResult::failed(
                 format!(
                     "the action reported success but its post-condition does not hold: {}",
                     check.when
@@ -196,6 +210,6 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
             ),
         }
     } else {
-        AttemptResult::done(Outcome::Succeeded, None)
+        AttemptResult::done(Outcome::Succeeded, None).noting(note)
     }
 }

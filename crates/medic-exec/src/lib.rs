@@ -20,7 +20,9 @@ use medic_plan::Plan;
 
 pub use clock::Clock;
 pub use dispatcher::{Control, Prior, RunExit, RunOptions, RunReport, WindowPolicy};
-pub use driver::{ActionFuture, ActionReply, ActionRequest, ActionStatus, Driver, Drivers};
+pub use driver::{
+    ActionFuture, ActionReply, ActionRequest, ActionStatus, Driver, Drivers, NOTE_FACT,
+};
 pub use event::{ActionCounts, Fanout, Outcome, Reporter, RunEvent, StopReason, Summary};
 pub use journal_plan::{ReadError, create_journal, read_for_resume, read_plan, read_prior};
 

@@ -106,6 +106,7 @@ fn request(h: &Host, action: &str) -> ActionRequest {
         action: action.to_owned(),
         args: BTreeMap::new(),
         attempt: 1,
+        after_ms: None,
     }
 }
 
@@ -648,6 +649,7 @@ async fn probes_agree_with_the_sim_driver_and_follow_the_manager() {
         action: "manager-version".to_owned(),
         args: BTreeMap::new(),
         attempt: 1,
+        after_ms: None,
     };
     let r = d.run(mgr.clone()).await;
     assert_eq!(
