@@ -35,6 +35,7 @@ impl SimDriver {
             // host's view.
             _ => Ok(crate::verify::host_view(&out.facts)),
         };
+        let host_facts = out.facts;
         let Some(c) = self.fleet.computer(host) else {
             return ActionReply::failed(format!("unknown host `{host}`"));
         };
@@ -52,13 +53,13 @@ impl SimDriver {
             Some(Ok(b)) => b,
             _ => return ActionReply::failed("verify needs a valid `min_build`"),
         };
-        crate::verify::judge(
+        let verdict = crate::verify::judge(
             req.host.as_ref().and_then(|h| h.platform),
             min,
             Some(Ok(crate::verify::manager_view(&fields))),
             Some(host_view),
-        )
-        .reply()
+        );
+        crate::verify::with_host_facts(verdict.reply(), host_facts)
     }
 }
 

@@ -510,6 +510,30 @@ fn min_build(req: &ActionRequest) -> Result<AgentBuild, String> {
         .map_err(|e| format!("verify: bad argument `min_build`: {e}"))
 }
 
+/// Prefixes the facts of the host's own view in a `verify` reply: the reply's plain facts
+/// are the verdict's (the primary view's), these stay the host's for a [`Verifier`].
+const HOST_PREFIX: &str = "host_";
+
+/// Adds the host's own view (`facts`, as [`host_view`] reads them) to a verdict's reply.
+pub(crate) fn with_host_facts(
+    mut reply: ActionReply,
+    facts: BTreeMap<String, Value>,
+) -> ActionReply {
+    for (k, v) in facts {
+        reply.facts.insert(format!("{HOST_PREFIX}{k}"), v);
+    }
+    reply
+}
+
+/// The host's own view inside a host driver's `verify` reply.
+fn host_facts_of(reply: &ActionReply) -> BTreeMap<String, Value> {
+    reply
+        .facts
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(HOST_PREFIX)?.to_owned(), v.clone())))
+        .collect()
+}
+
 /// The reply of a host driver's own `verify`: the host's view judged alone (no Manager).
 pub(crate) fn host_only(req: &ActionRequest, facts: BTreeMap<String, Value>) -> ActionReply {
     let min = match min_build(req) {
@@ -518,12 +542,7 @@ pub(crate) fn host_only(req: &ActionRequest, facts: BTreeMap<String, Value>) -> 
     };
     let platform = req.host.as_ref().and_then(|h| h.platform);
     let view = host_view(&facts);
-    let mut v = judge(platform, min, None, Some(Ok(view)));
-    // Keep what the host said (e.g. its build) for the Verifier, which reads these facts.
-    for (k, val) in facts {
-        v.facts.entry(k).or_insert(val);
-    }
-    v.reply()
+    with_host_facts(judge(platform, min, None, Some(Ok(view))).reply(), facts)
 }
 
 /// The driver that verifies with both views: `verify` and `agent-status` read the Manager
@@ -552,7 +571,7 @@ impl Verifier {
         let host = match h.status {
             ActionStatus::Unreachable(e) | ActionStatus::Refused(e) => Some(Err(e)),
             // A failed verify of the host still carries what it saw.
-            ActionStatus::Ok | ActionStatus::Failed(_) => Some(Ok(host_view(&h.facts))),
+            ActionStatus::Ok | ActionStatus::Failed(_) => Some(Ok(host_view(&host_facts_of(&h)))),
         };
         judge(platform, min, manager, host).reply()
     }

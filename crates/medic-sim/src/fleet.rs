@@ -937,10 +937,11 @@ where
 }
 
 /// The host's own word for Anti-Malware (what dsa_query's `Component.AM.mode` and
-/// `driverOffline` say): `off` when switched off by policy, else `online` or `offline`.
+/// `driverOffline` say): `off` when switched off by policy (or there is no agent, as the
+/// Manager's `antiMalware.state` says), else `online` or `offline`.
 fn antimalware_text(h: &HostSim) -> Value {
     Value::Str(
-        if h.am_off {
+        if h.am_off || h.build == AgentBuild::NONE {
             "off"
         } else if h.antimalware_online {
             "online"
