@@ -87,9 +87,7 @@ impl Driver for SimDriver {
                 // off the async workers.
                 let fleet = self.fleet.clone();
                 let (h, action, args) = (host.clone(), req.action.clone(), req.args.clone());
-                match tokio::task::spawn_blocking(move || fleet.perform(&h, &action, &args))
-                    .await
-                {
+                match tokio::task::spawn_blocking(move || fleet.perform(&h, &action, &args)).await {
                     Ok(o) => o,
                     Err(e) => return ActionReply::failed(format!("simulator task failed: {e}")),
                 }

@@ -199,7 +199,10 @@ pub(crate) fn manager_am(state: Option<&str>, status: Option<&str>, message: Opt
         // inferred: a policy that turns the module off, inherited, shows the module
         // `inactive` with a message saying "Off" (and not "offline").
         (Some("inherited"), Some("inactive"))
-            if !says_offline && lower.split(|c: char| !c.is_alphanumeric()).any(|w| w == "off") =>
+            if !says_offline
+                && lower
+                    .split(|c: char| !c.is_alphanumeric())
+                    .any(|w| w == "off") =>
         {
             Am::OffByPolicy
         }
@@ -226,9 +229,9 @@ pub(crate) fn manager_update(status: Option<&str>, message: Option<&str>) -> Upd
         } else {
             msg
         }),
-        Some(s @ ("warning" | "inactive" | "not-supported")) => {
-            Update::NotCurrent(format!("the manager reports security updates `{s}` ({msg})"))
-        }
+        Some(s @ ("warning" | "inactive" | "not-supported")) => Update::NotCurrent(format!(
+            "the manager reports security updates `{s}` ({msg})"
+        )),
         other => Update::Unverified(unverified("security update status", other)),
     }
 }
@@ -472,9 +475,7 @@ pub(crate) fn judge(
             ));
         }
         let known_ag = |a: &Agent| !matches!(a, Agent::Unverified(_));
-        if known_ag(&primary.agent)
-            && known_ag(&s.agent)
-            && primary.agent.word() != s.agent.word()
+        if known_ag(&primary.agent) && known_ag(&s.agent) && primary.agent.word() != s.agent.word()
         {
             differ.push(format!(
                 "agent status (manager {}, host {})",

@@ -218,7 +218,9 @@ fn note_of(detail: &str) -> Option<&str> {
     if let Some(n) = detail.strip_prefix(NOTE) {
         return Some(n);
     }
-    detail.find("; note: ").map(|k| &detail[k + 2 + NOTE.len()..])
+    detail
+        .find("; note: ")
+        .map(|k| &detail[k + 2 + NOTE.len()..])
 }
 
 impl<'a> Dispatcher<'a> {

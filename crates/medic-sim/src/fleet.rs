@@ -287,6 +287,10 @@ struct HostSim {
     pending_reboot: bool,
     antimalware_online: bool,
     am_off: bool,
+    /// Var `antimalware: offline-after-upgrade`: a Windows upgrade takes the engine offline
+    /// even with the certificates in place (the advisory's step 7 says it can appear; a
+    /// reinstall repairs it), so a rehearsal can show the reinstall.
+    am_drop: bool,
     security_update_current: bool,
     last_update: Option<Result<(), String>>,
     update_ms: i64,
@@ -511,6 +515,10 @@ impl SimFleet {
             // Simulator-only host vars: Anti-Malware switched off by policy, and a reboot
             // the OS already wants (on Linux it stays: nothing in the playbook reboots Linux).
             let am_off = h.vars.get("antimalware").is_some_and(|v| v == "off");
+            let am_drop = h
+                .vars
+                .get("antimalware")
+                .is_some_and(|v| v == "offline-after-upgrade");
             let reboot = h.vars.get("reboot").is_some_and(|v| v == "pending");
             hosts.push(HostSim {
                 name: h.name.clone(),
@@ -529,6 +537,7 @@ impl SimFleet {
                 pending_reboot: reboot && h.has_agent(),
                 antimalware_online: h.has_agent(),
                 am_off,
+                am_drop,
                 security_update_current: false,
                 last_update: None,
                 update_ms: PRE_RUN_UPDATE_MS,
@@ -1139,6 +1148,8 @@ fn decide(
                     // switches it off.
                     let am = if h.am_off {
                         h.antimalware_online
+                    } else if h.am_drop {
+                        false
                     } else {
                         h.certs_ok() && (h.antimalware_online || fresh)
                     };

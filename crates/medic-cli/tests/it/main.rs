@@ -6,3 +6,4 @@ mod disk_full;
 mod runs;
 mod util;
 mod validation;
+mod verify;

@@ -3,26 +3,73 @@
 
 use super::*;
 
+/// (`antiMalware.state`, `moduleStatus.agentStatus`, its message, what it must read as).
+type Case<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    &'a dyn Fn(&Am) -> bool,
+);
+
 #[test]
 fn manager_anti_malware_table() {
     use Am::*;
     let unverified = |a: &Am| matches!(a, Unverified(_));
-    let cases: &[(Option<&str>, Option<&str>, Option<&str>, &dyn Fn(&Am) -> bool)] = &[
+    let cases: &[Case] = &[
         // Known good.
-        (Some("on"), Some("active"), Some("Anti-Malware: On, Real Time"), &|a| *a == Online),
+        (
+            Some("on"),
+            Some("active"),
+            Some("Anti-Malware: On, Real Time"),
+            &|a| *a == Online,
+        ),
         (Some("inherited"), Some("active"), None, &|a| *a == Online),
         // Off by policy: a note, never offline.
-        (Some("off"), Some("inactive"), Some("Off"), &|a| *a == OffByPolicy),
+        (Some("off"), Some("inactive"), Some("Off"), &|a| {
+            *a == OffByPolicy
+        }),
         (Some("off"), None, None, &|a| *a == OffByPolicy),
-        (Some("inherited"), Some("inactive"), Some("Off"), &|a| *a == OffByPolicy),
+        (Some("inherited"), Some("inactive"), Some("Off"), &|a| {
+            *a == OffByPolicy
+        }),
         // The advisory's "Anti-Malware offline", in English and in Japanese.
-        (Some("on"), Some("error"), Some("Anti-Malware Engine Offline"), &|a| *a == Offline),
-        (Some("inherited"), Some("error"), Some("不正プログラム対策エンジンがオフライン"), &|a| *a == Offline),
+        (
+            Some("on"),
+            Some("error"),
+            Some("Anti-Malware Engine Offline"),
+            &|a| *a == Offline,
+        ),
+        (
+            Some("inherited"),
+            Some("error"),
+            Some("不正プログラム対策エンジンがオフライン"),
+            &|a| *a == Offline,
+        ),
         // Known bad that is not "offline": unverified, so no reinstall.
-        (Some("on"), Some("error"), Some("Pattern update failed"), &unverified),
-        (Some("on"), Some("warning"), Some("Anti-Malware: On"), &unverified),
-        (Some("on"), Some("inactive"), Some("Not Activated"), &unverified),
-        (Some("inherited"), Some("inactive"), Some("Offline"), &unverified),
+        (
+            Some("on"),
+            Some("error"),
+            Some("Pattern update failed"),
+            &unverified,
+        ),
+        (
+            Some("on"),
+            Some("warning"),
+            Some("Anti-Malware: On"),
+            &unverified,
+        ),
+        (
+            Some("on"),
+            Some("inactive"),
+            Some("Not Activated"),
+            &unverified,
+        ),
+        (
+            Some("inherited"),
+            Some("inactive"),
+            Some("Offline"),
+            &unverified,
+        ),
         (Some("on"), Some("not-supported"), None, &unverified),
         // Unknown or missing values.
         (Some("on"), Some("green"), None, &unverified),
@@ -233,10 +280,7 @@ fn each_known_bad_value_fails_and_only_offline_says_offline() {
     ];
     for (m, says) in cases {
         let v = run(Platform::Windows, Some(Ok(m.clone())), Some(Ok(healthy())));
-        assert!(
-            v.problems.iter().any(|p| p.contains(says)),
-            "{m:?}: {v:?}"
-        );
+        assert!(v.problems.iter().any(|p| p.contains(says)), "{m:?}: {v:?}");
         let offline = v.facts["antimalware"] == Value::Str("offline".to_owned());
         assert_eq!(offline, m.am == Am::Offline, "{m:?}");
     }
@@ -269,7 +313,11 @@ fn unknown_values_are_unverified_never_success() {
         assert!(v.clone().reply().status != ActionStatus::Ok);
         assert_ne!(v.facts["antimalware"], Value::Str("offline".to_owned()));
     }
-    let v = run(Platform::Linux, Some(Err("down".to_owned())), Some(Err("gone".to_owned())));
+    let v = run(
+        Platform::Linux,
+        Some(Err("down".to_owned())),
+        Some(Err("gone".to_owned())),
+    );
     assert!(v.problems[0].starts_with("unverified"), "{v:?}");
     let v = run(Platform::Linux, None, None);
     assert!(v.problems[0].starts_with("unverified"), "{v:?}");
@@ -295,11 +343,22 @@ fn disagreements_are_noted_and_the_manager_decides() {
     assert!(r.note().is_some_and(|n| n.contains("disagree")));
 
     // The Manager unreadable: the host decides, and the note says so.
-    let v = run(Platform::Linux, Some(Err("timeout".to_owned())), Some(Ok(healthy())));
+    let v = run(
+        Platform::Linux,
+        Some(Err("timeout".to_owned())),
+        Some(Ok(healthy())),
+    );
     assert!(v.problems.is_empty(), "{v:?}");
     assert_eq!(v.facts["verified_by"], Value::Str("host".to_owned()));
     assert!(v.notes[0].contains("manager's view could not be read"));
     // The host unreachable: the Manager decides, noted.
-    let v = run(Platform::Linux, Some(Ok(healthy())), Some(Err("no route".to_owned())));
-    assert!(v.problems.is_empty() && v.notes[0].contains("host's own view"), "{v:?}");
+    let v = run(
+        Platform::Linux,
+        Some(Ok(healthy())),
+        Some(Err("no route".to_owned())),
+    );
+    assert!(
+        v.problems.is_empty() && v.notes[0].contains("host's own view"),
+        "{v:?}"
+    );
 }

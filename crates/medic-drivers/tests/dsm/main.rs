@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use medic_drivers::{SimDriver, Verifier};
 use medic_drivers::dsm::{
     DIRECT_DOWNLOAD_SETTING, DsmClient, DsmConfig, DsmDriver, DsmDriverConfig, DsmError,
     ImportOptions, RateLimit, RelayGroupHint, RetryPolicy, import_inventory,
 };
+use medic_drivers::{SimDriver, Verifier};
 use medic_exec::{ActionReply, ActionRequest, ActionStatus, Driver};
 use medic_model::{Host, Inventory, Value};
 use medic_plan::PlanHost;
@@ -829,7 +829,11 @@ async fn a_security_update_from_before_the_upgrade_never_satisfies_the_check() {
     ] {
         let r = d.run(req).await;
         assert_eq!(r.status, ActionStatus::Ok, "{r:?}");
-        assert_eq!(fact_bool(&r, "security_update_current"), Some(false), "{r:?}");
+        assert_eq!(
+            fact_bool(&r, "security_update_current"),
+            Some(false),
+            "{r:?}"
+        );
     }
     assert_eq!(updates(), 0);
 
@@ -841,7 +845,11 @@ async fn a_security_update_from_before_the_upgrade_never_satisfies_the_check() {
     let r = d
         .run(request_after(&host, "security-status", upgraded_ms))
         .await;
-    assert_eq!(fact_bool(&r, "security_update_current"), Some(true), "{r:?}");
+    assert_eq!(
+        fact_bool(&r, "security_update_current"),
+        Some(true),
+        "{r:?}"
+    );
     assert_eq!(updates(), 1);
     let (status, after) = manager_update(&lab, "stale").await;
     assert_eq!(status, "active");
@@ -853,12 +861,20 @@ async fn a_security_update_from_before_the_upgrade_never_satisfies_the_check() {
     let r = resumed
         .run(request_after(&host, "security-status", upgraded_ms))
         .await;
-    assert_eq!(fact_bool(&r, "security_update_current"), Some(true), "{r:?}");
+    assert_eq!(
+        fact_bool(&r, "security_update_current"),
+        Some(true),
+        "{r:?}"
+    );
     // The same update does not satisfy a step that came after it.
     let r = resumed
         .run(request_after(&host, "security-status", after))
         .await;
-    assert_eq!(fact_bool(&r, "security_update_current"), Some(false), "{r:?}");
+    assert_eq!(
+        fact_bool(&r, "security_update_current"),
+        Some(false),
+        "{r:?}"
+    );
     assert_eq!(updates(), 1);
     assert_eq!(lab.server.request_count("POST", "/api/scheduledtasks"), 1);
 }
@@ -875,9 +891,7 @@ async fn verify_reads_the_manager_first_and_notes_what_is_not_a_failure() {
         upgrade(&lab, n);
     }
     for n in ["am-off", "reboot-linux", "win-nocerts"] {
-        let out = lab
-            .fleet
-            .perform(n, "security-update", &BTreeMap::new());
+        let out = lab.fleet.perform(n, "security-update", &BTreeMap::new());
         assert!(out.is_ok(), "{n}: {out:?}");
     }
     // The playbook's reboot step, for the Windows hosts that want one after the upgrade.
@@ -895,7 +909,8 @@ async fn verify_reads_the_manager_first_and_notes_what_is_not_a_failure() {
     for n in names {
         let v = verifier.clone();
         let mut req = request(&host_named(&lab, n), "verify");
-        req.args.insert("min_build".to_owned(), "20.0.1-690".to_owned());
+        req.args
+            .insert("min_build".to_owned(), "20.0.1-690".to_owned());
         set.spawn(async move { (n, v.run(req).await) });
     }
     let mut replies = BTreeMap::new();
@@ -905,15 +920,28 @@ async fn verify_reads_the_manager_first_and_notes_what_is_not_a_failure() {
     }
     let note = |n: &str| replies[n].note().unwrap_or("").to_owned();
 
-    assert_eq!(replies["am-off"].status, ActionStatus::Ok, "{:?}", replies["am-off"]);
-    assert!(note("am-off").contains("switched off by policy"), "{}", note("am-off"));
+    assert_eq!(
+        replies["am-off"].status,
+        ActionStatus::Ok,
+        "{:?}",
+        replies["am-off"]
+    );
+    assert!(
+        note("am-off").contains("switched off by policy"),
+        "{}",
+        note("am-off")
+    );
     assert_eq!(
         replies["reboot-linux"].status,
         ActionStatus::Ok,
         "{:?}",
         replies["reboot-linux"]
     );
-    assert!(note("reboot-linux").contains("reboot is pending"), "{}", note("reboot-linux"));
+    assert!(
+        note("reboot-linux").contains("reboot is pending"),
+        "{}",
+        note("reboot-linux")
+    );
     match &replies["win-nocerts"].status {
         ActionStatus::Failed(m) => assert!(m.contains("anti-malware is offline"), "{m}"),
         other => panic!("{other:?}"),
@@ -924,14 +952,22 @@ async fn verify_reads_the_manager_first_and_notes_what_is_not_a_failure() {
     );
     // The Manager still shows the "up to date" from before the upgrade, the host's
     // dsa_query does not: the Manager decides, and the note names the disagreement.
-    assert_eq!(replies["stale"].status, ActionStatus::Ok, "{:?}", replies["stale"]);
+    assert_eq!(
+        replies["stale"].status,
+        ActionStatus::Ok,
+        "{:?}",
+        replies["stale"]
+    );
     assert!(
         note("stale").contains("disagree on security update (manager succeeded, host not current)"),
         "{}",
         note("stale")
     );
     for r in replies.values() {
-        assert_eq!(r.facts.get("verified_by"), Some(&Value::Str("manager".to_owned())));
+        assert_eq!(
+            r.facts.get("verified_by"),
+            Some(&Value::Str("manager".to_owned()))
+        );
     }
     // Four hosts, batched: the first reader's search goes at once, the others wait for the
     // next interval and share it (plus the one listing that maps names to IDs).
@@ -944,7 +980,11 @@ async fn verify_reads_the_manager_first_and_notes_what_is_not_a_failure() {
     assert_eq!(lab.server.request_count("GET", "/api/computers/{id}"), 0);
 
     // The reinstall guard's probe: only "offline" is offline.
-    for (n, word) in [("am-off", "off"), ("win-nocerts", "offline"), ("stale", "online")] {
+    for (n, word) in [
+        ("am-off", "off"),
+        ("win-nocerts", "offline"),
+        ("stale", "online"),
+    ] {
         let r = verifier
             .run(request(&host_named(&lab, n), "agent-status"))
             .await;
