@@ -1241,18 +1241,16 @@ impl medic_exec::Reporter for Failures {
     fn event(&mut self, ev: &medic_exec::RunEvent) {
         if let medic_exec::RunEvent::StepFinished {
             step,
-            outcome,
+            outcome: medic_exec::Outcome::Failed,
             detail,
             elapsed_ms,
             ..
         } = ev
         {
-            if *outcome == medic_exec::Outcome::Failed {
-                eprintln!(
-                    "failed {step} after {elapsed_ms} ms: {}",
-                    detail.as_deref().unwrap_or("")
-                );
-            }
+            eprintln!(
+                "failed {step} after {elapsed_ms} ms: {}",
+                detail.as_deref().unwrap_or("")
+            );
         }
     }
 }
