@@ -217,6 +217,9 @@ impl Reporter for Progress {
                     ));
                 }
             }
+            RunEvent::StepNoted { step, note, .. } => {
+                self.line(&format!("note {step}: {note}"));
+            }
             RunEvent::StepRetrying {
                 step,
                 attempt,
@@ -419,6 +422,12 @@ pub(crate) fn summary_text(
     let _ = writeln!(o, "  steps: {}", states.join(", "));
     if !s.failures.is_empty() {
         let _ = writeln!(o, "  failed steps: {}", s.failures.join(", "));
+    }
+    if !s.notes.is_empty() {
+        let _ = writeln!(o, "  notes (succeeded, not failures):");
+        for n in &s.notes {
+            let _ = writeln!(o, "    {n}");
+        }
     }
     if !skipped.is_empty() {
         let mut by: std::collections::BTreeMap<(&str, &str), u32> =

@@ -299,6 +299,7 @@ fn drivers_for(
     let mut manager_api: Option<Arc<dyn medic_exec::Driver>> = None;
     let _rt = runtime()?.enter();
     let poll = inputs.conn.poll_interval()?;
+    let mut ssh: Option<Arc<medic_drivers::SshDriver>> = None;
     if used.contains("ssh") {
         let c = &inputs.conn;
         let mut cfg = medic_drivers::SshConfig::new();
@@ -330,8 +331,9 @@ fn drivers_for(
         ssh_privileges(&mut cfg, c)?;
         let d = medic_drivers::SshDriver::new(cfg)
             .map_err(|e| bad("ssh", e.to_string(), "check the SSH settings"))?;
-        drivers = drivers.with("ssh", Arc::new(d));
+        ssh = Some(Arc::new(d));
     }
+    let mut dsm: Option<medic_drivers::DsmDriver> = None;
     if used.contains("dsm") || manual_reads_manager {
         let c = &inputs.conn;
         let url = match &c.dsm {
@@ -351,10 +353,21 @@ fn drivers_for(
         if let Some(p) = poll {
             dcfg.poll_interval = p;
         }
-        let dsm: Arc<dyn medic_exec::Driver> =
-            Arc::new(medic_drivers::DsmDriver::new(client, dcfg));
-        manager_api = Some(dsm.clone());
-        drivers = drivers.with("dsm", dsm);
+        dsm = Some(medic_drivers::DsmDriver::new(client, dcfg));
+    }
+    // `verify` (and the reinstall guard's Anti-Malware probe) read the Manager's view of
+    // the computer first and the host's dsa_query second, whenever the run talks to the
+    // Manager: the ssh steps go through the Verifier, which sends everything else on.
+    if let Some(s) = ssh {
+        drivers = match &dsm {
+            Some(m) => drivers.with("ssh", Arc::new(medic_drivers::Verifier::new(s, m.clone()))),
+            None => drivers.with("ssh", s),
+        };
+    }
+    if let Some(m) = dsm {
+        let m: Arc<dyn medic_exec::Driver> = Arc::new(m);
+        manager_api = Some(m.clone());
+        drivers = drivers.with("dsm", m);
     }
     drivers = drivers.with("manual", Arc::new(ManualDriver::new(manager_api)));
     let missing: BTreeSet<&str> = used

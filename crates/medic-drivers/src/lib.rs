@@ -5,11 +5,13 @@ pub mod dsm;
 mod manual;
 mod sim;
 pub mod ssh;
+mod verify;
 
 pub use dsm::{DsmClient, DsmConfig, DsmDriver, DsmDriverConfig, import_inventory};
 pub use manual::{MANAGER_PROBES, ManualDriver};
 pub use sim::SimDriver;
 pub use ssh::{SshConfig, SshDriver};
+pub use verify::{ManagerFields, Verifier};
 
 /// The playbook's actions that only read (probes and verification): a step left running
 /// by a crash may simply run them again. Each driver adds its own (`command-probe`,

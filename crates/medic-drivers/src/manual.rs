@@ -121,6 +121,7 @@ mod tests {
             action: action.to_owned(),
             args: BTreeMap::from([("to".to_owned(), "20.0.463".to_owned())]),
             attempt: 1,
+            after_ms: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The `sim` driver: every action goes to the simulated fleet, taking the simulated
 //! duration divided by the time scale. Used by `medic demo`, `medic apply --simulate` and
-//! the tests.
+//! the tests. `verify` is judged as a real run judges it (`crate::verify`): the fleet's
+//! Manager view of the computer first, the host's own view second.
 
 use std::time::Duration;
 
@@ -23,6 +24,42 @@ impl SimDriver {
 
     pub fn fleet(&self) -> &SimFleet {
         &self.fleet
+    }
+}
+
+impl SimDriver {
+    fn verify(&self, req: &ActionRequest, host: &str, out: medic_sim::SimOutcome) -> ActionReply {
+        let host_view = match out.result {
+            SimResult::Unreachable => Err("host does not answer (simulated)".to_owned()),
+            // The fleet's own verdict is replaced by the judgement below; its facts are the
+            // host's view.
+            _ => Ok(crate::verify::host_view(&out.facts)),
+        };
+        let host_facts = out.facts;
+        let Some(c) = self.fleet.computer(host) else {
+            return ActionReply::failed(format!("unknown host `{host}`"));
+        };
+        let fields = crate::verify::ManagerFields {
+            agent_version: Some(&c.agent_version),
+            agent_status: Some(c.agent_status),
+            agent_messages: vec![c.agent_status_message],
+            am_state: Some(c.anti_malware_state),
+            am_status: Some(c.anti_malware_status),
+            am_message: Some(c.anti_malware_status_message),
+            update_status: Some(c.security_update_status),
+            update_message: Some(&c.security_update_message),
+        };
+        let min = match req.args.get("min_build").map(|b| b.parse()) {
+            Some(Ok(b)) => b,
+            _ => return ActionReply::failed("verify needs a valid `min_build`"),
+        };
+        let verdict = crate::verify::judge(
+            req.host.as_ref().and_then(|h| h.platform),
+            min,
+            Some(Ok(crate::verify::manager_view(&fields))),
+            Some(host_view),
+        );
+        crate::verify::with_host_facts(verdict.reply(), host_facts)
     }
 }
 
@@ -49,14 +86,15 @@ impl Driver for SimDriver {
                 // Side effects are written ahead (with fsync) to the fleet's log: keep that
                 // off the async workers.
                 let fleet = self.fleet.clone();
-                let (action, args) = (req.action.clone(), req.args.clone());
-                match tokio::task::spawn_blocking(move || fleet.perform(&host, &action, &args))
-                    .await
-                {
+                let (h, action, args) = (host.clone(), req.action.clone(), req.args.clone());
+                match tokio::task::spawn_blocking(move || fleet.perform(&h, &action, &args)).await {
                     Ok(o) => o,
                     Err(e) => return ActionReply::failed(format!("simulator task failed: {e}")),
                 }
             };
+            if req.action == "verify" {
+                return self.verify(&req, &host, out);
+            }
             let status = match out.result {
                 SimResult::Ok => ActionStatus::Ok,
                 SimResult::Failed(m) => ActionStatus::Failed(m),

@@ -22,6 +22,8 @@ pub(crate) struct AttemptResult {
     /// A manual step whose work is not done yet: the operator must do this and approve it.
     /// The attempt did not act, and `outcome` means nothing.
     pub(crate) operator: Option<ManualAsk>,
+    /// What the driver noted about a step that succeeded (see [`crate::NOTE_FACT`]).
+    pub(crate) note: Option<String>,
 }
 
 impl AttemptResult {
@@ -31,6 +33,7 @@ impl AttemptResult {
             retryable: false,
             detail: detail.into(),
             operator: None,
+            note: None,
         }
     }
     fn failed(detail: String, retryable: bool) -> Self {
@@ -39,7 +42,12 @@ impl AttemptResult {
             retryable,
             detail: Some(detail),
             operator: None,
+            note: None,
         }
+    }
+    fn noting(mut self, note: Option<String>) -> Self {
+        self.note = note;
+        self
     }
 }
 
@@ -104,17 +112,17 @@ struct ProbeError {
     retryable: bool,
 }
 
-/// Runs the check's probe; `Ok(true)` when the work is observed done.
+/// Runs the check's probe; `Ok((true, note))` when the work is observed done.
 async fn observe(
     driver: &dyn Driver,
     req: &ActionRequest,
     check: &StepCheck,
     deadline: Duration,
     needs: &BTreeMap<String, String>,
-) -> Result<bool, ProbeError> {
+) -> Result<(bool, Option<String>), ProbeError> {
     observe_facts(driver, req, check, deadline, needs)
         .await
-        .map(|(held, _)| held)
+        .map(|(held, _, note)| (held, note))
 }
 
 /// [`observe`], also giving the facts the probe answered.
@@ -124,12 +132,13 @@ async fn observe_facts(
     check: &StepCheck,
     deadline: Duration,
     needs: &BTreeMap<String, String>,
-) -> Result<(bool, BTreeMap<String, Value>), ProbeError> {
+) -> Result<(bool, BTreeMap<String, Value>, Option<String>), ProbeError> {
     let reply = call(driver, req, &check.probe, deadline).await;
     match reply.status {
         ActionStatus::Ok => {
             let held = check.when.eval(&mut resolver(&reply.facts, needs));
-            Ok((held, reply.facts))
+            let note = reply.note().map(str::to_owned);
+            Ok((held, reply.facts, note))
         }
         ActionStatus::Failed(m) | ActionStatus::Unreachable(m) => Err(ProbeError {
             message: format!("probe {} failed: {m}", check.probe),
@@ -190,13 +199,14 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
 
     if let Some(check) = &step.check {
         match observe(d, &req, check, timeout, &needs).await {
-            Ok(true) => {
+            Ok((true, note)) => {
                 return AttemptResult::done(
                     Outcome::AlreadyDone,
                     format!("check held before acting: {}", check.when),
-                );
+                )
+                .noting(note);
             }
-            Ok(false) => {}
+            Ok((false, _)) => {}
             Err(e) => return AttemptResult::failed(e.message, e.retryable),
         }
     }
@@ -216,6 +226,7 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
     }
 
     let reply = call(d, &req, &step.action, timeout).await;
+    let note = reply.note().map(str::to_owned);
     match reply.status {
         ActionStatus::Ok => {}
         ActionStatus::Failed(m) => return AttemptResult::failed(m, true),
@@ -230,10 +241,11 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
     // Never claim a success that was not observed: run the check again after acting.
     if let Some(check) = &step.check {
         match observe(d, &req, check, timeout, &needs).await {
-            Ok(true) => {
+            Ok((true, check_note)) => {
                 AttemptResult::done(Outcome::Succeeded, "post-condition observed".to_owned())
+                    .noting(note.or(check_note))
             }
-            Ok(false) => AttemptResult::failed(
+            Ok((false, _)) => AttemptResult::failed(
                 format!(
                     "the action reported success but its post-condition does not hold: {}",
                     check.when
@@ -246,7 +258,7 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
             ),
         }
     } else {
-        AttemptResult::done(Outcome::Succeeded, None)
+        AttemptResult::done(Outcome::Succeeded, None).noting(note)
     }
 }
 
@@ -288,13 +300,13 @@ async fn run_approved(
             break;
         }
         match observe_facts(d, req, check, left, needs).await {
-            Ok((true, _)) => {
+            Ok((true, _, _)) => {
                 return AttemptResult::done(
                     Outcome::Succeeded,
                     format!("the operator's work was observed: {}", check.when),
                 );
             }
-            Ok((false, facts)) => seen_last = Some(seen(&check.when, &facts)),
+            Ok((false, facts, _)) => seen_last = Some(seen(&check.when, &facts)),
             Err(e) => error_last = e.message,
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());

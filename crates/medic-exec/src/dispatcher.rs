@@ -168,6 +168,12 @@ pub(crate) struct Dispatcher<'a> {
     group_of_host: Vec<u16>,
     group_running: Vec<u32>,
     host_busy: Vec<bool>,
+    /// When each host's latest step finished (wall ms; 0 = none yet): a step's
+    /// `ActionRequest::after_ms`, so that a check can refuse evidence older than the work
+    /// before it on the host (a security update from before the upgrade).
+    host_done_ms: Vec<i64>,
+    /// Notes of steps that succeeded, by step (few: a `HashMap`, not a per-step vector).
+    notes: HashMap<u32, String>,
     running: u32,
 
     wave_failures: HashMap<(u16, u32), u32>,
@@ -210,6 +216,19 @@ fn outcome_word(o: Outcome) -> &'static str {
 }
 
 const ALREADY: &str = "already done: ";
+/// Starts the note of a succeeded step in its journal detail (alone or after `; `), so that
+/// a resumed run's summary still lists it.
+const NOTE: &str = "note: ";
+
+/// The note inside a succeeded step's journal detail.
+fn note_of(detail: &str) -> Option<&str> {
+    if let Some(n) = detail.strip_prefix(NOTE) {
+        return Some(n);
+    }
+    detail
+        .find("; note: ")
+        .map(|k| &detail[k + 2 + NOTE.len()..])
+}
 
 impl<'a> Dispatcher<'a> {
     pub(crate) fn new(
@@ -317,6 +336,8 @@ impl<'a> Dispatcher<'a> {
             group_of_host,
             group_running: vec![0; groups],
             host_busy: vec![false; plan.hosts().len()],
+            host_done_ms: vec![0; plan.hosts().len()],
+            notes: HashMap::new(),
             running: 0,
             wave_failures: HashMap::new(),
             wave_running: HashMap::new(),
@@ -357,6 +378,19 @@ impl<'a> Dispatcher<'a> {
             };
             let i = i as usize;
             let (state, detail) = (&row.state, &row.detail);
+            if matches!(
+                state,
+                StepState::Succeeded | StepState::Skipped | StepState::Failed
+            ) && let Some(h) = plan.step(i as u32).host
+            {
+                let t = &mut self.host_done_ms[h as usize];
+                *t = (*t).max(row.updated_ms);
+            }
+            if *state == StepState::Succeeded
+                && let Some(n) = detail.as_deref().and_then(note_of)
+            {
+                self.notes.insert(i as u32, n.to_owned());
+            }
             self.attempt[i] = row.attempt;
             self.st[i] = match state {
                 StepState::Succeeded => {
@@ -1026,6 +1060,10 @@ impl<'a> Dispatcher<'a> {
                 action: s.action.to_string(),
                 args: s.args.iter().cloned().collect(),
                 attempt,
+                after_ms: s
+                    .host
+                    .map(|h| self.host_done_ms[h as usize])
+                    .filter(|&t| t > 0),
             },
             plan: plan.clone(),
             index: i,
@@ -1170,7 +1208,7 @@ impl<'a> Dispatcher<'a> {
                 .push(Reverse((Instant::now() + wait, c.step, TimerKind::Retry)));
             return;
         }
-        self.finish(c.step, r.outcome, r.detail, c.elapsed_ms);
+        self.finish_noted(c.step, r.outcome, r.detail, c.elapsed_ms, r.note);
     }
 
     fn abort_all(&mut self) {
@@ -1258,15 +1296,48 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn finish(&mut self, i: u32, o: Outcome, detail: Option<String>, elapsed_ms: u64) {
+        self.finish_noted(i, o, detail, elapsed_ms, None);
+    }
+
+    fn finish_noted(
+        &mut self,
+        i: u32,
+        o: Outcome,
+        detail: Option<String>,
+        elapsed_ms: u64,
+        note: Option<String>,
+    ) {
         self.st[i as usize] = St::Done(o);
         self.approved_by.remove(&i);
         let plan = self.plan.clone();
         let s = plan.step(i);
+        if let Some(h) = s.host {
+            let t = &mut self.host_done_ms[h as usize];
+            *t = (*t).max(self.opts.clock.wall_ms());
+        }
         let detail = match (o, detail) {
             (Outcome::AlreadyDone, Some(d)) => Some(format!("{ALREADY}{d}")),
             (Outcome::AlreadyDone, None) => Some(ALREADY.trim_end().to_owned()),
             (_, d) => d,
         };
+        // Only a success carries a note: a failure's detail already says everything.
+        let note = note.filter(|_| matches!(o, Outcome::Succeeded | Outcome::AlreadyDone));
+        let detail = match (&note, detail) {
+            (Some(n), Some(d)) => Some(format!("{d}; {NOTE}{n}")),
+            (Some(n), None) => Some(format!("{NOTE}{n}")),
+            (None, d) => d,
+        };
+        if let Some(n) = note {
+            if s.kind == StepKind::Action {
+                self.emit(RunEvent::StepNoted {
+                    step: s.id.clone(),
+                    phase: s.phase.to_string(),
+                    host: self.host_name(i),
+                    note: n.clone(),
+                });
+            }
+            self.notes.insert(i, n);
+        }
         self.record(Record::Step {
             step: s.id.clone(),
             state: journal_state(o),
@@ -1433,6 +1504,22 @@ impl<'a> Dispatcher<'a> {
                 _ => {}
             }
         }
+        let mut noted: Vec<(&u32, &String)> = self
+            .notes
+            .iter()
+            .filter(|(i, _)| {
+                matches!(
+                    self.st[**i as usize],
+                    St::Done(Outcome::Succeeded | Outcome::AlreadyDone)
+                )
+            })
+            .collect();
+        noted.sort_unstable_by_key(|(i, _)| **i);
+        sum.notes = noted
+            .into_iter()
+            .take(50)
+            .map(|(i, n)| format!("{}: {n}", plan.step(*i).id))
+            .collect();
         sum.steps = words.into_iter().map(|(w, n)| (w.to_owned(), n)).collect();
         sum.actions = actions
             .into_iter()

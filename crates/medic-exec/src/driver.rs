@@ -19,7 +19,18 @@ pub struct ActionRequest {
     pub args: BTreeMap<String, String>,
     /// 1-based.
     pub attempt: u32,
+    /// When this host's previous step finished (wall clock, Unix milliseconds, as the
+    /// journal recorded it; `None` when none has). A check that must observe work newer
+    /// than what came before it on the host compares with this: a security update after an
+    /// upgrade must have ended after the upgrade, never be the status from before it.
+    pub after_ms: Option<i64>,
 }
+
+/// The fact under which a driver reports a note: something the operator should know about
+/// a step that succeeded, which is not a failure (Anti-Malware switched off by policy, a
+/// pending reboot on Linux, the Manager and the host disagreeing). A `Value::Str`; the
+/// executor puts it in the step's event, the journal and the run summary.
+pub const NOTE_FACT: &str = "note";
 
 /// What the action did, as the driver observed it.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,6 +64,14 @@ impl ActionReply {
         ActionReply {
             status: ActionStatus::Failed(msg.into()),
             facts: BTreeMap::new(),
+        }
+    }
+
+    /// The note the driver reported ([`NOTE_FACT`]), if any.
+    pub fn note(&self) -> Option<&str> {
+        match self.facts.get(NOTE_FACT) {
+            Some(Value::Str(s)) if !s.is_empty() => Some(s),
+            _ => None,
         }
     }
 }

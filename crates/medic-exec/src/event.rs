@@ -125,6 +125,9 @@ pub struct Summary {
     pub steps: BTreeMap<String, u32>,
     /// The first failures, `step: reason`.
     pub failures: Vec<String>,
+    /// The first notes of steps that succeeded, `step: note` (Anti-Malware off by policy,
+    /// a pending Linux reboot, the Manager and the host disagreeing): not failures.
+    pub notes: Vec<String>,
     /// Failures of steps that were already running when a budget was exceeded.
     pub overshoot: u32,
 }
@@ -190,6 +193,14 @@ pub enum RunEvent {
         outcome: Outcome,
         elapsed_ms: u64,
         detail: Option<String>,
+    },
+    /// A step that succeeded reported something the operator should know (not a failure);
+    /// sent just before its `StepFinished`.
+    StepNoted {
+        step: String,
+        phase: String,
+        host: Option<String>,
+        note: String,
     },
     /// A step was re-probed after a crash: its check decided.
     StepReprobed {

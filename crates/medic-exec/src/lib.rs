@@ -22,7 +22,7 @@ pub use clock::Clock;
 pub use dispatcher::{Control, Prior, RunExit, RunOptions, RunReport, WindowPolicy};
 pub use driver::{
     ActionFuture, ActionReply, ActionRequest, ActionStatus, Driver, Drivers, MANUAL_DRIVER,
-    ManualAsk,
+    ManualAsk, NOTE_FACT,
 };
 pub use event::{ActionCounts, Fanout, Outcome, Reporter, RunEvent, StopReason, Summary};
 pub use journal_plan::{ReadError, create_journal, read_for_resume, read_plan, read_prior};

@@ -21,6 +21,12 @@ use crate::rng;
 /// change (the advisory's Problem 1).
 pub const CERT_EXPIRE_ERROR: &str = "IAURELAY_STATUS_DIGITAL_SIGNATURE_CERT_EXPIRE (-24)";
 
+/// When the Manager last saw a security update of each agent before the run (2023-03-01
+/// 00:00 UTC): the "up to date" that an upgrade does not change and that must never count
+/// as the update after it (issue 9, item 7). A constant, so that every process of a run
+/// (and every replay of its log) sees the same world.
+pub const PRE_RUN_UPDATE_MS: i64 = 1_677_628_800_000;
+
 /// Spread of the simulated durations around their median (log-normal sigma).
 const DURATION_SIGMA: f64 = 0.3;
 
@@ -80,6 +86,9 @@ pub struct SimHostState {
     pub build: AgentBuild,
     pub pending_reboot: bool,
     pub antimalware_online: bool,
+    /// Anti-Malware is switched off by policy (host var `antimalware: off`): the engine is
+    /// not running, and that is not a failure.
+    pub antimalware_off_by_policy: bool,
     /// A security update succeeded since the last upgrade or reinstall.
     pub security_update_current: bool,
     /// The message of the last security update, if it failed.
@@ -93,6 +102,9 @@ pub struct SimHostState {
     pub relay_cache_clears: u32,
     /// The fleet-wide change counter when this host last changed.
     pub last_changed: u64,
+    /// When its last security update ended (wall clock, Unix ms): [`PRE_RUN_UPDATE_MS`]
+    /// before any in this world.
+    pub update_ms: i64,
 }
 
 /// One computer as the Manager sees it: the fields a DSM REST simulator serves. Status
@@ -114,14 +126,19 @@ pub struct SimComputer {
     pub agent_status: &'static str,
     /// `computerStatus.agentStatusMessages[0]`.
     pub agent_status_message: &'static str,
+    /// `antiMalware.state` (`on`, or `off` when switched off by policy).
+    pub anti_malware_state: &'static str,
     /// `antiMalware.moduleStatus.agentStatus`.
     pub anti_malware_status: &'static str,
     pub anti_malware_status_message: &'static str,
-    /// `securityUpdates.updateStatus.status`.
+    /// `securityUpdates.updateStatus.status`: the last update's result, which an upgrade
+    /// does not change (the Manager's "up to date" from before it stays).
     pub security_update_status: &'static str,
     pub security_update_message: String,
-    /// The fleet-wide change counter when this computer last changed (`lastChanged`).
+    /// The fleet-wide change counter when this computer last changed.
     pub last_changed: u64,
+    /// `securityUpdates.lastChanged`: when the last security update ended (Unix ms).
+    pub update_ms: i64,
 }
 
 /// A relay group as the Manager's configuration knows it (there is no REST endpoint).
@@ -269,8 +286,14 @@ struct HostSim {
     build: AgentBuild,
     pending_reboot: bool,
     antimalware_online: bool,
+    am_off: bool,
+    /// Var `antimalware: offline-after-upgrade`: a Windows upgrade takes the engine offline
+    /// even with the certificates in place (the advisory's step 7 says it can appear; a
+    /// reinstall repairs it), so a rehearsal can show the reinstall.
+    am_drop: bool,
     security_update_current: bool,
     last_update: Option<Result<(), String>>,
+    update_ms: i64,
     sha2: bool,
     root_certs: bool,
     boot_id: u64,
@@ -364,12 +387,15 @@ impl State {
                             h.security_update_current = false;
                             h.upgrades += 1;
                         }
-                        Effect::UpdateSucceeded => {
+                        Effect::UpdateSucceeded { at_ms } => {
                             h.security_update_current = true;
                             h.last_update = Some(Ok(()));
+                            // Strictly later than the one before, even within a millisecond.
+                            h.update_ms = (*at_ms).max(h.update_ms + 1);
                         }
-                        Effect::UpdateFailed { message } => {
+                        Effect::UpdateFailed { message, at_ms } => {
                             h.last_update = Some(Err(message.clone()));
+                            h.update_ms = (*at_ms).max(h.update_ms + 1);
                         }
                         Effect::BundleMade { bundle, build } => {
                             self.bundles.insert(bundle.clone(), *build);
@@ -486,6 +512,14 @@ impl SimFleet {
                 Platform::Linux => true,
                 Platform::Windows => h.vars.get("certs").is_some_and(|v| v == "present"),
             };
+            // Simulator-only host vars: Anti-Malware switched off by policy, and a reboot
+            // the OS already wants (on Linux it stays: nothing in the playbook reboots Linux).
+            let am_off = h.vars.get("antimalware").is_some_and(|v| v == "off");
+            let am_drop = h
+                .vars
+                .get("antimalware")
+                .is_some_and(|v| v == "offline-after-upgrade");
+            let reboot = h.vars.get("reboot").is_some_and(|v| v == "pending");
             hosts.push(HostSim {
                 name: h.name.clone(),
                 platform: h.platform,
@@ -500,10 +534,13 @@ impl SimFleet {
                 group,
                 appliance: h.protected_by_appliance,
                 build: h.agent_version,
-                pending_reboot: false,
+                pending_reboot: reboot && h.has_agent(),
                 antimalware_online: h.has_agent(),
+                am_off,
+                am_drop,
                 security_update_current: false,
                 last_update: None,
+                update_ms: PRE_RUN_UPDATE_MS,
                 sha2: certs,
                 root_certs: certs,
                 boot_id: 0,
@@ -690,6 +727,7 @@ impl SimFleet {
             build: h.build,
             pending_reboot: h.pending_reboot,
             antimalware_online: h.antimalware_online,
+            antimalware_off_by_policy: h.am_off,
             security_update_current: h.security_update_current,
             last_security_update_error: match &h.last_update {
                 Some(Err(m)) => Some(m.clone()),
@@ -701,6 +739,7 @@ impl SimFleet {
             imported_bundle: h.imported_bundle.clone(),
             relay_cache_clears: h.cache_clears,
             last_changed: h.last_changed,
+            update_ms: h.update_ms,
         })
     }
 
@@ -726,6 +765,15 @@ impl SimFleet {
             .enumerate()
             .map(|(i, h)| computer(start + i, h))
             .collect()
+    }
+
+    /// The Manager's view of one host's computer; `None` for the Manager and unknown names.
+    pub fn computer(&self, host: &str) -> Option<SimComputer> {
+        let st = self.lock();
+        match st.names.get(host) {
+            Some(&Target::Host(i)) => Some(computer(i, &st.hosts[i])),
+            _ => None,
+        }
     }
 
     /// How many computers there are.
@@ -781,9 +829,10 @@ fn log_failure(e: &std::io::Error) -> SimOutcome {
 
 fn computer(i: usize, h: &HostSim) -> SimComputer {
     let has_agent = h.build != AgentBuild::NONE;
+    let am_offline = !h.antimalware_online && !h.am_off;
     let (agent_status, agent_status_message) = if !has_agent {
         ("inactive", "Unmanaged (No Agent)")
-    } else if !h.antimalware_online {
+    } else if am_offline {
         ("error", "Anti-Malware Engine Offline")
     } else if h.pending_reboot {
         ("warning", "Reboot Required")
@@ -792,16 +841,20 @@ fn computer(i: usize, h: &HostSim) -> SimComputer {
     };
     let (anti_malware_status, anti_malware_status_message) = if !has_agent {
         ("inactive", "Not Activated")
+    } else if h.am_off {
+        ("inactive", "Off")
     } else if h.antimalware_online {
         ("active", "Anti-Malware: On, Real Time")
     } else {
         ("error", "Anti-Malware Engine Offline")
     };
+    // The Manager shows the last update's result: an upgrade does not reset it, so the
+    // "up to date" from before the run (or before the upgrade) stays until the next update.
     let (security_update_status, security_update_message) = match &h.last_update {
         _ if !has_agent => ("inactive", String::new()),
         Some(Err(m)) => ("error", m.clone()),
-        _ if h.security_update_current => ("active", "Security Update: Succeeded".to_owned()),
-        _ => ("warning", "Security Update: Pending".to_owned()),
+        Some(Ok(())) => ("active", "Security Update: Succeeded".to_owned()),
+        None => ("active", "Up-to-date".to_owned()),
     };
     SimComputer {
         id: i as u64 + 1,
@@ -815,11 +868,13 @@ fn computer(i: usize, h: &HostSim) -> SimComputer {
         appliance_protected: h.appliance,
         agent_status,
         agent_status_message,
+        anti_malware_state: if h.am_off || !has_agent { "off" } else { "on" },
         anti_malware_status,
         anti_malware_status_message,
         security_update_status,
         security_update_message,
         last_changed: h.last_changed,
+        update_ms: h.update_ms,
     }
 }
 
@@ -848,6 +903,11 @@ fn fingerprint(inv: &Inventory) -> String {
             ],
             u64::from(host.relay),
         );
+        let am = host.vars.get("antimalware").map_or("", String::as_str);
+        let reboot = host.vars.get("reboot").map_or("", String::as_str);
+        if !am.is_empty() || !reboot.is_empty() {
+            h = rng::mix(h, &[am.as_bytes(), reboot.as_bytes()], 1);
+        }
     }
     for g in &inv.relay_groups {
         h = rng::mix(
@@ -885,8 +945,27 @@ where
         .map_err(|e| format!("{}: bad argument `{key}`: {e}", action.as_str()))
 }
 
-fn antimalware_text(online: bool) -> Value {
-    Value::Str(if online { "online" } else { "offline" }.to_owned())
+/// The host's own word for Anti-Malware (what dsa_query's `Component.AM.mode` and
+/// `driverOffline` say): `off` when switched off by policy (or there is no agent, as the
+/// Manager's `antiMalware.state` says), else `online` or `offline`.
+fn antimalware_text(h: &HostSim) -> Value {
+    Value::Str(
+        if h.am_off || h.build == AgentBuild::NONE {
+            "off"
+        } else if h.antimalware_online {
+            "online"
+        } else {
+            "offline"
+        }
+        .to_owned(),
+    )
+}
+
+/// Now, Unix milliseconds: when a security update ends (logged with it, so replay agrees).
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Decides what an action does, without changing anything.
@@ -934,7 +1013,7 @@ fn decide(
             };
             Answer(
                 SimOutcome::ok()
-                    .fact("antimalware", antimalware_text(h.antimalware_online))
+                    .fact("antimalware", antimalware_text(h))
                     .fact("agent_status", Value::Str(status.to_owned())),
             )
         }
@@ -970,17 +1049,20 @@ fn decide(
                 Ok(b) => b,
                 Err(m) => return refuse(m),
             };
+            // The host's own view. Anti-Malware off by policy and a pending reboot on Linux
+            // are not failures (DESIGN rule 7); the `sim` driver judges this view together
+            // with the Manager's, as a real run does.
             let mut problems = Vec::new();
             if h.build < min {
                 problems.push(format!("build {} is below {min}", h.build));
             }
-            if !h.antimalware_online {
+            if !h.antimalware_online && !h.am_off {
                 problems.push("anti-malware engine offline".to_owned());
             }
             if !h.security_update_current {
                 problems.push("no successful security update since the last upgrade".to_owned());
             }
-            if h.pending_reboot {
+            if h.pending_reboot && h.platform == Platform::Windows {
                 problems.push("a reboot is pending".to_owned());
             }
             let mut out = if problems.is_empty() {
@@ -988,14 +1070,25 @@ fn decide(
             } else {
                 SimOutcome::failed(problems.join("; "))
             };
+            let agent_status = if h.build == AgentBuild::NONE {
+                "inactive"
+            } else {
+                "active"
+            };
             out = out
                 .fact("agent_version", Value::Agent(h.build))
-                .fact("antimalware", antimalware_text(h.antimalware_online))
+                .fact("agent_status", Value::Str(agent_status.to_owned()))
+                .fact("antimalware", antimalware_text(h))
                 .fact(
                     "security_update_current",
                     Value::Bool(h.security_update_current),
                 )
                 .fact("pending_reboot", Value::Bool(h.pending_reboot));
+            if let Some(Err(m)) = &h.last_update
+                && !h.security_update_current
+            {
+                out = out.fact("security_update_error", Value::Str(m.clone()));
+            }
             Answer(out)
         }
         Action::WindowsPrereq => {
@@ -1050,8 +1143,16 @@ fn decide(
                     ));
                     let reboot = h.pending_reboot || coin < rules.reboot_probability;
                     // The advisory: without SHA-2 support and the root certificates the
-                    // upgraded engine cannot load, "Anti-Malware offline".
-                    let am = h.certs_ok() && (h.antimalware_online || fresh);
+                    // upgraded engine cannot load, "Anti-Malware offline". ds-domain.md §1.3:
+                    // it appears on an upgrade with Anti-Malware on, so not when a policy
+                    // switches it off.
+                    let am = if h.am_off {
+                        h.antimalware_online
+                    } else if h.am_drop {
+                        false
+                    } else {
+                        h.certs_ok() && (h.antimalware_online || fresh)
+                    };
                     (reboot, am)
                 }
             };
@@ -1065,13 +1166,14 @@ fn decide(
             }
         }
         Action::SecurityUpdate => {
+            let at_ms = wall_ms();
             let failed = |message: String| Attempt {
                 result: Err(message.clone()),
-                effect: Some(Effect::UpdateFailed { message }),
+                effect: Some(Effect::UpdateFailed { message, at_ms }),
             };
             let succeeded = Attempt {
                 result: Ok(()),
-                effect: Some(Effect::UpdateSucceeded),
+                effect: Some(Effect::UpdateSucceeded { at_ms }),
             };
             if h.build == AgentBuild::NONE {
                 return refuse("no agent installed".to_owned());

@@ -25,7 +25,8 @@ pub mod server;
 
 pub use config::{Fault, SimConfig, SimError};
 pub use fleet::{
-    CERT_EXPIRE_ERROR, SimComputer, SimFleet, SimHostState, SimOutcome, SimRelayGroup, SimResult,
+    CERT_EXPIRE_ERROR, PRE_RUN_UPDATE_MS, SimComputer, SimFleet, SimHostState, SimOutcome,
+    SimRelayGroup, SimResult,
 };
 pub use generate::{demo_inventory_yaml, generate_inventory_yaml};
 pub use log::effect_counts;

@@ -68,10 +68,17 @@ pub(crate) enum Effect {
         pending_reboot: bool,
         antimalware_online: bool,
     },
-    UpdateSucceeded,
+    /// `at_ms`: when it ended (wall clock, Unix ms), the Manager's `lastChanged`; logs made
+    /// before it was recorded read 0.
+    UpdateSucceeded {
+        #[serde(default)]
+        at_ms: i64,
+    },
     /// A failed security update is still news for the Manager's view of the computer.
     UpdateFailed {
         message: String,
+        #[serde(default)]
+        at_ms: i64,
     },
     BundleMade {
         bundle: String,

@@ -550,7 +550,7 @@ impl World {
     }
 
     /// The final state of every host, without the simulator's change clock (which depends
-    /// on the order in which hosts were done).
+    /// on the order in which hosts were done) and the wall-clock time of its last update.
     pub fn final_states(&self) -> Vec<SimHostState> {
         self.spec
             .hosts
@@ -558,6 +558,7 @@ impl World {
             .map(|h| {
                 let mut s = self.state(&h.name);
                 s.last_changed = 0;
+                s.update_ms = 0;
                 s
             })
             .collect()

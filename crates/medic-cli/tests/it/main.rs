@@ -8,3 +8,4 @@ mod planning;
 mod runs;
 mod util;
 mod validation;
+mod verify;

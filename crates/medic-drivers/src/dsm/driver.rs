@@ -6,10 +6,14 @@
 //!   `error`: failed with the Manager's message). Fact `security_update_current`. When the
 //!   computer's `tasks.agentTasks` already shows a security update (one a killed run
 //!   started), no task is created: that update is awaited the same way.
-//! - `security-status`: fact `security_update_current` (`updateStatus.status == active`),
-//!   read once no security update is in progress on the computer.
-//! - `agent-status`: facts `antimalware` (`online` when the Anti-Malware module status is
-//!   `active`, else `offline`) and `agent_status` (`computerStatus.agentStatus`).
+//! - `security-status`: fact `security_update_current`, read once no security update is in
+//!   progress on the computer: `updateStatus.status == active` **and** the update is newer
+//!   than the work before it on the host: `lastChanged` after the request's `after_ms` (when
+//!   the host's previous step, e.g. the upgrade, finished), or the end of the update this
+//!   driver ran for the same step. The Manager keeps showing the "up to date" from before
+//!   an upgrade, which must never count as the update after it.
+//! - `agent-status`: facts `antimalware` (`online`, `off` by policy, `offline` or
+//!   `unverified`, mapped by `crate::verify`) and `agent_status` (`computerStatus.agentStatus`).
 //! - `agent-version`: fact `agent_version` (`agentVersion`).
 //! - `manager-version`: fact `manager_version`, from `X-DSM-Version`.
 //!
@@ -79,6 +83,9 @@ struct Inner {
     config: DsmDriverConfig,
     ids: tokio::sync::Mutex<IdCache>,
     poller: Arc<Poller>,
+    /// Step -> the `lastChanged` at which the security update this driver ran for it was
+    /// seen ending: the step's own update, whatever the clocks say.
+    own_updates: Mutex<HashMap<String, i64>>,
 }
 
 #[derive(Default)]
@@ -256,6 +263,7 @@ impl DsmDriver {
                 client,
                 config,
                 ids: tokio::sync::Mutex::new(IdCache::default()),
+                own_updates: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -311,6 +319,38 @@ impl DsmDriver {
         Ok((id, c))
     }
 
+    /// The Manager's view of a host's computer, from the next batched search (one search
+    /// per poll interval for every host being read).
+    pub(crate) async fn computer(&self, host: &str) -> Result<Computer, String> {
+        match self.read(host).await {
+            Ok((_, c)) => Ok(c),
+            Err(Fail::Unreachable(m) | Fail::Failed(m)) => Err(m),
+        }
+    }
+
+    fn own_updates(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        // Inserts and reads of a map: always consistent.
+        self.inner
+            .own_updates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the computer's security update status is one that ended after the work
+    /// before it on the host (see the module's `security-status`).
+    fn fresh(&self, req: &ActionRequest, c: &Computer) -> bool {
+        let changed = last_changed(c);
+        // inferred: `lastChanged` is Unix milliseconds on the Manager's clock, which agrees
+        // with medic's (NTP); ds-domain.md §2.2 gives the field and its unit only. The
+        // step's own update does not depend on that.
+        let after_previous = req.after_ms.is_some_and(|after| changed > after);
+        let own = self
+            .own_updates()
+            .get(&req.step)
+            .is_some_and(|seen| changed >= *seen);
+        after_previous || own
+    }
+
     async fn security_update(&self, req: &ActionRequest, host: &str) -> Result<ActionReply, Fail> {
         if let Some(source) = req.args.get("source") {
             return Err(Fail::Failed(format!(
@@ -337,6 +377,8 @@ impl DsmDriver {
             }
             let (status, message) = update_status(&now);
             let current = status == "active";
+            self.own_updates()
+                .insert(req.step.clone(), last_changed(&now));
             let st = match status.as_str() {
                 "active" => ActionStatus::Ok,
                 "error" => ActionStatus::Failed(if message.is_empty() {
@@ -388,29 +430,27 @@ impl DsmDriver {
                     }
                 };
                 let (status, _) = update_status(&c);
+                let current = status == "active" && self.fresh(req, &c);
                 Ok(reply_with(
                     ActionStatus::Ok,
-                    &[("security_update_current", Value::Bool(status == "active"))],
+                    &[("security_update_current", Value::Bool(current))],
                 ))
             }
             "agent-status" => {
                 let (_, c) = self.read(need_host()?).await?;
-                let am = c
-                    .anti_malware
-                    .as_ref()
-                    .and_then(|a| a.module_status.as_ref())
-                    .and_then(|m| m.agent_status.as_deref())
-                    .unwrap_or("");
+                let f = crate::verify::ManagerFields::of_computer(&c);
+                // Only the advisory's "Anti-Malware offline" reads `offline` (the reinstall
+                // guard's word); off by policy reads `off`, anything unknown `unverified`.
+                let am = crate::verify::manager_am(f.am_state, f.am_status, f.am_message);
                 let agent = c
                     .computer_status
                     .as_ref()
                     .and_then(|s| s.agent_status.clone())
                     .unwrap_or_default();
-                let online = if am == "active" { "online" } else { "offline" };
                 Ok(reply_with(
                     ActionStatus::Ok,
                     &[
-                        ("antimalware", Value::Str(online.to_owned())),
+                        ("antimalware", Value::Str(am.word().to_owned())),
                         ("agent_status", Value::Str(agent)),
                     ],
                 ))

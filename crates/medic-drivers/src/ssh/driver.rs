@@ -564,41 +564,26 @@ impl SshDriver {
         })
     }
 
+    /// The host's own view (dsa_query, the pending-reboot probe), judged by
+    /// `crate::verify` (which also reads it as the second view when the Manager is primary).
     async fn verify(&self, req: &ActionRequest, h: &Host) -> Result<ActionReply, OpError> {
-        let min = build_arg(req, "min_build")?;
+        build_arg(req, "min_build")?;
         let build = self.agent_version(h).await?;
         let st = self.status(h).await?;
         let pending = self.pending_reboot(h).await?;
-        let current = st.update == UpdateState::Current;
-        let mut problems = Vec::new();
-        if build < min {
-            problems.push(format!("build {build} is below {min}"));
-        }
-        if st.antimalware != "online" {
-            problems.push(format!("anti-malware is {}", st.antimalware));
-        }
-        match &st.update {
-            UpdateState::Current => {}
-            UpdateState::Failed(m) => {
-                problems.push(format!("the last security update failed: {m}"))
-            }
-            UpdateState::NotCurrent(m) => problems.push(format!(
-                "no successful security update since the last upgrade ({m})"
-            )),
-        }
-        if pending {
-            problems.push("a reboot is pending".to_owned());
-        }
-        let facts = Facts::default()
+        let mut facts = Facts::default()
             .set("agent_version", Value::Agent(build))
+            .set("agent_status", Value::Str(st.agent_status))
             .set("antimalware", Value::Str(st.antimalware))
-            .set("security_update_current", Value::Bool(current))
+            .set(
+                "security_update_current",
+                Value::Bool(st.update == UpdateState::Current),
+            )
             .set("pending_reboot", Value::Bool(pending));
-        Ok(if problems.is_empty() {
-            facts.ok()
-        } else {
-            facts.failed(problems.join("; "))
-        })
+        if let UpdateState::Failed(m) = st.update {
+            facts = facts.set(crate::verify::SECURITY_UPDATE_ERROR, Value::Str(m));
+        }
+        Ok(crate::verify::host_only(req, facts.0))
     }
 
     async fn upgrade(&self, req: &ActionRequest, h: &Host) -> Result<ActionReply, OpError> {
@@ -884,6 +869,7 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             attempt: 1,
+            after_ms: None,
         }
     }
 

@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use medic_drivers::SimDriver;
 use medic_drivers::dsm::{
     DIRECT_DOWNLOAD_SETTING, DsmClient, DsmConfig, DsmDriver, DsmDriverConfig, DsmError,
     ImportOptions, RateLimit, RelayGroupHint, RetryPolicy, import_inventory,
 };
+use medic_drivers::{SimDriver, Verifier};
 use medic_exec::{ActionReply, ActionRequest, ActionStatus, Driver};
 use medic_model::{Host, Inventory, Value};
 use medic_plan::PlanHost;
@@ -108,7 +108,23 @@ fn request(h: &Host, action: &str) -> ActionRequest {
         action: action.to_owned(),
         args: BTreeMap::new(),
         attempt: 1,
+        after_ms: None,
     }
+}
+
+/// A request of a step whose host's previous step (the upgrade) finished at `after_ms`.
+fn request_after(h: &Host, action: &str, after_ms: i64) -> ActionRequest {
+    ActionRequest {
+        after_ms: Some(after_ms),
+        ..request(h, action)
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .expect("clock after 1970")
 }
 
 fn driver(lab: &Lab, poll_ms: u64) -> DsmDriver {
@@ -123,10 +139,24 @@ fn driver(lab: &Lab, poll_ms: u64) -> DsmDriver {
 
 /// Runs `action` on every host at once through the driver.
 async fn run_all(d: &DsmDriver, hosts: &[Host], action: &str) -> Vec<(String, ActionReply)> {
+    run_all_on(Arc::new(d.clone()), hosts, action, None).await
+}
+
+/// Runs `action` on every host at once through `d`, as steps whose hosts' previous steps
+/// finished at `after_ms`.
+async fn run_all_on(
+    d: Arc<dyn Driver>,
+    hosts: &[Host],
+    action: &str,
+    after_ms: Option<i64>,
+) -> Vec<(String, ActionReply)> {
     let mut set = tokio::task::JoinSet::new();
     for h in hosts {
         let d = d.clone();
-        let req = request(h, action);
+        let req = ActionRequest {
+            after_ms,
+            ..request(h, action)
+        };
         let name = h.name.clone();
         set.spawn(async move { (name, d.run(req).await) });
     }
@@ -274,10 +304,14 @@ async fn a_security_update_in_progress_is_awaited_not_started_again() {
             .unwrap_or(0)
     };
     let resumed = driver(&lab, 20);
+    let upgraded_ms = now_ms();
 
-    // The resume's check waits for the killed run's update and finds it done.
+    // The resume's check waits for the killed run's update and finds it done: it ended
+    // after the upgrade.
     start_then_kill(&lab, &host, 1).await;
-    let probe = resumed.run(request(&host, "security-status")).await;
+    let probe = resumed
+        .run(request_after(&host, "security-status", upgraded_ms))
+        .await;
     assert_eq!(probe.status, ActionStatus::Ok, "{probe:?}");
     assert_eq!(fact_bool(&probe, "security_update_current"), Some(true));
     assert_eq!(lab.server.updates_in_flight(), 0);
@@ -624,6 +658,9 @@ async fn probes_agree_with_the_sim_driver_and_follow_the_manager() {
             .perform("relay-tky-1", "agent-upgrade", &to)
             .is_ok()
     );
+    // The steps below come after the upgrades; the Relay's update after them.
+    let upgraded_ms = now_ms();
+    tokio::time::sleep(Duration::from_millis(3)).await;
     assert!(
         lab.fleet
             .perform("relay-tky-1", "security-update", &BTreeMap::new())
@@ -633,10 +670,10 @@ async fn probes_agree_with_the_sim_driver_and_follow_the_manager() {
     let sim = SimDriver::new(lab.fleet.clone(), 1e9);
     let hosts: Vec<Host> = lab.inventory.hosts.clone();
     for action in ["security-status", "agent-status", "agent-version"] {
-        let replies = run_all(&d, &hosts, action).await;
+        let replies = run_all_on(Arc::new(d.clone()), &hosts, action, Some(upgraded_ms)).await;
         for (name, r) in &replies {
             let h = lab.inventory.host(name).expect("host");
-            let s = sim.run(request(h, action)).await;
+            let s = sim.run(request_after(h, action, upgraded_ms)).await;
             assert_eq!(r.status, ActionStatus::Ok, "{name} {action}");
             for k in ["security_update_current", "antimalware", "agent_version"] {
                 assert_eq!(r.facts.get(k), s.facts.get(k), "{name} {action} {k}");
@@ -653,6 +690,7 @@ async fn probes_agree_with_the_sim_driver_and_follow_the_manager() {
         action: "manager-version".to_owned(),
         args: BTreeMap::new(),
         attempt: 1,
+        after_ms: None,
     };
     let r = d.run(mgr.clone()).await;
     assert_eq!(
@@ -717,6 +755,250 @@ async fn an_unreachable_manager_makes_the_step_unreachable() {
         r.status
     );
     assert_eq!(d.client().requests_sent(), 3);
+}
+
+/// Hosts for the verification rules: a Relay at the fixed build (so Agents' updates
+/// succeed), Anti-Malware off by policy on Windows without certificates, a Linux host with a
+/// pending reboot, Windows without certificates (Anti-Malware offline after its upgrade),
+/// and a Linux host whose Manager view still says "up to date" from before its upgrade.
+const VERIFY_FLEET: &str = r#"
+manager: { name: dsm01, address: 10.0.0.5, version: "20.0.463" }
+settings: { direct_download_when_relays_unavailable: true }
+relay_groups: [ { name: tokyo } ]
+hosts:
+  - { name: relay-1, address: 10.0.1.10, platform: linux, agent_version: "20.0.1-690", relay: true, relay_group: tokyo }
+  - { name: am-off, address: 10.0.1.21, platform: windows, agent_version: "20.0.0-5995", relay_group: tokyo, vars: { antimalware: "off" } }
+  - { name: reboot-linux, address: 10.0.1.22, platform: linux, agent_version: "20.0.0-3445", relay_group: tokyo, vars: { reboot: pending } }
+  - { name: win-nocerts, address: 10.0.1.23, platform: windows, agent_version: "20.0.0-5995", relay_group: tokyo }
+  - { name: stale, address: 10.0.1.24, platform: linux, agent_version: "20.0.0-3445", relay_group: tokyo }
+"#;
+
+fn host_named(lab: &Lab, name: &str) -> Host {
+    lab.inventory.host(name).cloned().expect("host")
+}
+
+fn upgrade(lab: &Lab, name: &str) {
+    let to: BTreeMap<String, String> = [("to".to_owned(), "20.0.1-690".to_owned())].into();
+    let out = lab.fleet.perform(name, "agent-upgrade", &to);
+    assert!(out.is_ok(), "{name}: {out:?}");
+}
+
+/// The Manager's `updateStatus.status` and `lastChanged` of one host, read directly.
+async fn manager_update(lab: &Lab, name: &str) -> (String, i64) {
+    let id = lab
+        .fleet
+        .computers()
+        .iter()
+        .find(|c| c.host_name == name)
+        .map(|c| c.id as i64)
+        .expect("computer");
+    let c = client(lab)
+        .poll_computers(id, id, 10)
+        .await
+        .expect("search")
+        .pop()
+        .expect("found");
+    let u = c.security_updates.expect("securityUpdates");
+    (
+        u.update_status.and_then(|s| s.status).unwrap_or_default(),
+        u.last_changed.unwrap_or(0),
+    )
+}
+
+/// Issue 9 item 7: the Manager's "up to date" from before an upgrade never satisfies the
+/// security update's check; the update the step ran does, and a resumed run sees it
+/// without running another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_security_update_from_before_the_upgrade_never_satisfies_the_check() {
+    let lab = lab(VERIFY_FLEET).await;
+    let host = host_named(&lab, "stale");
+    let updates = || {
+        lab.fleet
+            .effect_counts()
+            .get(&("stale".to_owned(), "security-update".to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+    upgrade(&lab, "stale");
+    let upgraded_ms = now_ms();
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    // The stale state is there: the Manager still says "active", from before the upgrade.
+    let (status, before) = manager_update(&lab, "stale").await;
+    assert_eq!(status, "active");
+    assert!(before < upgraded_ms, "{before} {upgraded_ms}");
+
+    let d = driver(&lab, 20);
+    for req in [
+        request_after(&host, "security-status", upgraded_ms),
+        request(&host, "security-status"),
+    ] {
+        let r = d.run(req).await;
+        assert_eq!(r.status, ActionStatus::Ok, "{r:?}");
+        assert_eq!(
+            fact_bool(&r, "security_update_current"),
+            Some(false),
+            "{r:?}"
+        );
+    }
+    assert_eq!(updates(), 0);
+
+    // The step acts: one update, which its own check then observes.
+    let r = d
+        .run(request_after(&host, "security-update", upgraded_ms))
+        .await;
+    assert_eq!(r.status, ActionStatus::Ok, "{r:?}");
+    let r = d
+        .run(request_after(&host, "security-status", upgraded_ms))
+        .await;
+    assert_eq!(
+        fact_bool(&r, "security_update_current"),
+        Some(true),
+        "{r:?}"
+    );
+    assert_eq!(updates(), 1);
+    let (status, after) = manager_update(&lab, "stale").await;
+    assert_eq!(status, "active");
+    assert!(after > upgraded_ms, "lastChanged moved past the upgrade");
+
+    // A resumed run (a new driver, no memory) re-probes the step: the update ended after
+    // the upgrade, so the work is done and no second update starts.
+    let resumed = driver(&lab, 20);
+    let r = resumed
+        .run(request_after(&host, "security-status", upgraded_ms))
+        .await;
+    assert_eq!(
+        fact_bool(&r, "security_update_current"),
+        Some(true),
+        "{r:?}"
+    );
+    // The same update does not satisfy a step that came after it.
+    let r = resumed
+        .run(request_after(&host, "security-status", after))
+        .await;
+    assert_eq!(
+        fact_bool(&r, "security_update_current"),
+        Some(false),
+        "{r:?}"
+    );
+    assert_eq!(updates(), 1);
+    assert_eq!(lab.server.request_count("POST", "/api/scheduledtasks"), 1);
+}
+
+/// Issue 9 item 6: `verify` reads the Manager's view (one search per poll for every host
+/// being verified) and the host's own; Anti-Malware off by policy and a pending Linux
+/// reboot are notes, Anti-Malware offline fails (and is what the reinstall guard sees),
+/// and a disagreement is named for its host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reads_the_manager_first_and_notes_what_is_not_a_failure() {
+    let lab = lab(VERIFY_FLEET).await;
+    let names = ["am-off", "reboot-linux", "win-nocerts", "stale"];
+    for n in names {
+        upgrade(&lab, n);
+    }
+    for n in ["am-off", "reboot-linux", "win-nocerts"] {
+        let out = lab.fleet.perform(n, "security-update", &BTreeMap::new());
+        assert!(out.is_ok(), "{n}: {out:?}");
+    }
+    // The playbook's reboot step, for the Windows hosts that want one after the upgrade.
+    for n in ["am-off", "win-nocerts"] {
+        let out = lab.fleet.perform(n, "reboot", &BTreeMap::new());
+        assert!(out.is_ok(), "{n}: {out:?}");
+    }
+    let dsm = driver(&lab, 50);
+    let verifier: Arc<dyn Driver> = Arc::new(Verifier::new(
+        Arc::new(SimDriver::new(lab.fleet.clone(), 1e9)),
+        dsm.clone(),
+    ));
+    lab.server.clear_requests();
+    let mut set = tokio::task::JoinSet::new();
+    for n in names {
+        let v = verifier.clone();
+        let mut req = request(&host_named(&lab, n), "verify");
+        req.args
+            .insert("min_build".to_owned(), "20.0.1-690".to_owned());
+        set.spawn(async move { (n, v.run(req).await) });
+    }
+    let mut replies = BTreeMap::new();
+    while let Some(r) = set.join_next().await {
+        let (n, r) = r.expect("task");
+        replies.insert(n, r);
+    }
+    let note = |n: &str| replies[n].note().unwrap_or("").to_owned();
+
+    assert_eq!(
+        replies["am-off"].status,
+        ActionStatus::Ok,
+        "{:?}",
+        replies["am-off"]
+    );
+    assert!(
+        note("am-off").contains("switched off by policy"),
+        "{}",
+        note("am-off")
+    );
+    assert_eq!(
+        replies["reboot-linux"].status,
+        ActionStatus::Ok,
+        "{:?}",
+        replies["reboot-linux"]
+    );
+    assert!(
+        note("reboot-linux").contains("reboot is pending"),
+        "{}",
+        note("reboot-linux")
+    );
+    match &replies["win-nocerts"].status {
+        ActionStatus::Failed(m) => assert!(m.contains("anti-malware is offline"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        replies["win-nocerts"].facts.get("antimalware"),
+        Some(&Value::Str("offline".to_owned()))
+    );
+    // The Manager still shows the "up to date" from before the upgrade, the host's
+    // dsa_query does not: the Manager decides, and the note names the disagreement.
+    assert_eq!(
+        replies["stale"].status,
+        ActionStatus::Ok,
+        "{:?}",
+        replies["stale"]
+    );
+    assert!(
+        note("stale").contains("disagree on security update (manager succeeded, host not current)"),
+        "{}",
+        note("stale")
+    );
+    for r in replies.values() {
+        assert_eq!(
+            r.facts.get("verified_by"),
+            Some(&Value::Str("manager".to_owned()))
+        );
+    }
+    // Four hosts, batched: the first reader's search goes at once, the others wait for the
+    // next interval and share it (plus the one listing that maps names to IDs).
+    let polls = dsm.poll_searches();
+    assert!(polls <= 2, "{polls} polls for 4 hosts");
+    assert_eq!(
+        lab.server.request_count("POST", "/api/computers/search") as u64,
+        polls + 1
+    );
+    assert_eq!(lab.server.request_count("GET", "/api/computers/{id}"), 0);
+
+    // The reinstall guard's probe: only "offline" is offline.
+    for (n, word) in [
+        ("am-off", "off"),
+        ("win-nocerts", "offline"),
+        ("stale", "online"),
+    ] {
+        let r = verifier
+            .run(request(&host_named(&lab, n), "agent-status"))
+            .await;
+        assert_eq!(
+            r.facts.get("antimalware"),
+            Some(&Value::Str(word.to_owned())),
+            "{n}: {r:?}"
+        );
+    }
 }
 
 /// Raw calls, to check the server's own rules.
@@ -957,6 +1239,27 @@ async fn scheduled_tasks_run_now_and_one_shots_delete_themselves() {
     assert_eq!(s, 400, "{j}");
 }
 
+/// Prints every failed step with its reason, for the assertions' messages.
+struct Failures;
+
+impl medic_exec::Reporter for Failures {
+    fn event(&mut self, ev: &medic_exec::RunEvent) {
+        if let medic_exec::RunEvent::StepFinished {
+            step,
+            outcome: medic_exec::Outcome::Failed,
+            detail,
+            elapsed_ms,
+            ..
+        } = ev
+        {
+            eprintln!(
+                "failed {step} after {elapsed_ms} ms: {}",
+                detail.as_deref().unwrap_or("")
+            );
+        }
+    }
+}
+
 /// Runs the Deep Security playbook on the lab fleet: `dsm` steps through the simulator
 /// server (over HTTP, with `faults`), every other step through the `sim` driver on the same
 /// fleet. Returns the report, the fleet and the server's request log.
@@ -969,9 +1272,13 @@ async fn run_playbook(
     Duration,
 ) {
     let lab = lab_with(LAB, TlsSetup::Plain, faults, 3000.0).await;
-    let pb = medic_config::load_playbook("ds.yaml", PLAYBOOK, &[]).expect("playbook loads");
-    let plan =
-        Arc::new(medic_plan::build_plan(&lab.inventory, &pb, PLAYBOOK, None).expect("plan builds"));
+    // `verify` reads the Manager, which the storm throttles for seconds at a time: at this
+    // time scale the playbook's 5 minutes would leave it 2 s (a real run has the 5 minutes).
+    let playbook = PLAYBOOK.replace("timeout: 5m", "timeout: 10h");
+    let pb = medic_config::load_playbook("ds.yaml", &playbook, &[]).expect("playbook loads");
+    let plan = Arc::new(
+        medic_plan::build_plan(&lab.inventory, &pb, &playbook, None).expect("plan builds"),
+    );
     let mut cfg = config_for(&lab, KEY);
     cfg.rate = RateLimit {
         per_second: 500.0,
@@ -985,9 +1292,11 @@ async fn run_playbook(
         },
     );
     let sim = Arc::new(SimDriver::new(lab.fleet.clone(), 1e5));
+    // As `medic apply` wires them when it talks to the Manager: `verify` and the reinstall
+    // guard read the Manager's view first.
     let drivers = medic_exec::Drivers::new()
-        .with("dsm", Arc::new(dsm))
-        .with("ssh", sim.clone())
+        .with("dsm", Arc::new(dsm.clone()))
+        .with("ssh", Arc::new(Verifier::new(sim.clone(), dsm)))
         .with("manual", sim);
     let dir = tempfile::tempdir().expect("tempdir");
     let journal =
@@ -1011,7 +1320,7 @@ async fn run_playbook(
         &medic_exec::Prior::default(),
         &opts,
         medic_exec::Control::default(),
-        &mut medic_exec::Fanout::default(),
+        &mut medic_exec::Fanout(vec![Box::new(Failures)]),
     )
     .await;
     let elapsed = start.elapsed();

@@ -370,6 +370,7 @@ impl Fleet {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect::<BTreeMap<_, _>>(),
             attempt: 1,
+            after_ms: None,
         }
     }
 

@@ -453,6 +453,7 @@ fn host_view(shared: &Shared, host: &str) -> Answer {
         "build": h.build.to_string(),
         "pending_reboot": h.pending_reboot,
         "antimalware_online": h.antimalware_online,
+        "antimalware_off_by_policy": h.antimalware_off_by_policy,
         "security_update_current": h.security_update_current,
         "last_security_update_error": h.last_security_update_error,
         "sha2_supported": h.sha2_supported,

@@ -130,12 +130,12 @@ fn view(shared: &Shared, live: &Live, c: SimComputer) -> View {
         .ok()
         .and_then(|i| i.checked_sub(1))
         .and_then(|i| shared.hosts.get(i));
-    let finished = live.finished.get(&c.id).copied().unwrap_or(0);
+    let finished = live.finished_ms.get(&c.id).copied().unwrap_or(0);
     let has_agent = c.agent_version != "0.0.0.0";
     View {
         address: extra.map(|e| e.address.clone()).unwrap_or_default(),
         group_id: extra.map_or(0, |e| e.group_id),
-        last_changed_ms: ms(shared.start_ms + c.last_changed * 1000 + finished),
+        last_changed_ms: c.update_ms.max(finished),
         in_flight: live.in_flight.get(&c.id).is_some_and(|n| *n > 0),
         overlay: live.overlay.get(&c.id).cloned(),
         agent_fingerprint: has_agent.then(|| fingerprint(0x0061_6765_6e74, c.id)),
@@ -260,7 +260,7 @@ pub(crate) fn render(v: &View, e: Expand) -> J {
         o.insert("securityUpdates".into(), J::Object(u));
     }
     if e.anti_malware {
-        let state = if v.has_agent() { "on" } else { "off" };
+        let state = c.anti_malware_state;
         o.insert(
             "antiMalware".into(),
             json!({

@@ -44,8 +44,17 @@
 //! - **Relay groups are not readable**, exactly as on a real Manager: only `relayListID`
 //!   (the 1-based position of the relay group in the inventory; 0 = none).
 //! - `lastIPUsed` is the inventory's `address`; `platform` is its `os` (or a default per
-//!   platform); `lastChanged` of `securityUpdates` moves (milliseconds) whenever the fleet
-//!   changes the host and whenever a security update run by a task finishes.
+//!   platform); `lastChanged` of `securityUpdates` is when the last security update ended
+//!   (Unix milliseconds, the fleet's record, or the end of a task run that changed nothing
+//!   in the fleet); an upgrade does not move it, and `updateStatus` keeps the last update's
+//!   result across an upgrade: before any update in this world every agent shows `active`
+//!   ("Up-to-date") as of 2023-03-01, the state that must not count as the update after an
+//!   upgrade.
+//! - `antiMalware.state` is `off` for a host whose Anti-Malware is switched off by policy
+//!   (inventory var `antimalware: off`), with the module `inactive` ("Off"); the engine
+//!   offline after a Windows upgrade without certificates is `error` "Anti-Malware Engine
+//!   Offline", in the module status and the agent status; a pending reboot (var `reboot:
+//!   pending`, or a Windows upgrade) is agent status `warning` "Reboot Required".
 //! - Changing a system setting through the API stores the value but does not change the
 //!   fleet's rules, which are fixed when the fleet is opened.
 //!
@@ -307,9 +316,9 @@ pub(crate) struct HostExtra {
 pub(crate) struct Live {
     /// Security updates in flight per computer ID (shown in `tasks.agentTasks`).
     pub in_flight: HashMap<u64, u32>,
-    /// Finished task runs per computer ID: added to `lastChanged` so that it moves even
-    /// when the run changed nothing in the fleet.
-    pub finished: HashMap<u64, u64>,
+    /// When the last task run per computer ID finished (Unix ms): `lastChanged` moves
+    /// even when the run changed nothing in the fleet (the agent did not answer).
+    pub finished_ms: HashMap<u64, i64>,
     /// Runs started per computer ID: the attempt number of the simulated duration.
     pub started: HashMap<u64, u32>,
     /// A status a run left that the fleet cannot express (the agent did not answer).

@@ -302,7 +302,8 @@ fn run(shared: &Arc<Shared>, targets: Vec<(u64, String)>) {
                 Some(m) => live.overlay.insert(id, m),
                 None => live.overlay.remove(&id),
             };
-            *live.finished.entry(id).or_default() += 1;
+            let last = live.finished_ms.entry(id).or_default();
+            *last = now_ms().max(*last + 1);
         });
     }
 }
