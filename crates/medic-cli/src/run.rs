@@ -13,7 +13,7 @@ use medic_exec::{
     Clock, Control, Drivers, Fanout, Prior, Reporter, RunExit, RunOptions, StopReason, WindowPolicy,
 };
 use medic_journal::{Journal, JournalError, JournalReader, StepState, meta_keys};
-use medic_model::{AgentBuild, Inventory};
+use medic_model::Inventory;
 use medic_plan::{Plan, Window, plan_from_json};
 use medic_sim::{SimConfig, SimFleet};
 use serde::{Deserialize, Serialize};
@@ -229,16 +229,11 @@ fn sim_config(plan: &Plan, seed: u64, faults: &[String]) -> Result<SimConfig, Fa
         };
         c.faults.push(fault);
     }
-    // A list of fixed builds per line: the simulated world has one threshold per platform,
-    // so it takes the lowest, under which every line is affected.
+    // The simulated world is affected exactly as the plan says: per version line.
     let get = |k: &str| {
-        plan.params().get(k).and_then(|v| {
-            v.split(',')
-                .map(|b| b.parse::<AgentBuild>().ok())
-                .collect::<Option<Vec<_>>>()?
-                .into_iter()
-                .min()
-        })
+        plan.params()
+            .get(k)
+            .and_then(|v| medic_model::BuildLines::parse(v).ok())
     };
     if let Some(b) = get("fixed_build.linux") {
         c.fixed_build_linux = b;

@@ -213,6 +213,23 @@ impl BuildLines {
         Ok(BuildLines(builds))
     }
 
+    /// Builds known to be one per line (a simulator's or a test's world); a later build of
+    /// a line already given replaces the earlier one.
+    pub fn from_builds(builds: impl IntoIterator<Item = AgentBuild>) -> BuildLines {
+        let mut v: Vec<AgentBuild> = Vec::new();
+        for b in builds {
+            v.retain(|o| o.line() != b.line());
+            v.push(b);
+        }
+        v.sort();
+        BuildLines(v)
+    }
+
+    /// Whether `b` is below the fixed build that applies to it.
+    pub fn affects(&self, b: AgentBuild) -> bool {
+        self.for_build(b).is_some_and(|f| b < f)
+    }
+
     /// One build for every line.
     pub fn single(b: AgentBuild) -> BuildLines {
         BuildLines(vec![b])

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use medic_model::AgentBuild;
+use medic_model::{AgentBuild, BuildLines};
 
 /// The knobs of a simulated fleet. The inventory gives the hosts; this gives the world's
 /// rules and the faults.
@@ -11,10 +11,12 @@ use medic_model::AgentBuild;
 pub struct SimConfig {
     /// Seeds every random draw (durations, pending reboots): same seed, same fleet.
     pub seed: u64,
-    /// First unaffected agent build per platform: Relays below it fail security updates
-    /// (the advisory's Problem 1).
-    pub fixed_build_linux: AgentBuild,
-    pub fixed_build_windows: AgentBuild,
+    /// First unaffected agent build per platform and version line: a Relay below its own
+    /// line's fixed build (the highest one when its line has none) fails security updates
+    /// (the advisory's Problem 1). The fixes exist per line (12.0, 20.0 LTS, ...), so a
+    /// 12.0 host at its line's fix is not affected although it is below the 20.0 fix.
+    pub fixed_build_linux: BuildLines,
+    pub fixed_build_windows: BuildLines,
     /// Probability (0..=1) that a Windows agent upgrade leaves a pending reboot (advisory:
     /// "very likely").
     pub windows_reboot_probability: f64,
@@ -22,13 +24,17 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// The demo's world: fixed build `20.0.1-690` on both platforms, Windows reboots
-    /// after 80% of upgrades, no faults.
+    /// The demo's world: fixed builds `12.0.0-5000` (line 12.0) and `20.0.1-690` (line
+    /// 20.0 and every other line) on both platforms, as the playbook's example values;
+    /// Windows reboots after 80% of upgrades, no faults.
     pub fn demo(seed: u64) -> SimConfig {
-        let fixed = AgentBuild::new(20, 0, 1, 690);
+        let fixed = BuildLines::from_builds([
+            AgentBuild::new(12, 0, 0, 5000),
+            AgentBuild::new(20, 0, 1, 690),
+        ]);
         SimConfig {
             seed,
-            fixed_build_linux: fixed,
+            fixed_build_linux: fixed.clone(),
             fixed_build_windows: fixed,
             windows_reboot_probability: 0.8,
             faults: Vec::new(),

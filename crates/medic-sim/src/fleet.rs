@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use medic_model::{AgentBuild, Inventory, ManagerBuild, Platform, Value};
+use medic_model::{AgentBuild, BuildLines, Inventory, ManagerBuild, Platform, Value};
 
 use crate::action::{Action, EFFECT_SLOTS, SIDE_EFFECTS};
 use crate::config::{Fault, SimConfig, SimError};
@@ -175,18 +175,24 @@ struct Shared {
 /// What does not change while the fleet runs, so it is read without the lock.
 struct Rules {
     seed: u64,
-    fixed_linux: AgentBuild,
-    fixed_windows: AgentBuild,
+    fixed_linux: BuildLines,
+    fixed_windows: BuildLines,
     reboot_probability: f64,
     direct_download: bool,
 }
 
 impl Rules {
-    fn fixed(&self, platform: Platform) -> AgentBuild {
+    fn fixed(&self, platform: Platform) -> &BuildLines {
         match platform {
-            Platform::Linux => self.fixed_linux,
-            Platform::Windows => self.fixed_windows,
+            Platform::Linux => &self.fixed_linux,
+            Platform::Windows => &self.fixed_windows,
         }
+    }
+
+    /// Below the fixed build of its own version line (the highest one if its line has
+    /// none): the advisory's affected builds.
+    fn affected(&self, platform: Platform, build: AgentBuild) -> bool {
+        self.fixed(platform).affects(build)
     }
 }
 
@@ -595,8 +601,8 @@ impl SimFleet {
             shared: Arc::new(Shared {
                 rules: Rules {
                     seed: config.seed,
-                    fixed_linux: config.fixed_build_linux,
-                    fixed_windows: config.fixed_build_windows,
+                    fixed_linux: config.fixed_build_linux.clone(),
+                    fixed_windows: config.fixed_build_windows.clone(),
                     reboot_probability: p,
                     direct_download: inventory.settings.direct_download_when_relays_unavailable,
                 },
@@ -815,8 +821,8 @@ impl SimFleet {
         self.shared.rules.direct_download
     }
 
-    /// The first unaffected build for a platform, as configured.
-    pub fn fixed_build(&self, platform: Platform) -> AgentBuild {
+    /// The first unaffected builds of a platform, one per version line, as configured.
+    pub fn fixed_builds(&self, platform: Platform) -> &BuildLines {
         self.shared.rules.fixed(platform)
     }
 }
@@ -994,7 +1000,6 @@ fn decide(
             h.name
         ));
     }
-    let fixed = rules.fixed(h.platform);
     let group = h.group.map(|g| &st.groups[g]);
     match act {
         // Handled above; listed so that the match stays exhaustive.
@@ -1195,7 +1200,7 @@ fn decide(
                             "relay group `{}` is offline: import an update bundle and update with source=bundle",
                             g.name
                         ))
-                    } else if h.build < fixed {
+                    } else if rules.affected(h.platform, h.build) {
                         failed(CERT_EXPIRE_ERROR.to_owned())
                     } else {
                         succeeded
@@ -1208,14 +1213,14 @@ fn decide(
                         g.relays
                             .iter()
                             .map(|r| &st.hosts[*r])
-                            .find(|r| r.build < rules.fixed(r.platform))
+                            .find(|r| rules.affected(r.platform, r.build))
                     });
                     if let Some(r) = bad_relay {
                         failed(format!(
                             "{CERT_EXPIRE_ERROR} (through relay `{}`, build {})",
                             r.name, r.build
                         ))
-                    } else if rules.direct_download && h.build < fixed {
+                    } else if rules.direct_download && rules.affected(h.platform, h.build) {
                         failed(format!(
                             "{CERT_EXPIRE_ERROR} (direct download from the primary update source, own build {})",
                             h.build

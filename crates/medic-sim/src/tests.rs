@@ -110,6 +110,35 @@ fn failed_with(r: &SimResult, needle: &str) -> bool {
     matches!(r, SimResult::Failed(m) if m.contains(needle))
 }
 
+/// The fixes exist per version line: a 12.0 Relay at its own line's fix updates fine
+/// although it is below the 20.0 fix; one below its line's fix, or on a line with no fix of
+/// its own (compared with the highest), fails.
+#[test]
+fn relays_are_affected_per_version_line() {
+    let f = open(&inventory(
+        vec![
+            host("r12-fixed", Platform::Linux, "12.0.0-5000", true, "tokyo"),
+            host("r12-old", Platform::Linux, "12.0.0-4999", true, "tokyo"),
+            host("r11-old", Platform::Linux, "11.0.0-9999", true, "tokyo"),
+            host("r20-fixed", Platform::Linux, FIXED, true, "tokyo"),
+        ],
+        false,
+    ));
+    assert_eq!(run(&f, "r12-fixed", "security-update", &[]), SimResult::Ok);
+    assert_eq!(run(&f, "r20-fixed", "security-update", &[]), SimResult::Ok);
+    for h in ["r12-old", "r11-old"] {
+        assert_eq!(
+            run(&f, h, "security-update", &[]),
+            SimResult::Failed(CERT_EXPIRE_ERROR.to_owned()),
+            "{h}"
+        );
+    }
+    assert_eq!(
+        f.fixed_builds(Platform::Linux).text(),
+        "12.0.0-5000,20.0.1-690"
+    );
+}
+
 #[test]
 fn relay_below_fixed_fails_security_update() {
     let f = open(&site());
