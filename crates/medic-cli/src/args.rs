@@ -107,7 +107,8 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) strict: bool,
     /// At most N steps at once per relay group.
-    #[arg(long, value_name = "N", value_parser = crate::values::at_least_one)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = crate::values::at_least_one)]
     pub(crate) max_per_group: Option<u32>,
     /// Progress bars: auto (on a terminal), always or never.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]

@@ -3,6 +3,9 @@
 
 mod crash;
 mod disk_full;
+mod help;
+mod journeys;
+mod readme;
 mod runs;
 mod util;
 mod validation;
