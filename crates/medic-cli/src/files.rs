@@ -229,7 +229,7 @@ fn truncated(path: &Path, head: &[u8; 100], len: u64) -> bool {
     if page_size < 512 || !page_size.is_power_of_two() {
         return true;
     }
-    if len % page_size != 0 {
+    if !len.is_multiple_of(page_size) {
         return true;
     }
     valid_for == change_counter && pages > 0 && len < pages * page_size

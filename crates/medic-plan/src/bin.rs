@@ -369,7 +369,7 @@ pub fn plan_to_bytes(plan: &Plan) -> Vec<u8> {
         Some(true) => 2,
     });
     o.u(e.serial_s);
-    let window = e.window.map(|w| format!("{}/{}", w.start, w.end));
+    let window = e.window.map(|w| w.text());
     o.opt_s(window.as_deref());
 
     // The table goes first, so that the reader has it before the references.
