@@ -73,6 +73,9 @@ pub(crate) struct ImportArgs {
     /// Write to FILE instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub(crate) out: Option<PathBuf>,
+    /// Seconds to wait for the Manager to accept the connection, and for each answer.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = crate::values::timeout_secs)]
+    pub(crate) dsm_timeout: f64,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -105,7 +108,8 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) strict: bool,
     /// At most N steps at once per relay group.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = crate::values::at_least_one)]
     pub(crate) max_per_group: Option<u32>,
     /// Progress bars: auto (on a terminal), always or never.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
@@ -182,13 +186,15 @@ pub(crate) struct SimArgs {
     #[arg(long)]
     pub(crate) simulate: bool,
     /// With --simulate: simulated seconds per real second (e.g. 600).
-    #[arg(long, value_name = "X", default_value_t = 1.0, requires = "simulate")]
+    #[arg(long, value_name = "X", default_value_t = 1.0, requires = "simulate",
+          allow_negative_numbers = true, value_parser = crate::values::time_scale)]
     pub(crate) time_scale: f64,
     /// With --simulate: the seed of the simulated fleet's durations and reboots.
     #[arg(long, value_name = "N", default_value_t = 1, requires = "simulate")]
     pub(crate) sim_seed: u64,
-    /// With --simulate: inject a fault (repeatable): `unreachable:HOST`,
-    /// `hang:HOST:ACTION` or `fail:HOST:ACTION:TIMES`.
+    /// With --simulate: inject a fault (repeatable): `unreachable:HOST` (the host never
+    /// answers), `hang:HOST:ACTION` (that action never ends) or `fail:HOST:ACTION:TIMES`
+    /// (that action fails its first TIMES attempts, then works).
     #[arg(long = "sim-fault", value_name = "SPEC", requires = "simulate")]
     pub(crate) sim_faults: Vec<String>,
 }
@@ -227,14 +233,17 @@ pub(crate) struct ResumeArgs {
     /// Approve every gate without asking.
     #[arg(long)]
     pub(crate) yes: bool,
+    /// Progress bars: auto (on a terminal), always or never.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub(crate) progress: Progress,
 }
 
 #[derive(Args, Debug)]
 pub(crate) struct StatusArgs {
+    /// The journal of the run (printed when the run starts and in its summary).
     #[arg(long, value_name = "FILE")]
     pub(crate) journal: PathBuf,
+    /// Text for people, or JSON for scripts.
     #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
     pub(crate) format: StatusFormat,
 }
@@ -247,6 +256,7 @@ pub(crate) enum StatusFormat {
 
 #[derive(Args, Debug)]
 pub(crate) struct ApproveArgs {
+    /// The journal of the run whose gate to approve.
     #[arg(long, value_name = "FILE")]
     pub(crate) journal: PathBuf,
     /// What to approve: a gate (gate/agent-upgrade/wave-1) or a manual step once its work
@@ -261,11 +271,13 @@ pub(crate) struct ApproveArgs {
 #[derive(Args, Debug)]
 pub(crate) struct DemoArgs {
     /// Simulated seconds per real second; the default finishes in well under a minute.
-    #[arg(long, value_name = "X", default_value_t = 600.0)]
+    #[arg(long, value_name = "X", default_value_t = 600.0,
+          allow_negative_numbers = true, value_parser = crate::values::time_scale)]
     pub(crate) time_scale: f64,
     /// Where the demo's journal and events go (default: .medic/demo-TIMESTAMP).
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
+    /// Progress bars: auto (on a terminal), always or never.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub(crate) progress: Progress,
 }
@@ -322,6 +334,7 @@ pub(crate) enum Format {
 pub(crate) struct PlanArgs {
     #[command(flatten)]
     pub(crate) input: InputArgs,
+    /// How to render the plan.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
     /// Write to FILE instead of standard output.

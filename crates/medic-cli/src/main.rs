@@ -2,11 +2,30 @@
 //! executor, and maps outcomes to the documented exit codes. Only this crate knows about
 //! terminals, colours and clap.
 
+// The standard printing macros panic when the reader has gone away (`medic apply 2>&1 |
+// head -1`); these, defined before every module so that they shadow the standard ones in
+// the whole crate, never do, and a closed output stops a run like a first Ctrl-C
+// (`out.rs`).
+macro_rules! eprintln {
+    () => { $crate::out::err_line("") };
+    ($($t:tt)*) => { $crate::out::err_line(&format!($($t)*)) };
+}
+macro_rules! eprint {
+    ($($t:tt)*) => { $crate::out::err_text(&format!($($t)*)) };
+}
+macro_rules! println {
+    () => { $crate::out::out_line("") };
+    ($($t:tt)*) => { $crate::out::out_line(&format!($($t)*)) };
+}
+
 mod args;
 mod exit_codes;
+mod files;
+mod out;
 mod report;
 mod reporters;
 mod run;
+mod values;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -161,8 +180,46 @@ pub(crate) fn parse_window(w: Option<&str>) -> Result<Option<Window>, Failure> {
     }
 }
 
+/// A new plan or run needs a window that has not ended: planned into the past it would
+/// "fit" and then run nothing.
+pub(crate) fn refuse_past_window(w: Option<&Window>) -> Result<(), Failure> {
+    let Some(w) = w else { return Ok(()) };
+    let now = jiff::Timestamp::now();
+    let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
+    if w.end > now {
+        return Ok(());
+    }
+    // Now, in the offset the window was given in, so the two compare at a glance.
+    let shown = now.display_with_offset(w.end_offset).to_string();
+    let file = SourceFile::new("--window", "");
+    Err(Failure::BadInput(Problems(vec![
+        Problem::new(
+            &file,
+            None,
+            "medic::cli::window_past",
+            format!(
+                "the window {} ended before now ({}); nothing could run in it",
+                w.text(),
+                shown
+            ),
+        )
+        .help("pass the approved window that is still to come, e.g. --window 2027-01-15T22:00+09:00/2027-01-16T04:00+09:00"),
+    ])))
+}
+
 fn plan(a: &PlanArgs) -> Result<u8, Failure> {
+    if let Some(out) = &a.out {
+        files::refuse_overwriting_inputs(
+            "--out",
+            out,
+            &[
+                ("--inventory", Some(&a.input.inventory)),
+                ("--playbook", Some(&a.input.playbook)),
+            ],
+        )?;
+    }
     let window = parse_window(a.window.as_deref())?;
+    refuse_past_window(window.as_ref())?;
     let (inv, pb, text, inv_text) = load(&a.input)?;
     let plan = make_plan(&inv, &pb, &text, window, (&a.input.inventory, &inv_text))?;
     let out = match a.format {

@@ -134,6 +134,15 @@ fn dsm_client(
     ca: Option<&Path>,
     key_file: Option<&Path>,
 ) -> Result<medic_drivers::DsmClient, Failure> {
+    dsm_client_with(url, ca, key_file, |_| {})
+}
+
+fn dsm_client_with(
+    url: &str,
+    ca: Option<&Path>,
+    key_file: Option<&Path>,
+    adjust: impl FnOnce(&mut medic_drivers::DsmConfig),
+) -> Result<medic_drivers::DsmClient, Failure> {
     use medic_drivers::dsm::load_api_key;
     let key = load_api_key(key_file).map_err(|e| {
         bad(
@@ -158,13 +167,14 @@ fn dsm_client(
             )
         })?);
     }
+    adjust(&mut cfg);
     medic_drivers::DsmClient::new(cfg)
         .map_err(|e| bad("--dsm", e.to_string(), "check the URL and the CA bundle"))
 }
 
 const INPUTS: &str = "inputs";
 
-fn bad(file: &str, msg: impl Into<String>, help: &str) -> Failure {
+pub(crate) fn bad(file: &str, msg: impl Into<String>, help: &str) -> Failure {
     let f = SourceFile::new(file, "");
     Failure::BadInput(Problems(vec![
         Problem::new(&f, None, "medic::run::input", msg).help(help),
@@ -245,11 +255,12 @@ fn sim_config(plan: &Plan, seed: u64, faults: &[String]) -> Result<SimConfig, Fa
 }
 
 /// The drivers of a run. `loaded` is the recorded simulation inventory when the caller
-/// has already loaded that very text.
+/// has already loaded that very text. Without a journal, a simulated fleet lives in
+/// memory only (to check the rehearsal's settings before anything is written).
 fn drivers_for(
     plan: &Plan,
     inputs: &Inputs,
-    journal: &Path,
+    journal: Option<&Path>,
     loaded: Option<Inventory>,
 ) -> Result<Drivers, Failure> {
     if inputs.simulate {
@@ -268,7 +279,7 @@ fn drivers_for(
         let fleet = SimFleet::open(
             &inv,
             sim_config(plan, inputs.sim_seed, &inputs.sim_faults)?,
-            Some(&sim_state_path(journal)),
+            journal.map(sim_state_path).as_deref(),
         )
         .map_err(|e| internal(format!("cannot open the simulated fleet: {e}")))?;
         return Ok(Drivers::everything(Arc::new(SimDriver::new(
@@ -458,6 +469,20 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
         );
     }
     let window = parse_window(a.run.window.as_deref())?;
+    crate::refuse_past_window(window.as_ref())?;
+    for (flag, out) in [("--events", &a.run.events), ("--journal", &a.run.journal)] {
+        if let Some(out) = out {
+            crate::files::refuse_overwriting_inputs(
+                flag,
+                out,
+                &[
+                    ("--inventory", a.inventory.as_deref()),
+                    ("--playbook", a.playbook.as_deref()),
+                    ("--plan", a.plan.as_deref()),
+                ],
+            )?;
+        }
+    }
     let (plan, inv_text) = match (&a.plan, &a.playbook, &a.inventory) {
         (Some(p), _, inv) => {
             let text = std::fs::read_to_string(p).map_err(|e| {
@@ -589,7 +614,13 @@ fn start_new(
     window: Option<Window>,
     progress: Progress,
 ) -> Result<u8, Failure> {
-    let drivers = drivers_for(&plan, &inputs, journal_path, None)?;
+    // Every check before anything is written: the journal's path, the simulator's state
+    // file, the drivers' settings (a rehearsal's fleet is built in memory first).
+    crate::files::check_new_journal(journal_path)?;
+    if inputs.simulate {
+        crate::files::check_no_stale_sim_state(&sim_state_path(journal_path))?;
+    }
+    let drivers = drivers_for(&plan, &inputs, None, None)?;
     if let Some(dir) = journal_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
@@ -606,8 +637,14 @@ fn start_new(
             "cannot create journal {}: the disk is full or refused a write; nothing was run: free space and start the run again",
             journal_path.display()
         )),
-        e => internal(e.to_string()),
+        e => crate::files::journal_failure(journal_path, &e),
     })?;
+    // The rehearsal's fleet keeps its state beside the journal, which now exists.
+    let drivers = if inputs.simulate {
+        drivers_for(&plan, &inputs, Some(journal_path), None)?
+    } else {
+        drivers
+    };
     let opts = options(&inputs, id, window, false);
     execute(
         plan,
@@ -633,20 +670,8 @@ fn resume_journal(
     retry_failed: bool,
 ) -> Result<u8, Failure> {
     let name = path.display().to_string();
-    if !path.exists() {
-        return Err(bad(
-            &name,
-            format!("there is no journal at {name}: no run was started there"),
-            "start the run with `medic apply`",
-        ));
-    }
-    let reader = JournalReader::open(path).map_err(|e| {
-        bad(
-            &name,
-            e.to_string(),
-            "pass the journal of a run started by `medic apply`",
-        )
-    })?;
+    crate::files::check_existing_journal(path, true)?;
+    let reader = JournalReader::open(path).map_err(|e| crate::files::journal_failure(path, &e))?;
     let get = |k: &str| reader.meta(k).map_err(|e| internal(e.to_string()));
     let inputs: Result<Inputs, _> = serde_json::from_str(&get(INPUTS)?.unwrap_or_default());
     // The inputs of the drift check, when they are still on disk.
@@ -677,7 +702,12 @@ fn resume_journal(
             "the journal holds no plan",
             "was it written by `medic apply`?",
         ),
-        e => internal(e.to_string()),
+        medic_exec::ReadError::Journal(e) => crate::files::journal_failure(path, &e),
+        e => bad(
+            &name,
+            format!("the journal {name} is damaged: {e}"),
+            "restore it from a backup or a copy; medic changed nothing",
+        ),
     })?;
     let mut inputs = inputs.map_err(|e| {
         bad(
@@ -719,8 +749,9 @@ fn resume_journal(
         inputs.yes = true;
     }
     let events = events.unwrap_or_else(|| inputs.events.clone());
-    let drivers = drivers_for(&plan, &inputs, path, loaded)?;
-    let journal = Journal::open_existing(path).map_err(|e| internal(e.to_string()))?;
+    let drivers = drivers_for(&plan, &inputs, Some(path), loaded)?;
+    let journal =
+        Journal::open_existing(path).map_err(|e| crate::files::journal_failure(path, &e))?;
     let opts = options(&inputs, id, window, retry_failed);
     execute(
         plan, drivers, journal, prior, opts, &events, progress, &inputs,
@@ -767,7 +798,9 @@ fn execute(
     let mut fan = Fanout(reporters);
     let control = Control::default();
     let plan = Arc::new(plan);
+    crate::out::stop_on_close(&control);
     let report = rt.block_on(async {
+        tokio::spawn(crate::out::watch_streams());
         let c = control.clone();
         tokio::spawn(async move {
             // First interrupt drains, the second aborts in-flight steps.
@@ -915,9 +948,9 @@ struct StatusJson {
 }
 
 pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
-    let name = a.journal.display().to_string();
+    crate::files::check_existing_journal(&a.journal, false)?;
     let r = JournalReader::open(&a.journal)
-        .map_err(|e| bad(&name, e.to_string(), "pass the journal of a run"))?;
+        .map_err(|e| crate::files::journal_failure(&a.journal, &e))?;
     let e = |x: medic_journal::JournalError| internal(x.to_string());
     let steps = r.steps().map_err(e)?;
     let pick = |st: StepState| -> Vec<String> {
@@ -1078,6 +1111,7 @@ pub(crate) fn approve(a: &ApproveArgs) -> Result<u8, Failure> {
             "`medic status --journal FILE` lists what the run waits for",
         ));
     }
+    crate::files::check_existing_journal(&a.journal, true)?;
     medic_journal::approve(&a.journal, &a.gate, &by).map_err(|e| {
         bad(
             &a.journal.display().to_string(),
@@ -1090,9 +1124,31 @@ pub(crate) fn approve(a: &ApproveArgs) -> Result<u8, Failure> {
 }
 
 pub(crate) fn inventory_import(a: &crate::args::ImportArgs) -> Result<u8, Failure> {
+    if let Some(out) = &a.out {
+        crate::files::refuse_overwriting_inputs(
+            "--out",
+            out,
+            &[
+                ("--dsm-ca", a.dsm_ca.as_deref()),
+                ("--dsm-api-key-file", a.dsm_api_key_file.as_deref()),
+            ],
+        )?;
+    }
     let rt = runtime()?;
     let _g = rt.enter();
-    let client = dsm_client(&a.dsm, a.dsm_ca.as_deref(), a.dsm_api_key_file.as_deref())?;
+    let timeout = Duration::from_secs_f64(a.dsm_timeout);
+    let client = dsm_client_with(
+        &a.dsm,
+        a.dsm_ca.as_deref(),
+        a.dsm_api_key_file.as_deref(),
+        |cfg| {
+            cfg.connect_timeout = timeout;
+            cfg.read_timeout = timeout;
+            // One retry: a Manager that does not answer fails the import in about two
+            // timeouts, not after eight backoffs. A 429 has its own budget.
+            cfg.retry.max_retries = cfg.retry.max_retries.min(1);
+        },
+    )?;
     let mut opts = medic_drivers::dsm::ImportOptions::for_client(&client);
     if let Some(n) = &a.manager_name {
         opts.manager_name = n.clone();
@@ -1108,9 +1164,33 @@ pub(crate) fn inventory_import(a: &crate::args::ImportArgs) -> Result<u8, Failur
             },
         )?);
     }
+    let url = client.base_url().to_owned();
+    eprintln!(
+        "importing from {url} (each request times out after {} s)",
+        a.dsm_timeout
+    );
     let text = rt
-        .block_on(medic_drivers::import_inventory(&client, &opts))
-        .map_err(|e| internal(format!("the import failed: {e}")))?;
+        .block_on(async {
+            let ticker = tokio::spawn({
+                let url = url.clone();
+                let c = client.clone();
+                async move {
+                    let start = std::time::Instant::now();
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        eprintln!(
+                            "  still reading from {url}: {} s, {} requests sent",
+                            start.elapsed().as_secs(),
+                            c.requests_sent()
+                        );
+                    }
+                }
+            });
+            let r = medic_drivers::import_inventory(&client, &opts).await;
+            ticker.abort();
+            r
+        })
+        .map_err(|e| internal(format!("the import from {url} failed: {e}")))?;
     // Never write an inventory that medic itself would refuse.
     medic_config::load_inventory("imported inventory", &text).map_err(Failure::BadInput)?;
     crate::write_out(a.out.as_deref(), &text)?;

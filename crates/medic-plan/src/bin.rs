@@ -376,7 +376,7 @@ pub fn plan_to_bytes(plan: &Plan) -> Vec<u8> {
         Some(true) => 2,
     });
     o.u(e.serial_s);
-    let window = e.window.map(|w| format!("{}/{}", w.start, w.end));
+    let window = e.window.map(|w| w.text());
     o.opt_s(window.as_deref());
     // An optional last section (older plans end before it).
     if !plan.warnings.is_empty() {

@@ -235,10 +235,7 @@ mod ser {
                     makespan_s: plan.estimate.makespan_s,
                     fits_window: plan.estimate.fits_window,
                     serial_s: plan.estimate.serial_s,
-                    window: plan
-                        .estimate
-                        .window
-                        .map(|w| format!("{}/{}", w.start, w.end)),
+                    window: plan.estimate.window.map(|w| w.text()),
                 },
                 params: &plan.params,
                 example_params: &plan.example_params,

@@ -3,8 +3,11 @@
 
 mod crash;
 mod disk_full;
+mod help;
+mod journeys;
 mod manual;
 mod planning;
+mod readme;
 mod runs;
 mod util;
 mod validation;

@@ -133,7 +133,14 @@ fn a_changed_inventory_is_refused_on_resume_naming_the_hosts() {
     let inv_text = std::fs::read_to_string(lab_inventory()).expect("lab");
     env.write("inv.yaml", &inv_text);
     let pb = real_playbook().display().to_string();
-    // A run stopped by its budget cannot happen here, so stop it with a closed window instead.
+    // A run stopped by its budget cannot happen here, so stop it with a window too short
+    // for its next wave (a window that has already ended is refused).
+    let now = jiff::Timestamp::now();
+    let window = format!(
+        "{}/{}",
+        now - jiff::SignedDuration::from_secs(3600),
+        now + jiff::SignedDuration::from_secs(120)
+    );
     let run = env.run([
         "apply",
         "-i",
@@ -147,7 +154,7 @@ fn a_changed_inventory_is_refused_on_resume_naming_the_hosts() {
         "--journal",
         "j.sqlite",
         "--window",
-        "2020-01-01T00:00+00:00/2020-01-01T01:00+00:00",
+        &window,
         "--progress",
         "never",
     ]);

@@ -48,8 +48,8 @@ pub fn to_markdown(plan: &Plan) -> String {
             let _ = writeln!(
                 o,
                 "| change window | {} to {} ({}): {fits} |",
-                w.start,
-                w.end,
+                w.start_text(),
+                w.end_text(),
                 format_duration(w.length_s())
             );
         }

@@ -125,8 +125,8 @@ pub fn to_text(plan: &Plan) -> String {
         let _ = writeln!(
             o,
             "window: {} to {} ({}): {fits}",
-            w.start,
-            w.end,
+            w.start_text(),
+            w.end_text(),
             format_duration(w.length_s())
         );
     }
