@@ -7,6 +7,7 @@ mod exit_codes;
 mod report;
 mod reporters;
 mod run;
+mod sign;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -164,10 +165,31 @@ pub(crate) fn parse_window(w: Option<&str>) -> Result<Option<Window>, Failure> {
 fn plan(a: &PlanArgs) -> Result<u8, Failure> {
     let window = parse_window(a.window.as_deref())?;
     let (inv, pb, text, inv_text) = load(&a.input)?;
+    if a.sign.is_some() && a.format != Format::Json {
+        let file = SourceFile::new("--sign", "");
+        return Err(Failure::BadInput(Problems(vec![
+            Problem::new(
+                &file,
+                None,
+                "medic::cli::sign",
+                "a signature is kept in the plan's JSON: --sign needs --format json",
+            )
+            .help("write `medic plan --format json --sign KEY --out plan.json`"),
+        ])));
+    }
     let plan = make_plan(&inv, &pb, &text, window, (&a.input.inventory, &inv_text))?;
     let out = match a.format {
         Format::Text => medic_plan::render::to_text(&plan),
-        Format::Json => plan_to_json(&plan),
+        Format::Json => match &a.sign {
+            None => plan_to_json(&plan),
+            Some(key) => {
+                let sig = sign::sign(&plan, key)?;
+                let mut out = Vec::new();
+                medic_plan::write_plan_json_signed(&plan, Some(&sig), &mut out)
+                    .map_err(|e| Failure::Internal(format!("cannot render the plan: {e}")))?;
+                String::from_utf8(out).map_err(|e| Failure::Internal(e.to_string()))?
+            }
+        },
         Format::Dot => medic_plan::render::to_dot(&plan),
         Format::Mermaid => medic_plan::render::to_mermaid(&plan),
         Format::Markdown => medic_plan::render::to_markdown(&plan),

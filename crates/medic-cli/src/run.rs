@@ -14,7 +14,7 @@ use medic_exec::{
 };
 use medic_journal::{Journal, JournalError, JournalReader, StepState, meta_keys};
 use medic_model::{AgentBuild, Inventory};
-use medic_plan::{Plan, Window, plan_from_json};
+use medic_plan::{Plan, Window};
 use medic_sim::{SimConfig, SimFleet};
 use serde::{Deserialize, Serialize};
 
@@ -397,20 +397,7 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
     let window = parse_window(a.run.window.as_deref())?;
     let (plan, inv_text) = match (&a.plan, &a.playbook, &a.inventory) {
         (Some(p), _, inv) => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                bad(
-                    &p.display().to_string(),
-                    format!("cannot read {}: {e}", p.display()),
-                    "check the path",
-                )
-            })?;
-            let plan = plan_from_json(&text).map_err(|e| {
-                bad(
-                    &p.display().to_string(),
-                    e,
-                    "pass a file written by `medic plan --format json`",
-                )
-            })?;
+            let plan = crate::sign::read_plan(p, a.verify_key.as_deref())?;
             let inv_text = match inv {
                 Some(i) => Some(std::fs::read_to_string(i).map_err(|e| {
                     bad(
