@@ -81,7 +81,12 @@ pub(crate) fn load_files(
     let inv_text = read(inv_path)?;
     let pb_text = read(pb_path)?;
     let inv = medic_config::load_inventory(&inv_path.display().to_string(), &inv_text);
-    let pb = medic_config::load_playbook(&pb_path.display().to_string(), &pb_text, sets);
+    let pb = medic_config::load_playbook_for(
+        &pb_path.display().to_string(),
+        &pb_text,
+        sets,
+        &medic_drivers::driver_actions,
+    );
     match (inv, pb) {
         (Ok(i), Ok(p)) => Ok((i, p, pb_text, inv_text)),
         (i, p) => {
@@ -127,7 +132,8 @@ pub(crate) fn make_plan(
                 refusals
                     .into_iter()
                     .map(|r| {
-                        let loc = medic_config::host_location(inv_src.1, &r.host, "agent_version");
+                        let field = r.field.unwrap_or("agent_version");
+                        let loc = medic_config::host_location(inv_src.1, &r.host, field);
                         let p = Problem::new(&file, loc, "medic::plan::refused", r.message);
                         match r.help {
                             Some(h) => p.help(h),
