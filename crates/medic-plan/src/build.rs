@@ -52,6 +52,8 @@ pub struct Refusal {
 #[derive(Default)]
 struct Notes {
     refusals: Vec<Refusal>,
+    /// Placeholders without a value (reported with the refusals, or after planning).
+    missing: Vec<Refusal>,
     warnings: Vec<String>,
 }
 
@@ -266,6 +268,7 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
     }
     drop(member_sets);
     if !notes.refusals.is_empty() {
+        notes.refusals.append(&mut notes.missing);
         return Err(PlanError::Refused(notes.refusals));
     }
 
@@ -551,8 +554,9 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
         }
     });
     drop(needs);
-    if !missing_args.is_empty() {
-        return Err(PlanError::Refused(missing_args));
+    if !notes.missing.is_empty() || !missing_args.is_empty() {
+        notes.missing.append(&mut missing_args);
+        return Err(PlanError::Refused(notes.missing));
     }
 
     let phase_limits: Vec<Option<u32>> = pb.phases.iter().map(|p| p.max_parallel).collect();
@@ -1259,8 +1263,8 @@ fn select(
                 )
             });
             for m in missing {
-                if !notes.refusals.contains(&m) {
-                    notes.refusals.push(m);
+                if !notes.missing.contains(&m) {
+                    notes.missing.push(m);
                 }
             }
             let refusal = Refusal {
@@ -1279,7 +1283,7 @@ fn select(
             let reason = render_or_note(
                 &rule.reason,
                 get,
-                &mut notes.refusals,
+                &mut notes.missing,
                 &phase.name,
                 &host,
                 || "a skip reason",
@@ -1296,7 +1300,7 @@ fn select(
             let reason = render_or_note(
                 &r.reason,
                 get,
-                &mut notes.refusals,
+                &mut notes.missing,
                 &phase.name,
                 &host,
                 || "a skip reason",
