@@ -445,7 +445,7 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
         .run
         .events
         .clone()
-        .unwrap_or_else(|| journal_path.with_file_name("events.jsonl"));
+        .unwrap_or_else(|| events_beside(&journal_path, &id));
     let inputs = Inputs {
         inventory: a.inventory.as_deref().map(abs),
         playbook: a.playbook.as_deref().map(abs),
@@ -492,6 +492,12 @@ fn refuse_example_values(plan: &Plan) -> Result<(), Failure> {
             })
             .collect(),
     )))
+}
+
+/// A run's own events file: beside its journal, named after the run, so that two runs
+/// with journals in one directory never share one.
+fn events_beside(journal: &Path, run_id: &str) -> PathBuf {
+    journal.with_file_name(format!("{run_id}.events.jsonl"))
 }
 
 /// An absolute path for a file that may not exist yet.
@@ -673,7 +679,7 @@ fn execute(
         show_bars(progress),
         interactive.then(|| journal.path().to_path_buf()),
     ))];
-    match JsonLines::create(events) {
+    match JsonLines::create(events, &opts.run_id) {
         Ok(j) => reporters.push(Box::new(j)),
         Err(e) => eprintln!("warning: cannot write events to {}: {e}", events.display()),
     }
@@ -779,7 +785,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
         yes: true,
         strict: false,
         max_per_group: None,
-        events: abs_future(&dir.join("events.jsonl")),
+        events: abs_future(&events_beside(&journal, &id)),
         simulate: true,
         time_scale: a.time_scale,
         sim_seed: 2023,

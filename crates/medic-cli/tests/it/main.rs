@@ -3,6 +3,7 @@
 
 mod crash;
 mod disk_full;
+mod events;
 mod load_names;
 mod plan_seal;
 mod planning;

@@ -110,10 +110,13 @@ fn refused(env: &TestEnv, run: &Run, first: &str) {
     if !h.message.contains(first) {
         run.fail(format_args!("the first problem should say `{first}`"));
     }
-    for f in ["journal.sqlite", "journal.sqlite.sim.log", "events.jsonl"] {
+    for f in ["journal.sqlite", "journal.sqlite.sim.log"] {
         if env.path().join(f).exists() {
             run.fail(format_args!("{f} was written"));
         }
+    }
+    if !crate::events::files(env.path()).is_empty() {
+        run.fail("an events file was written");
     }
 }
 
