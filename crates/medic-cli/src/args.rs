@@ -213,6 +213,10 @@ pub(crate) struct ApplyArgs {
     /// Set a playbook parameter (repeatable).
     #[arg(long = "set", value_name = "K=V")]
     pub(crate) sets: Vec<String>,
+    /// With --plan: refuse the plan unless it is signed (`medic plan --sign`) by a key in
+    /// FILE: `ssh-ed25519 KEY` lines, e.g. the signer's .pub or an allowed_signers file.
+    #[arg(long, value_name = "FILE", requires = "plan")]
+    pub(crate) verify_key: Option<PathBuf>,
     /// Run again only the failed steps of --journal (and what depends on them).
     #[arg(long, requires = "journal")]
     pub(crate) retry_failed: bool,
@@ -344,4 +348,9 @@ pub(crate) struct PlanArgs {
     /// 2026-12-01T22:00+09:00/2026-12-02T04:00+09:00. The plan says whether it fits.
     #[arg(long, value_name = "START/END")]
     pub(crate) window: Option<String>,
+    /// With --format json: sign the plan with the OpenSSH Ed25519 secret key in FILE
+    /// (`ssh-keygen -t ed25519 -f FILE`; an encrypted key's passphrase comes from
+    /// $MEDIC_SIGN_PASSPHRASE). `medic apply --plan P --verify-key FILE.pub` checks it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) sign: Option<PathBuf>,
 }

@@ -25,6 +25,7 @@ mod out;
 mod report;
 mod reporters;
 mod run;
+mod sign;
 mod values;
 
 use std::path::Path;
@@ -99,7 +100,12 @@ pub(crate) fn load_files(
     let inv_text = read(inv_path)?;
     let pb_text = read(pb_path)?;
     let inv = medic_config::load_inventory(&inv_path.display().to_string(), &inv_text);
-    let pb = medic_config::load_playbook(&pb_path.display().to_string(), &pb_text, sets);
+    let pb = medic_config::load_playbook_for(
+        &pb_path.display().to_string(),
+        &pb_text,
+        sets,
+        &medic_drivers::driver_actions,
+    );
     match (inv, pb) {
         (Ok(i), Ok(p)) => Ok((i, p, pb_text, inv_text)),
         (i, p) => {
@@ -145,7 +151,8 @@ pub(crate) fn make_plan(
                 refusals
                     .into_iter()
                     .map(|r| {
-                        let loc = medic_config::host_location(inv_src.1, &r.host, "agent_version");
+                        let field = r.field.unwrap_or("agent_version");
+                        let loc = medic_config::host_location(inv_src.1, &r.host, field);
                         let p = Problem::new(&file, loc, "medic::plan::refused", r.message);
                         match r.help {
                             Some(h) => p.help(h),
@@ -221,10 +228,31 @@ fn plan(a: &PlanArgs) -> Result<u8, Failure> {
     let window = parse_window(a.window.as_deref())?;
     refuse_past_window(window.as_ref())?;
     let (inv, pb, text, inv_text) = load(&a.input)?;
+    if a.sign.is_some() && a.format != Format::Json {
+        let file = SourceFile::new("--sign", "");
+        return Err(Failure::BadInput(Problems(vec![
+            Problem::new(
+                &file,
+                None,
+                "medic::cli::sign",
+                "a signature is kept in the plan's JSON: --sign needs --format json",
+            )
+            .help("write `medic plan --format json --sign KEY --out plan.json`"),
+        ])));
+    }
     let plan = make_plan(&inv, &pb, &text, window, (&a.input.inventory, &inv_text))?;
     let out = match a.format {
         Format::Text => medic_plan::render::to_text(&plan),
-        Format::Json => plan_to_json(&plan),
+        Format::Json => match &a.sign {
+            None => plan_to_json(&plan),
+            Some(key) => {
+                let sig = sign::sign(&plan, key)?;
+                let mut out = Vec::new();
+                medic_plan::write_plan_json_signed(&plan, Some(&sig), &mut out)
+                    .map_err(|e| Failure::Internal(format!("cannot render the plan: {e}")))?;
+                String::from_utf8(out).map_err(|e| Failure::Internal(e.to_string()))?
+            }
+        },
         Format::Dot => medic_plan::render::to_dot(&plan),
         Format::Mermaid => medic_plan::render::to_mermaid(&plan),
         Format::Markdown => medic_plan::render::to_markdown(&plan),

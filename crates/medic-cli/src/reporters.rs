@@ -343,10 +343,12 @@ fn fmt_ms(ms: i64) -> String {
 pub(crate) struct JsonLines {
     out: std::io::BufWriter<std::fs::File>,
     failed: bool,
+    /// Put on every line: a file given with `--events` may hold several runs.
+    run_id: String,
 }
 
 impl JsonLines {
-    pub(crate) fn create(path: &Path) -> std::io::Result<Self> {
+    pub(crate) fn create(path: &Path, run_id: &str) -> std::io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt as _;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
@@ -359,6 +361,7 @@ impl JsonLines {
         Ok(JsonLines {
             out: std::io::BufWriter::new(f),
             failed: false,
+            run_id: run_id.to_owned(),
         })
     }
 }
@@ -372,6 +375,7 @@ impl Reporter for JsonLines {
         let line = match serde_json::to_value(ev) {
             Ok(serde_json::Value::Object(mut m)) => {
                 m.insert("ts_ms".to_owned(), ts.into());
+                m.insert("run_id".to_owned(), self.run_id.clone().into());
                 serde_json::Value::Object(m).to_string()
             }
             _ => return,

@@ -14,7 +14,7 @@ use medic_exec::{
 };
 use medic_journal::{Journal, JournalError, JournalReader, StepState, meta_keys};
 use medic_model::Inventory;
-use medic_plan::{Plan, Window, plan_from_json};
+use medic_plan::{Plan, Window};
 use medic_sim::{SimConfig, SimFleet};
 use serde::{Deserialize, Serialize};
 
@@ -485,20 +485,7 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
     }
     let (plan, inv_text) = match (&a.plan, &a.playbook, &a.inventory) {
         (Some(p), _, inv) => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                bad(
-                    &p.display().to_string(),
-                    format!("cannot read {}: {e}", p.display()),
-                    "check the path",
-                )
-            })?;
-            let plan = plan_from_json(&text).map_err(|e| {
-                bad(
-                    &p.display().to_string(),
-                    e,
-                    "pass a file written by `medic plan --format json`",
-                )
-            })?;
+            let plan = crate::sign::read_plan(p, a.verify_key.as_deref())?;
             let inv_text = match inv {
                 Some(i) => Some(std::fs::read_to_string(i).map_err(|e| {
                     bad(
@@ -546,7 +533,7 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
         .run
         .events
         .clone()
-        .unwrap_or_else(|| journal_path.with_file_name("events.jsonl"));
+        .unwrap_or_else(|| events_beside(&journal_path, &id));
     let inputs = Inputs {
         inventory: a.inventory.as_deref().map(abs),
         playbook: a.playbook.as_deref().map(abs),
@@ -594,6 +581,12 @@ fn refuse_example_values(plan: &Plan) -> Result<(), Failure> {
             })
             .collect(),
     )))
+}
+
+/// A run's own events file: beside its journal, named after the run, so that two runs
+/// with journals in one directory never share one.
+fn events_beside(journal: &Path, run_id: &str) -> PathBuf {
+    journal.with_file_name(format!("{run_id}.events.jsonl"))
 }
 
 /// An absolute path for a file that may not exist yet.
@@ -791,7 +784,7 @@ fn execute(
         inputs.simulate,
         !inputs.yes,
     ))];
-    match JsonLines::create(events) {
+    match JsonLines::create(events, &opts.run_id) {
         Ok(j) => reporters.push(Box::new(j)),
         Err(e) => eprintln!("warning: cannot write events to {}: {e}", events.display()),
     }
@@ -923,7 +916,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
         yes: true,
         strict: false,
         max_per_group: None,
-        events: abs_future(&dir.join("events.jsonl")),
+        events: abs_future(&events_beside(&journal, &id)),
         simulate: true,
         time_scale: a.time_scale,
         sim_seed: 2023,

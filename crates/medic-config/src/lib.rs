@@ -11,4 +11,6 @@ pub mod yaml;
 
 pub use diag::{Problem, Problems, SourceFile};
 pub use inventory::{host_location, load_inventory};
-pub use playbook::{PLAYBOOK_FORMAT, host_fact_type, load_playbook};
+pub use playbook::{
+    DriverActions, PLAYBOOK_FORMAT, host_fact_type, load_playbook, load_playbook_for,
+};

@@ -289,8 +289,33 @@ pub fn host_fact_type(field: &str) -> Option<FactType> {
         .map(|(_, t)| *t)
 }
 
-/// Loads a playbook from its text, with the operator's `--set` values applied.
+/// The actions a driver runs (`None`: any name, e.g. a manual step a person does); given
+/// by the drivers to [`load_playbook_for`].
+pub type DriverActions<'a> = &'a dyn Fn(&str) -> Option<&'static [&'static str]>;
+
+/// Loads a playbook from its text, with the operator's `--set` values applied. Action names
+/// are not checked against the drivers: [`load_playbook_for`] does.
 pub fn load_playbook(name: &str, text: &str, sets: &[String]) -> Result<Playbook, Problems> {
+    load(name, text, sets, None)
+}
+
+/// [`load_playbook`], and every action and probe name must be one its driver runs: an
+/// unknown one is an input error at its position.
+pub fn load_playbook_for(
+    name: &str,
+    text: &str,
+    sets: &[String],
+    actions: DriverActions<'_>,
+) -> Result<Playbook, Problems> {
+    load(name, text, sets, Some(actions))
+}
+
+fn load(
+    name: &str,
+    text: &str,
+    sets: &[String],
+    actions: Option<DriverActions<'_>>,
+) -> Result<Playbook, Problems> {
     let file = SourceFile::new(name, text);
     let mut problems = Problems::default();
     let root = match yaml::parse(text) {
@@ -312,6 +337,7 @@ pub fn load_playbook(name: &str, text: &str, sets: &[String]) -> Result<Playbook
             c: &mut ctx,
             params: Params::default(),
             phase_names: HashMap::new(),
+            actions,
         }
         .playbook(&root, sets)
     };
@@ -325,9 +351,29 @@ struct PbCtx<'a, 'b> {
     c: &'a mut Ctx<'b>,
     params: Params,
     phase_names: HashMap<String, Loc>,
+    actions: Option<DriverActions<'b>>,
 }
 
 impl PbCtx<'_, '_> {
+    /// An action (or probe) name its driver does not run is an error at its position.
+    fn known_action(&mut self, name: &At<String>, driver: &str, phase: &str, what: &str) {
+        let Some(list) = self.actions.and_then(|f| f(driver)) else {
+            return;
+        };
+        if list.contains(&name.value.as_str()) {
+            return;
+        }
+        self.err(
+            name.loc,
+            "medic::playbook::unknown_action",
+            format!(
+                "phase `{phase}`: the {driver} driver has no {what} `{}`",
+                name.value
+            ),
+            format!("the {driver} driver runs: {}", list.join(", ")),
+        );
+    }
+
     fn err(
         &mut self,
         loc: Loc,
@@ -992,6 +1038,7 @@ impl PbCtx<'_, '_> {
             );
         }
         let mut actions = Vec::new();
+        let mut guard_drivers: Vec<String> = Vec::new();
         for a in &rp.actions {
             if !is_name(&a.action) {
                 self.err(
@@ -1014,6 +1061,19 @@ impl PbCtx<'_, '_> {
                     format!("unknown driver `{driver}`"),
                     "use ssh, dsm, local, manual or sim",
                 );
+            }
+            if is_name(&a.action) {
+                self.known_action(&a.action, &driver, &rp.name.value, "action");
+            }
+            if let Some(c) = &a.check {
+                self.known_action(&c.probe, &driver, &rp.name.value, "probe");
+            }
+            // Each step of the phase runs the guard's probe with its own driver.
+            if let Some(p) = rp.guard.as_ref().and_then(|g| g.probe.as_ref())
+                && !guard_drivers.contains(&driver)
+            {
+                self.known_action(p, &driver, &rp.name.value, "probe");
+                guard_drivers.push(driver.clone());
             }
             let mut args = BTreeMap::new();
             for (k, v) in &a.args {

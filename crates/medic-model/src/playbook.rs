@@ -174,6 +174,21 @@ impl Template {
         out
     }
 
+    /// [`Template::render`], or the first placeholder that has no value.
+    pub fn try_render(&self, get: &mut dyn FnMut(&Path) -> Option<Value>) -> Result<String, &Path> {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                TemplatePart::Text(t) => out.push_str(t),
+                TemplatePart::Path(path) => match get(path) {
+                    Some(v) => out.push_str(&v.to_string()),
+                    None => return Err(path),
+                },
+            }
+        }
+        Ok(out)
+    }
+
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
         self.parts.iter().filter_map(|p| match p {
             TemplatePart::Path(p) => Some(p),

@@ -44,13 +44,67 @@ pub struct Refusal {
     pub host: String,
     pub message: String,
     pub help: Option<String>,
+    /// The host's inventory key the problem is about, when it is not its build.
+    pub field: Option<&'static str>,
 }
 
 /// What planning found besides the steps: refusals and warnings.
 #[derive(Default)]
 struct Notes {
     refusals: Vec<Refusal>,
+    /// Placeholders without a value (reported with the refusals, or after planning).
+    missing: Vec<Refusal>,
     warnings: Vec<String>,
+}
+
+/// A placeholder without a value for a target: an input error (the text would otherwise
+/// say "(unknown)" to the operator, or pass it to a driver as an argument).
+fn missing_value(phase: &str, host: &str, path: &medic_model::Path, what: &str) -> Refusal {
+    let help = match path.field.strip_prefix("vars.") {
+        Some(k)
+            if matches!(
+                path.root,
+                medic_model::PathRoot::Host | medic_model::PathRoot::BundleSource
+            ) =>
+        {
+            format!(
+                "give the host `vars: {{ {k}: ... }}` in the inventory, or remove `{{{path}}}` from the playbook"
+            )
+        }
+        _ => format!("give `{path}` a value, or remove `{{{path}}}` from the playbook"),
+    };
+    Refusal {
+        phase: phase.to_owned(),
+        host: host.to_owned(),
+        message: format!("phase `{phase}`: `{{{path}}}` in {what} has no value for host {host}"),
+        help: Some(help),
+        field: Some(if path.field.starts_with("vars.") {
+            "vars"
+        } else {
+            "name"
+        }),
+    }
+}
+
+/// Renders `t`, or records the placeholder that has no value (once per message).
+fn render_or_note<W: std::fmt::Display>(
+    t: &medic_model::Template,
+    get: Get<'_>,
+    missing: &mut Vec<Refusal>,
+    phase: &str,
+    host: &str,
+    what: impl FnOnce() -> W,
+) -> String {
+    match t.try_render(get) {
+        Ok(s) => s,
+        Err(path) => {
+            let r = missing_value(phase, host, path, &what().to_string());
+            if !missing.contains(&r) {
+                missing.push(r);
+            }
+            String::new()
+        }
+    }
 }
 
 impl Notes {
@@ -218,6 +272,7 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
     }
     drop(member_sets);
     if !notes.refusals.is_empty() {
+        notes.refusals.append(&mut notes.missing);
         return Err(PlanError::Refused(notes.refusals));
     }
 
@@ -455,6 +510,7 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
     let assembler = Assembler::new(pb, inv);
     let mut steps = Vec::with_capacity(n);
     let mut needs = needs.into_iter();
+    let mut missing_args = Vec::new();
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Parts>>(4);
         let worker = (n >= PIPELINE_FROM)
@@ -487,6 +543,7 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
                 if let Err(panic) = worker.join() {
                     std::panic::resume_unwind(panic);
                 }
+                missing_args = maker.missing;
             }
             None => {
                 let mut maker = Maker::new(&facts, pb);
@@ -496,10 +553,15 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
                     let needs = needs.next().unwrap_or_default();
                     steps.push(assembler.step(g, old, parts, args, needs));
                 }
+                missing_args = maker.missing;
             }
         }
     });
     drop(needs);
+    if !notes.missing.is_empty() || !missing_args.is_empty() {
+        notes.missing.append(&mut missing_args);
+        return Err(PlanError::Refused(notes.missing));
+    }
 
     let phase_limits: Vec<Option<u32>> = pb.phases.iter().map(|p| p.max_parallel).collect();
     let (index, est) = medic_model::par::join(
@@ -590,6 +652,8 @@ struct Maker<'f, 'a> {
     facts: &'f Facts<'a>,
     pb: &'a Playbook,
     phases: Vec<PhaseConsts>,
+    /// Arguments whose placeholders had no value.
+    missing: Vec<Refusal>,
 }
 
 /// Per class (platform and version line): computed once each.
@@ -641,7 +705,12 @@ impl<'f, 'a> Maker<'f, 'a> {
                     .collect(),
             })
             .collect();
-        Maker { facts, pb, phases }
+        Maker {
+            facts,
+            pb,
+            phases,
+            missing: Vec::new(),
+        }
     }
 
     fn parts(&mut self, g: &Graph, old: u32) -> Parts {
@@ -731,12 +800,21 @@ impl<'f, 'a> Maker<'f, 'a> {
             return Vec::new();
         };
         let facts = self.facts;
-        let a = &self.pb.phases[node.phase as usize].actions[action as usize];
+        let phase = &self.pb.phases[node.phase as usize];
+        let a = &phase.actions[action as usize];
         let get = &mut |p: &medic_model::Path| facts.get(target, p);
-        let render = |get: Get<'_>| {
+        let missing = &mut self.missing;
+        let mut render = |get: Get<'_>| {
             a.args
                 .iter()
-                .map(|(k, v)| (k.clone(), v.render(get)))
+                .map(|(k, v)| {
+                    let host = target_name(facts, target);
+                    let what = || format!("`args.{k}` of `{}`", a.action);
+                    (
+                        k.clone(),
+                        render_or_note(v, get, missing, &phase.name, host, what),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         let ac = &mut self.phases[node.phase as usize].actions[action as usize];
@@ -1168,29 +1246,73 @@ fn select(
             if !r.when.eval(get) {
                 continue;
             }
+            let host = name();
+            let mut missing = Vec::new();
+            let message = render_or_note(
+                &r.message,
+                get,
+                &mut missing,
+                &phase.name,
+                &host,
+                || "a refusal",
+            );
+            let help = r.help.as_ref().map(|h| {
+                render_or_note(
+                    h,
+                    get,
+                    &mut missing,
+                    &phase.name,
+                    &host,
+                    || "a refusal's help",
+                )
+            });
+            for m in missing {
+                if !notes.missing.contains(&m) {
+                    notes.missing.push(m);
+                }
+            }
             let refusal = Refusal {
                 phase: phase.name.clone(),
-                host: name(),
-                message: r.message.render(get),
-                help: r.help.as_ref().map(|h| h.render(get)),
+                host,
+                message,
+                help,
+                field: None,
             };
             if !notes.refusals.contains(&refusal) {
                 notes.refusals.push(refusal);
             }
         }
         if let Some(rule) = phase.skip.iter().find(|r| r.when.eval(get)) {
+            let host = name();
+            let reason = render_or_note(
+                &rule.reason,
+                get,
+                &mut notes.missing,
+                &phase.name,
+                &host,
+                || "a skip reason",
+            );
             skipped.push(Skipped {
-                host: name(),
+                host,
                 phase: phase.name.clone(),
-                reason: rule.reason.render(get),
+                reason,
             });
             continue;
         }
         if let Some(r) = required_missing {
+            let host = name();
+            let reason = render_or_note(
+                &r.reason,
+                get,
+                &mut notes.missing,
+                &phase.name,
+                &host,
+                || "a skip reason",
+            );
             skipped.push(Skipped {
-                host: name(),
+                host,
                 phase: phase.name.clone(),
-                reason: r.reason.render(get),
+                reason,
             });
             continue;
         }
@@ -1218,7 +1340,15 @@ fn select(
         }
         for w in &phase.warn {
             if w.when.eval(get) {
-                notes.warn(w.message.render(get));
+                let msg = render_or_note(
+                    &w.message,
+                    get,
+                    &mut notes.refusals,
+                    &phase.name,
+                    target_name(facts, t),
+                    || "a warning",
+                );
+                notes.warn(msg);
             }
         }
         match t {

@@ -34,6 +34,20 @@ struct PlanJson {
     phases: Vec<PhaseJson>,
     hosts: Vec<HostJson>,
     host_digests: BTreeMap<String, String>,
+    /// The content digest and its locators (`seal.rs`); absent in plans written before
+    /// plans were sealed, which are refused.
+    #[serde(default)]
+    seal: Option<SealJson>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealJson {
+    digest: String,
+    parts: BTreeMap<String, String>,
+    /// An SSH signature (`ssh-keygen -Y sign` format, namespace `medic-plan`) of `digest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signature: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -68,6 +82,8 @@ struct StepJson {
     verifies: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gate: Option<GateJson>,
+    #[serde(default)]
+    seal: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -160,6 +176,8 @@ struct HostJson {
     os: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     r#become: Option<String>,
+    #[serde(default)]
+    seal: Option<String>,
 }
 
 /// Renders the plan as pretty JSON; the same plan always gives the same bytes.
@@ -178,15 +196,31 @@ pub fn plan_to_json(plan: &Plan) -> String {
 
 /// Writes the bytes of [`plan_to_json`] to `out` as they are made, without holding the whole
 /// text (give it a buffered writer).
-pub fn write_plan_json<W: std::io::Write>(plan: &Plan, mut out: W) -> std::io::Result<()> {
-    let view = ser::PlanView::new(plan);
+pub fn write_plan_json<W: std::io::Write>(plan: &Plan, out: W) -> std::io::Result<()> {
+    write_plan_json_signed(plan, None, out)
+}
+
+/// [`write_plan_json`] with a signature of the plan's digest ([`plan_digest`]) in its seal.
+pub fn write_plan_json_signed<W: std::io::Write>(
+    plan: &Plan,
+    signature: Option<&str>,
+    mut out: W,
+) -> std::io::Result<()> {
+    let seal = crate::seal::seal(plan);
+    let view = ser::PlanView::new(plan, &seal, signature);
     let mut w = serde_json::Serializer::pretty(&mut out);
     view.serialize(&mut w).map_err(std::io::Error::from)?;
     out.write_all(b"\n")
 }
 
+/// The plan's content digest (`sha256:` and 64 hex digits), as its seal holds it: what a
+/// signature signs.
+pub fn plan_digest(plan: &Plan) -> String {
+    crate::seal::seal(plan).digest
+}
+
 /// Borrowing mirrors of the contract's structs, for [`plan_to_json`].
-mod ser {
+pub(crate) mod ser {
     use std::collections::BTreeMap;
 
     use medic_model::{Cond, Operand, Value};
@@ -195,6 +229,7 @@ mod ser {
 
     use super::PLAN_FORMAT;
     use crate::plan::{Need, Plan, Step, StepKind};
+    use crate::seal::{PARTS, Seal};
 
     #[derive(Serialize)]
     pub(super) struct PlanView<'a> {
@@ -212,15 +247,24 @@ mod ser {
         phases: Vec<PhaseView<'a>>,
         hosts: Vec<HostView<'a>>,
         host_digests: &'a BTreeMap<String, String>,
+        seal: SealView<'a>,
+    }
+
+    #[derive(Serialize)]
+    struct SealView<'a> {
+        digest: &'a str,
+        parts: BTreeMap<&'static str, String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signature: Option<&'a str>,
     }
 
     impl<'a> PlanView<'a> {
-        pub(super) fn new(plan: &'a Plan) -> Self {
+        pub(super) fn new(plan: &'a Plan, seal: &'a Seal, signature: Option<&'a str>) -> Self {
             PlanView {
                 format: PLAN_FORMAT,
                 playbook: &plan.playbook,
                 fingerprint: &plan.fingerprint,
-                steps: Steps(plan),
+                steps: Steps(plan, seal),
                 skipped: plan
                     .skipped
                     .iter()
@@ -276,7 +320,8 @@ mod ser {
                 hosts: plan
                     .hosts
                     .iter()
-                    .map(|h| HostView {
+                    .enumerate()
+                    .map(|(i, h)| HostView {
                         name: &h.name,
                         address: &h.address,
                         port: h.port,
@@ -286,22 +331,32 @@ mod ser {
                         relay_group: h.relay_group.as_deref(),
                         os: h.os.as_deref(),
                         r#become: h.r#become.map(|b| b.as_str()),
+                        seal: seal.host_text(i),
                     })
                     .collect(),
                 host_digests: &plan.host_digests,
+                seal: SealView {
+                    digest: &seal.digest,
+                    parts: PARTS
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| (*p, seal.part_text(i)))
+                        .collect(),
+                    signature,
+                },
             }
         }
     }
 
     /// The steps, each made into its view only while it is written.
-    struct Steps<'a>(&'a Plan);
+    struct Steps<'a>(&'a Plan, &'a Seal);
 
     impl Serialize for Steps<'_> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let plan = self.0;
             let mut seq = s.serialize_seq(Some(plan.steps.len()))?;
-            for step in &plan.steps {
-                seq.serialize_element(&StepView::new(plan, step))?;
+            for (i, step) in plan.steps.iter().enumerate() {
+                seq.serialize_element(&StepView::new(plan, step, self.1.step_text(i)))?;
             }
             seq.end()
         }
@@ -338,10 +393,11 @@ mod ser {
         verifies: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         gate: Option<GateView>,
+        seal: String,
     }
 
     impl<'a> StepView<'a> {
-        fn new(plan: &'a Plan, s: &'a Step) -> Self {
+        fn new(plan: &'a Plan, s: &'a Step, seal: String) -> Self {
             StepView {
                 id: &s.id,
                 phase: &s.phase,
@@ -393,6 +449,7 @@ mod ser {
                     }),
                     _ => None,
                 },
+                seal,
             }
         }
     }
@@ -545,10 +602,11 @@ mod ser {
         os: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         r#become: Option<&'static str>,
+        seal: String,
     }
 
     /// A condition in the contract's form (what `cond_from_json` reads): one-key maps.
-    pub(super) struct CondView<'a>(pub(super) &'a Cond);
+    pub(crate) struct CondView<'a>(pub(crate) &'a Cond);
 
     /// A map with a single entry.
     fn one<S: Serializer, V: Serialize + ?Sized>(
@@ -690,10 +748,76 @@ mod ser {
     }
 }
 
-/// Reads a plan written by [`plan_to_json`]. The plan is taken as sealed: its fingerprint
-/// is kept, not recomputed.
+/// Why a plan file was not read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanReadError {
+    /// Not a plan this medic can read.
+    #[error("{0}")]
+    Invalid(String),
+    /// No seal: written before plans were sealed, or the seal was removed.
+    #[error(
+        "the plan has no seal (written by an older medic, or the seal was removed): it cannot be checked for edits"
+    )]
+    Unsealed,
+    /// The content differs from its seal: each difference in words.
+    #[error("{}", .0.join("; "))]
+    Tampered(Vec<String>),
+}
+
+/// A plan read back from its JSON, with its seal checked.
+#[derive(Debug)]
+pub struct PlanFile {
+    pub plan: Plan,
+    /// The content digest the plan was sealed with (and matches).
+    pub digest: String,
+    /// The signature of that digest, if the plan was signed (not checked here).
+    pub signature: Option<String>,
+}
+
+/// Reads a plan written by [`plan_to_json`] and checks its seal: a plan edited after it was
+/// written is refused with every difference named. Its fingerprint (of the inputs) is kept,
+/// not recomputed.
+pub fn read_plan_json(text: &str) -> Result<PlanFile, PlanReadError> {
+    let (plan, seal, steps, hosts) = plan_unchecked(text).map_err(PlanReadError::Invalid)?;
+    let seal = seal.ok_or(PlanReadError::Unsealed)?;
+    let computed = crate::seal::seal(&plan);
+    let stored = crate::seal::StoredSeal {
+        digest: &seal.digest,
+        parts: &seal.parts,
+        steps,
+        hosts,
+    };
+    let diff = crate::seal::differences(&plan, &computed, &stored);
+    if !diff.is_empty() {
+        return Err(PlanReadError::Tampered(diff));
+    }
+    Ok(PlanFile {
+        plan,
+        digest: seal.digest,
+        signature: seal.signature,
+    })
+}
+
+/// [`read_plan_json`], the plan only.
 pub fn plan_from_json(text: &str) -> Result<Plan, String> {
-    let j: PlanJson = serde_json::from_str(text).map_err(|e| format!("not a medic plan: {e}"))?;
+    read_plan_json(text)
+        .map(|f| f.plan)
+        .map_err(|e| e.to_string())
+}
+
+type Unchecked = (
+    Plan,
+    Option<SealJson>,
+    Vec<Option<String>>,
+    Vec<Option<String>>,
+);
+
+/// The plan as written, and its seal as written (steps' and hosts' in their order).
+fn plan_unchecked(text: &str) -> Result<Unchecked, String> {
+    let mut j: PlanJson =
+        serde_json::from_str(text).map_err(|e| format!("not a medic plan: {e}"))?;
+    let step_seals: Vec<Option<String>> = j.steps.iter_mut().map(|s| s.seal.take()).collect();
+    let host_seals: Vec<Option<String>> = j.hosts.iter_mut().map(|h| h.seal.take()).collect();
     if j.format != PLAN_FORMAT {
         return Err(format!(
             "unsupported plan format `{}` (this medic reads {PLAN_FORMAT})",
@@ -867,7 +991,7 @@ pub fn plan_from_json(text: &str) -> Result<Plan, String> {
         None => None,
     };
     let step_index = StepIndex::build(&steps);
-    Ok(Plan {
+    let plan = Plan {
         playbook: j.playbook,
         fingerprint: j.fingerprint,
         host_digests: j.host_digests,
@@ -895,7 +1019,8 @@ pub fn plan_from_json(text: &str) -> Result<Plan, String> {
             serial_s: j.estimate.serial_s,
         },
         index: step_index,
-    })
+    };
+    Ok((plan, j.seal, step_seals, host_seals))
 }
 
 fn value_from_json(j: &J) -> Result<Value, String> {

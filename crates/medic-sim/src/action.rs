@@ -40,6 +40,28 @@ pub(crate) const SIDE_EFFECTS: [Action; EFFECT_SLOTS] = [
     Action::CacheClear,
 ];
 
+/// Every action the simulator runs, by name (what a playbook may give the `sim` driver).
+pub const ACTION_NAMES: [&str; 18] = [
+    "noop",
+    "agent-version",
+    "pending-reboot",
+    "agent-status",
+    "windows-certs",
+    "manager-version",
+    "security-status",
+    "bundle-status",
+    "verify",
+    "manager-upgrade",
+    "windows-prereq",
+    "agent-upgrade",
+    "security-update",
+    "bundle-export",
+    "bundle-import",
+    "reboot",
+    "reinstall",
+    "cache-clear",
+];
+
 impl Action {
     pub(crate) fn parse(s: &str) -> Option<Action> {
         Some(match s {
@@ -136,5 +158,22 @@ mod tests {
         }
         assert_eq!(Action::parse("verify").and_then(Action::effect_slot), None);
         assert_eq!(Action::parse("Verify"), None);
+    }
+}
+
+#[cfg(test)]
+mod names {
+    use super::{ACTION_NAMES, Action};
+
+    #[test]
+    fn every_name_is_an_action_and_every_action_is_named() {
+        let mut seen = std::collections::BTreeSet::new();
+        for n in ACTION_NAMES {
+            let a = Action::parse(n).unwrap_or_else(|| panic!("`{n}` is not an action"));
+            assert_eq!(a.as_str(), n);
+            seen.insert(a);
+        }
+        // The enum has 18 variants: a new one must be named here too.
+        assert_eq!(seen.len(), 18);
     }
 }

@@ -23,6 +23,7 @@ mod log;
 mod rng;
 pub mod server;
 
+pub use action::ACTION_NAMES;
 pub use config::{Fault, SimConfig, SimError};
 pub use fleet::{
     CERT_EXPIRE_ERROR, PRE_RUN_UPDATE_MS, SimComputer, SimFleet, SimHostState, SimOutcome,

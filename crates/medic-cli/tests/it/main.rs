@@ -3,9 +3,12 @@
 
 mod crash;
 mod disk_full;
+mod events;
 mod help;
 mod journeys;
+mod load_names;
 mod manual;
+mod plan_seal;
 mod planning;
 mod readme;
 mod runs;

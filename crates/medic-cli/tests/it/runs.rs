@@ -45,7 +45,9 @@ fn the_demo_runs_green_and_says_what_it_did() {
         "{}",
         run.stderr
     );
-    assert!(env.path().join("demo/events.jsonl").exists());
+    let events = crate::events::files(&env.path().join("demo"));
+    assert_eq!(events.len(), 1, "one events file, named after the run");
+    let events = format!("demo/{}", events[0]);
     insta::assert_snapshot!("demo_summary", s);
     let mode = |p: &str| {
         use std::os::unix::fs::PermissionsExt as _;
@@ -54,7 +56,7 @@ fn the_demo_runs_green_and_says_what_it_did() {
             .unwrap_or(0)
     };
     assert_eq!(mode("demo/journal.sqlite"), 0o600);
-    assert_eq!(mode("demo/events.jsonl"), 0o600);
+    assert_eq!(mode(&events), 0o600);
     let status = env.run([
         "status",
         "--journal",

@@ -189,6 +189,8 @@ cases! {
     guard_facts_without_probe,
     rollout_waves_empty,
     shell_command_template,
+    unknown_action,
+    template_value_missing,
     // --- several problems at once ---------------------------------------------------
     many_problems,
 }
