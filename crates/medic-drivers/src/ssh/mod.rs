@@ -43,7 +43,7 @@ pub use config::{
 pub use driver::SshDriver;
 pub use known_hosts::HostKeyError;
 pub use libssh2::{Ssh2Transport, TransportStats};
-pub use preflight::{LiveAgent, PackageCheck, PrivilegeCheck, Reachability};
+pub use preflight::{LiveAgent, PackageCheck, PrivilegeCheck, Reachability, WindowsFilesCheck};
 pub use transport::{
     Endpoint, ExecOutput, Exit, RemoteCommand, Transport, TransportError, TransportFuture,
 };
