@@ -158,7 +158,7 @@ pub(crate) fn before_apply(
                     None,
                     "medic::apply::preflight",
                     format!(
-                        "pre-flight finding on {} ({}): {}",
+                        "finding on {} ({}): {}",
                         text_safe(&r.host),
                         r.check.as_str(),
                         text_safe(&r.detail)
@@ -384,7 +384,10 @@ mod tests {
         }
         assert!(md.contains("&lt;script&gt;"), "{md}");
         let t = text_safe(evil);
-        assert!(!t.contains('\x1b') && !t.contains('\n') && !t.contains('\r'), "{t}");
+        assert!(
+            !t.contains('\x1b') && !t.contains('\n') && !t.contains('\r'),
+            "{t}"
+        );
         assert!(t.contains("\\u{1b}[31mred"), "{t}");
     }
 }

@@ -398,10 +398,7 @@ pub(crate) fn manager_url(plan: &Plan, c: &Conn) -> String {
 }
 
 /// The Manager API client as the connection settings say.
-pub(crate) fn manager_client(
-    plan: &Plan,
-    c: &Conn,
-) -> Result<medic_drivers::DsmClient, Failure> {
+pub(crate) fn manager_client(plan: &Plan, c: &Conn) -> Result<medic_drivers::DsmClient, Failure> {
     dsm_client(
         &manager_url(plan, c),
         c.dsm_ca.as_deref(),

@@ -411,10 +411,9 @@ async fn packages(ssh: &SshDriver, job: &HostJob, t: Duration) -> CheckRow {
                     .await
                     .and_then(|x| x)
                 {
-                    Result::Ok(p) => found.push(format!(
-                        "{} ({}, from {})",
-                        p.file, p.distro, p.from
-                    )),
+                    Result::Ok(p) => {
+                        found.push(format!("{} ({}, from {})", p.file, p.distro, p.from))
+                    }
                     Err(m) => problems.push(m),
                 }
             }
@@ -447,10 +446,14 @@ async fn check_manager(
     let client = match access {
         ManagerAccess::NotNeeded => {
             let why = "the plan does not talk to the Manager";
-            return [Check::ManagerApi, Check::ManagerBuild, Check::DirectDownload]
-                .into_iter()
-                .map(|c| r(c, NotChecked, why.to_owned()))
-                .collect();
+            return [
+                Check::ManagerApi,
+                Check::ManagerBuild,
+                Check::DirectDownload,
+            ]
+            .into_iter()
+            .map(|c| r(c, NotChecked, why.to_owned()))
+            .collect();
         }
         ManagerAccess::Unavailable(m) => {
             return vec![
@@ -605,13 +608,17 @@ fn manager_build_row(
             manager,
             Check::ManagerBuild,
             Ok,
-            format!("build {live}{said} is below manager_min_build {min}: the plan's manual step {step} upgrades it in the window"),
+            format!(
+                "build {live}{said} is below manager_min_build {min}: the plan's manual step {step} upgrades it in the window"
+            ),
         ),
         None => row(
             manager,
             Check::ManagerBuild,
             Finding,
-            format!("build {live}{said} is below manager_min_build {min} and the plan does not upgrade the Manager: correct the Manager's version in the inventory and plan again (the plan then has the manual upgrade), or upgrade the Manager first"),
+            format!(
+                "build {live}{said} is below manager_min_build {min} and the plan does not upgrade the Manager: correct the Manager's version in the inventory and plan again (the plan then has the manual upgrade), or upgrade the Manager first"
+            ),
         ),
     }
 }

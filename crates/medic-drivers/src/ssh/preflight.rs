@@ -284,14 +284,30 @@ mod tests {
         ]);
         let ok = check_windows_files("w", "D", false, &files, &[b("20.0.1-690")], true)
             .expect("all staged");
-        assert_eq!(ok.packages, names(&["Agent-Core-Windows-20.0.1-690.x86_64.msi"]));
+        assert_eq!(
+            ok.packages,
+            names(&["Agent-Core-Windows-20.0.1-690.x86_64.msi"])
+        );
         assert_eq!(ok.certificates, names(&["root-ca.CER"]));
-        assert_eq!(ok.sha2_update.as_deref(), Some("windows6.1-kb4474419-v3-x64.msu"));
+        assert_eq!(
+            ok.sha2_update.as_deref(),
+            Some("windows6.1-kb4474419-v3-x64.msu")
+        );
         // Two MSIs of one build, a build with none.
-        let e = check_windows_files("w", "D", true, &files, &[b("20.0.1-700"), b("20.0.1-1")], false)
-            .expect_err("ambiguous and missing");
+        let e = check_windows_files(
+            "w",
+            "D",
+            true,
+            &files,
+            &[b("20.0.1-700"), b("20.0.1-1")],
+            false,
+        )
+        .expect_err("ambiguous and missing");
         assert!(e.contains("2 packages for build 20.0.1.700"), "{e}");
-        assert!(e.contains("no agent package Agent-Core-Windows-20.0.1-1.*.msi"), "{e}");
+        assert!(
+            e.contains("no agent package Agent-Core-Windows-20.0.1-1.*.msi"),
+            "{e}"
+        );
         // The prerequisites' files.
         let e = check_windows_files("w", "D", false, &names(&["x.txt"]), &[], true)
             .expect_err("no certificates, no SHA-2 update");
