@@ -33,7 +33,7 @@ pub(crate) enum Cmd {
     /// inventory, its packages staged, privilege escalation working; the Manager's API, build
     /// and direct-download setting. Exit 0: the plan can run; 1: findings; 2: bad input.
     #[command(after_help = PREFLIGHT_HELP)]
-    Preflight(PreflightArgs),
+    Preflight(Box<PreflightArgs>),
     /// Run a plan: stages, waves, budgets and gates, inside the window, journaled so that
     /// `medic resume` can finish it after any crash. With --simulate, a rehearsal on a
     /// simulated fleet built from the inventory (no host is touched).

@@ -629,10 +629,6 @@ fn abs_future(p: &Path) -> PathBuf {
 
 /// A new run from its sealed plan. `preflight`: what the pre-flight said (a real run), recorded in the
 /// journal's meta for `medic status`.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the pieces of a new run meet only here"
-)]
 fn start_new(
     plan: Plan,
     inputs: Inputs,
