@@ -2,7 +2,6 @@
 //! non-root SSH user with the real sudo) and against the DSM simulator server, and the same
 //! checks at the start of a real `medic apply`.
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -73,13 +72,6 @@ fn cell(json: &serde_json::Value, host: &str, check: &str) -> (String, String) {
 fn preflight_names_drift_a_missing_package_an_unknown_key_and_a_wrong_sudo_password() {
     let f = Fleet::start_sudo(5);
     f.set(3, "os_release", OS_EL9.trim_end());
-    // The fake agent, run as the SSH user, keeps writing its state where the test (root)
-    // just wrote.
-    for i in 0..5 {
-        let d = f.state.join("hosts").join(&f.hosts[i]);
-        std::fs::create_dir_all(&d).expect("host dir");
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    }
     let dir = tempfile::tempdir().expect("dir");
     let mut inv = String::from(
         "manager: { name: dsm01, address: 127.0.0.1, version: \"20.0.463\" }\nbecome: sudo\nhosts:\n",
