@@ -28,6 +28,12 @@ pub(crate) enum Cmd {
     /// and which hosts are skipped and why. Touches no host.
     #[command(after_help = PLAN_HELP)]
     Plan(PlanArgs),
+    /// Check, read-only and days before the window, that the plan can run: every host of
+    /// the plan reachable with a known key, its live build and Relay role as in the
+    /// inventory, its packages staged, privilege escalation working; the Manager's API, build
+    /// and direct-download setting. Exit 0: the plan can run; 1: findings; 2: bad input.
+    #[command(after_help = PREFLIGHT_HELP)]
+    Preflight(Box<PreflightArgs>),
     /// Run a plan: stages, waves, budgets and gates, inside the window, journaled so that
     /// `medic resume` can finish it after any crash. With --simulate, a rehearsal on a
     /// simulated fleet built from the inventory (no host is touched).
@@ -220,6 +226,10 @@ pub(crate) struct ApplyArgs {
     /// Run again only the failed steps of --journal (and what depends on them).
     #[arg(long, requires = "journal")]
     pub(crate) retry_failed: bool,
+    /// Start a real run without the pre-flight checks (`medic preflight`) that otherwise
+    /// run first and refuse the run on a finding; the choice is recorded in the journal.
+    #[arg(long)]
+    pub(crate) skip_preflight: bool,
     #[command(flatten)]
     pub(crate) run: RunArgs,
     #[command(flatten)]
@@ -319,6 +329,65 @@ Manual steps: the Manager upgrade (planned only when its build is below manager_
 some Relay or Agent is upgraded) is done by a person. The run pauses at it; after upgrading the
 Manager, approve it with `medic approve --journal JOURNAL manager-upgrade/MANAGER` (--yes never
 approves it); medic then reads the Manager's build through its API before going on.";
+
+/// What `medic preflight --help` adds after the options.
+const PREFLIGHT_HELP: &str = "\
+Checks, one row per check per host (ok, finding, or not checked with the reason):
+  reachable        SSH login and a harmless command
+  host-key         the host's key is in known_hosts (strict: an unknown key is a finding,
+                   never accepted, whatever --accept-new-host-keys says)
+  agent-build      the live agent build is the inventory's (drift is a finding)
+  relay-role       the live Relay role (port 4122 listening) is the inventory's (Linux)
+  packages         Linux: the Agent-Core package the upgrade would choose for the host's
+                   distribution; Windows: the MSI, and for windows-prereq the *.cer
+                   certificates (and *kb4474419*.msu where SHA-2 support is missing)
+  privilege        privileged commands get root (become: sudo with $MEDIC_SUDO_PASSWORD or
+                   --sudo-password-file)
+  manager-api      the Manager's API answers with the key ($MEDIC_DSM_API_KEY or
+                   --dsm-api-key-file)
+  manager-build    the Manager's build (X-DSM-Version) is at least manager_min_build, or
+                   the plan has the manual Manager upgrade
+  direct-download  the Manager's direct-download setting is the inventory's
+                   settings.direct_download_when_relays_unavailable
+Nothing is changed on any host or on the Manager. Only hosts with at least one step over SSH
+are checked.
+
+Exit codes: 0 the plan can run (no finding); 1 at least one finding; 2 bad input (nothing
+checked); 4 internal error. A real `medic apply` runs the same checks before it creates its
+journal and refuses to start on a finding (exit 2, each finding named); --skip-preflight skips
+them and the journal records it.";
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PreflightFormat {
+    /// A table for people.
+    Text,
+    /// `medic.preflight/v1`: every row, the summary and `can_run`.
+    Json,
+    /// A Markdown table for the change board.
+    Markdown,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PreflightArgs {
+    #[command(flatten)]
+    pub(crate) input: InputArgs,
+    #[arg(long, value_enum, default_value_t = PreflightFormat::Text)]
+    pub(crate) format: PreflightFormat,
+    /// Write the table to FILE instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+    /// Hosts checked at once.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub(crate) parallel: usize,
+    /// Seconds each check may take before it is a finding.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub(crate) timeout: f64,
+    /// Progress on standard error: auto (on a terminal), always or never.
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub(crate) progress: Progress,
+    #[command(flatten)]
+    pub(crate) conn: ConnArgs,
+}
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {

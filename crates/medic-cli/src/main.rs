@@ -22,6 +22,7 @@ mod args;
 mod exit_codes;
 mod files;
 mod out;
+mod preflight;
 mod report;
 mod reporters;
 mod run;
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Validate(a) => validate(&a),
         Cmd::Plan(a) => plan(&a),
+        Cmd::Preflight(a) => preflight::preflight(&a),
         Cmd::Apply(a) => run::apply(&a),
         Cmd::Resume(a) => run::resume(&a),
         Cmd::Status(a) => run::status(&a),

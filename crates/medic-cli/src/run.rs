@@ -54,14 +54,14 @@ struct Inputs {
 
 /// Where the connection settings are; never the secrets themselves.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Conn {
+pub(crate) struct Conn {
     known_hosts: Option<PathBuf>,
     accept_new_host_keys: bool,
     ssh_keys: Vec<PathBuf>,
     ssh_passphrase_file: Option<PathBuf>,
     dsm: Option<String>,
     dsm_ca: Option<PathBuf>,
-    dsm_api_key_file: Option<PathBuf>,
+    pub(crate) dsm_api_key_file: Option<PathBuf>,
     #[serde(default)]
     linux_agent_dir: Option<String>,
     #[serde(default)]
@@ -101,7 +101,7 @@ impl From<&crate::args::ConnArgs> for Conn {
 
 impl Conn {
     /// `--poll-interval`, checked.
-    fn poll_interval(&self) -> Result<Option<Duration>, Failure> {
+    pub(crate) fn poll_interval(&self) -> Result<Option<Duration>, Failure> {
         match self.poll_interval_s {
             None => Ok(None),
             Some(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => {
@@ -117,7 +117,7 @@ impl Conn {
 }
 
 /// One runtime for the process: drivers spawn their tasks on it when they are built.
-fn runtime() -> Result<&'static tokio::runtime::Runtime, Failure> {
+pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime, Failure> {
     static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     if let Some(rt) = RT.get() {
         return Ok(rt);
@@ -173,6 +173,9 @@ fn dsm_client_with(
 }
 
 const INPUTS: &str = "inputs";
+/// The journal's record of the pre-flight of a real run: `passed: ...` or
+/// `skipped (--skip-preflight)`.
+const PREFLIGHT: &str = "preflight";
 
 pub(crate) fn bad(file: &str, msg: impl Into<String>, help: &str) -> Failure {
     let f = SourceFile::new(file, "");
@@ -181,7 +184,7 @@ pub(crate) fn bad(file: &str, msg: impl Into<String>, help: &str) -> Failure {
     ]))
 }
 
-fn internal(msg: impl Into<String>) -> Failure {
+pub(crate) fn internal(msg: impl Into<String>) -> Failure {
     Failure::Internal(msg.into())
 }
 
@@ -307,54 +310,11 @@ fn drivers_for(
     let poll = inputs.conn.poll_interval()?;
     let mut ssh: Option<Arc<medic_drivers::SshDriver>> = None;
     if used.contains("ssh") {
-        let c = &inputs.conn;
-        let mut cfg = medic_drivers::SshConfig::new();
-        cfg.known_hosts = c.known_hosts.clone();
-        cfg.accept_new_host_keys = c.accept_new_host_keys;
-        if !c.ssh_keys.is_empty() {
-            cfg.identity_files = c.ssh_keys.clone();
-        }
-        if let Some(d) = &c.linux_agent_dir {
-            cfg.linux.agent_dir = d.clone();
-        }
-        if let Some(d) = &c.linux_package_dir {
-            cfg.linux.package_dir = d.clone();
-        }
-        cfg.allow_unverified_commands = c.allow_unverified_commands;
-        if let Some(p) = poll {
-            cfg.poll_interval = p;
-        }
-        cfg.passphrase = match &c.ssh_passphrase_file {
-            Some(f) => Some(medic_drivers::ssh::secret_from_file(f).map_err(|e| {
-                bad(
-                    &f.display().to_string(),
-                    e.to_string(),
-                    "pass a readable file",
-                )
-            })?),
-            None => medic_drivers::ssh::secret_from_env("MEDIC_SSH_PASSPHRASE").ok(),
-        };
-        ssh_privileges(&mut cfg, c)?;
-        let d = medic_drivers::SshDriver::new(cfg)
-            .map_err(|e| bad("ssh", e.to_string(), "check the SSH settings"))?;
-        ssh = Some(Arc::new(d));
+        ssh = Some(Arc::new(ssh_driver(&inputs.conn, poll)?));
     }
     let mut dsm: Option<medic_drivers::DsmDriver> = None;
     if used.contains("dsm") || manual_reads_manager {
-        let c = &inputs.conn;
-        let url = match &c.dsm {
-            Some(u) => u.clone(),
-            None => {
-                let m = plan
-                    .hosts()
-                    .iter()
-                    .find(|h| h.role == "manager")
-                    .map(|h| h.address.clone())
-                    .unwrap_or_default();
-                format!("https://{m}:4119/api")
-            }
-        };
-        let client = dsm_client(&url, c.dsm_ca.as_deref(), c.dsm_api_key_file.as_deref())?;
+        let client = manager_client(plan, &inputs.conn)?;
         let mut dcfg = medic_drivers::DsmDriverConfig::default();
         if let Some(p) = poll {
             dcfg.poll_interval = p;
@@ -391,6 +351,77 @@ fn drivers_for(
         ));
     }
     Ok(drivers)
+}
+
+/// The `ssh` driver as the connection settings say (secrets from their files or the
+/// environment).
+pub(crate) fn ssh_driver(
+    c: &Conn,
+    poll: Option<Duration>,
+) -> Result<medic_drivers::SshDriver, Failure> {
+    let cfg = ssh_config(c, poll)?;
+    medic_drivers::SshDriver::new(cfg)
+        .map_err(|e| bad("ssh", e.to_string(), "check the SSH settings"))
+}
+
+/// The `ssh` driver's configuration from the connection settings.
+pub(crate) fn ssh_config(
+    c: &Conn,
+    poll: Option<Duration>,
+) -> Result<medic_drivers::SshConfig, Failure> {
+    let mut cfg = medic_drivers::SshConfig::new();
+    cfg.known_hosts = c.known_hosts.clone();
+    cfg.accept_new_host_keys = c.accept_new_host_keys;
+    if !c.ssh_keys.is_empty() {
+        cfg.identity_files = c.ssh_keys.clone();
+    }
+    if let Some(d) = &c.linux_agent_dir {
+        cfg.linux.agent_dir = d.clone();
+    }
+    if let Some(d) = &c.linux_package_dir {
+        cfg.linux.package_dir = d.clone();
+    }
+    cfg.allow_unverified_commands = c.allow_unverified_commands;
+    if let Some(p) = poll {
+        cfg.poll_interval = p;
+    }
+    cfg.passphrase = match &c.ssh_passphrase_file {
+        Some(f) => Some(medic_drivers::ssh::secret_from_file(f).map_err(|e| {
+            bad(
+                &f.display().to_string(),
+                e.to_string(),
+                "pass a readable file",
+            )
+        })?),
+        None => medic_drivers::ssh::secret_from_env("MEDIC_SSH_PASSPHRASE").ok(),
+    };
+    ssh_privileges(&mut cfg, c)?;
+    Ok(cfg)
+}
+
+/// The Manager's URL: `--dsm`, else the inventory's Manager address on port 4119.
+pub(crate) fn manager_url(plan: &Plan, c: &Conn) -> String {
+    match &c.dsm {
+        Some(u) => u.clone(),
+        None => {
+            let m = plan
+                .hosts()
+                .iter()
+                .find(|h| h.role == "manager")
+                .map(|h| h.address.clone())
+                .unwrap_or_default();
+            format!("https://{m}:4119/api")
+        }
+    }
+}
+
+/// The Manager API client as the connection settings say.
+pub(crate) fn manager_client(plan: &Plan, c: &Conn) -> Result<medic_drivers::DsmClient, Failure> {
+    dsm_client(
+        &manager_url(plan, c),
+        c.dsm_ca.as_deref(),
+        c.dsm_api_key_file.as_deref(),
+    )
 }
 
 /// `--become`, and the sudo and agent passwords: each from its file when one was given,
@@ -450,7 +481,7 @@ fn options(
     }
 }
 
-fn show_bars(p: Progress) -> bool {
+pub(crate) fn show_bars(p: Progress) -> bool {
     match p {
         Progress::Always => true,
         Progress::Never => false,
@@ -523,6 +554,20 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
     if !a.sim.simulate {
         refuse_example_values(&plan)?;
     }
+    // A real run checks that it can run before its journal exists (`medic preflight`).
+    let preflight = if a.sim.simulate {
+        None
+    } else if a.skip_preflight {
+        Some(crate::preflight::SKIPPED.to_owned())
+    } else {
+        let conn = Conn::from(&a.run.conn);
+        Some(crate::preflight::before_apply(
+            &plan,
+            inv_text.as_deref(),
+            &conn,
+            a.run.progress,
+        )?)
+    };
     let id = run_id();
     let journal_path = a.run.journal.clone().unwrap_or_else(|| {
         PathBuf::from(".medic/runs")
@@ -552,7 +597,15 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
         conn: Conn::from(&a.run.conn),
         demo: false,
     };
-    start_new(plan, inputs, &journal_path, id, window, a.run.progress)
+    start_new(
+        plan,
+        inputs,
+        &journal_path,
+        id,
+        window,
+        a.run.progress,
+        preflight.as_deref(),
+    )
 }
 
 /// A real run never starts on the playbook's example values (the advisory's build numbers
@@ -599,6 +652,8 @@ fn abs_future(p: &Path) -> PathBuf {
         .unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// A new run from its sealed plan. `preflight`: what the pre-flight said (a real run), recorded in the
+/// journal's meta for `medic status`.
 fn start_new(
     plan: Plan,
     inputs: Inputs,
@@ -606,6 +661,7 @@ fn start_new(
     id: String,
     window: Option<Window>,
     progress: Progress,
+    preflight: Option<&str>,
 ) -> Result<u8, Failure> {
     // Every check before anything is written: the journal's path, the simulator's state
     // file, the drivers' settings (a rehearsal's fleet is built in memory first).
@@ -620,10 +676,13 @@ fn start_new(
     }
     // The journal appears complete with its plan and inputs, or not at all.
     let inputs_json = serde_json::to_string(&inputs).map_err(|e| internal(e.to_string()))?;
-    let meta = [
+    let mut meta = vec![
         (meta_keys::RUN_ID, id.as_str()),
         (INPUTS, inputs_json.as_str()),
     ];
+    if let Some(p) = preflight {
+        meta.push((PREFLIGHT, p));
+    }
     let journal = medic_exec::create_journal(journal_path, &plan, &meta).map_err(|e| match e {
         // Nothing was run and no journal is left behind, so there is nothing to resume.
         JournalError::DiskFull { .. } | JournalError::CannotWrite { .. } => internal(format!(
@@ -925,7 +984,7 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
         conn: Conn::default(),
         demo: true,
     };
-    start_new(plan, inputs, &journal, id, None, a.progress)
+    start_new(plan, inputs, &journal, id, None, a.progress, None)
 }
 
 #[derive(Serialize)]
@@ -938,6 +997,8 @@ struct StatusJson {
     unknown: Vec<String>,
     waiting_for_approval: Vec<String>,
     approvals: Vec<String>,
+    /// What the pre-flight of a real run said (`passed: ...`, `skipped (--skip-preflight)`).
+    preflight: Option<String>,
 }
 
 pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
@@ -998,6 +1059,7 @@ pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
         unknown: pick(StepState::Unknown),
         waiting_for_approval: waiting,
         approvals,
+        preflight: r.meta(PREFLIGHT).map_err(e)?,
     };
     match a.format {
         StatusFormat::Json => {
@@ -1015,6 +1077,9 @@ pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
                     .map(|f| &f[..f.len().min(16)])
                     .unwrap_or("?")
             );
+            if let Some(p) = &s.preflight {
+                println!("pre-flight: {p}");
+            }
             let mut counts: Vec<_> = s.steps.iter().collect();
             counts.sort();
             println!(

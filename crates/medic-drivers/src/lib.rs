@@ -3,6 +3,7 @@
 
 pub mod dsm;
 mod manual;
+pub mod preflight;
 mod sim;
 pub mod ssh;
 mod verify;

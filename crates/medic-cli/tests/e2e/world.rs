@@ -32,7 +32,7 @@ const POLL: &str = "0.5";
 const TIME_SCALE: f64 = 1000.0;
 
 /// The names of the fake agent's commands (linked to `fakeds-sim` in the fleet's `bin`).
-const FAKE_NAMES: [&str; 9] = [
+const FAKE_NAMES: [&str; 10] = [
     "rpm",
     "dpkg-query",
     "dpkg",
@@ -42,6 +42,7 @@ const FAKE_NAMES: [&str; 9] = [
     "shutdown",
     "sudo",
     "cat",
+    "ss",
 ];
 
 pub fn repo_root() -> PathBuf {

@@ -60,6 +60,9 @@ pub enum Op {
     RelayRole,
     /// `id -u` run the way privileged commands run (pre-flight).
     WhoAmI,
+    /// Windows: SHA-2 support and the names of the files staged in the package directory
+    /// (pre-flight: the MSI, the certificates and the SHA-2 update the driver will look for).
+    WindowsFiles,
 }
 
 impl fmt::Display for Op {
@@ -82,6 +85,7 @@ impl fmt::Display for Op {
             Op::PackageFacts => "package-facts",
             Op::RelayRole => "relay-role",
             Op::WhoAmI => "whoami",
+            Op::WindowsFiles => "windows-files",
         })
     }
 }
@@ -283,7 +287,7 @@ fi"#,
                 true,
             )
         },
-        Op::WindowsCerts | Op::WindowsPrereq => NOT_ON_LINUX,
+        Op::WindowsCerts | Op::WindowsPrereq | Op::WindowsFiles => NOT_ON_LINUX,
         // [inf] a plain reboot; the driver then waits for a new boot id and the agent.
         Op::Reboot => cmd(
             "exec shutdown -r now",
@@ -451,6 +455,16 @@ if (-not $sha2) {
 }"#
             ),
             Source::Src("§1.3 KA-0006984"),
+            false,
+        ),
+        // [inf] read-only: the SHA-2 test of `windows_certs_prelude!` and the staged file
+        // names, which the pre-flight matches with the filters the install and the
+        // prerequisites use (`Agent-Core-Windows-<build>.*.msi`, `*.cer`, `*kb4474419*.msu`).
+        Op::WindowsFiles => cmd(
+            r#"$sha2 = ([Environment]::OSVersion.Version -ge [Version]'6.2') -or ($null -ne (Get-HotFix -Id KB4474419 -ErrorAction SilentlyContinue))
+'sha2_supported: ' + $sha2
+if (Test-Path -LiteralPath $p2) { foreach ($f in @(Get-ChildItem -LiteralPath $p2 -File)) { 'file: ' + $f.Name } }"#,
+            Source::Inferred("§1.3 KA-0006984, §3 SHA-2 and msiexec package names"),
             false,
         ),
         // [inf] §5 "Windows reboot required".
@@ -647,6 +661,26 @@ pub fn parse_certs(text: &str) -> Result<(bool, bool), String> {
     Ok((b("sha2_supported")?, b("root_certs_present")?))
 }
 
+/// What [`Op::WindowsFiles`] saw: SHA-2 support and the staged file names.
+pub fn parse_windows_files(text: &str) -> Result<(bool, Vec<String>), String> {
+    let mut sha2 = None;
+    let mut files = Vec::new();
+    for l in text.lines() {
+        let l = l.trim_end_matches('\r');
+        if let Some(v) = l.strip_prefix("sha2_supported: ") {
+            sha2 = match v.trim().to_ascii_lowercase().as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            };
+        } else if let Some(f) = l.strip_prefix("file: ") {
+            files.push(f.to_owned());
+        }
+    }
+    let sha2 = sha2.ok_or_else(|| "the file check printed no `sha2_supported`".to_owned())?;
+    Ok((sha2, files))
+}
+
 /// `bundle_exported` and `bundle_imported` from [`Op::BundleStatus`].
 pub fn parse_bundle_status(text: &str) -> Result<(bool, bool), String> {
     let f = fields(text);
@@ -662,7 +696,7 @@ pub fn parse_bundle_status(text: &str) -> Result<(bool, bool), String> {
 mod tests {
     use super::*;
 
-    const ALL: [Op; 17] = [
+    const ALL: [Op; 18] = [
         Op::BootId,
         Op::AgentVersion,
         Op::PendingReboot,
@@ -680,6 +714,7 @@ mod tests {
         Op::PackageFacts,
         Op::RelayRole,
         Op::WhoAmI,
+        Op::WindowsFiles,
     ];
 
     #[test]

@@ -44,7 +44,7 @@ pub use driver::SshDriver;
 pub use identity::{Identity, IdentityError};
 pub use known_hosts::HostKeyError;
 pub use libssh2::{Ssh2Transport, TransportStats};
-pub use preflight::{LiveAgent, PackageCheck, PrivilegeCheck, Reachability};
+pub use preflight::{LiveAgent, PackageCheck, PrivilegeCheck, Reachability, WindowsFilesCheck};
 pub use transport::{
     Endpoint, ExecOutput, Exit, RemoteCommand, Transport, TransportError, TransportFuture,
 };

@@ -382,6 +382,9 @@ impl Fleet {
     pub fn set(&self, i: usize, key: &str, value: &str) {
         let d = self.host_dir(i);
         fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+        // The SSH user of a sudo fleet writes its host's state too (e.g. its boot id).
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o777))
+            .unwrap_or_else(|e| panic!("{}: {e}", d.display()));
         fs::write(d.join(key), format!("{value}\n")).unwrap_or_else(|e| panic!("{key}: {e}"));
     }
 
