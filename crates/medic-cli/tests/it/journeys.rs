@@ -114,8 +114,17 @@ fn a_rehearsal_without_a_journal_flag_keeps_its_run_under_dot_medic() {
         .map(|e| e.expect("an entry").path())
         .collect();
     assert_eq!(runs.len(), 1, "{runs:?}");
-    for f in ["journal.sqlite", "journal.sqlite.sim.log", "events.jsonl"] {
-        assert!(runs[0].join(f).is_file(), "{f} is missing\n{r}");
+    let id = runs[0]
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("the run's id")
+        .to_owned();
+    for f in [
+        "journal.sqlite".to_owned(),
+        "journal.sqlite.sim.log".to_owned(),
+        format!("{id}.events.jsonl"),
+    ] {
+        assert!(runs[0].join(&f).is_file(), "{f} is missing\n{r}");
     }
     let status = env.run([
         "status".as_ref(),

@@ -166,21 +166,28 @@ fn approve_refuses_what_the_run_cannot_wait_for_and_writes_nothing() {
     let env = TestEnv::new();
     let inv = old_manager_lab(&env);
     let pb = real_playbook().display().to_string();
-    // A stopped run (its window is in the past) leaves a journal with a plan.
-    env.run([
-        "apply",
-        "-i",
-        &inv,
-        "-p",
-        &pb,
-        "--simulate",
-        "--journal",
-        "j.sqlite",
-        "--window",
-        "2020-01-01T00:00+00:00/2020-01-01T01:00+00:00",
-        "--progress",
-        "never",
-    ]);
+    // A run killed while it waits leaves a journal with a plan.
+    let mut child = spawn_medic(
+        &env,
+        &[
+            "apply",
+            "-i",
+            &inv,
+            "-p",
+            &pb,
+            "--simulate",
+            "--time-scale",
+            "6000",
+            "--journal",
+            "j.sqlite",
+            "--progress",
+            "never",
+        ],
+        &[],
+    );
+    wait_until_waiting(&env, "j.sqlite", STEP, &mut child);
+    child.kill().expect("kill");
+    let _ = child.wait();
     assert!(env.path().join("j.sqlite").exists());
     let approvals = |env: &TestEnv| {
         medic_journal::JournalReader::open(&env.path().join("j.sqlite"))

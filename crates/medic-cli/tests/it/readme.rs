@@ -123,30 +123,64 @@ fn readme_blocks_run_as_written() {
             &dir.path().join("playbooks"),
         );
         let started = std::time::Instant::now();
-        let out = assert_cmd::Command::new("sh")
-            .args(["-e", "-c", &b.text])
-            .current_dir(dir.path())
-            .env("PATH", &path)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .timeout(Duration::from_secs(300))
-            .output()
-            .expect("run sh");
+        let (code, stdout, stderr) = run_block(&b.text, dir.path(), &path);
         println!(
             "README.md:{}: block ran in {:.1} s",
             b.line,
             started.elapsed().as_secs_f64()
         );
-        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            out.status.success() && !stderr.contains("panicked"),
-            "README.md:{}: the block failed ({:?}):\n{}\n--- stdout:\n{}\n--- stderr:\n{stderr}",
+            code == Some(0) && !stderr.contains("panicked"),
+            "README.md:{}: the block failed ({code:?}; None: killed after {} s):\n{}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}",
             b.line,
-            out.status.code(),
+            BLOCK_DEADLINE.as_secs(),
             b.text,
-            String::from_utf8_lossy(&out.stdout),
         );
     }
+}
+
+const BLOCK_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Runs a block with `sh -e` in its own process group, output to files (a command left
+/// running, such as a run waiting for an approval, must not keep a pipe open), and kills
+/// the whole group at the deadline or when the block ends. `None`: killed.
+fn run_block(text: &str, dir: &std::path::Path, path: &str) -> (Option<i32>, String, String) {
+    use std::os::unix::process::CommandExt;
+    let out_path = dir.join(".readme-block.stdout");
+    let err_path = dir.join(".readme-block.stderr");
+    let mut child = std::process::Command::new("sh")
+        .args(["-e", "-c", text])
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .process_group(0)
+        .spawn()
+        .expect("run sh");
+    let group = child.id() as i32;
+    let deadline = std::time::Instant::now() + BLOCK_DEADLINE;
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait for sh") {
+            break status.code();
+        }
+        if std::time::Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The block's own process group, which this test created (no unsafe code here).
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{group}")])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let _ = child.wait();
+    let read = |p: &std::path::Path| {
+        String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
+    };
+    (code, read(&out_path), read(&err_path))
 }
 
 /// The `medic` command lines of a synopsis block: continuation lines (a trailing `\` or

@@ -530,9 +530,12 @@ fn comparable_plan(inv: &Inventory) -> J {
     if let J::Object(o) = &mut j {
         o.remove("fingerprint");
         o.remove("host_digests");
+        // The seal covers `user` and `os` too, which differ as said below.
+        o.remove("seal");
         if let Some(J::Array(hosts)) = o.get_mut("hosts") {
             for h in hosts {
                 if let J::Object(h) = h {
+                    h.remove("seal");
                     h.remove("user");
                     // The import fills `os` from the Manager's platform text, which the
                     // simulated fleet's own inventory leaves out.
