@@ -229,6 +229,10 @@ pub(crate) struct ResumeArgs {
     pub(crate) yes: bool,
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub(crate) progress: Progress,
+    /// A new approved change window for a run stopped at the end of its window, RFC 3339
+    /// with offsets; recorded in the journal (the plan stays the same).
+    #[arg(long, value_name = "START/END")]
+    pub(crate) window: Option<String>,
 }
 
 #[derive(Args, Debug)]

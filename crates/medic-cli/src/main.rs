@@ -7,6 +7,8 @@ mod exit_codes;
 mod report;
 mod reporters;
 mod run;
+mod status;
+mod text;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -27,12 +29,19 @@ pub(crate) enum Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let not_done = match &cli.cmd {
+        Cmd::Resume(_) => report::NotDone::Resumed,
+        Cmd::Approve(_) => report::NotDone::Approved,
+        Cmd::Status(_) | Cmd::Inventory(_) => report::NotDone::Nothing,
+        Cmd::Apply(a) if a.retry_failed => report::NotDone::Resumed,
+        _ => report::NotDone::PlannedOrRun,
+    };
     let result = match cli.cmd {
         Cmd::Validate(a) => validate(&a),
         Cmd::Plan(a) => plan(&a),
         Cmd::Apply(a) => run::apply(&a),
         Cmd::Resume(a) => run::resume(&a),
-        Cmd::Status(a) => run::status(&a),
+        Cmd::Status(a) => status::status(&a),
         Cmd::Approve(a) => run::approve(&a),
         Cmd::Demo(a) => run::demo(&a),
         Cmd::Inventory(args::InventoryCmd::Import(a)) => run::inventory_import(&a),
@@ -40,7 +49,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(Failure::BadInput(p)) => {
-            report::problems(&p);
+            report::problems(&p, not_done);
             ExitCode::from(exit_codes::BAD_INPUT)
         }
         Err(Failure::Internal(msg)) => {
@@ -82,7 +91,11 @@ pub(crate) fn load_files(
     let inv = medic_config::load_inventory(&inv_path.display().to_string(), &inv_text);
     let pb = medic_config::load_playbook(&pb_path.display().to_string(), &pb_text, sets);
     match (inv, pb) {
-        (Ok(i), Ok(p)) => Ok((i, p, pb_text, inv_text)),
+        (Ok(i), Ok(p)) => {
+            let name = inv_path.display().to_string();
+            report::warnings(&medic_config::inventory_warnings(&name, &inv_text, &i));
+            Ok((i, p, pb_text, inv_text))
+        }
         (i, p) => {
             let mut all = Problems::default();
             if let Err(e) = i {
@@ -100,13 +113,17 @@ fn validate(a: &InputArgs) -> Result<u8, Failure> {
     let (inv, pb, text, inv_text) = load(a)?;
     let plan = make_plan(&inv, &pb, &text, None, (&a.inventory, &inv_text))?;
     println!(
-        "ok: {} hosts, {} relay groups, playbook {} with {} phases; the plan has {} steps",
+        "ok: {} hosts, {} relay groups, playbook {} with {} phases; the plan has {}",
         inv.hosts.len(),
         inv.relay_groups.len(),
         pb.name,
         pb.phases.len(),
-        plan.steps().len()
+        plan.size()
     );
+    // What the playbook's `warn` rules say (the example values are `plan`'s to list).
+    for w in plan.warnings() {
+        eprintln!("warning: {w}");
+    }
     Ok(exit_codes::OK)
 }
 

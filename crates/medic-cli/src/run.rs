@@ -1,7 +1,7 @@
 //! `apply`, `resume`, `demo`, `status` and `approve`: turning the command line into a run of
 //! the executor, with its journal, drivers, reporters and signal handling.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,16 +12,13 @@ use medic_drivers::{ManualDriver, SimDriver};
 use medic_exec::{
     Clock, Control, Drivers, Fanout, Prior, Reporter, RunExit, RunOptions, StopReason, WindowPolicy,
 };
-use medic_journal::{Journal, JournalError, JournalReader, StepState, meta_keys};
+use medic_journal::{Journal, JournalError, JournalReader, meta_keys};
 use medic_model::{AgentBuild, Inventory};
 use medic_plan::{Plan, Window, plan_from_json};
 use medic_sim::{SimConfig, SimFleet};
 use serde::{Deserialize, Serialize};
 
-use crate::args::{
-    ApplyArgs, ApproveArgs, DemoArgs, Progress, ResumeArgs, StatusArgs, StatusFormat,
-    WindowPolicyArg,
-};
+use crate::args::{ApplyArgs, ApproveArgs, DemoArgs, Progress, ResumeArgs, WindowPolicyArg};
 use crate::reporters::{JsonLines, Operator, summary_text};
 use crate::{Failure, exit_codes, load_files, make_plan, parse_window};
 
@@ -164,7 +161,7 @@ fn dsm_client(
 
 const INPUTS: &str = "inputs";
 
-fn bad(file: &str, msg: impl Into<String>, help: &str) -> Failure {
+pub(crate) fn bad(file: &str, msg: impl Into<String>, help: &str) -> Failure {
     let f = SourceFile::new(file, "");
     Failure::BadInput(Problems(vec![
         Problem::new(&f, None, "medic::run::input", msg).help(help),
@@ -447,6 +444,7 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
             a.run.yes,
             a.run.progress,
             true,
+            a.run.window.as_deref(),
         );
     }
     let window = parse_window(a.run.window.as_deref())?;
@@ -614,17 +612,29 @@ fn start_new(
 }
 
 pub(crate) fn resume(a: &ResumeArgs) -> Result<u8, Failure> {
-    resume_journal(&a.journal, a.events.clone(), a.yes, a.progress, false)
+    resume_journal(
+        &a.journal,
+        a.events.clone(),
+        a.yes,
+        a.progress,
+        false,
+        a.window.as_deref(),
+    )
 }
 
+/// Goes on with the run of `path`; `new_window` replaces the recorded change window (a run
+/// stopped at the end of its window goes on in the next one; the plan stays the same).
 fn resume_journal(
     path: &Path,
     events: Option<PathBuf>,
     yes: bool,
     progress: Progress,
     retry_failed: bool,
+    new_window: Option<&str>,
 ) -> Result<u8, Failure> {
     let name = path.display().to_string();
+    // Checked before anything is read or written.
+    let new = parse_window(new_window)?;
     if !path.exists() {
         return Err(bad(
             &name,
@@ -679,7 +689,14 @@ fn resume_journal(
         )
     })?;
     let id = get(meta_keys::RUN_ID)?.unwrap_or_else(run_id);
-    let window = parse_window(inputs.window.as_deref())?;
+    let old_window = inputs.window.clone();
+    if let Some(w) = new_window {
+        inputs.window = Some(w.to_owned());
+    }
+    let window = match new {
+        Some(w) => Some(w),
+        None => parse_window(inputs.window.as_deref())?,
+    };
 
     // Refuse a plan whose inputs changed since the run started, naming the hosts.
     let mut loaded = None;
@@ -713,10 +730,38 @@ fn resume_journal(
     let events = events.unwrap_or_else(|| inputs.events.clone());
     let drivers = drivers_for(&plan, &inputs, path, loaded)?;
     let journal = Journal::open_existing(path).map_err(|e| internal(e.to_string()))?;
+    if new_window.is_some() && inputs.window != old_window {
+        record_window(&journal, &inputs, old_window.as_deref())?;
+    }
     let opts = options(&inputs, id, window, retry_failed);
     execute(
         plan, drivers, journal, prior, opts, &events, progress, &inputs,
     )
+}
+
+/// A new change window goes into the journal's inputs (so a later `resume` keeps it) and
+/// its history, durably, before the run goes on in it.
+fn record_window(journal: &Journal, inputs: &Inputs, old: Option<&str>) -> Result<(), Failure> {
+    let json = serde_json::to_string(inputs).map_err(|e| internal(e.to_string()))?;
+    let new = inputs.window.as_deref().unwrap_or("none");
+    let recorded = journal
+        .append(medic_journal::Record::Event {
+            step: None,
+            kind: "window.changed".to_owned(),
+            detail: Some(format!("from {} to {new}", old.unwrap_or("none"))),
+        })
+        .and_then(|()| {
+            journal.append(medic_journal::Record::Meta {
+                key: INPUTS.to_owned(),
+                value: json,
+            })
+        });
+    let rt = runtime()?;
+    recorded
+        .and_then(|()| rt.block_on(journal.flush()))
+        .map_err(|e| internal(format!("cannot record the new window in the journal: {e}")))?;
+    eprintln!("change window: {new} (was {})", old.unwrap_or("none"));
+    Ok(())
 }
 
 #[expect(
@@ -751,7 +796,15 @@ fn execute(
         operator,
         inputs.simulate,
         !inputs.yes,
+        plan.size(),
     ))];
+    crate::status::record_outcome(
+        &journal,
+        &crate::status::Outcome {
+            state: "running".to_owned(),
+            ..Default::default()
+        },
+    );
     match JsonLines::create(events) {
         Ok(j) => reporters.push(Box::new(j)),
         Err(e) => eprintln!("warning: cannot write events to {}: {e}", events.display()),
@@ -784,6 +837,22 @@ fn execute(
     drop(fan);
     let path = journal.path().to_path_buf();
     let journal_failed = matches!(report.stop, Some(StopReason::JournalFailed { .. }));
+    let next = crate::status::next_step(report.exit, report.stop.as_ref(), &path);
+    if !journal_failed {
+        let state = match report.exit {
+            RunExit::Ok => "finished",
+            RunExit::Failed => "failed",
+            RunExit::Stopped => "stopped",
+        };
+        crate::status::record_outcome(
+            &journal,
+            &crate::status::Outcome {
+                state: state.to_owned(),
+                reason: report.stop.as_ref().map(ToString::to_string),
+                next: next.clone(),
+            },
+        );
+    }
     // After a journal failure the close reports the same failure again; the stop reason
     // already said it.
     if let Err(e) = journal.close()
@@ -797,8 +866,10 @@ fn execute(
     );
     eprintln!("  journal: {}", path.display());
     eprintln!("  events:  {}", events.display());
-    if report.exit == RunExit::Stopped {
-        eprintln!("  resume with: medic resume --journal {}", path.display());
+    if let Some(next) = &next
+        && !journal_failed
+    {
+        eprintln!("  next: {next}");
     }
     if journal_failed {
         // Not the plain "stopped" code: nothing can go on until someone frees space or
@@ -892,125 +963,6 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
         demo: true,
     };
     start_new(plan, inputs, &journal, id, None, a.progress)
-}
-
-#[derive(Serialize)]
-struct StatusJson {
-    run_id: Option<String>,
-    fingerprint: Option<String>,
-    steps: HashMap<String, u64>,
-    failed: Vec<String>,
-    running: Vec<String>,
-    unknown: Vec<String>,
-    waiting_for_approval: Vec<String>,
-    approvals: Vec<String>,
-}
-
-pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
-    let name = a.journal.display().to_string();
-    let r = JournalReader::open(&a.journal)
-        .map_err(|e| bad(&name, e.to_string(), "pass the journal of a run"))?;
-    let e = |x: medic_journal::JournalError| internal(x.to_string());
-    let steps = r.steps().map_err(e)?;
-    let pick = |st: StepState| -> Vec<String> {
-        steps
-            .iter()
-            .filter(|s| s.state == st)
-            .map(|s| s.step.clone())
-            .collect()
-    };
-    let approvals: Vec<String> = r
-        .approvals()
-        .map_err(e)?
-        .into_iter()
-        .map(|a| format!("{} by {}", a.gate, a.by))
-        .collect();
-    let approved: BTreeSet<String> = r
-        .approvals()
-        .map_err(e)?
-        .into_iter()
-        .map(|a| a.gate)
-        .collect();
-    let mut waiting = Vec::new();
-    let mut after = 0;
-    loop {
-        let evs = r.events_since(after, 10_000).map_err(e)?;
-        let Some(last) = evs.last() else { break };
-        after = last.seq;
-        for ev in &evs {
-            if (ev.kind == "gate.waiting" || ev.kind == "manual.waiting")
-                && let Some(g) = &ev.step
-                && !approved.contains(g)
-                && !steps
-                    .iter()
-                    .any(|s| &s.step == g && s.state == StepState::Succeeded)
-                && !waiting.contains(g)
-            {
-                waiting.push(g.clone());
-            }
-        }
-    }
-    let s = StatusJson {
-        run_id: r.meta(meta_keys::RUN_ID).map_err(e)?,
-        fingerprint: r.meta(meta_keys::PLAN_FINGERPRINT).map_err(e)?,
-        steps: r
-            .counts()
-            .map_err(e)?
-            .into_iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v))
-            .collect(),
-        failed: pick(StepState::Failed),
-        running: pick(StepState::Running),
-        unknown: pick(StepState::Unknown),
-        waiting_for_approval: waiting,
-        approvals,
-    };
-    match a.format {
-        StatusFormat::Json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&s).map_err(|x| internal(x.to_string()))?
-            );
-        }
-        StatusFormat::Text => {
-            println!(
-                "run {} (plan {})",
-                s.run_id.as_deref().unwrap_or("?"),
-                s.fingerprint
-                    .as_deref()
-                    .map(|f| &f[..f.len().min(16)])
-                    .unwrap_or("?")
-            );
-            let mut counts: Vec<_> = s.steps.iter().collect();
-            counts.sort();
-            println!(
-                "steps: {}",
-                counts
-                    .iter()
-                    .map(|(k, v)| format!("{v} {k}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            for (label, list) in [
-                ("running", &s.running),
-                ("failed", &s.failed),
-                ("unknown", &s.unknown),
-                ("waiting for approval", &s.waiting_for_approval),
-                ("approved", &s.approvals),
-            ] {
-                if !list.is_empty() {
-                    let shown: Vec<&str> = list.iter().take(20).map(String::as_str).collect();
-                    let more = if list.len() > 20 {
-                        format!(" and {} more", list.len() - 20)
-                    } else {
-                        String::new()
-                    };
-                    println!("{label}: {}{more}", shown.join(", "));
-                }
-            }
-        }
-    }
-    Ok(exit_codes::OK)
 }
 
 pub(crate) fn approve(a: &ApproveArgs) -> Result<u8, Failure> {

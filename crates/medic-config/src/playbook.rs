@@ -399,10 +399,21 @@ impl PbCtx<'_, '_> {
         let defaults: RawDefaults = get("defaults")
             .and_then(|n| self.c.one(n, "playbook"))
             .unwrap_or_default();
-        let max_parallel = get("max_parallel")
-            .and_then(|n| self.c.one::<u32>(n, "playbook"))
-            .unwrap_or(50)
-            .max(1);
+        let max_parallel = match get("max_parallel")
+            .and_then(|n| self.c.one::<At<u32>>(n, "playbook"))
+        {
+            None => 50,
+            Some(m) if m.value == 0 => {
+                self.err(
+                    m.loc,
+                    "medic::playbook::zero_limit",
+                    "`max_parallel: 0` would never start a step",
+                    "give the number of steps that may run at once (at least 1), or leave it out for 50",
+                );
+                1
+            }
+            Some(m) => m.value,
+        };
         let endpoint_limits: BTreeMap<String, u32> = get("endpoints")
             .and_then(|n| self.c.one(n, "playbook"))
             .unwrap_or_default();
@@ -1112,7 +1123,17 @@ impl PbCtx<'_, '_> {
             after,
             guard,
             rollout,
-            max_parallel: rp.max_parallel.as_ref().map(|m| m.value.max(1)),
+            max_parallel: rp.max_parallel.as_ref().map(|m| {
+                if m.value == 0 {
+                    self.err(
+                        m.loc,
+                        "medic::playbook::zero_limit",
+                        format!("phase `{}`: `max_parallel: 0` would never start a step", rp.name.value),
+                        "give the number of this phase's steps that may run at once (at least 1), or leave it out",
+                    );
+                }
+                m.value.max(1)
+            }),
             soft_fail: soft_fail.unwrap_or(Cond::Const(false)),
             verifies: rp.verifies.unwrap_or(false),
             point_of_no_return: rp.point_of_no_return.unwrap_or(false),

@@ -19,7 +19,7 @@ pub use build::{PlanError, Refusal, build_plan};
 pub use fingerprint::fingerprint_inputs;
 pub use json::{PLAN_FORMAT, plan_from_json, plan_to_json, write_plan_json};
 pub use plan::{
-    Estimate, GateSpec, Need, PhaseInfo, Plan, PlanHost, Skipped, Step, StepCheck, StepGuard,
-    StepKind, WaveInfo,
+    Estimate, GateSpec, Need, PhaseInfo, Plan, PlanHost, PlanSize, Skipped, Step, StepCheck,
+    StepGuard, StepKind, WaveInfo,
 };
 pub use window::{Window, WindowError};
