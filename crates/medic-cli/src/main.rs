@@ -59,18 +59,47 @@ fn main() -> ExitCode {
     }
 }
 
-fn read(path: &Path) -> Result<String, Failure> {
-    std::fs::read_to_string(path).map_err(|e| {
-        let file = SourceFile::new(path.display().to_string(), "");
+/// An input file's text; a file that is not text says so (empty, binary, not UTF-8) rather
+/// than being handed to the YAML parser. `doc` is where its format is described.
+fn read(path: &Path, doc: &str) -> Result<String, Failure> {
+    let name = path.display().to_string();
+    let problem = |msg: String, help: String| {
+        let file = SourceFile::new(name.clone(), "");
         Failure::BadInput(Problems(vec![
-            Problem::new(
-                &file,
-                None,
-                "medic::io::read",
-                format!("cannot read {}: {e}", path.display()),
-            )
-            .help("check the path and its permissions"),
+            Problem::new(&file, None, "medic::io::read", msg).help(help),
         ]))
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_owned(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+            std::io::ErrorKind::IsADirectory => "it is a directory".to_owned(),
+            _ => e.to_string(),
+        };
+        problem(
+            format!("cannot read the file: {why}"),
+            "check the path and its permissions".to_owned(),
+        )
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(problem(
+            "the file is empty".to_owned(),
+            format!("write the file as {doc} describes"),
+        ));
+    }
+    if bytes.contains(&0) {
+        return Err(problem(
+            "a binary file, not YAML text".to_owned(),
+            format!("pass the YAML file that {doc} describes"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        problem(
+            format!("not UTF-8 text (line {line}, byte {at} is not UTF-8)"),
+            "save the file as UTF-8".to_owned(),
+        )
     })
 }
 
@@ -86,8 +115,21 @@ pub(crate) fn load_files(
     pb_path: &Path,
     sets: &[String],
 ) -> Result<(Inventory, Playbook, String, String), Failure> {
-    let inv_text = read(inv_path)?;
-    let pb_text = read(pb_path)?;
+    let (inv_text, pb_text) = match (
+        read(inv_path, "docs/inventory.md"),
+        read(pb_path, "docs/playbook.md"),
+    ) {
+        (Ok(i), Ok(p)) => (i, p),
+        (i, p) => {
+            let mut all = Problems::default();
+            for r in [i, p] {
+                if let Err(Failure::BadInput(e)) = r {
+                    all.extend(e);
+                }
+            }
+            return Err(Failure::BadInput(all));
+        }
+    };
     let inv = medic_config::load_inventory(&inv_path.display().to_string(), &inv_text);
     let pb = medic_config::load_playbook(&pb_path.display().to_string(), &pb_text, sets);
     match (inv, pb) {

@@ -224,6 +224,7 @@ fn sim_config(plan: &Plan, seed: u64, faults: &[String]) -> Result<SimConfig, Fa
                 ));
             }
         };
+        check_fault_target(plan, f, &fault)?;
         c.faults.push(fault);
     }
     // A list of fixed builds per line: the simulated world has one threshold per platform,
@@ -244,6 +245,65 @@ fn sim_config(plan: &Plan, seed: u64, faults: &[String]) -> Result<SimConfig, Fa
         c.fixed_build_windows = b;
     }
     Ok(c)
+}
+
+/// A fault must name a host of the plan and, for `hang` and `fail`, an action the plan runs
+/// on it: a typo would otherwise rehearse a run without the fault, silently.
+fn check_fault_target(plan: &Plan, spec: &str, fault: &medic_sim::Fault) -> Result<(), Failure> {
+    let (host, action, times) = match fault {
+        medic_sim::Fault::Unreachable { host } => (host, None, None),
+        medic_sim::Fault::Hang { host, action } => (host, Some(action), None),
+        medic_sim::Fault::FailTimes {
+            host,
+            action,
+            times,
+        } => (host, Some(action), Some(*times)),
+    };
+    let Some(h) = plan.hosts().iter().position(|x| &x.name == host) else {
+        return Err(bad(
+            "--sim-fault",
+            format!("`{spec}`: no host of the inventory is named `{host}`"),
+            "name a host of the inventory",
+        ));
+    };
+    if let Some(action) = action {
+        let on_host: BTreeSet<&str> = plan
+            .steps()
+            .iter()
+            .filter(|s| s.kind == medic_plan::StepKind::Action && s.host == Some(h as u32))
+            .flat_map(|s| {
+                // The probes of checks and guards are actions of the fleet too.
+                let probes = [
+                    s.check.as_ref().map(|c| c.probe.as_str()),
+                    s.guard.as_ref().and_then(|g| g.probe.as_deref()),
+                ];
+                std::iter::once(&*s.action).chain(probes.into_iter().flatten())
+            })
+            .collect();
+        if !on_host.contains(action.as_str()) {
+            let list = if on_host.is_empty() {
+                format!("the plan gives {host} no step")
+            } else {
+                format!(
+                    "the actions of its steps: {}",
+                    on_host.into_iter().collect::<Vec<_>>().join(", ")
+                )
+            };
+            return Err(bad(
+                "--sim-fault",
+                format!("`{spec}`: no step of the plan runs `{action}` on {host}"),
+                &list,
+            ));
+        }
+    }
+    if times == Some(0) {
+        return Err(bad(
+            "--sim-fault",
+            format!("`{spec}`: failing 0 times injects nothing"),
+            "give how many times the action fails, at least 1",
+        ));
+    }
+    Ok(())
 }
 
 /// The drivers of a run. `loaded` is the recorded simulation inventory when the caller
@@ -353,6 +413,14 @@ fn drivers_for(
         manager_api = Some(dsm.clone());
         drivers = drivers.with("dsm", dsm);
     }
+    if used.contains("local") {
+        drivers = drivers.with(
+            "local",
+            Arc::new(medic_drivers::LocalDriver::new(
+                medic_drivers::LocalConfig::default(),
+            )),
+        );
+    }
     drivers = drivers.with("manual", Arc::new(ManualDriver::new(manager_api)));
     let missing: BTreeSet<&str> = used
         .into_iter()
@@ -365,7 +433,7 @@ fn drivers_for(
                 "no {} driver is configured for this run",
                 missing.into_iter().collect::<Vec<_>>().join(", ")
             ),
-            "use ssh, dsm, manual or --simulate",
+            "use ssh, dsm, local, manual or --simulate",
         ));
     }
     Ok(drivers)
@@ -638,7 +706,7 @@ fn resume_journal(
     if !path.exists() {
         return Err(bad(
             &name,
-            format!("there is no journal at {name}: no run was started there"),
+            "there is no journal here: no run was started with it".to_owned(),
             "start the run with `medic apply`",
         ));
     }
@@ -974,7 +1042,7 @@ pub(crate) fn approve(a: &ApproveArgs) -> Result<u8, Failure> {
     if !a.journal.exists() {
         return Err(bad(
             &name,
-            format!("there is no journal at {name}: no run was started there"),
+            "there is no journal here: no run was started with it".to_owned(),
             "pass the journal of a run started by `medic apply`",
         ));
     }

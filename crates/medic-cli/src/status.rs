@@ -124,9 +124,9 @@ pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
     let name = a.journal.display().to_string();
     let bad = |msg: String| crate::run::bad(&name, msg, "pass the journal of a run");
     if !a.journal.exists() {
-        return Err(bad(format!(
-            "there is no journal at {name}: no run was started there"
-        )));
+        return Err(bad(
+            "there is no journal here: no run was started with it".to_owned()
+        ));
     }
     let r = JournalReader::open(&a.journal).map_err(|e| bad(e.to_string()))?;
     let e = |x: medic_journal::JournalError| Failure::Internal(x.to_string());

@@ -1028,7 +1028,7 @@ impl PbCtx<'_, '_> {
             }
             let mut args = BTreeMap::new();
             for (k, v) in &a.args {
-                if driver == "ssh" && SHELL_ARGS.contains(&k.as_str()) {
+                if (driver == "ssh" || driver == "local") && SHELL_ARGS.contains(&k.as_str()) {
                     // Shell code is literal: `${x}` and `{ ...; }` are the shell's own.
                     args.insert(
                         k.clone(),
@@ -1040,7 +1040,7 @@ impl PbCtx<'_, '_> {
                     args.insert(k.clone(), t);
                 }
             }
-            if driver == "ssh" {
+            if driver == "ssh" || driver == "local" {
                 self.shell_args(a, &args, &rp.name.value);
             }
             let timeout_s = a

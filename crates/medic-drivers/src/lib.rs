@@ -2,11 +2,13 @@
 //! never sees the plan's graph.
 
 pub mod dsm;
+mod local;
 mod manual;
 mod sim;
 pub mod ssh;
 
 pub use dsm::{DsmClient, DsmConfig, DsmDriver, DsmDriverConfig, import_inventory};
+pub use local::{LocalConfig, LocalDriver};
 pub use manual::{MANAGER_PROBES, ManualDriver};
 pub use sim::SimDriver;
 pub use ssh::{SshConfig, SshDriver};
