@@ -110,6 +110,8 @@ struct StatusJson {
     approvals: Vec<String>,
     /// `running`, `finished`, `failed`, `stopped`, or `unknown` (a journal that does not say).
     run_state: String,
+    /// The change window the run goes by (the last one given), if any.
+    window: Option<String>,
     stop_reason: Option<String>,
     next: Option<String>,
     running_on: Vec<StepAt>,
@@ -185,6 +187,11 @@ pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
             .map(|a| format!("{} by {}", a.gate, a.by))
             .collect(),
         run_state: String::new(),
+        window: r
+            .meta("inputs")
+            .map_err(e)?
+            .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
+            .and_then(|v| v.get("window")?.as_str().map(str::to_owned)),
         stop_reason: None,
         next: None,
         running_on: Vec::new(),
@@ -337,6 +344,9 @@ fn text(s: &StatusJson, state_of: &HashMap<&str, (StepState, Option<&str>)>) -> 
     );
     if let Some(n) = &s.next {
         let _ = writeln!(o, "next: {}", esc(n));
+    }
+    if let Some(w) = &s.window {
+        let _ = writeln!(o, "window: {}", esc(w));
     }
     let counts: Vec<String> = s.steps.iter().map(|(k, v)| format!("{v} {k}")).collect();
     let _ = writeln!(o, "steps and gates: {}", counts.join(", "));

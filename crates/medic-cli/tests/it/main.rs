@@ -3,6 +3,7 @@
 
 mod crash;
 mod disk_full;
+mod journeys;
 mod manual;
 mod planning;
 mod runs;
