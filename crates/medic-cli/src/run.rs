@@ -1005,9 +1005,9 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
     let (i, p, pb_text, inv_text): (Inventory, _, _, _) = load_files(&inv_path, &pb_path, &[])?;
     let plan = make_plan(&i, &p, &pb_text, None, (&inv_path, &inv_text))?;
     eprintln!(
-        "medic demo: the Deep Security remediation on a simulated fleet of {} hosts (3 sites, one air-gapped), {} steps, estimated {} of real work, replayed {}x faster",
+        "medic demo: the Deep Security remediation on a simulated fleet of {} hosts (3 sites, one air-gapped), {}, estimated {} of real work, replayed {}x faster",
         i.hosts.len(),
-        plan.steps().len(),
+        plan.size(),
         medic_model::format_duration(plan.estimate().makespan_s),
         a.time_scale
     );

@@ -158,9 +158,9 @@ pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
             if (ev.kind == "gate.waiting" || ev.kind == "manual.waiting")
                 && let Some(g) = &ev.step
                 && !approved.contains(g.as_str())
-                && !state_of
+                && state_of
                     .get(g.as_str())
-                    .is_some_and(|(s, _)| *s == StepState::Succeeded)
+                    .is_none_or(|(s, _)| *s != StepState::Succeeded)
                 && !waiting.contains(g)
             {
                 waiting.push(g.clone());

@@ -630,7 +630,7 @@ fn inventory_values_cannot_inject_into_the_plan_or_the_runbook() {
     );
     assert!(
         md.stdout
-            .contains(r"> **Warning:** note x\\u\{a\}\#\# Approved \| &lt;script&gt;"),
+            .contains(r"> **Warning:** note x\\u{a}## Approved \| &lt;script&gt;"),
         "{md}"
     );
 }

@@ -33,9 +33,9 @@ pub fn escape_text(s: &str) -> Cow<'_, str> {
 /// value from the inventory or the playbook reads as written and cannot add a heading, a
 /// link, a table column or HTML to the runbook.
 pub(crate) fn escape_md(s: &str) -> Cow<'_, str> {
-    const MD: &[char] = &[
-        '\\', '`', '*', '_', '[', ']', '(', ')', '#', '|', '!', '~', '{', '}',
-    ];
+    // What can start emphasis, code, a link, a table cell or strike-through inside a line
+    // (control characters are escaped first, so a value never starts a line).
+    const MD: &[char] = &['\\', '`', '*', '_', '[', ']', '|', '~'];
     if !s
         .chars()
         .any(|c| c.is_control() || MD.contains(&c) || matches!(c, '<' | '>' | '&'))
@@ -85,7 +85,7 @@ mod tests {
         assert_eq!(escape_text("plain 20.0.1-690"), "plain 20.0.1-690");
         assert_eq!(
             escape_md("x | <script>alert(1)</script> # [a](b)"),
-            "x \\| &lt;script&gt;alert\\(1\\)&lt;/script&gt; \\# \\[a\\]\\(b\\)"
+            "x \\| &lt;script&gt;alert(1)&lt;/script&gt; # \\[a\\](b)"
         );
         assert_eq!(code_md("dsupdate_1.zip"), "`dsupdate_1.zip`");
         assert_eq!(code_md("a`b"), "`` a`b ``");
