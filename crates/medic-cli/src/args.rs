@@ -250,6 +250,10 @@ pub(crate) struct ResumeArgs {
     /// Progress bars: auto (on a terminal), always or never.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub(crate) progress: Progress,
+    /// A new approved change window for a run stopped at the end of its window, RFC 3339
+    /// with offsets; recorded in the journal (the plan stays the same).
+    #[arg(long, value_name = "START/END")]
+    pub(crate) window: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -1,4 +1,4 @@
-//! The documented exit codes of `medic` (DESIGN.md, CLI contract).
+//! The documented exit codes of `medic` (README.md, "Exit codes").
 
 /// Everything succeeded and was verified.
 pub(crate) const OK: u8 = 0;

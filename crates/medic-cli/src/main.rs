@@ -27,6 +27,8 @@ mod report;
 mod reporters;
 mod run;
 mod sign;
+mod status;
+mod text;
 mod values;
 
 use std::path::Path;
@@ -48,13 +50,20 @@ pub(crate) enum Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let not_done = match &cli.cmd {
+        Cmd::Resume(_) => report::NotDone::Resumed,
+        Cmd::Approve(_) => report::NotDone::Approved,
+        Cmd::Status(_) | Cmd::Inventory(_) => report::NotDone::Nothing,
+        Cmd::Apply(a) if a.retry_failed => report::NotDone::Resumed,
+        _ => report::NotDone::PlannedOrRun,
+    };
     let result = match cli.cmd {
         Cmd::Validate(a) => validate(&a),
         Cmd::Plan(a) => plan(&a),
         Cmd::Preflight(a) => preflight::preflight(&a),
         Cmd::Apply(a) => run::apply(&a),
         Cmd::Resume(a) => run::resume(&a),
-        Cmd::Status(a) => run::status(&a),
+        Cmd::Status(a) => status::status(&a),
         Cmd::Approve(a) => run::approve(&a),
         Cmd::Demo(a) => run::demo(&a),
         Cmd::Inventory(args::InventoryCmd::Import(a)) => run::inventory_import(&a),
@@ -62,7 +71,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(Failure::BadInput(p)) => {
-            report::problems(&p);
+            report::problems(&p, not_done);
             ExitCode::from(exit_codes::BAD_INPUT)
         }
         Err(Failure::Internal(msg)) => {
@@ -72,18 +81,47 @@ fn main() -> ExitCode {
     }
 }
 
-fn read(path: &Path) -> Result<String, Failure> {
-    std::fs::read_to_string(path).map_err(|e| {
-        let file = SourceFile::new(path.display().to_string(), "");
+/// An input file's text; a file that is not text says so (empty, binary, not UTF-8) rather
+/// than being handed to the YAML parser. `doc` is where its format is described.
+fn read(path: &Path, doc: &str) -> Result<String, Failure> {
+    let name = path.display().to_string();
+    let problem = |msg: String, help: String| {
+        let file = SourceFile::new(name.clone(), "");
         Failure::BadInput(Problems(vec![
-            Problem::new(
-                &file,
-                None,
-                "medic::io::read",
-                format!("cannot read {}: {e}", path.display()),
-            )
-            .help("check the path and its permissions"),
+            Problem::new(&file, None, "medic::io::read", msg).help(help),
         ]))
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_owned(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+            std::io::ErrorKind::IsADirectory => "it is a directory".to_owned(),
+            _ => e.to_string(),
+        };
+        problem(
+            format!("cannot read the file: {why}"),
+            "check the path and its permissions".to_owned(),
+        )
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(problem(
+            "the file is empty".to_owned(),
+            format!("write the file as {doc} describes"),
+        ));
+    }
+    if bytes.contains(&0) {
+        return Err(problem(
+            "a binary file, not YAML text".to_owned(),
+            format!("pass the YAML file that {doc} describes"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        problem(
+            format!("not UTF-8 text (line {line}, byte {at} is not UTF-8)"),
+            "save the file as UTF-8".to_owned(),
+        )
     })
 }
 
@@ -99,8 +137,21 @@ pub(crate) fn load_files(
     pb_path: &Path,
     sets: &[String],
 ) -> Result<(Inventory, Playbook, String, String), Failure> {
-    let inv_text = read(inv_path)?;
-    let pb_text = read(pb_path)?;
+    let (inv_text, pb_text) = match (
+        read(inv_path, "docs/inventory.md"),
+        read(pb_path, "docs/playbook.md"),
+    ) {
+        (Ok(i), Ok(p)) => (i, p),
+        (i, p) => {
+            let mut all = Problems::default();
+            for r in [i, p] {
+                if let Err(Failure::BadInput(e)) = r {
+                    all.extend(e);
+                }
+            }
+            return Err(Failure::BadInput(all));
+        }
+    };
     let inv = medic_config::load_inventory(&inv_path.display().to_string(), &inv_text);
     let pb = medic_config::load_playbook_for(
         &pb_path.display().to_string(),
@@ -109,7 +160,11 @@ pub(crate) fn load_files(
         &medic_drivers::driver_actions,
     );
     match (inv, pb) {
-        (Ok(i), Ok(p)) => Ok((i, p, pb_text, inv_text)),
+        (Ok(i), Ok(p)) => {
+            let name = inv_path.display().to_string();
+            report::warnings(&medic_config::inventory_warnings(&name, &inv_text, &i));
+            Ok((i, p, pb_text, inv_text))
+        }
         (i, p) => {
             let mut all = Problems::default();
             if let Err(e) = i {
@@ -127,13 +182,17 @@ fn validate(a: &InputArgs) -> Result<u8, Failure> {
     let (inv, pb, text, inv_text) = load(a)?;
     let plan = make_plan(&inv, &pb, &text, None, (&a.inventory, &inv_text))?;
     println!(
-        "ok: {} hosts, {} relay groups, playbook {} with {} phases; the plan has {} steps",
+        "ok: {} hosts, {} relay groups, playbook {} with {} phases; the plan has {}",
         inv.hosts.len(),
         inv.relay_groups.len(),
         pb.name,
         pb.phases.len(),
-        plan.steps().len()
+        plan.size()
     );
+    // What the playbook's `warn` rules say (the example values are `plan`'s to list).
+    for w in plan.warnings() {
+        eprintln!("warning: {w}");
+    }
     Ok(exit_codes::OK)
 }
 

@@ -33,6 +33,8 @@ pub(crate) struct Progress {
     ask_gates: bool,
     prompt: Option<std::sync::mpsc::Sender<(String, String)>>,
     asked: std::collections::HashSet<String>,
+    /// The plan's size, as `medic plan` counts it.
+    size: medic_plan::PlanSize,
 }
 
 impl Progress {
@@ -42,6 +44,7 @@ impl Progress {
         operator: Operator,
         rehearsal: bool,
         ask_gates: bool,
+        size: medic_plan::PlanSize,
     ) -> Self {
         let multi = bars.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Progress {
@@ -53,6 +56,7 @@ impl Progress {
             ask_gates,
             prompt: None,
             asked: Default::default(),
+            size,
         }
     }
 
@@ -66,7 +70,20 @@ impl Progress {
     }
 
     fn approve_command(&self, id: &str) -> String {
-        format!("medic approve --journal {} {id}", self.journal.display())
+        format!(
+            "medic approve --journal {} {}",
+            crate::text::shell_word(&self.journal.display().to_string()),
+            crate::text::shell_word(id)
+        )
+    }
+
+    /// Where the run is recorded, and how to follow and steer it from another shell: said
+    /// when the run starts, not only at its end.
+    fn journal_lines(&self) -> String {
+        let j = crate::text::shell_word(&self.journal.display().to_string()).into_owned();
+        format!(
+            "journal: {j}\n  progress from another shell: medic status --journal {j}\n  approve a gate or a manual step: medic approve --journal {j} ID"
+        )
     }
 
     /// Puts `question` about `id` to the terminal. One thread reads the answers, one
@@ -165,17 +182,18 @@ impl Reporter for Progress {
             RunEvent::RunStarted {
                 run_id,
                 playbook,
-                steps,
                 done_before,
                 resumed,
                 ..
             } => {
+                let size = self.size;
                 let what = if *resumed {
-                    format!("resuming run {run_id}: {done_before} of {steps} steps already done")
+                    format!("resuming run {run_id} ({size}): {done_before} already done")
                 } else {
-                    format!("run {run_id}: {steps} steps")
+                    format!("run {run_id}: {size}")
                 };
                 self.line(&format!("{playbook}: {what}"));
+                self.line(&self.journal_lines());
             }
             RunEvent::PhaseStarted { phase, steps } => match &self.multi {
                 Some(m) => {
@@ -423,7 +441,7 @@ pub(crate) fn summary_text(
         );
     }
     let states: Vec<String> = s.steps.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    let _ = writeln!(o, "  steps: {}", states.join(", "));
+    let _ = writeln!(o, "  steps and gates: {}", states.join(", "));
     if !s.failures.is_empty() {
         let _ = writeln!(o, "  failed steps: {}", s.failures.join(", "));
     }

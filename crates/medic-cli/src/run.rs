@@ -1,7 +1,7 @@
 //! `apply`, `resume`, `demo`, `status` and `approve`: turning the command line into a run of
 //! the executor, with its journal, drivers, reporters and signal handling.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,16 +12,13 @@ use medic_drivers::{ManualDriver, SimDriver};
 use medic_exec::{
     Clock, Control, Drivers, Fanout, Prior, Reporter, RunExit, RunOptions, StopReason, WindowPolicy,
 };
-use medic_journal::{Journal, JournalError, JournalReader, StepState, meta_keys};
+use medic_journal::{Journal, JournalError, JournalReader, meta_keys};
 use medic_model::Inventory;
 use medic_plan::{Plan, Window};
 use medic_sim::{SimConfig, SimFleet};
 use serde::{Deserialize, Serialize};
 
-use crate::args::{
-    ApplyArgs, ApproveArgs, DemoArgs, Progress, ResumeArgs, StatusArgs, StatusFormat,
-    WindowPolicyArg,
-};
+use crate::args::{ApplyArgs, ApproveArgs, DemoArgs, Progress, ResumeArgs, WindowPolicyArg};
 use crate::reporters::{JsonLines, Operator, summary_text};
 use crate::{Failure, exit_codes, load_files, make_plan, parse_window};
 
@@ -175,7 +172,7 @@ fn dsm_client_with(
 const INPUTS: &str = "inputs";
 /// The journal's record of the pre-flight of a real run: `passed: ...` or
 /// `skipped (--skip-preflight)`.
-const PREFLIGHT: &str = "preflight";
+pub(crate) const PREFLIGHT: &str = "preflight";
 
 pub(crate) fn bad(file: &str, msg: impl Into<String>, help: &str) -> Failure {
     let f = SourceFile::new(file, "");
@@ -240,6 +237,7 @@ fn sim_config(plan: &Plan, seed: u64, faults: &[String]) -> Result<SimConfig, Fa
                 ));
             }
         };
+        check_fault_target(plan, f, &fault)?;
         c.faults.push(fault);
     }
     // The simulated world is affected exactly as the plan says: per version line.
@@ -255,6 +253,65 @@ fn sim_config(plan: &Plan, seed: u64, faults: &[String]) -> Result<SimConfig, Fa
         c.fixed_build_windows = b;
     }
     Ok(c)
+}
+
+/// A fault must name a host of the plan and, for `hang` and `fail`, an action the plan runs
+/// on it: a typo would otherwise rehearse a run without the fault, silently.
+fn check_fault_target(plan: &Plan, spec: &str, fault: &medic_sim::Fault) -> Result<(), Failure> {
+    let (host, action, times) = match fault {
+        medic_sim::Fault::Unreachable { host } => (host, None, None),
+        medic_sim::Fault::Hang { host, action } => (host, Some(action), None),
+        medic_sim::Fault::FailTimes {
+            host,
+            action,
+            times,
+        } => (host, Some(action), Some(*times)),
+    };
+    let Some(h) = plan.hosts().iter().position(|x| &x.name == host) else {
+        return Err(bad(
+            "--sim-fault",
+            format!("`{spec}`: no host of the inventory is named `{host}`"),
+            "name a host of the inventory",
+        ));
+    };
+    if let Some(action) = action {
+        let on_host: BTreeSet<&str> = plan
+            .steps()
+            .iter()
+            .filter(|s| s.kind == medic_plan::StepKind::Action && s.host == Some(h as u32))
+            .flat_map(|s| {
+                // The probes of checks and guards are actions of the fleet too.
+                let probes = [
+                    s.check.as_ref().map(|c| c.probe.as_str()),
+                    s.guard.as_ref().and_then(|g| g.probe.as_deref()),
+                ];
+                std::iter::once(&*s.action).chain(probes.into_iter().flatten())
+            })
+            .collect();
+        if !on_host.contains(action.as_str()) {
+            let list = if on_host.is_empty() {
+                format!("the plan gives {host} no step")
+            } else {
+                format!(
+                    "the actions of its steps: {}",
+                    on_host.into_iter().collect::<Vec<_>>().join(", ")
+                )
+            };
+            return Err(bad(
+                "--sim-fault",
+                format!("`{spec}`: no step of the plan runs `{action}` on {host}"),
+                &list,
+            ));
+        }
+    }
+    if times == Some(0) {
+        return Err(bad(
+            "--sim-fault",
+            format!("`{spec}`: failing 0 times injects nothing"),
+            "give how many times the action fails, at least 1",
+        ));
+    }
+    Ok(())
 }
 
 /// The drivers of a run. `loaded` is the recorded simulation inventory when the caller
@@ -335,6 +392,14 @@ fn drivers_for(
         manager_api = Some(m.clone());
         drivers = drivers.with("dsm", m);
     }
+    if used.contains("local") {
+        drivers = drivers.with(
+            "local",
+            Arc::new(medic_drivers::LocalDriver::new(
+                medic_drivers::LocalConfig::default(),
+            )),
+        );
+    }
     drivers = drivers.with("manual", Arc::new(ManualDriver::new(manager_api)));
     let missing: BTreeSet<&str> = used
         .into_iter()
@@ -347,7 +412,7 @@ fn drivers_for(
                 "no {} driver is configured for this run",
                 missing.into_iter().collect::<Vec<_>>().join(", ")
             ),
-            "use ssh, dsm, manual or --simulate",
+            "use ssh, dsm, local, manual or --simulate",
         ));
     }
     Ok(drivers)
@@ -497,6 +562,7 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
             a.run.yes,
             a.run.progress,
             true,
+            a.run.window.as_deref(),
         );
     }
     let window = parse_window(a.run.window.as_deref())?;
@@ -711,17 +777,29 @@ fn start_new(
 }
 
 pub(crate) fn resume(a: &ResumeArgs) -> Result<u8, Failure> {
-    resume_journal(&a.journal, a.events.clone(), a.yes, a.progress, false)
+    resume_journal(
+        &a.journal,
+        a.events.clone(),
+        a.yes,
+        a.progress,
+        false,
+        a.window.as_deref(),
+    )
 }
 
+/// Goes on with the run of `path`; `new_window` replaces the recorded change window (a run
+/// stopped at the end of its window goes on in the next one; the plan stays the same).
 fn resume_journal(
     path: &Path,
     events: Option<PathBuf>,
     yes: bool,
     progress: Progress,
     retry_failed: bool,
+    new_window: Option<&str>,
 ) -> Result<u8, Failure> {
     let name = path.display().to_string();
+    // Checked before anything is read or written.
+    let new = parse_window(new_window)?;
     crate::files::check_existing_journal(path, true)?;
     let reader = JournalReader::open(path).map_err(|e| crate::files::journal_failure(path, &e))?;
     let get = |k: &str| reader.meta(k).map_err(|e| internal(e.to_string()));
@@ -769,7 +847,14 @@ fn resume_journal(
         )
     })?;
     let id = get(meta_keys::RUN_ID)?.unwrap_or_else(run_id);
-    let window = parse_window(inputs.window.as_deref())?;
+    let old_window = inputs.window.clone();
+    if let Some(w) = new_window {
+        inputs.window = Some(w.to_owned());
+    }
+    let window = match new {
+        Some(w) => Some(w),
+        None => parse_window(inputs.window.as_deref())?,
+    };
 
     // Refuse a plan whose inputs changed since the run started, naming the hosts.
     let mut loaded = None;
@@ -804,10 +889,38 @@ fn resume_journal(
     let drivers = drivers_for(&plan, &inputs, Some(path), loaded)?;
     let journal =
         Journal::open_existing(path).map_err(|e| crate::files::journal_failure(path, &e))?;
+    if new_window.is_some() && inputs.window != old_window {
+        record_window(&journal, &inputs, old_window.as_deref())?;
+    }
     let opts = options(&inputs, id, window, retry_failed);
     execute(
         plan, drivers, journal, prior, opts, &events, progress, &inputs,
     )
+}
+
+/// A new change window goes into the journal's inputs (so a later `resume` keeps it) and
+/// its history, durably, before the run goes on in it.
+fn record_window(journal: &Journal, inputs: &Inputs, old: Option<&str>) -> Result<(), Failure> {
+    let json = serde_json::to_string(inputs).map_err(|e| internal(e.to_string()))?;
+    let new = inputs.window.as_deref().unwrap_or("none");
+    let recorded = journal
+        .append(medic_journal::Record::Event {
+            step: None,
+            kind: "window.changed".to_owned(),
+            detail: Some(format!("from {} to {new}", old.unwrap_or("none"))),
+        })
+        .and_then(|()| {
+            journal.append(medic_journal::Record::Meta {
+                key: INPUTS.to_owned(),
+                value: json,
+            })
+        });
+    let rt = runtime()?;
+    recorded
+        .and_then(|()| rt.block_on(journal.flush()))
+        .map_err(|e| internal(format!("cannot record the new window in the journal: {e}")))?;
+    eprintln!("change window: {new} (was {})", old.unwrap_or("none"));
+    Ok(())
 }
 
 #[expect(
@@ -842,7 +955,15 @@ fn execute(
         operator,
         inputs.simulate,
         !inputs.yes,
+        plan.size(),
     ))];
+    crate::status::record_outcome(
+        &journal,
+        &crate::status::Outcome {
+            state: "running".to_owned(),
+            ..Default::default()
+        },
+    );
     match JsonLines::create(events, &opts.run_id) {
         Ok(j) => reporters.push(Box::new(j)),
         Err(e) => eprintln!("warning: cannot write events to {}: {e}", events.display()),
@@ -877,6 +998,22 @@ fn execute(
     drop(fan);
     let path = journal.path().to_path_buf();
     let journal_failed = matches!(report.stop, Some(StopReason::JournalFailed { .. }));
+    let next = crate::status::next_step(report.exit, report.stop.as_ref(), &path);
+    if !journal_failed {
+        let state = match report.exit {
+            RunExit::Ok => "finished",
+            RunExit::Failed => "failed",
+            RunExit::Stopped => "stopped",
+        };
+        crate::status::record_outcome(
+            &journal,
+            &crate::status::Outcome {
+                state: state.to_owned(),
+                reason: report.stop.as_ref().map(ToString::to_string),
+                next: next.clone(),
+            },
+        );
+    }
     // After a journal failure the close reports the same failure again; the stop reason
     // already said it.
     if let Err(e) = journal.close()
@@ -890,8 +1027,10 @@ fn execute(
     );
     eprintln!("  journal: {}", path.display());
     eprintln!("  events:  {}", events.display());
-    if report.exit == RunExit::Stopped {
-        eprintln!("  resume with: medic resume --journal {}", path.display());
+    if let Some(next) = &next
+        && !journal_failed
+    {
+        eprintln!("  next: {next}");
     }
     if journal_failed {
         // Not the plain "stopped" code: nothing can go on until someone frees space or
@@ -959,9 +1098,9 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
     let (i, p, pb_text, inv_text): (Inventory, _, _, _) = load_files(&inv_path, &pb_path, &[])?;
     let plan = make_plan(&i, &p, &pb_text, None, (&inv_path, &inv_text))?;
     eprintln!(
-        "medic demo: the Deep Security remediation on a simulated fleet of {} hosts (3 sites, one air-gapped), {} steps, estimated {} of real work, replayed {}x faster",
+        "medic demo: the Deep Security remediation on a simulated fleet of {} hosts (3 sites, one air-gapped), {}, estimated {} of real work, replayed {}x faster",
         i.hosts.len(),
-        plan.steps().len(),
+        plan.size(),
         medic_model::format_duration(plan.estimate().makespan_s),
         a.time_scale
     );
@@ -987,131 +1126,6 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
     start_new(plan, inputs, &journal, id, None, a.progress, None)
 }
 
-#[derive(Serialize)]
-struct StatusJson {
-    run_id: Option<String>,
-    fingerprint: Option<String>,
-    steps: HashMap<String, u64>,
-    failed: Vec<String>,
-    running: Vec<String>,
-    unknown: Vec<String>,
-    waiting_for_approval: Vec<String>,
-    approvals: Vec<String>,
-    /// What the pre-flight of a real run said (`passed: ...`, `skipped (--skip-preflight)`).
-    preflight: Option<String>,
-}
-
-pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
-    crate::files::check_existing_journal(&a.journal, false)?;
-    let r = JournalReader::open(&a.journal)
-        .map_err(|e| crate::files::journal_failure(&a.journal, &e))?;
-    let e = |x: medic_journal::JournalError| internal(x.to_string());
-    let steps = r.steps().map_err(e)?;
-    let pick = |st: StepState| -> Vec<String> {
-        steps
-            .iter()
-            .filter(|s| s.state == st)
-            .map(|s| s.step.clone())
-            .collect()
-    };
-    let approvals: Vec<String> = r
-        .approvals()
-        .map_err(e)?
-        .into_iter()
-        .map(|a| format!("{} by {}", a.gate, a.by))
-        .collect();
-    let approved: BTreeSet<String> = r
-        .approvals()
-        .map_err(e)?
-        .into_iter()
-        .map(|a| a.gate)
-        .collect();
-    let mut waiting = Vec::new();
-    let mut after = 0;
-    loop {
-        let evs = r.events_since(after, 10_000).map_err(e)?;
-        let Some(last) = evs.last() else { break };
-        after = last.seq;
-        for ev in &evs {
-            if (ev.kind == "gate.waiting" || ev.kind == "manual.waiting")
-                && let Some(g) = &ev.step
-                && !approved.contains(g)
-                && !steps
-                    .iter()
-                    .any(|s| &s.step == g && s.state == StepState::Succeeded)
-                && !waiting.contains(g)
-            {
-                waiting.push(g.clone());
-            }
-        }
-    }
-    let s = StatusJson {
-        run_id: r.meta(meta_keys::RUN_ID).map_err(e)?,
-        fingerprint: r.meta(meta_keys::PLAN_FINGERPRINT).map_err(e)?,
-        steps: r
-            .counts()
-            .map_err(e)?
-            .into_iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v))
-            .collect(),
-        failed: pick(StepState::Failed),
-        running: pick(StepState::Running),
-        unknown: pick(StepState::Unknown),
-        waiting_for_approval: waiting,
-        approvals,
-        preflight: r.meta(PREFLIGHT).map_err(e)?,
-    };
-    match a.format {
-        StatusFormat::Json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&s).map_err(|x| internal(x.to_string()))?
-            );
-        }
-        StatusFormat::Text => {
-            println!(
-                "run {} (plan {})",
-                s.run_id.as_deref().unwrap_or("?"),
-                s.fingerprint
-                    .as_deref()
-                    .map(|f| &f[..f.len().min(16)])
-                    .unwrap_or("?")
-            );
-            if let Some(p) = &s.preflight {
-                println!("pre-flight: {p}");
-            }
-            let mut counts: Vec<_> = s.steps.iter().collect();
-            counts.sort();
-            println!(
-                "steps: {}",
-                counts
-                    .iter()
-                    .map(|(k, v)| format!("{v} {k}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            for (label, list) in [
-                ("running", &s.running),
-                ("failed", &s.failed),
-                ("unknown", &s.unknown),
-                ("waiting for approval", &s.waiting_for_approval),
-                ("approved", &s.approvals),
-            ] {
-                if !list.is_empty() {
-                    let shown: Vec<&str> = list.iter().take(20).map(String::as_str).collect();
-                    let more = if list.len() > 20 {
-                        format!(" and {} more", list.len() - 20)
-                    } else {
-                        String::new()
-                    };
-                    println!("{label}: {}{more}", shown.join(", "));
-                }
-            }
-        }
-    }
-    Ok(exit_codes::OK)
-}
-
 pub(crate) fn approve(a: &ApproveArgs) -> Result<u8, Failure> {
     let by =
         a.by.clone()
@@ -1121,7 +1135,7 @@ pub(crate) fn approve(a: &ApproveArgs) -> Result<u8, Failure> {
     if !a.journal.exists() {
         return Err(bad(
             &name,
-            format!("there is no journal at {name}: no run was started there"),
+            "there is no journal here: no run was started with it".to_owned(),
             "pass the journal of a run started by `medic apply`",
         ));
     }

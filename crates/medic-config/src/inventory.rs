@@ -65,7 +65,7 @@ pub fn load_inventory(name: &str, text: &str) -> Result<Inventory, Problems> {
         Err(e) => {
             problems.push(
                 Problem::new(&file, e.loc, "medic::yaml::syntax", format!("invalid YAML: {}", e.message))
-                    .help("fix the YAML syntax at this position; the inventory format is described in DESIGN.md (inventory v1)"),
+                    .help("fix the YAML syntax at this position; the inventory format is described in docs/inventory.md"),
             );
             return Err(problems);
         }
@@ -78,6 +78,14 @@ pub fn load_inventory(name: &str, text: &str) -> Result<Inventory, Problems> {
     match inv {
         Some(inv) if problems.is_empty() => Ok(inv),
         _ => Err(problems.sorted()),
+    }
+}
+
+/// Where the format of a file kind is documented, for the help of its problems.
+fn format_doc(what: &str) -> &'static str {
+    match what {
+        "playbook" => "docs/playbook.md",
+        _ => "docs/inventory.md",
     }
 }
 
@@ -110,11 +118,11 @@ impl Ctx<'_> {
 
     pub(crate) fn node_err(&mut self, e: yaml::NodeError, what: &str) {
         let help = if e.message.starts_with("unknown key") {
-            format!("remove or rename the key; see the {what} format")
+            format!("remove or rename the key; see {}", format_doc(what))
         } else if e.message.starts_with("missing key") {
-            format!("add the key; see the {what} format")
+            format!("add the key; see {}", format_doc(what))
         } else {
-            format!("give the value the type the {what} format asks for")
+            format!("give the value the type {} asks for", format_doc(what))
         };
         self.problems
             .push(Problem::new(self.file, Some(e.loc), "medic::yaml::shape", e.message).help(help));
@@ -153,7 +161,7 @@ impl Ctx<'_> {
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
-                    format!("remove or rename the key; see the {what} format"),
+                    format!("remove or rename the key; see {}", format_doc(what)),
                 );
             }
         }
@@ -362,8 +370,16 @@ impl Ctx<'_> {
         let settings = settings_node
             .filter(|n| n.kind != NodeKind::Null)
             .and_then(|n| self.one_owned::<RawSettings>(n, "inventory"));
+        // The names written in each list, read before the items: an item that does not load
+        // has its own problem, and must not also be reported as missing where it is named.
+        let written_group_names = written_names(groups_node.as_ref());
         let groups: Vec<(RawRelayGroup, Loc)> =
             self.items_owned(groups_node, "relay_groups", "inventory");
+        let written_host_names = if groups.iter().any(|(g, _)| g.bundle_source.is_some()) {
+            written_names(hosts_node.as_ref())
+        } else {
+            std::collections::HashSet::new()
+        };
         let has_hosts = hosts_node.is_some();
         let hosts: Vec<(RawHost, Loc)> = self.items_owned(hosts_node, "hosts", "inventory");
         if !has_hosts {
@@ -422,6 +438,8 @@ impl Ctx<'_> {
         // Checks first (borrowing the raw hosts), then the hosts are built by moving their
         // strings out of the raw ones.
         let mut names: HashMap<&str, Loc> = HashMap::with_capacity(hosts.len());
+        // (address as compared, port) -> the line of the first host there.
+        let mut endpoints: HashMap<(String, u16), u32> = HashMap::with_capacity(hosts.len());
         let mut parsed: Vec<Option<Checked>> = Vec::with_capacity(hosts.len());
         for (h, _) in &hosts {
             let ok_name = self.name(&h.name, "host");
@@ -476,6 +494,31 @@ impl Ctx<'_> {
                     "use letters, digits, `.`, `_` and `-` only",
                 );
             }
+            // Two entries for one SSH endpoint are one machine planned twice: its steps would
+            // run side by side, past the one-step-per-host limit. One address on two ports
+            // (port forwarding, a NAT) is two machines.
+            if let Some(port) = port
+                && is_address(&h.address)
+            {
+                let key = (
+                    h.address.value.trim_end_matches('.').to_ascii_lowercase(),
+                    port,
+                );
+                match endpoints.get(&key) {
+                    Some(first) => self.err(
+                        h.address.loc,
+                        "medic::inventory::duplicate_address",
+                        format!(
+                            "host `{}`: address {} port {port} is already host of line {first}: one machine would be planned twice",
+                            h.name.value, h.address.value
+                        ),
+                        "keep one entry per machine; hosts that share an address need different `port:`s",
+                    ),
+                    None => {
+                        endpoints.insert(key, h.address.loc.line);
+                    }
+                }
+            }
             let platform = Platform::parse(&h.platform);
             if platform.is_none() {
                 self.err(
@@ -505,8 +548,20 @@ impl Ctx<'_> {
                     None
                 }
             };
+            if h.relay.unwrap_or(false) && build.is_some_and(|b| b.is_none()) {
+                self.err(
+                    h.agent_version.loc,
+                    "medic::inventory::relay_without_agent",
+                    format!(
+                        "host `{}`: `relay: true` with agent_version \"0.0.0.0\" (no agent): a Relay is an Agent with the Relay role",
+                        h.name.value
+                    ),
+                    "write the Relay's agent build, or remove `relay: true` if the computer has no agent",
+                );
+            }
             if let Some(rg) = &h.relay_group
                 && !group_index.contains_key(rg.value.as_str())
+                && !written_group_names.contains(rg.value.as_str())
             {
                 self.err(
                     rg.loc,
@@ -538,6 +593,7 @@ impl Ctx<'_> {
             });
         }
         drop(names);
+        drop(endpoints);
 
         // Only an offline group's bundle source is looked up by name.
         let by_name: HashMap<&str, &RawHost> = if groups
@@ -569,6 +625,7 @@ impl Ctx<'_> {
                 ),
                 (Some(src), true) => {
                     let why = match by_name.get(src.value.as_str()) {
+                        None if written_host_names.contains(src.value.as_str()) => None,
                         None => Some(format!("no host is named `{}`", src.value)),
                         Some(h) if !h.relay.unwrap_or(false) => Some(format!("host `{}` is not a Relay", src.value)),
                         Some(h) => match h.relay_group.as_ref().and_then(|rg| group_index.get(rg.value.as_str())) {
@@ -635,6 +692,87 @@ impl Ctx<'_> {
             relay_groups: out_groups,
             hosts: out_hosts,
         })
+    }
+}
+
+/// What loads but is probably not what the operator meant, each a warning at its place
+/// (the inventory still loads):
+/// - a Relay without `relay_group`: the Manager's API cannot tell which group a Relay
+///   serves (ds-domain.md §2.4), so an imported inventory may have some; no Agent's
+///   `relay-group` barrier waits for such a Relay;
+/// - a relay group without a Relay: its Agents download from no Relay of theirs (an imported
+///   inventory names the groups Agents use, not those Relays serve, so this is not refused).
+pub fn inventory_warnings(name: &str, text: &str, inv: &Inventory) -> Problems {
+    let mut found: Vec<(Option<String>, Option<String>, String, String)> = Vec::new();
+    for h in &inv.hosts {
+        if h.relay && h.relay_group.is_none() {
+            found.push((
+                Some(h.name.clone()),
+                None,
+                format!(
+                    "Relay `{}` has no `relay_group`: no Agent's relay-group barrier waits for it",
+                    h.name
+                ),
+                "add `relay_group: GROUP` naming the group the Relay serves".to_owned(),
+            ));
+        }
+    }
+    let served: std::collections::HashSet<&str> = inv
+        .hosts
+        .iter()
+        .filter(|h| h.relay)
+        .filter_map(|h| h.relay_group.as_deref())
+        .collect();
+    for g in &inv.relay_groups {
+        if !served.contains(g.name.as_str()) {
+            let what = if g.offline {
+                "offline relay group `{}` has no Relay: the update bundle has nowhere to be imported"
+            } else {
+                "relay group `{}` has no Relay (no host with `relay: true` and `relay_group: {}`): its Agents download from no Relay of theirs"
+            };
+            found.push((
+                None,
+                Some(g.name.clone()),
+                what.replace("{}", &g.name),
+                "add the group's Relays to the inventory, or remove the group".to_owned(),
+            ));
+        }
+    }
+    let mut out = Problems::default();
+    if found.is_empty() {
+        return out;
+    }
+    // Only now is the text parsed again, for the places.
+    let file = SourceFile::new(name, text);
+    let root = yaml::parse(text).ok();
+    let item = |list: &str, wanted: &str, field: &str| -> Option<Loc> {
+        let NodeKind::Seq(items) = &root.as_ref()?.get(list)?.kind else {
+            return None;
+        };
+        let entry = items
+            .iter()
+            .find(|h| h.get("name").and_then(|n| n.scalar_text()).as_deref() == Some(wanted))?;
+        Some(entry.get(field).map_or(entry.loc, |v| v.loc))
+    };
+    for (host, group, msg, help) in found {
+        let loc = match (host, group) {
+            (Some(h), _) => item("hosts", &h, "relay"),
+            (_, Some(g)) => item("relay_groups", &g, "name"),
+            _ => None,
+        };
+        out.push(Problem::new(&file, loc, "medic::inventory::warning", msg).help(help));
+    }
+    out
+}
+
+/// The `name:` of every item of a list node, as written (whether the item loads or not).
+fn written_names(list: Option<&Node>) -> std::collections::HashSet<String> {
+    match list.map(|n| &n.kind) {
+        Some(NodeKind::Seq(items)) => items
+            .iter()
+            .filter_map(|it| it.get("name").and_then(|n| n.scalar_text()))
+            .collect(),
+        _ => std::collections::HashSet::new(),
     }
 }
 

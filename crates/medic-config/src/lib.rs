@@ -10,7 +10,7 @@ mod set;
 pub mod yaml;
 
 pub use diag::{Problem, Problems, SourceFile};
-pub use inventory::{host_location, load_inventory};
+pub use inventory::{host_location, inventory_warnings, load_inventory};
 pub use playbook::{
     DriverActions, PLAYBOOK_FORMAT, host_fact_type, load_playbook, load_playbook_for,
 };

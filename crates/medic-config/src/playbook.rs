@@ -445,10 +445,21 @@ impl PbCtx<'_, '_> {
         let defaults: RawDefaults = get("defaults")
             .and_then(|n| self.c.one(n, "playbook"))
             .unwrap_or_default();
-        let max_parallel = get("max_parallel")
-            .and_then(|n| self.c.one::<u32>(n, "playbook"))
-            .unwrap_or(50)
-            .max(1);
+        let max_parallel = match get("max_parallel")
+            .and_then(|n| self.c.one::<At<u32>>(n, "playbook"))
+        {
+            None => 50,
+            Some(m) if m.value == 0 => {
+                self.err(
+                    m.loc,
+                    "medic::playbook::zero_limit",
+                    "`max_parallel: 0` would never start a step",
+                    "give the number of steps that may run at once (at least 1), or leave it out for 50",
+                );
+                1
+            }
+            Some(m) => m.value,
+        };
         let endpoint_limits: BTreeMap<String, u32> = get("endpoints")
             .and_then(|n| self.c.one(n, "playbook"))
             .unwrap_or_default();
@@ -1077,7 +1088,7 @@ impl PbCtx<'_, '_> {
             }
             let mut args = BTreeMap::new();
             for (k, v) in &a.args {
-                if driver == "ssh" && SHELL_ARGS.contains(&k.as_str()) {
+                if (driver == "ssh" || driver == "local") && SHELL_ARGS.contains(&k.as_str()) {
                     // Shell code is literal: `${x}` and `{ ...; }` are the shell's own.
                     args.insert(
                         k.clone(),
@@ -1089,7 +1100,7 @@ impl PbCtx<'_, '_> {
                     args.insert(k.clone(), t);
                 }
             }
-            if driver == "ssh" {
+            if driver == "ssh" || driver == "local" {
                 self.shell_args(a, &args, &rp.name.value);
             }
             let timeout_s = a
@@ -1172,7 +1183,17 @@ impl PbCtx<'_, '_> {
             after,
             guard,
             rollout,
-            max_parallel: rp.max_parallel.as_ref().map(|m| m.value.max(1)),
+            max_parallel: rp.max_parallel.as_ref().map(|m| {
+                if m.value == 0 {
+                    self.err(
+                        m.loc,
+                        "medic::playbook::zero_limit",
+                        format!("phase `{}`: `max_parallel: 0` would never start a step", rp.name.value),
+                        "give the number of this phase's steps that may run at once (at least 1), or leave it out",
+                    );
+                }
+                m.value.max(1)
+            }),
             soft_fail: soft_fail.unwrap_or(Cond::Const(false)),
             verifies: rp.verifies.unwrap_or(false),
             point_of_no_return: rp.point_of_no_return.unwrap_or(false),

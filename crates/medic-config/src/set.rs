@@ -53,6 +53,15 @@ pub(crate) fn parse_set(arg: &str, params: &Params) -> Result<(String, Value), (
         }
         _ => {}
     }
+    if raw.trim().is_empty() {
+        return Err((
+            format!("`--set {arg}`: the value is empty"),
+            format!(
+                "give `{key}` a value ({}), or leave the `--set` out to keep the playbook's default",
+                spec.ty.describe()
+            ),
+        ));
+    }
     let scalar = match raw {
         "true" => Scalar::Bool(true),
         "false" => Scalar::Bool(false),

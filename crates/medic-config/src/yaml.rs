@@ -318,7 +318,30 @@ fn plain(message: &str) -> String {
         rest = &after[name_len.max(3)..];
     }
     out.push_str(rest);
-    out
+    plain_types(&out)
+}
+
+/// serde names Rust types (`expected i64`); a person reads "a number", "true or false".
+fn plain_types(message: &str) -> String {
+    let Some(i) = message.rfind("expected ") else {
+        return message.to_owned();
+    };
+    let (head, tail) = message.split_at(i + "expected ".len());
+    let word_len = tail
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(tail.len());
+    let (word, rest) = tail.split_at(word_len);
+    let plain = match word {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "u8" | "u16" | "u32" | "u64" | "u128" | "isize"
+        | "usize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "bool" => "true or false",
+        "a" if rest.starts_with(" boolean") => {
+            return format!("{head}true or false{}", &rest[" boolean".len()..]);
+        }
+        _ => return message.to_owned(),
+    };
+    format!("{head}{plain}{rest}")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -721,6 +744,14 @@ pub(crate) mod tests {
             "expected one of the documented forms or a mapping, got Rawness"
         );
         assert_eq!(plain("no Raw here"), "no Raw here");
+        assert_eq!(
+            plain("invalid type: string \"x\", expected i64"),
+            "invalid type: string \"x\", expected a whole number"
+        );
+        assert_eq!(
+            plain("invalid type: string \"x\", expected a boolean"),
+            "invalid type: string \"x\", expected true or false"
+        );
     }
 
     /// The budget `parse` gives a text.

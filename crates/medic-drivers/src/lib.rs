@@ -2,6 +2,7 @@
 //! never sees the plan's graph.
 
 pub mod dsm;
+mod local;
 mod manual;
 pub mod preflight;
 mod sim;
@@ -9,6 +10,7 @@ pub mod ssh;
 mod verify;
 
 pub use dsm::{DsmClient, DsmConfig, DsmDriver, DsmDriverConfig, import_inventory};
+pub use local::{LocalConfig, LocalDriver};
 pub use manual::{MANAGER_PROBES, ManualDriver};
 pub use sim::SimDriver;
 pub use ssh::{SshConfig, SshDriver};

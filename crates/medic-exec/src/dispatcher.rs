@@ -467,13 +467,18 @@ impl<'a> Dispatcher<'a> {
 
     pub(crate) async fn run(mut self, control: Control) -> RunReport {
         let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
-        let done_before = self.st.iter().filter(|s| matches!(s, St::Done(_))).count() as u32;
+        // Counted as a person counts the plan: steps and gates, not the graph's barriers.
+        let counted = |i: &usize| self.plan.step(*i as u32).kind != StepKind::Barrier;
+        let done_before = (0..self.st.len())
+            .filter(counted)
+            .filter(|&i| matches!(self.st[i], St::Done(_)))
+            .count() as u32;
         let resumed = done_before > 0 || self.reprobe.iter().any(|r| *r);
         self.emit(RunEvent::RunStarted {
             run_id: self.opts.run_id.clone(),
             playbook: self.plan.playbook().to_owned(),
             fingerprint: self.plan.fingerprint().to_owned(),
-            steps: self.plan.steps().len() as u32,
+            steps: (0..self.st.len()).filter(counted).count() as u32,
             done_before,
             resumed,
         });
@@ -1458,6 +1463,10 @@ impl<'a> Dispatcher<'a> {
         // (host, step) of every action step on a host, grouped by host below.
         let mut host_steps: Vec<(u32, u32)> = Vec::new();
         for (i, s) in plan.steps().iter().enumerate() {
+            // Barriers are the graph's own: the counts are of steps and gates.
+            if s.kind == StepKind::Barrier {
+                continue;
+            }
             let word = match self.st[i] {
                 St::Done(o) => journal_state(o).as_str(),
                 St::Blocked => "blocked",

@@ -121,7 +121,7 @@ pub struct Summary {
     pub hosts_without_steps: u32,
     /// Per action: how many steps acted, found the work already done, were skipped by their guard, failed.
     pub actions: BTreeMap<String, ActionCounts>,
-    /// Steps per final journal state.
+    /// Steps and gates (not the graph's barriers) per final journal state.
     pub steps: BTreeMap<String, u32>,
     /// The first failures, `step: reason`.
     pub failures: Vec<String>,
@@ -147,6 +147,7 @@ pub enum RunEvent {
         run_id: String,
         playbook: String,
         fingerprint: String,
+        /// Steps and gates; the graph's barriers are not counted.
         steps: u32,
         done_before: u32,
         resumed: bool,

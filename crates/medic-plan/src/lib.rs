@@ -23,7 +23,7 @@ pub use json::{
     read_plan_json, write_plan_json, write_plan_json_signed,
 };
 pub use plan::{
-    Estimate, GateSpec, Need, PhaseInfo, Plan, PlanHost, Skipped, Step, StepCheck, StepGuard,
-    StepKind, WaveInfo,
+    Estimate, GateSpec, Need, PhaseInfo, Plan, PlanHost, PlanSize, Skipped, Step, StepCheck,
+    StepGuard, StepKind, WaveInfo,
 };
 pub use window::{Window, WindowError};

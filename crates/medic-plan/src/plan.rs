@@ -212,6 +212,18 @@ impl Plan {
     pub fn host_name(&self, step: &Step) -> Option<&str> {
         step.host.map(|h| self.hosts[h as usize].name.as_str())
     }
+    /// The steps a person counts: actions and gates (barriers are the graph's own).
+    pub fn size(&self) -> PlanSize {
+        let mut size = PlanSize::default();
+        for s in &self.steps {
+            match s.kind {
+                StepKind::Action => size.steps += 1,
+                StepKind::Gate(_) => size.gates += 1,
+                StepKind::Barrier => {}
+            }
+        }
+        size
+    }
 
     /// Names the hosts whose digests differ between two plans (added, removed or changed).
     pub fn drifted_hosts(&self, other: &Plan) -> Vec<String> {
@@ -304,5 +316,28 @@ impl StepIndex {
             }
             at = (at + 1) & mask;
         }
+    }
+}
+
+/// How big a plan is, counted one way everywhere: "51 steps and 3 gates".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanSize {
+    /// Actions on hosts (and on the Manager).
+    pub steps: usize,
+    /// Go/no-go points between rollout waves.
+    pub gates: usize,
+}
+
+impl std::fmt::Display for PlanSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        write!(
+            f,
+            "{} step{} and {} gate{}",
+            self.steps,
+            plural(self.steps),
+            self.gates,
+            plural(self.gates)
+        )
     }
 }

@@ -8,6 +8,7 @@ mod help;
 mod journeys;
 mod load_names;
 mod manual;
+mod operator;
 mod plan_seal;
 mod planning;
 mod readme;

@@ -160,6 +160,9 @@ cases! {
     bad_host_name,
     address_shell_metachars,
     address_not_ip_nor_dns,
+    duplicate_address,
+    host_bad_key_no_false_missing,
+    wrong_types_in_words,
     // --- inventory: relay groups ----------------------------------------------------
     unknown_relay_group,
     bundle_source_not_relay,
@@ -167,6 +170,7 @@ cases! {
     bundle_source_unknown_host,
     bundle_source_missing,
     bundle_source_on_online_group,
+    relay_without_agent,
     // --- inventory: builds ----------------------------------------------------------
     agent_build_three_part,
     agent_build_unparseable,
@@ -178,6 +182,7 @@ cases! {
     set_per_platform_without_platform,
     set_ill_typed,
     set_build_lines_bad,
+    set_empty_value,
     // --- plan: what the playbook refuses ----------------------------------------------
     offline_relay_above_source,
     // --- playbook -------------------------------------------------------------------
@@ -191,6 +196,7 @@ cases! {
     shell_command_template,
     unknown_action,
     template_value_missing,
+    max_parallel_zero,
     // --- several problems at once ---------------------------------------------------
     many_problems,
 }

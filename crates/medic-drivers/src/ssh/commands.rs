@@ -1,5 +1,5 @@
 //! Every Deep Security command medic runs over SSH, in one table per platform, each with
-//! where it comes from in `../shared/reference/ds-domain.md` (§ numbers below), and the
+//! where it comes from in `ds-domain.md` (§ numbers below), and the
 //! parsers of their output. Nothing else in the driver knows a command line.
 //!
 //! Sources: **[src]** the command is stated by the cited section; **[inf]** inferred

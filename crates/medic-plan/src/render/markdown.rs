@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use medic_model::format_duration;
 
+use super::{code_md, escape_md};
 use crate::plan::{Plan, StepKind};
 
 pub fn to_markdown(plan: &Plan) -> String {
@@ -22,15 +23,11 @@ pub fn to_markdown(plan: &Plan) -> String {
         .filter(|s| s.kind == StepKind::Action)
         .filter_map(|s| s.host)
         .collect();
-    let actions = plan
-        .steps
-        .iter()
-        .filter(|s| s.kind == StepKind::Action)
-        .count();
+    let size = plan.size();
     let _ = writeln!(o, "| | |\n|---|---|");
     let _ = writeln!(o, "| hosts in inventory | {hosts} (+ the Manager) |");
     let _ = writeln!(o, "| hosts with work | {} |", planned.len());
-    let _ = writeln!(o, "| steps | {actions} |");
+    let _ = writeln!(o, "| steps | {size} |");
     let _ = writeln!(o, "| hosts skipped (per phase) | {} |", plan.skipped.len());
     let _ = writeln!(
         o,
@@ -70,7 +67,7 @@ pub fn to_markdown(plan: &Plan) -> String {
         );
     }
     for w in &plan.warnings {
-        let _ = writeln!(o, "> **Warning:** {w}\n");
+        let _ = writeln!(o, "> **Warning:** {}\n", escape_md(w));
     }
     let manual: Vec<&crate::plan::Step> = plan
         .steps
@@ -90,7 +87,7 @@ pub fn to_markdown(plan: &Plan) -> String {
                 .find(|(k, _)| k == "instruction")
                 .map(|(_, v)| v.clone())
                 .unwrap_or_else(|| format!("{} (see the playbook)", s.action));
-            let _ = writeln!(o, "- `{}`: {what}", s.id);
+            let _ = writeln!(o, "- `{}`: {}", s.id, escape_md(&what));
         }
         o.push('\n');
     }
@@ -108,13 +105,13 @@ pub fn to_markdown(plan: &Plan) -> String {
         let _ = writeln!(o, "| phase | to | hosts |");
         let _ = writeln!(o, "|---|---|---|");
         for ((phase, to), hosts) in targets {
-            let _ = writeln!(o, "| {phase} | {to} | {} |", hosts.join(", "));
+            let _ = writeln!(o, "| {phase} | {} | {} |", escape_md(to), hosts.join(", "));
         }
         o.push('\n');
     }
     let _ = writeln!(o, "## Parameters\n");
     for (k, v) in &plan.params {
-        let _ = writeln!(o, "- `{k}` = `{v}`");
+        let _ = writeln!(o, "- `{k}` = {}", code_md(v));
     }
 
     let _ = writeln!(o, "\n## Tasks\n");
@@ -123,12 +120,16 @@ pub fn to_markdown(plan: &Plan) -> String {
         "| # | task | hosts | predecessors | expected duration | notes |"
     );
     let _ = writeln!(o, "|---|---|---|---|---|---|");
-    // One task per (phase, wave); predecessors are the tasks its steps wait for.
-    let mut task_of: Vec<String> = Vec::with_capacity(plan.steps.len());
+    // One task per (phase, wave), listed in dependency order: a task's predecessors are
+    // the tasks its steps wait for, and each comes before it. Steps come in topological
+    // order; a step that waits for a task listed after its (phase, wave)'s task opens a
+    // further part of it (the offline Relays' security update after the bundle import).
+    let mut task_of: Vec<usize> = Vec::with_capacity(plan.steps.len());
     // (name, hosts, predecessor tasks, longest step estimate, notes)
-    type Task = (String, BTreeSet<u32>, BTreeSet<String>, u64, String);
+    type Task = (String, BTreeSet<u32>, BTreeSet<usize>, u64, String);
     let mut tasks: Vec<Task> = Vec::new();
-    let mut task_ix: BTreeMap<String, usize> = BTreeMap::new();
+    // Per (phase, wave): its latest part and how many parts it has.
+    let mut current: BTreeMap<String, (usize, u32)> = BTreeMap::new();
     for s in &plan.steps {
         let key = match s.kind {
             StepKind::Action => match s.wave {
@@ -138,19 +139,30 @@ pub fn to_markdown(plan: &Plan) -> String {
             StepKind::Barrier => format!("{} done", s.phase),
             StepKind::Gate(g) => format!("GO/NO-GO before {} wave {}", s.phase, g.opens_wave),
         };
-        let ix = *task_ix.entry(key.clone()).or_insert_with(|| {
-            tasks.push((
-                key.clone(),
-                BTreeSet::new(),
-                BTreeSet::new(),
-                0,
-                String::new(),
-            ));
-            tasks.len() - 1
-        });
+        let cur = current.get(&key).copied();
+        let latest_pred = s
+            .needs
+            .iter()
+            .map(|n| task_of[n.step as usize])
+            .filter(|&t| Some(t) != cur.map(|c| c.0))
+            .max();
+        let ix = match cur {
+            Some((ix, _)) if latest_pred.is_none_or(|p| p < ix) => ix,
+            _ => {
+                let part = cur.map_or(1, |c| c.1 + 1);
+                let name = if part == 1 {
+                    key.clone()
+                } else {
+                    format!("{key}, part {part}")
+                };
+                tasks.push((name, BTreeSet::new(), BTreeSet::new(), 0, String::new()));
+                current.insert(key, (tasks.len() - 1, part));
+                tasks.len() - 1
+            }
+        };
         for n in &s.needs {
-            let pred = task_of[n.step as usize].clone();
-            if pred != key {
+            let pred = task_of[n.step as usize];
+            if pred != ix {
                 tasks[ix].2.insert(pred);
             }
         }
@@ -168,23 +180,13 @@ pub fn to_markdown(plan: &Plan) -> String {
             }
             tasks[ix].4 = n.join("; ");
         } else if let Some(gd) = &s.guard {
-            tasks[ix].4 = gd.describe.clone();
+            tasks[ix].4 = escape_md(&gd.describe).into_owned();
         }
-        task_of.push(key);
+        task_of.push(ix);
     }
-    let numbers: BTreeMap<&str, usize> = tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.0.as_str(), i + 1))
-        .collect();
     let mut ponr_done = false;
     for (i, (name, hosts, preds, dur, notes)) in tasks.iter().enumerate() {
-        let mut preds: Vec<usize> = preds
-            .iter()
-            .filter_map(|p| numbers.get(p.as_str()).copied())
-            .collect();
-        preds.sort_unstable();
-        let preds: Vec<String> = preds.iter().map(|n| n.to_string()).collect();
+        let preds: Vec<String> = preds.iter().map(|n| (n + 1).to_string()).collect();
         let phase = name.split(' ').next().unwrap_or(name);
         let mut notes = notes.clone();
         if !ponr_done
@@ -262,9 +264,11 @@ pub fn to_markdown(plan: &Plan) -> String {
             o,
             "- **{}**{ponr}: {}",
             p.name,
-            p.backout
-                .as_deref()
-                .unwrap_or("no backout note in the playbook")
+            escape_md(
+                p.backout
+                    .as_deref()
+                    .unwrap_or("no backout note in the playbook")
+            )
         );
     }
 
@@ -283,7 +287,12 @@ pub fn to_markdown(plan: &Plan) -> String {
             } else {
                 String::new()
             };
-            let _ = writeln!(o, "- {phase}: {reason}: {}{more}", shown.join(", "));
+            let _ = writeln!(
+                o,
+                "- {phase}: {}: {}{more}",
+                escape_md(reason),
+                shown.join(", ")
+            );
         }
     }
     o

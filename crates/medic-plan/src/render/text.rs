@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use medic_model::format_duration;
 
+use super::escape_text;
 use crate::plan::{Plan, StepKind};
 
 pub fn to_text(plan: &Plan) -> String {
@@ -12,16 +13,6 @@ pub fn to_text(plan: &Plan) -> String {
     let fp = &plan.fingerprint[..plan.fingerprint.len().min(16)];
     let _ = writeln!(o, "plan {} (fingerprint {fp})", plan.playbook);
     let hosts = plan.hosts.len().saturating_sub(1);
-    let actions = plan
-        .steps
-        .iter()
-        .filter(|s| s.kind == StepKind::Action)
-        .count();
-    let gates = plan
-        .steps
-        .iter()
-        .filter(|s| matches!(s.kind, StepKind::Gate(_)))
-        .count();
     let planned: std::collections::BTreeSet<u32> = plan
         .steps
         .iter()
@@ -30,8 +21,9 @@ pub fn to_text(plan: &Plan) -> String {
         .collect();
     let _ = writeln!(
         o,
-        "scope: {hosts} hosts and the Manager; {} get steps, {actions} steps, {gates} gates",
-        planned.len()
+        "scope: {hosts} hosts and the Manager; {} get steps; {}",
+        planned.len(),
+        plan.size()
     );
     if !plan.params.is_empty() {
         let _ = writeln!(o, "parameters:");
@@ -41,7 +33,7 @@ pub fn to_text(plan: &Plan) -> String {
             } else {
                 ""
             };
-            let _ = writeln!(o, "  {k} = {v}{mark}");
+            let _ = writeln!(o, "  {k} = {}{mark}", escape_text(v));
         }
     }
     let _ = writeln!(o, "\nphases:");
@@ -59,7 +51,7 @@ pub fn to_text(plan: &Plan) -> String {
             let _ = write!(o, "  ({} skipped)", p.skipped);
         }
         if let Some(g) = &p.guard {
-            let _ = write!(o, "  guard: {g}");
+            let _ = write!(o, "  guard: {}", escape_text(g));
         }
         if p.point_of_no_return {
             let _ = write!(o, "  [point of no return]");
@@ -148,11 +140,16 @@ pub fn to_text(plan: &Plan) -> String {
             } else {
                 String::new()
             };
-            let _ = writeln!(o, "  {phase}: {reason}\n      {}{more}", shown.join(", "));
+            let _ = writeln!(
+                o,
+                "  {phase}: {}\n      {}{more}",
+                escape_text(reason),
+                shown.join(", ")
+            );
         }
     }
     for w in &plan.warnings {
-        let _ = writeln!(o, "\nwarning: {w}");
+        let _ = writeln!(o, "\nwarning: {}", escape_text(w));
     }
     if !plan.example_params.is_empty() {
         let _ = writeln!(
@@ -191,7 +188,12 @@ fn targets(plan: &Plan, o: &mut String) {
         } else {
             String::new()
         };
-        let _ = writeln!(o, "  {phase} to {to}: {}{more}", shown.join(", "));
+        let _ = writeln!(
+            o,
+            "  {phase} to {}: {}{more}",
+            escape_text(to),
+            shown.join(", ")
+        );
     }
 }
 
@@ -216,6 +218,6 @@ fn manual_steps(plan: &Plan, o: &mut String) {
             .find(|(k, _)| k == "instruction")
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| format!("{} (see the playbook)", s.action));
-        let _ = writeln!(o, "  {}: {what}", s.id);
+        let _ = writeln!(o, "  {}: {}", s.id, escape_text(&what));
     }
 }

@@ -13,7 +13,7 @@ use super::tasks::{self, Answer};
 use super::{GroupRow, Shared, lock};
 use crate::{SimFleet, SimResult};
 
-/// The system setting of the advisory (DESIGN.md: `direct_download_when_relays_unavailable`).
+/// The system setting of the advisory (the inventory's `settings.direct_download_when_relays_unavailable`).
 pub const DIRECT_DOWNLOAD_SETTING: &str =
     "platformSettingUpdateAgentSecurityContactPrimarySourceOnMissingRelayEnabled";
 
