@@ -3,8 +3,9 @@
 //! Manager that the test upgrades and approves (playing the operator), Relays on two
 //! version lines (12.0 and 20.0), an offline relay group fed by a bundle, EL8, EL9 and
 //! Ubuntu hosts sharing one package directory, a non-root SSH user with the real sudo
-//! (its password in `MEDIC_SUDO_PASSWORD`), and a host whose Anti-Malware is off by
-//! policy. Pre-flight runs as in any real apply.
+//! (its password in `MEDIC_SUDO_PASSWORD`, the agents' self-protection password in
+//! `MEDIC_AGENT_PASSWORD`), a host whose Anti-Malware is off by policy and a Linux host with
+//! a pending reboot (both notes, not failures). Pre-flight runs as in any real apply.
 //!
 //! Everything asserted about the hosts comes from the fleet's and the simulator's own
 //! records, not from medic's output: the simulator's state and its effect log (each side
@@ -16,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::world::{HostSpec, OLD, OS_EL8, OS_EL9, OS_UBUNTU, Opts, Spec, World};
-use crate::{spawn, wait_until};
+use crate::{assert_no_secrets, wait_until};
 
 /// The simulator's fixed builds (`SimConfig::demo`), one per version line: what the
 /// operator confirmed in the advisory and passes with `--set`.
@@ -25,6 +26,7 @@ const FIX_12: &str = "12.0.0.5000";
 const FIX_20: &str = "20.0.1.690";
 const OLD_12: &str = "12.0.0.4000";
 const STEP: &str = "manager-upgrade/dsm01";
+const AGENT_PASSWORD: &str = "agent self-protection 9f2c";
 
 /// 3 Relays and 5 Agents; relay-e1 (EL8, 20.0) makes the bundle for the offline group
 /// `vault`, whose Relay is an Ubuntu host of the 12.0 line: it must end at relay-e1's
@@ -40,13 +42,15 @@ fn spec() -> Spec {
     canary.groups.push("canary");
     let mut am_off = host("agent-04", false, "east", OS_EL8, OLD);
     am_off.vars.push(("antimalware", "off"));
+    let mut reboot = host("agent-02", false, "west", OS_EL9, OLD);
+    reboot.vars.push(("reboot", "pending"));
     let mut spec = Spec::sized(6);
     spec.hosts = vec![
         host("relay-e1", true, "east", OS_EL8, OLD),
         host("relay-w1", true, "west", OS_EL9, OLD_12),
         host("relay-v1", true, "vault", OS_UBUNTU, OLD_12),
         canary,
-        host("agent-02", false, "west", OS_EL9, OLD),
+        reboot,
         host("agent-03", false, "west", OS_UBUNTU, OLD_12),
         am_off,
         host("agent-05", false, "vault", OS_UBUNTU, OLD),
@@ -197,9 +201,46 @@ fn a_real_run_with_an_old_manager_two_lines_an_offline_group_and_sudo_remediates
     assert!(args.iter().any(|a| a == "manager_min_build=20.0.463"));
     let journal = w.path("run.journal.sqlite").display().to_string();
 
+    // Days before the window, the operator's pre-flight: the plan can run (the old Manager
+    // is the plan's manual step, not a finding), and it changed nothing.
+    let mut pf = crate::preflight::preflight_args(&w, "text");
+    for a in &mut pf {
+        if let Some(i) = args.iter().position(|x| {
+            x.starts_with("fixed_build.") && x.split('=').next() == a.split('=').next()
+        }) {
+            *a = args[i].clone();
+        }
+    }
+    let r = w.run(&pf);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.trim_end().ends_with("the plan can run"),
+        "{}",
+        r.stdout
+    );
+    let manager_row = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("dsm01") && l.contains("manager-build"))
+        .unwrap_or_else(|| panic!("no manager-build row:\n{}", r.stdout));
+    eprintln!("(realrun) pre-flight: {manager_row}");
+    assert!(manager_row.contains("20.0.400"), "{manager_row}");
+    assert!(w.effects().is_empty(), "the pre-flight changed something");
+
     let setup = t0.elapsed();
     let t = Instant::now();
-    let mut child = spawn(&w, &args, "apply");
+    let file =
+        |ext: &str| std::fs::File::create(w.path(&format!("apply.{ext}"))).expect("an output file");
+    // The agents' self-protection password, from the environment only: each install
+    // turns self-protection off first (after sudo has read its own password).
+    let mut child = w
+        .medic()
+        .args(&args)
+        .env("MEDIC_AGENT_PASSWORD", AGENT_PASSWORD)
+        .stdout(std::process::Stdio::from(file("stdout")))
+        .stderr(std::process::Stdio::from(file("stderr")))
+        .spawn()
+        .expect("start medic");
     let waiting = wait_until(Duration::from_secs(90), || {
         waiting_for(&w, &journal).iter().any(|s| s == STEP)
             || child.try_wait().ok().flatten().is_some()
@@ -386,6 +427,36 @@ fn a_real_run_with_an_old_manager_two_lines_an_offline_group_and_sudo_remediates
     assert!(
         note.to_string().to_lowercase().contains("anti-malware"),
         "{note}"
+    );
+    let reboot_note = ev
+        .iter()
+        .find(|e| e["event"] == "step_finished" && e["step"] == "verify/agent-02")
+        .unwrap_or_else(|| panic!("no verify/agent-02 in the events"));
+    assert_eq!(reboot_note["outcome"], "succeeded", "{reboot_note}");
+    assert!(reboot_note.to_string().contains("reboot"), "{reboot_note}");
+    assert!(
+        w.state("agent-02").pending_reboot,
+        "nothing rebooted a Linux host"
+    );
+    // Self-protection went off before every install, as root.
+    let off = calls
+        .iter()
+        .filter(|c| c.name == "dsa_control" && c.args.starts_with("--selfprotect=0 -p"))
+        .count();
+    assert_eq!(
+        off,
+        installs.len(),
+        "self-protection off before each install"
+    );
+    // No secret reached a file of the run (journal, events, effect log, outputs).
+    assert_no_secrets(
+        &w,
+        &[
+            AGENT_PASSWORD,
+            crate::fleet::SUDO_PASSWORD,
+            w.api_key.as_str(),
+        ],
+        &[&err],
     );
     let status = w.run(&[
         "status".to_owned(),
