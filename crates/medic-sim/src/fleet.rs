@@ -89,7 +89,7 @@ pub struct SimHostState {
     /// Anti-Malware is switched off by policy (host var `antimalware: off`): the engine is
     /// not running, and that is not a failure.
     pub antimalware_off_by_policy: bool,
-    /// A security update succeeded since the last upgrade or reinstall.
+    /// A security update succeeded since the last upgrade (or reinstall to another build).
     pub security_update_current: bool,
     /// The message of the last security update, if it failed.
     pub last_security_update_error: Option<String>,
@@ -414,9 +414,17 @@ impl State {
                             h.boot_id += 1;
                         }
                         Effect::Reinstalled { to } => {
+                            // inferred: the reinstall medic runs is a repair over the
+                            // installed build (MSI REINSTALL=ALL, rpm --replacepkgs), which
+                            // keeps the agent's data and its updated components; only a
+                            // reinstall to another build is an upgrade that needs a new
+                            // security update. (Clearing the update here made the host
+                            // disagree with the Manager, which keeps showing it.)
+                            if *to != h.build {
+                                h.security_update_current = false;
+                            }
                             h.build = *to;
                             h.antimalware_online = true;
-                            h.security_update_current = false;
                         }
                         Effect::CacheCleared => h.cache_clears += 1,
                     }
@@ -833,18 +841,27 @@ fn log_failure(e: &std::io::Error) -> SimOutcome {
     ))
 }
 
-fn computer(i: usize, h: &HostSim) -> SimComputer {
-    let has_agent = h.build != AgentBuild::NONE;
-    let am_offline = !h.antimalware_online && !h.am_off;
-    let (agent_status, agent_status_message) = if !has_agent {
+/// The agent's overall status and its message, in the API's words: what the Manager shows
+/// as `computerStatus`, and what the host's own agent state says (a real agent's state
+/// light follows the same module errors and reboot requests), so the two views of one
+/// simulated host never disagree.
+// inferred: an agent whose Anti-Malware engine is offline is in error, one that waits for
+// a reboot in warning, on both sides (ds-domain.md §2.2 documents the status values only).
+fn agent_status(h: &HostSim) -> (&'static str, &'static str) {
+    if h.build == AgentBuild::NONE {
         ("inactive", "Unmanaged (No Agent)")
-    } else if am_offline {
+    } else if !h.antimalware_online && !h.am_off {
         ("error", "Anti-Malware Engine Offline")
     } else if h.pending_reboot {
         ("warning", "Reboot Required")
     } else {
         ("active", "Managed (Online)")
-    };
+    }
+}
+
+fn computer(i: usize, h: &HostSim) -> SimComputer {
+    let has_agent = h.build != AgentBuild::NONE;
+    let (agent_status, agent_status_message) = agent_status(h);
     let (anti_malware_status, anti_malware_status_message) = if !has_agent {
         ("inactive", "Not Activated")
     } else if h.am_off {
@@ -1011,11 +1028,7 @@ fn decide(
             Answer(SimOutcome::ok().fact("pending_reboot", Value::Bool(h.pending_reboot)))
         }
         Action::AgentStatus => {
-            let status = if h.build == AgentBuild::NONE {
-                "inactive"
-            } else {
-                "active"
-            };
+            let (status, _) = agent_status(h);
             Answer(
                 SimOutcome::ok()
                     .fact("antimalware", antimalware_text(h))
@@ -1075,11 +1088,7 @@ fn decide(
             } else {
                 SimOutcome::failed(problems.join("; "))
             };
-            let agent_status = if h.build == AgentBuild::NONE {
-                "inactive"
-            } else {
-                "active"
-            };
+            let (agent_status, _) = agent_status(h);
             out = out
                 .fact("agent_version", Value::Agent(h.build))
                 .fact("agent_status", Value::Str(agent_status.to_owned()))

@@ -18,6 +18,7 @@
 mod fleet;
 mod install_race;
 mod preflight;
+mod realrun;
 mod torture;
 mod world;
 

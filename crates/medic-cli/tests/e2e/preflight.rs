@@ -236,7 +236,7 @@ fn preflight_names_drift_a_missing_package_an_unknown_key_and_a_wrong_sudo_passw
 }
 
 /// `medic preflight` of a world as `medic apply` would run it.
-fn preflight_args(w: &World, format: &str) -> Vec<String> {
+pub(crate) fn preflight_args(w: &World, format: &str) -> Vec<String> {
     let mut args = w.apply_args("unused");
     args[0] = "preflight".to_owned();
     // What only a run takes.

@@ -49,6 +49,41 @@ fn the_demo_runs_green_and_says_what_it_did() {
     assert_eq!(events.len(), 1, "one events file, named after the run");
     let events = format!("demo/{}", events[0]);
     insta::assert_snapshot!("demo_summary", s);
+    // One host needs the reinstall (its Anti-Malware goes offline after its Windows
+    // upgrade): verify fails, the reinstall acts, reverify succeeds; no host else.
+    let text = std::fs::read_to_string(env.path().join(&events)).expect("events");
+    let finished: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "step_finished" && e["outcome"] != "skipped")
+        .filter(|e| {
+            e["step"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("reinstall/") || s.starts_with("reverify/"))
+        })
+        .map(|e| {
+            (
+                e["step"].as_str().unwrap_or("").to_owned(),
+                e["outcome"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let want = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    assert_eq!(
+        finished,
+        [
+            want("reinstall/osk-web-02", "succeeded"),
+            want("reverify/osk-web-02", "succeeded")
+        ]
+    );
+    assert!(
+        run.stderr.contains(
+            "failed verify/osk-web-02: the agent is in error (Anti-Malware Engine Offline)"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("disagree"), "{}", run.stderr);
     let mode = |p: &str| {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::metadata(env.path().join(p))
