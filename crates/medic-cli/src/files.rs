@@ -132,6 +132,21 @@ pub(crate) fn check_events(path: &Path, journal: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The files the connection settings name (keys, secrets, CA bundle, known hosts), as
+/// inputs an output must never be.
+pub(crate) fn conn_files(c: &crate::args::ConnArgs) -> Vec<(&'static str, Option<&Path>)> {
+    let mut v = vec![
+        ("--known-hosts", c.known_hosts.as_deref()),
+        ("--ssh-passphrase-file", c.ssh_passphrase_file.as_deref()),
+        ("--dsm-ca", c.dsm_ca.as_deref()),
+        ("--dsm-api-key-file", c.dsm_api_key_file.as_deref()),
+        ("--sudo-password-file", c.sudo_password_file.as_deref()),
+        ("--agent-password-file", c.agent_password_file.as_deref()),
+    ];
+    v.extend(c.ssh_keys.iter().map(|k| ("--ssh-key", Some(k.as_path()))));
+    v
+}
+
 /// Whether this process may write in `dir` (`access(2)`, so root may write anywhere).
 fn writable(p: &Path) -> bool {
     rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_ok()

@@ -26,14 +26,12 @@ const FORMAT: &str = "medic.preflight/v1";
 pub(crate) fn preflight(a: &PreflightArgs) -> Result<u8, Failure> {
     let opts = options(a.parallel, a.timeout)?;
     if let Some(out) = &a.out {
-        crate::files::refuse_overwriting_inputs(
-            "--out",
-            out,
-            &[
-                ("--inventory", Some(&a.input.inventory)),
-                ("--playbook", Some(&a.input.playbook)),
-            ],
-        )?;
+        let mut inputs = vec![
+            ("--inventory", Some(a.input.inventory.as_path())),
+            ("--playbook", Some(a.input.playbook.as_path())),
+        ];
+        inputs.extend(crate::files::conn_files(&a.conn));
+        crate::files::refuse_overwriting_inputs("--out", out, &inputs)?;
         crate::files::check_output("--out", out)?;
     }
     let (inv, pb, text, inv_text) = load(&a.input)?;

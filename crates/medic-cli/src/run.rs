@@ -501,6 +501,29 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
             "pass the signed plan with --plan PLAN.json (without --playbook), or drop --verify-key",
         ));
     }
+    if a.retry_failed && a.run.journal.as_deref().is_some_and(Path::exists) {
+        // A retry runs the journal's own plan with its recorded inputs: a new plan, inventory,
+        // playbook or parameter would be ignored, silently.
+        let given = [
+            ("--plan", a.plan.is_some()),
+            ("--inventory", a.inventory.is_some()),
+            ("--playbook", a.playbook.is_some()),
+            ("--set", !a.sets.is_empty()),
+            ("--simulate", a.sim.simulate),
+        ];
+        let ignored: Vec<&str> = given.iter().filter(|g| g.1).map(|g| g.0).collect();
+        if !ignored.is_empty() {
+            return Err(bad(
+                "--retry-failed",
+                format!(
+                    "a retry runs the journal's own plan and inputs; {} cannot change them",
+                    ignored.join(", ")
+                ),
+                "run `medic apply --retry-failed --journal FILE` without them, or start a new run (with a new --journal) for new inputs",
+            ));
+        }
+        parse_window(a.run.window.as_deref())?;
+    }
     if a.run.journal.as_deref().is_some_and(Path::exists) && a.retry_failed {
         return resume_journal(
             a.run.journal.as_deref().unwrap_or(Path::new("")),
@@ -514,15 +537,14 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
     crate::refuse_past_window(window.as_ref())?;
     for (flag, out) in [("--events", &a.run.events), ("--journal", &a.run.journal)] {
         if let Some(out) = out {
-            crate::files::refuse_overwriting_inputs(
-                flag,
-                out,
-                &[
-                    ("--inventory", a.inventory.as_deref()),
-                    ("--playbook", a.playbook.as_deref()),
-                    ("--plan", a.plan.as_deref()),
-                ],
-            )?;
+            let mut inputs = vec![
+                ("--inventory", a.inventory.as_deref()),
+                ("--playbook", a.playbook.as_deref()),
+                ("--plan", a.plan.as_deref()),
+                ("--verify-key", a.verify_key.as_deref()),
+            ];
+            inputs.extend(crate::files::conn_files(&a.run.conn));
+            crate::files::refuse_overwriting_inputs(flag, out, &inputs)?;
         }
     }
     let (plan, inv_text) = match (&a.plan, &a.playbook, &a.inventory) {

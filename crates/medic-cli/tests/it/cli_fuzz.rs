@@ -336,6 +336,11 @@ impl Case {
             why.push("--plan with --playbook or --set".to_owned());
         }
         if self.retries() {
+            for f in ["--plan", "--inventory", "--playbook", "--set", "--simulate"] {
+                if self.has(f) {
+                    why.push(format!("{f} in a retry, which runs the journal's plan"));
+                }
+            }
             return;
         }
         if let Some(j) = self.first("--journal")
@@ -566,6 +571,8 @@ fn events() -> Vec<Val> {
         file("evs/x/e.jsonl", V::Any, "new:nested-events"),
         file("inv.yaml", V::Any, "inv.yaml"),
         file("journal-done.sqlite", V::Any, "journal-done.sqlite"),
+        file("secret.txt", V::Any, "secret.txt"),
+        file("plan.json", V::Any, "plan.json"),
         file("adir", V::Bad, "adir"),
         file("", V::Bad, ""),
     ]
