@@ -1312,6 +1312,7 @@ fn copy_tree(from: &Path, to: &Path) {
 
 struct Outcome {
     code: Option<i32>,
+    stdout: String,
     stderr: String,
     elapsed: Duration,
     timed_out: bool,
@@ -1366,12 +1367,15 @@ fn run_medic(dir: &Path, args: &[OsString], api_key: bool) -> Outcome {
         std::thread::sleep(Duration::from_millis(10));
     };
     let elapsed = start.elapsed();
-    let _ = out_rx.recv_timeout(Duration::from_secs(5));
+    let stdout = out_rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap_or_default();
     let stderr = err_rx
         .recv_timeout(Duration::from_secs(5))
         .unwrap_or_default();
     Outcome {
         code: status.and_then(|s| s.code()),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
         elapsed,
         timed_out,
@@ -1609,4 +1613,195 @@ fn cli_fuzz_random_commands_never_panic_hang_or_accept_invalid_input() {
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+/// One command the fuzz test found mishandled, with what it must do now.
+struct Regression {
+    args: Vec<OsString>,
+    api_key: bool,
+    code: i32,
+    /// Part of what it prints (stderr, or stdout for a pre-flight's table).
+    says: &'static str,
+}
+
+fn reg(args: &[&[u8]], code: i32, says: &'static str) -> Regression {
+    Regression {
+        args: args
+            .iter()
+            .map(|a| OsString::from_vec(a.to_vec()))
+            .collect(),
+        api_key: false,
+        code,
+        says,
+    }
+}
+
+/// The bugs the fuzz test found, each as the command that showed it: the exit code, the
+/// message, no file written on a refusal, no input ever written, and (the pre-flight)
+/// the time it takes.
+#[test]
+fn cli_fuzz_regressions() {
+    let t = Template::build();
+    let rehearse: &[&[u8]] = &[
+        b"apply",
+        b"-i",
+        b"inv.yaml",
+        b"-p",
+        b"pb.yaml",
+        b"--simulate",
+        b"--time-scale",
+        b"100000",
+        b"--yes",
+    ];
+    let with = |extra: &[&'static [u8]]| [rehearse, extra].concat();
+    let non_utf8: &[&[u8]] = &[b"apply", b"-i", b"inv-\xff.yaml", b"-p", b"pb.yaml"];
+    let plan: &[&[u8]] = &[b"plan", b"-i", b"inv.yaml", b"-p", b"pb.yaml"];
+    let plan_with = |extra: &[&'static [u8]]| [plan, extra].concat();
+    let preflight: &[&[u8]] = &[
+        b"preflight",
+        b"-i",
+        b"inv.yaml",
+        b"-p",
+        b"pb.yaml",
+        b"--progress",
+        b"never",
+    ];
+    let preflight_with = |extra: &[&'static [u8]]| [preflight, extra].concat();
+    let retry: &[&[u8]] = &[
+        b"apply",
+        b"--retry-failed",
+        b"--journal",
+        b"journal-done.sqlite",
+    ];
+    let retry_with = |extra: &[&'static [u8]]| [retry, extra].concat();
+    let resume_events: &[&[u8]] = &[
+        b"resume",
+        b"--journal",
+        b"journal-done.sqlite",
+        b"--events",
+        b"./journal-done.sqlite",
+    ];
+    let cases = vec![
+        // The Manager's client retried a refused connection for the whole 60 s check
+        // timeout, then said "no answer within 60 s".
+        Regression {
+            api_key: true,
+            ..reg(preflight, 1, "Connection refused")
+        },
+        // A valid inventory with a non-UTF-8 name: exit 4 "path contains invalid UTF-8
+        // characters", after creating .medic/runs/ID.
+        reg(
+            &[non_utf8, &rehearse[5..]].concat(),
+            2,
+            "is not valid UTF-8",
+        ),
+        // Ignored (clap's `requires` gives way to --playbook): the run was not verified.
+        reg(
+            &with(&[b"--verify-key", b"sign-key.pub"]),
+            2,
+            "no --plan was given",
+        ),
+        // Output in a missing directory, or a directory: exit 4 after all the work.
+        reg(
+            &plan_with(&[b"--out", b"sub/deeper/out.txt"]),
+            2,
+            "does not exist",
+        ),
+        reg(&plan_with(&[b"--out", b"adir"]), 2, "is a directory"),
+        reg(
+            &preflight_with(&[b"--out", b"sub/deeper/out.txt"]),
+            2,
+            "does not exist",
+        ),
+        // Outputs over inputs: the inventory, the signing key, a secret.
+        reg(
+            &preflight_with(&[b"--out", b"./inv.yaml"]),
+            2,
+            "never writes over its inputs",
+        ),
+        reg(
+            &preflight_with(&[
+                b"--dsm-api-key-file",
+                b"secret.txt",
+                b"--out",
+                b"secret.txt",
+            ]),
+            2,
+            "never writes over its inputs",
+        ),
+        reg(
+            &plan_with(&[
+                b"--format",
+                b"json",
+                b"--sign",
+                b"sign-key",
+                b"--out",
+                b"sign-key",
+            ]),
+            2,
+            "never writes over its inputs",
+        ),
+        reg(
+            &with(&[
+                b"--sudo-password-file",
+                b"secret.txt",
+                b"--events",
+                b"secret.txt",
+            ]),
+            2,
+            "never writes over its inputs",
+        ),
+        // Events into a directory or into the journal: the run went on without them.
+        reg(&with(&[b"--events", b"adir"]), 2, "is a directory"),
+        reg(
+            &with(&[b"--journal", b"run.sqlite", b"--events", b"run.sqlite"]),
+            2,
+            "is the run's journal",
+        ),
+        reg(&[resume_events, &[]].concat(), 2, "is the run's journal"),
+        // A retry ignored every other flag and exited 0.
+        reg(
+            &retry_with(&[b"--set", b"nope=1"]),
+            2,
+            "--set cannot change",
+        ),
+        reg(
+            &retry_with(&[b"-i", b"missing.yaml"]),
+            2,
+            "--inventory cannot change",
+        ),
+        reg(&retry_with(&[b"--window", b"tomorrow"]), 2, "tomorrow"),
+    ];
+    let mut failures = Vec::new();
+    for c in &cases {
+        let dir = t.instance();
+        let before = snapshot(dir.path());
+        let out = run_medic(dir.path(), &c.args, c.api_key);
+        let after = snapshot(dir.path());
+        let mut why = Vec::new();
+        if out.code != Some(c.code) {
+            why.push(format!("exit code {:?}, expected {}", out.code, c.code));
+        }
+        if !out.stderr.contains(c.says) && !out.stdout.contains(c.says) {
+            why.push(format!("does not say `{}`", c.says));
+        }
+        if out.elapsed > Duration::from_secs(10) {
+            why.push(format!("took {:.1?}", out.elapsed));
+        }
+        if c.code == 2 {
+            let changed = differences(&before, &after);
+            if !changed.is_empty() {
+                why.push(format!("wrote {changed:?}"));
+            }
+        }
+        if !why.is_empty() {
+            failures.push(format!(
+                "medic {}: {}\n{}",
+                shown(&c.args),
+                why.join("; "),
+                out.stderr
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
