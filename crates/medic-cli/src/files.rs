@@ -46,6 +46,107 @@ pub(crate) fn refuse_overwriting_inputs(
     Ok(())
 }
 
+/// An output file (`--out`), before any work: not empty, not a directory, in a directory
+/// that exists and may be written (an existing file: that may be written), so that a
+/// command never does its work and then fails to save it.
+pub(crate) fn check_output(flag: &str, path: &Path) -> Result<(), Failure> {
+    let name = path.display().to_string();
+    let help = format!("pass {flag} a file path in a directory that exists and that you can write");
+    if path.as_os_str().is_empty() {
+        return Err(bad(flag, format!("{flag} needs a file path"), &help));
+    }
+    if path.is_dir() {
+        return Err(bad(
+            &name,
+            format!("{name} is a directory, not a file ({flag})"),
+            &help,
+        ));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(bad(
+            &name,
+            format!(
+                "{name} cannot be written: the directory {} does not exist",
+                dir.display()
+            ),
+            &help,
+        ));
+    }
+    let ok = if path.exists() {
+        writable(path)
+    } else {
+        writable(dir)
+    };
+    if !ok {
+        return Err(bad(&name, format!("{name} is not writable"), &help));
+    }
+    Ok(())
+}
+
+/// `--events FILE`, before the run starts: events are appended to it (its missing
+/// directories are created), so it must not be empty, a directory, the run's journal, or
+/// somewhere medic cannot write. Otherwise the run would go on with a warning and no
+/// event record.
+pub(crate) fn check_events(path: &Path, journal: &Path) -> Result<(), Failure> {
+    let name = path.display().to_string();
+    let help = "pass --events a file path (FILE.jsonl) that you can write, not the journal";
+    if path.as_os_str().is_empty() {
+        return Err(bad("--events", "--events needs a file path", help));
+    }
+    if path.is_dir() {
+        return Err(bad(
+            &name,
+            format!("{name} is a directory, not an events file (--events)"),
+            help,
+        ));
+    }
+    let same = same_file(path, journal)
+        || matches!(
+            (std::path::absolute(path), std::path::absolute(journal)),
+            (Ok(a), Ok(b)) if a == b
+        );
+    if same {
+        return Err(bad(
+            &name,
+            format!("--events {name} is the run's journal; events would be written into it"),
+            help,
+        ));
+    }
+    let dir = nearest_dir(path);
+    let ok = if path.exists() {
+        writable(path)
+    } else {
+        dir.is_dir() && writable(&dir)
+    };
+    if !ok {
+        return Err(bad(
+            &name,
+            format!("the events file {name} cannot be written"),
+            help,
+        ));
+    }
+    Ok(())
+}
+
+/// The files the connection settings name (keys, secrets, CA bundle, known hosts), as
+/// inputs an output must never be.
+pub(crate) fn conn_files(c: &crate::args::ConnArgs) -> Vec<(&'static str, Option<&Path>)> {
+    let mut v = vec![
+        ("--known-hosts", c.known_hosts.as_deref()),
+        ("--ssh-passphrase-file", c.ssh_passphrase_file.as_deref()),
+        ("--dsm-ca", c.dsm_ca.as_deref()),
+        ("--dsm-api-key-file", c.dsm_api_key_file.as_deref()),
+        ("--sudo-password-file", c.sudo_password_file.as_deref()),
+        ("--agent-password-file", c.agent_password_file.as_deref()),
+    ];
+    v.extend(c.ssh_keys.iter().map(|k| ("--ssh-key", Some(k.as_path()))));
+    v
+}
+
 /// Whether this process may write in `dir` (`access(2)`, so root may write anywhere).
 fn writable(p: &Path) -> bool {
     rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_ok()

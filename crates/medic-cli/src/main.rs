@@ -283,8 +283,10 @@ fn plan(a: &PlanArgs) -> Result<u8, Failure> {
             &[
                 ("--inventory", Some(&a.input.inventory)),
                 ("--playbook", Some(&a.input.playbook)),
+                ("--sign", a.sign.as_deref()),
             ],
         )?;
+        files::check_output("--out", out)?;
     }
     let window = parse_window(a.window.as_deref())?;
     refuse_past_window(window.as_ref())?;

@@ -17,7 +17,7 @@ use medic_plan::Plan;
 use serde::Serialize;
 
 use crate::args::{PreflightArgs, PreflightFormat, Progress};
-use crate::run::{Conn, bad, internal, manager_client, runtime, show_bars, ssh_config};
+use crate::run::{Conn, bad, internal, manager_client_with, runtime, show_bars, ssh_config};
 use crate::{Failure, exit_codes, load, make_plan, write_out};
 
 /// The JSON output's format tag.
@@ -25,6 +25,15 @@ const FORMAT: &str = "medic.preflight/v1";
 
 pub(crate) fn preflight(a: &PreflightArgs) -> Result<u8, Failure> {
     let opts = options(a.parallel, a.timeout)?;
+    if let Some(out) = &a.out {
+        let mut inputs = vec![
+            ("--inventory", Some(a.input.inventory.as_path())),
+            ("--playbook", Some(a.input.playbook.as_path())),
+        ];
+        inputs.extend(crate::files::conn_files(&a.conn));
+        crate::files::refuse_overwriting_inputs("--out", out, &inputs)?;
+        crate::files::check_output("--out", out)?;
+    }
     let (inv, pb, text, inv_text) = load(&a.input)?;
     let plan = make_plan(&inv, &pb, &text, None, (&a.input.inventory, &inv_text))?;
     let conn = Conn::from(&a.conn);
@@ -95,7 +104,15 @@ fn check(
                 "no API key for the Manager: set MEDIC_DSM_API_KEY or pass --dsm-api-key-file FILE"
                     .to_owned(),
             ),
-            _ => ManagerAccess::Client(manager_client(plan, conn)?),
+            // A read-only check answers within a timeout or two: with the client's usual
+            // eight backoffs, a Manager that refuses the connection kept `medic preflight`
+            // (and a real `medic apply`) silent for the whole check timeout, 60 s, then
+            // said "no answer" instead of "connection refused".
+            _ => ManagerAccess::Client(manager_client_with(plan, conn, |cfg| {
+                cfg.retry.max_retries = cfg.retry.max_retries.min(1);
+                cfg.connect_timeout = cfg.connect_timeout.min(opts.timeout);
+                cfg.read_timeout = cfg.read_timeout.min(opts.timeout);
+            })?),
         }
     };
     let bar = show_bars(progress).then(|| {

@@ -126,14 +126,6 @@ pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime, Failure> {
     Ok(RT.get_or_init(|| rt))
 }
 
-fn dsm_client(
-    url: &str,
-    ca: Option<&Path>,
-    key_file: Option<&Path>,
-) -> Result<medic_drivers::DsmClient, Failure> {
-    dsm_client_with(url, ca, key_file, |_| {})
-}
-
 fn dsm_client_with(
     url: &str,
     ca: Option<&Path>,
@@ -482,10 +474,20 @@ pub(crate) fn manager_url(plan: &Plan, c: &Conn) -> String {
 
 /// The Manager API client as the connection settings say.
 pub(crate) fn manager_client(plan: &Plan, c: &Conn) -> Result<medic_drivers::DsmClient, Failure> {
-    dsm_client(
+    manager_client_with(plan, c, |_| {})
+}
+
+/// [`manager_client`], with its configuration adjusted (timeouts, retries).
+pub(crate) fn manager_client_with(
+    plan: &Plan,
+    c: &Conn,
+    adjust: impl FnOnce(&mut medic_drivers::DsmConfig),
+) -> Result<medic_drivers::DsmClient, Failure> {
+    dsm_client_with(
         &manager_url(plan, c),
         c.dsm_ca.as_deref(),
         c.dsm_api_key_file.as_deref(),
+        adjust,
     )
 }
 
@@ -555,6 +557,38 @@ pub(crate) fn show_bars(p: Progress) -> bool {
 }
 
 pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
+    // clap's `requires = "plan"` is not enforced when --playbook (which --plan conflicts
+    // with) is given: the key would be ignored and a fresh, unverified plan would run.
+    if a.verify_key.is_some() && a.plan.is_none() {
+        return Err(bad(
+            "--verify-key",
+            "--verify-key checks the signature of a saved plan, and no --plan was given",
+            "pass the signed plan with --plan PLAN.json (without --playbook), or drop --verify-key",
+        ));
+    }
+    if a.retry_failed && a.run.journal.as_deref().is_some_and(Path::exists) {
+        // A retry runs the journal's own plan with its recorded inputs: a new plan, inventory,
+        // playbook or parameter would be ignored, silently.
+        let given = [
+            ("--plan", a.plan.is_some()),
+            ("--inventory", a.inventory.is_some()),
+            ("--playbook", a.playbook.is_some()),
+            ("--set", !a.sets.is_empty()),
+            ("--simulate", a.sim.simulate),
+        ];
+        let ignored: Vec<&str> = given.iter().filter(|g| g.1).map(|g| g.0).collect();
+        if !ignored.is_empty() {
+            return Err(bad(
+                "--retry-failed",
+                format!(
+                    "a retry runs the journal's own plan and inputs; {} cannot change them",
+                    ignored.join(", ")
+                ),
+                "run `medic apply --retry-failed --journal FILE` without them, or start a new run (with a new --journal) for new inputs",
+            ));
+        }
+        parse_window(a.run.window.as_deref())?;
+    }
     if a.run.journal.as_deref().is_some_and(Path::exists) && a.retry_failed {
         return resume_journal(
             a.run.journal.as_deref().unwrap_or(Path::new("")),
@@ -569,15 +603,14 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
     crate::refuse_past_window(window.as_ref())?;
     for (flag, out) in [("--events", &a.run.events), ("--journal", &a.run.journal)] {
         if let Some(out) = out {
-            crate::files::refuse_overwriting_inputs(
-                flag,
-                out,
-                &[
-                    ("--inventory", a.inventory.as_deref()),
-                    ("--playbook", a.playbook.as_deref()),
-                    ("--plan", a.plan.as_deref()),
-                ],
-            )?;
+            let mut inputs = vec![
+                ("--inventory", a.inventory.as_deref()),
+                ("--playbook", a.playbook.as_deref()),
+                ("--plan", a.plan.as_deref()),
+                ("--verify-key", a.verify_key.as_deref()),
+            ];
+            inputs.extend(crate::files::conn_files(&a.run.conn));
+            crate::files::refuse_overwriting_inputs(flag, out, &inputs)?;
         }
     }
     let (plan, inv_text) = match (&a.plan, &a.playbook, &a.inventory) {
@@ -640,6 +673,9 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
             .join(&id)
             .join("journal.sqlite")
     });
+    if let Some(ev) = &a.run.events {
+        crate::files::check_events(ev, &journal_path)?;
+    }
     let events = a
         .run
         .events
@@ -729,8 +765,10 @@ fn start_new(
     progress: Progress,
     preflight: Option<&str>,
 ) -> Result<u8, Failure> {
-    // Every check before anything is written: the journal's path, the simulator's state
-    // file, the drivers' settings (a rehearsal's fleet is built in memory first).
+    // Every check before anything is written: the inputs can be recorded, the journal's
+    // path, the simulator's state file, the drivers' settings (a rehearsal's fleet is built
+    // in memory first).
+    let inputs_json = serde_json::to_string(&inputs).map_err(|e| unrecordable(&inputs, &e))?;
     crate::files::check_new_journal(journal_path)?;
     if inputs.simulate {
         crate::files::check_no_stale_sim_state(&sim_state_path(journal_path))?;
@@ -741,7 +779,6 @@ fn start_new(
             .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
     }
     // The journal appears complete with its plan and inputs, or not at all.
-    let inputs_json = serde_json::to_string(&inputs).map_err(|e| internal(e.to_string()))?;
     let mut meta = vec![
         (meta_keys::RUN_ID, id.as_str()),
         (INPUTS, inputs_json.as_str()),
@@ -776,6 +813,39 @@ fn start_new(
     )
 }
 
+/// The journal records the inputs' paths as JSON text, so that `resume` finds them again:
+/// a path that is not UTF-8 cannot be recorded, and is refused naming it.
+fn unrecordable(inputs: &Inputs, e: &serde_json::Error) -> Failure {
+    let c = &inputs.conn;
+    let paths = [
+        inputs.inventory.as_deref(),
+        inputs.playbook.as_deref(),
+        Some(inputs.events.as_path()),
+        c.known_hosts.as_deref(),
+        c.ssh_passphrase_file.as_deref(),
+        c.dsm_ca.as_deref(),
+        c.dsm_api_key_file.as_deref(),
+        c.sudo_password_file.as_deref(),
+        c.agent_password_file.as_deref(),
+    ];
+    let not_utf8 = paths
+        .into_iter()
+        .flatten()
+        .chain(c.ssh_keys.iter().map(PathBuf::as_path))
+        .find(|p| p.to_str().is_none());
+    match not_utf8 {
+        Some(p) => {
+            let name = p.display().to_string();
+            bad(
+                &name,
+                "this path is not valid UTF-8: a run records its files' paths in its journal, as text",
+                "rename the file (or its directory) to a UTF-8 name, or pass a path to a copy with one",
+            )
+        }
+        None => internal(format!("cannot record the run's inputs: {e}")),
+    }
+}
+
 pub(crate) fn resume(a: &ResumeArgs) -> Result<u8, Failure> {
     resume_journal(
         &a.journal,
@@ -801,6 +871,9 @@ fn resume_journal(
     // Checked before anything is read or written.
     let new = parse_window(new_window)?;
     crate::files::check_existing_journal(path, true)?;
+    if let Some(ev) = &events {
+        crate::files::check_events(ev, path)?;
+    }
     let reader = JournalReader::open(path).map_err(|e| crate::files::journal_failure(path, &e))?;
     let get = |k: &str| reader.meta(k).map_err(|e| internal(e.to_string()));
     let inputs: Result<Inputs, _> = serde_json::from_str(&get(INPUTS)?.unwrap_or_default());
@@ -1205,6 +1278,7 @@ pub(crate) fn inventory_import(a: &crate::args::ImportArgs) -> Result<u8, Failur
                 ("--dsm-api-key-file", a.dsm_api_key_file.as_deref()),
             ],
         )?;
+        crate::files::check_output("--out", out)?;
     }
     let rt = runtime()?;
     let _g = rt.enter();
