@@ -566,15 +566,26 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
             "pass the signed plan with --plan PLAN.json (without --playbook), or drop --verify-key",
         ));
     }
+    // A flag's value is checked whatever the run: a rehearsal that does not use it would
+    // otherwise accept a value the help calls invalid, and the real run would refuse it.
+    if let Some(s) = a.run.conn.poll_interval {
+        Conn {
+            poll_interval_s: Some(s),
+            ..Conn::default()
+        }
+        .poll_interval()?;
+    }
     if a.retry_failed && a.run.journal.as_deref().is_some_and(Path::exists) {
         // A retry runs the journal's own plan with its recorded inputs: a new plan, inventory,
-        // playbook or parameter would be ignored, silently.
+        // playbook, parameter or run setting would be ignored, silently.
         let given = [
             ("--plan", a.plan.is_some()),
             ("--inventory", a.inventory.is_some()),
             ("--playbook", a.playbook.is_some()),
             ("--set", !a.sets.is_empty()),
             ("--simulate", a.sim.simulate),
+            ("--strict", a.run.strict),
+            ("--max-per-group", a.run.max_per_group.is_some()),
         ];
         let ignored: Vec<&str> = given.iter().filter(|g| g.1).map(|g| g.0).collect();
         if !ignored.is_empty() {

@@ -1751,6 +1751,19 @@ fn cli_fuzz_regressions() {
             2,
             "never writes over its inputs",
         ),
+        // A rehearsal accepted a poll interval the help calls invalid (it builds no driver
+        // that polls), and a retry dropped run settings it cannot change, both with exit 0.
+        reg(
+            &with(&[b"--poll-interval", b"NaN"]),
+            2,
+            "is not a usable poll interval",
+        ),
+        reg(&retry_with(&[b"--strict"]), 2, "cannot change them"),
+        reg(
+            &retry_with(&[b"--max-per-group", b"3"]),
+            2,
+            "cannot change them",
+        ),
         // Events into a directory or into the journal: the run went on without them.
         reg(&with(&[b"--events", b"adir"]), 2, "is a directory"),
         reg(
