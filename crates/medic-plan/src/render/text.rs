@@ -37,15 +37,24 @@ pub fn to_text(plan: &Plan) -> String {
         }
     }
     let _ = writeln!(o, "\nphases:");
+    // The name column fits the longest phase name, so the counts stay aligned.
+    let width = plan
+        .phases
+        .iter()
+        .map(|p| p.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(24);
     for (i, p) in plan.phases.iter().enumerate() {
         let _ = write!(
             o,
-            "{:>3}. {:<24} {:>5} {} {:>6} steps",
+            "{:>3}. {:<width$} {:>5} {} {:>6} {}",
             i + 1,
             p.name,
             p.hosts,
             if p.hosts == 1 { "host " } else { "hosts" },
-            p.steps
+            p.steps,
+            if p.steps == 1 { "step" } else { "steps" },
         );
         if p.skipped > 0 {
             let _ = write!(o, "  ({} skipped)", p.skipped);
