@@ -50,6 +50,12 @@ pub(crate) enum Cmd {
     /// Work with inventories.
     #[command(subcommand)]
     Inventory(InventoryCmd),
+    /// Print a completion script for bash, zsh or fish on standard output.
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(CompletionsArgs),
+    /// Print medic's manual page (roff, every command and option) on standard output.
+    #[command(after_help = MAN_HELP)]
+    Man,
 }
 
 #[derive(Subcommand, Debug)]
@@ -427,3 +433,33 @@ pub(crate) struct PlanArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) sign: Option<PathBuf>,
 }
+
+#[derive(Args, Debug)]
+pub(crate) struct CompletionsArgs {
+    /// The shell the script is for.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub(crate) shell: CompletionShell,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CompletionShell {
+    /// Bash (with the bash-completion package).
+    Bash,
+    /// Zsh (a `_medic` file on $fpath).
+    Zsh,
+    /// Fish (a `medic.fish` file in ~/.config/fish/completions).
+    Fish,
+}
+
+/// What `medic completions --help` adds after the options.
+const COMPLETIONS_HELP: &str = "\
+Install:
+  bash  medic completions bash > ~/.local/share/bash-completion/completions/medic
+  zsh   medic completions zsh > ~/.zfunc/_medic   (with fpath+=~/.zfunc before compinit)
+  fish  medic completions fish > ~/.config/fish/completions/medic.fish
+A new shell then completes commands, options and their fixed values.";
+
+/// What `medic man --help` adds after the options.
+const MAN_HELP: &str = "\
+Read it with `medic man | man -l -`, or install it:
+  medic man > ~/.local/share/man/man1/medic.1   (then `man medic`)";

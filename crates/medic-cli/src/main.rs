@@ -19,6 +19,7 @@ macro_rules! println {
 }
 
 mod args;
+mod completions;
 mod exit_codes;
 mod files;
 mod out;
@@ -67,6 +68,8 @@ fn main() -> ExitCode {
         Cmd::Approve(a) => run::approve(&a),
         Cmd::Demo(a) => run::demo(&a),
         Cmd::Inventory(args::InventoryCmd::Import(a)) => run::inventory_import(&a),
+        Cmd::Completions(a) => completions::completions(&a),
+        Cmd::Man => completions::man(),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,6 +1,7 @@
 //! Black-box tests of the `medic` binary: the real executable, real files, exit codes and
 //! what it prints.
 
+mod completions;
 mod crash;
 mod disk_full;
 mod events;
