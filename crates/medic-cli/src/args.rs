@@ -18,6 +18,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) cmd: Cmd,
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -463,3 +465,41 @@ A new shell then completes commands, options and their fixed values.";
 const MAN_HELP: &str = "\
 Read it with `medic man | man -l -`, or install it:
   medic man > ~/.local/share/man/man1/medic.1   (then `man medic`)";
+
+/// Diagnostic logs (`logs.rs`), for every command.
+#[derive(Args, Debug)]
+pub(crate) struct LogArgs {
+    /// The least severe log lines written: error, warn, info (default), debug or trace; the
+    /// default can also come from $MEDIC_LOG or $RUST_LOG (tracing directives, e.g.
+    /// `medic_drivers=debug`).
+    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
+    pub(crate) log_level: Option<LogLevel>,
+    /// How log lines are written: text for people or json (one object per line).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+    /// Append log lines to FILE instead of standard error.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) log_file: Option<PathBuf>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogLevel {
+    /// Only errors.
+    Error,
+    /// Errors and warnings (e.g. a new host key accepted).
+    Warn,
+    /// Also what the drivers did that an operator should see.
+    Info,
+    /// Also each step attempt's start and end, and each remote command's name.
+    Debug,
+    /// Everything medic logs.
+    Trace,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// `LEVEL step{run=.. step=.. host=.. action=.. attempt=..}: message fields`.
+    Text,
+    /// One JSON object per line, with the step's span and its fields.
+    Json,
+}
