@@ -96,7 +96,7 @@ fn filter(a: &LogArgs) -> Result<EnvFilter, Failure> {
         return EnvFilter::builder().parse(v).map_err(|e| {
             bad(
                 &format!("${var}"),
-                format!("${var} is not a log filter: {e}"),
+                format!("not a log filter: {e}"),
                 "write a level (error, warn, info, debug, trace) or tracing directives such as `medic_drivers=debug`",
             )
         });

@@ -8,6 +8,7 @@ mod events;
 mod help;
 mod journeys;
 mod load_names;
+mod logs;
 mod manual;
 mod operator;
 mod plan_seal;
