@@ -18,6 +18,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) cmd: Cmd,
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,6 +52,12 @@ pub(crate) enum Cmd {
     /// Work with inventories.
     #[command(subcommand)]
     Inventory(InventoryCmd),
+    /// Print a completion script for bash, zsh or fish on standard output.
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(CompletionsArgs),
+    /// Print medic's manual page (roff, every command and option) on standard output.
+    #[command(after_help = MAN_HELP)]
+    Man,
 }
 
 #[derive(Subcommand, Debug)]
@@ -426,4 +434,72 @@ pub(crate) struct PlanArgs {
     /// $MEDIC_SIGN_PASSPHRASE). `medic apply --plan P --verify-key FILE.pub` checks it.
     #[arg(long, value_name = "FILE")]
     pub(crate) sign: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CompletionsArgs {
+    /// The shell the script is for.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub(crate) shell: CompletionShell,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CompletionShell {
+    /// Bash (with the bash-completion package).
+    Bash,
+    /// Zsh (a `_medic` file on $fpath).
+    Zsh,
+    /// Fish (a `medic.fish` file in ~/.config/fish/completions).
+    Fish,
+}
+
+/// What `medic completions --help` adds after the options.
+const COMPLETIONS_HELP: &str = "\
+Install:
+  bash  medic completions bash > ~/.local/share/bash-completion/completions/medic
+  zsh   medic completions zsh > ~/.zfunc/_medic   (with fpath+=~/.zfunc before compinit)
+  fish  medic completions fish > ~/.config/fish/completions/medic.fish
+A new shell then completes commands, options and their fixed values.";
+
+/// What `medic man --help` adds after the options.
+const MAN_HELP: &str = "\
+Read it with `medic man | man -l -`, or install it:
+  medic man > ~/.local/share/man/man1/medic.1   (then `man medic`)";
+
+/// Diagnostic logs (`logs.rs`), for every command.
+#[derive(Args, Debug)]
+pub(crate) struct LogArgs {
+    /// The least severe log lines written: error, warn, info (default), debug or trace; the
+    /// default can also come from $MEDIC_LOG or $RUST_LOG (tracing directives, e.g.
+    /// `medic_drivers=debug`).
+    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
+    pub(crate) log_level: Option<LogLevel>,
+    /// How log lines are written: text for people or json (one object per line).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+    /// Append log lines to FILE instead of standard error.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) log_file: Option<PathBuf>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogLevel {
+    /// Only errors.
+    Error,
+    /// Errors and warnings (e.g. a new host key accepted).
+    Warn,
+    /// Also what the drivers did that an operator should see.
+    Info,
+    /// Also each step attempt's start and end, and each remote command's name.
+    Debug,
+    /// Everything medic logs.
+    Trace,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// `LEVEL step{run=.. step=.. host=.. action=.. attempt=..}: message fields`.
+    Text,
+    /// One JSON object per line, with the step's span and its fields.
+    Json,
 }

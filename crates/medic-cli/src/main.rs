@@ -19,8 +19,10 @@ macro_rules! println {
 }
 
 mod args;
+mod completions;
 mod exit_codes;
 mod files;
+mod logs;
 mod out;
 mod preflight;
 mod report;
@@ -50,6 +52,9 @@ pub(crate) enum Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = logs::init(&cli.log) {
+        return finish(Err(e), report::NotDone::Nothing);
+    }
     let not_done = match &cli.cmd {
         Cmd::Resume(_) => report::NotDone::Resumed,
         Cmd::Approve(_) => report::NotDone::Approved,
@@ -67,7 +72,13 @@ fn main() -> ExitCode {
         Cmd::Approve(a) => run::approve(&a),
         Cmd::Demo(a) => run::demo(&a),
         Cmd::Inventory(args::InventoryCmd::Import(a)) => run::inventory_import(&a),
+        Cmd::Completions(a) => completions::completions(&a),
+        Cmd::Man => completions::man(),
     };
+    finish(result, not_done)
+}
+
+fn finish(result: Result<u8, Failure>, not_done: report::NotDone) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(Failure::BadInput(p)) => {

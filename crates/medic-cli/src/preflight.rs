@@ -121,6 +121,7 @@ fn check(
             indicatif::ProgressStyle::with_template("pre-flight [{bar:30}] {pos}/{len} {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
+        crate::logs::attach_bar(&b);
         b
     });
     let mut tick = |done: usize, total: usize, name: &str| {

@@ -47,6 +47,9 @@ impl Progress {
         size: medic_plan::PlanSize,
     ) -> Self {
         let multi = bars.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        if let Some(m) = &multi {
+            crate::logs::attach_bars(m);
+        }
         Progress {
             multi,
             bars: HashMap::new(),

@@ -16,6 +16,8 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use tracing::Instrument as _;
+
 use crate::attempt::{AttemptInput, AttemptResult, Manual, run_attempt};
 use crate::clock::Clock;
 use crate::driver::{ActionRequest, Drivers, MANUAL_DRIVER, ManualAsk};
@@ -1099,19 +1101,41 @@ impl<'a> Dispatcher<'a> {
         let tx = tx.clone();
         let started = Instant::now();
         self.started_at.insert(i, started);
-        let handle = tokio::spawn(async move {
-            // "Started" is durable before the driver acts.
-            let result = match durable.await {
-                Ok(()) => Ok(run_attempt(input).await),
-                Err(e) => Err(e.to_string()),
-            };
-            let _ = tx.send(Completion {
-                step: i,
-                attempt,
-                result,
-                elapsed_ms: started.elapsed().as_millis() as u64,
-            });
-        });
+        // Every line a driver logs while it works on this attempt carries the attempt's
+        // context. Only names go in the span, never the action's arguments.
+        let span = tracing::info_span!(
+            "step",
+            run = %self.opts.run_id,
+            step = %s.id,
+            host = input.req.host.as_ref().map(|h| h.name.as_str()).unwrap_or("-"),
+            action = %s.action,
+            attempt,
+        );
+        let handle = tokio::spawn(
+            async move {
+                // "Started" is durable before the driver acts.
+                let result = match durable.await {
+                    Ok(()) => {
+                        tracing::debug!("attempt started");
+                        let r = run_attempt(input).await;
+                        tracing::debug!(
+                            outcome = outcome_word(r.outcome),
+                            retryable = r.retryable,
+                            "attempt ended"
+                        );
+                        Ok(r)
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = tx.send(Completion {
+                    step: i,
+                    attempt,
+                    result,
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+            .instrument(span),
+        );
         self.handles.insert(i, handle.abort_handle());
     }
 

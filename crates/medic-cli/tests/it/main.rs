@@ -2,12 +2,14 @@
 //! what it prints.
 
 mod cli_fuzz;
+mod completions;
 mod crash;
 mod disk_full;
 mod events;
 mod help;
 mod journeys;
 mod load_names;
+mod logs;
 mod manual;
 mod operator;
 mod plan_seal;
