@@ -1282,27 +1282,17 @@ fn select(
                 notes.refusals.push(refusal);
             }
         }
-        if let Some(rule) = phase.skip.iter().find(|r| r.when.eval(get)) {
+        // A skip rule first, then `requires_planned`: both skip the host with a reason.
+        let skip_reason = phase
+            .skip
+            .iter()
+            .find(|r| r.when.eval(get))
+            .map(|r| &r.reason)
+            .or(required_missing.map(|r| &r.reason));
+        if let Some(template) = skip_reason {
             let host = name();
             let reason = render_or_note(
-                &rule.reason,
-                get,
-                &mut notes.missing,
-                &phase.name,
-                &host,
-                || "a skip reason",
-            );
-            skipped.push(Skipped {
-                host,
-                phase: phase.name.clone(),
-                reason,
-            });
-            continue;
-        }
-        if let Some(r) = required_missing {
-            let host = name();
-            let reason = render_or_note(
-                &r.reason,
+                template,
                 get,
                 &mut notes.missing,
                 &phase.name,

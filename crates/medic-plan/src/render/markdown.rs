@@ -69,24 +69,14 @@ pub fn to_markdown(plan: &Plan) -> String {
     for w in &plan.warnings {
         let _ = writeln!(o, "> **Warning:** {}\n", escape_md(w));
     }
-    let manual: Vec<&crate::plan::Step> = plan
-        .steps
-        .iter()
-        .filter(|s| &*s.driver == "manual")
-        .collect();
+    let manual = super::manual_steps(plan);
     if !manual.is_empty() {
         let _ = writeln!(o, "## Manual steps\n");
         let _ = writeln!(
             o,
             "The run pauses at each of these until the operator approves it (`--yes` does not).\n"
         );
-        for s in manual {
-            let what = s
-                .args
-                .iter()
-                .find(|(k, _)| k == "instruction")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| format!("{} (see the playbook)", s.action));
+        for (s, what) in manual {
             let _ = writeln!(o, "- `{}`: {}", s.id, escape_md(&what));
         }
         o.push('\n');
@@ -281,17 +271,11 @@ pub fn to_markdown(plan: &Plan) -> String {
                 .push(&s.host);
         }
         for ((phase, reason), hosts) in by {
-            let shown: Vec<&str> = hosts.iter().take(20).copied().collect();
-            let more = if hosts.len() > 20 {
-                format!(" and {} more", hosts.len() - 20)
-            } else {
-                String::new()
-            };
             let _ = writeln!(
                 o,
-                "- {phase}: {}: {}{more}",
+                "- {phase}: {}: {}",
                 escape_md(reason),
-                shown.join(", ")
+                super::host_list(&hosts, 20)
             );
         }
     }

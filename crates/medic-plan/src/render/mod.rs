@@ -11,6 +11,36 @@ pub use text::to_text;
 
 use std::borrow::Cow;
 
+use crate::plan::{Plan, Step};
+
+/// The steps a person performs (`driver: manual`) with what the operator must do: the
+/// step's `instruction` argument, else its action.
+pub(crate) fn manual_steps(plan: &Plan) -> Vec<(&Step, String)> {
+    plan.steps
+        .iter()
+        .filter(|s| &*s.driver == "manual")
+        .map(|s| {
+            let what = s
+                .args
+                .iter()
+                .find(|(k, _)| k == "instruction")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| format!("{} (see the playbook)", s.action));
+            (s, what)
+        })
+        .collect()
+}
+
+/// The first `max` host names joined by commas, then how many more there are.
+pub(crate) fn host_list(hosts: &[&str], max: usize) -> String {
+    let shown = hosts[..hosts.len().min(max)].join(", ");
+    if hosts.len() > max {
+        format!("{shown} and {} more", hosts.len() - max)
+    } else {
+        shown
+    }
+}
+
 /// A value on a line of text: control characters (newlines, terminal escapes) are written
 /// as `\u{..}` escapes, so a value from an input file cannot add lines or steer a terminal.
 pub fn escape_text(s: &str) -> Cow<'_, str> {

@@ -143,17 +143,11 @@ pub fn to_text(plan: &Plan) -> String {
                 .push(&s.host);
         }
         for ((phase, reason), hosts) in by_reason {
-            let shown: Vec<&str> = hosts.iter().take(8).copied().collect();
-            let more = if hosts.len() > 8 {
-                format!(" and {} more", hosts.len() - 8)
-            } else {
-                String::new()
-            };
             let _ = writeln!(
                 o,
-                "  {phase}: {}\n      {}{more}",
+                "  {phase}: {}\n      {}",
                 escape_text(reason),
-                shown.join(", ")
+                super::host_list(&hosts, 8)
             );
         }
     }
@@ -191,28 +185,18 @@ fn targets(plan: &Plan, o: &mut String) {
     }
     let _ = writeln!(o, "\ntargets (args.to):");
     for ((phase, to), hosts) in by {
-        let shown: Vec<&str> = hosts.iter().take(8).copied().collect();
-        let more = if hosts.len() > 8 {
-            format!(" and {} more", hosts.len() - 8)
-        } else {
-            String::new()
-        };
         let _ = writeln!(
             o,
-            "  {phase} to {}: {}{more}",
+            "  {phase} to {}: {}",
             escape_text(to),
-            shown.join(", ")
+            super::host_list(&hosts, 8)
         );
     }
 }
 
 /// Steps of the `manual` driver: the run pauses at each until the operator approves it.
 fn manual_steps(plan: &Plan, o: &mut String) {
-    let manual: Vec<&crate::plan::Step> = plan
-        .steps
-        .iter()
-        .filter(|s| &*s.driver == "manual")
-        .collect();
+    let manual = super::manual_steps(plan);
     if manual.is_empty() {
         return;
     }
@@ -220,13 +204,7 @@ fn manual_steps(plan: &Plan, o: &mut String) {
         o,
         "\nmanual steps (the run pauses at each until the operator approves it; --yes does not):"
     );
-    for s in manual {
-        let what = s
-            .args
-            .iter()
-            .find(|(k, _)| k == "instruction")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| format!("{} (see the playbook)", s.action));
+    for (s, what) in manual {
         let _ = writeln!(o, "  {}: {}", s.id, escape_text(&what));
     }
 }
