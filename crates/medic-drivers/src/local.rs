@@ -106,7 +106,7 @@ impl LocalDriver {
             };
             ActionReply::failed(format!(
                 "{key} on the controller ended with {what}: {}",
-                said(&stdout, &stderr)
+                crate::ssh::last_lines(&stdout, &stderr)
             ))
         };
         reply.facts.insert("exit".to_owned(), Value::Int(code));
@@ -131,24 +131,6 @@ async fn read_capped<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> String {
         }
     }
     String::from_utf8_lossy(&kept).into_owned()
-}
-
-/// The last lines the command said, for the failure message.
-fn said(stdout: &str, stderr: &str) -> String {
-    let text = if stderr.trim().is_empty() {
-        stdout
-    } else {
-        stderr
-    };
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
-    let skip = tail.chars().count().saturating_sub(1500);
-    let s: String = tail.chars().skip(skip).collect();
-    if s.is_empty() {
-        "no output".to_owned()
-    } else {
-        s
-    }
 }
 
 impl Driver for LocalDriver {

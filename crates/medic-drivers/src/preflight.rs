@@ -205,6 +205,23 @@ fn jobs(plan: &Plan, inv: Option<&Inventory>) -> Vec<HostJob> {
     out.into_iter().flatten().collect()
 }
 
+/// The Manager's API row that failed, then its build and setting rows, not checked.
+fn unanswered(
+    first: CheckRow,
+    why: &str,
+    r: impl Fn(Check, CheckStatus, String) -> CheckRow,
+) -> Vec<CheckRow> {
+    vec![
+        first,
+        r(Check::ManagerBuild, CheckStatus::NotChecked, why.to_owned()),
+        r(
+            Check::DirectDownload,
+            CheckStatus::NotChecked,
+            why.to_owned(),
+        ),
+    ]
+}
+
 fn row(host: &str, check: Check, status: CheckStatus, detail: impl Into<String>) -> CheckRow {
     CheckRow {
         host: host.to_owned(),
@@ -456,19 +473,11 @@ async fn check_manager(
             .collect();
         }
         ManagerAccess::Unavailable(m) => {
-            return vec![
+            return unanswered(
                 r(Check::ManagerApi, Finding, m),
-                r(
-                    Check::ManagerBuild,
-                    NotChecked,
-                    "the API was not reached".to_owned(),
-                ),
-                r(
-                    Check::DirectDownload,
-                    NotChecked,
-                    "the API was not reached".to_owned(),
-                ),
-            ];
+                "the API was not reached",
+                r,
+            );
         }
         ManagerAccess::Client(c) => c,
     };
@@ -483,36 +492,16 @@ async fn check_manager(
             b
         }
         Result::Ok(Err(e)) => {
-            rows.push(r(Check::ManagerApi, Finding, e.to_string()));
-            rows.push(r(
-                Check::ManagerBuild,
-                NotChecked,
-                "the API did not answer".to_owned(),
-            ));
-            rows.push(r(
-                Check::DirectDownload,
-                NotChecked,
-                "the API did not answer".to_owned(),
-            ));
-            return rows;
+            let first = r(Check::ManagerApi, Finding, e.to_string());
+            return unanswered(first, "the API did not answer", r);
         }
         Err(m) => {
-            rows.push(r(
+            let first = r(
                 Check::ManagerApi,
                 Finding,
                 format!("{}: {m}", client.base_url()),
-            ));
-            rows.push(r(
-                Check::ManagerBuild,
-                NotChecked,
-                "the API did not answer".to_owned(),
-            ));
-            rows.push(r(
-                Check::DirectDownload,
-                NotChecked,
-                "the API did not answer".to_owned(),
-            ));
-            return rows;
+            );
+            return unanswered(first, "the API did not answer", r);
         }
     };
     rows.push(manager_build_row(plan, inv, &manager, live));

@@ -131,10 +131,16 @@ fn build_arg(req: &ActionRequest, key: &str) -> Result<AgentBuild, OpError> {
 
 /// The last lines of what a failed command said, for the step's error.
 fn said(out: &ExecOutput) -> String {
-    let text = if out.stderr.total() > 0 {
-        out.stderr.text()
+    last_lines(&out.stdout.text(), &out.stderr.text())
+}
+
+/// The last five non-empty lines of stderr (of stdout when stderr is empty), at most 1,500
+/// characters: what a failed command said, for the step's error.
+pub(crate) fn last_lines(stdout: &str, stderr: &str) -> String {
+    let text = if stderr.trim().is_empty() {
+        stdout
     } else {
-        out.stdout.text()
+        stderr
     };
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = lines[lines.len().saturating_sub(5)..].join(" | ");

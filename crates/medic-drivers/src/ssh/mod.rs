@@ -41,6 +41,7 @@ pub use config::{
     LinuxLayout, SshConfig, SshConfigError, WindowsLayout, secret_from_env, secret_from_file,
 };
 pub use driver::SshDriver;
+pub(crate) use driver::last_lines;
 pub use identity::{Identity, IdentityError};
 pub use known_hosts::HostKeyError;
 pub use libssh2::{Ssh2Transport, TransportStats};
