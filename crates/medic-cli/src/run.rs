@@ -1216,25 +1216,20 @@ pub(crate) fn approve(a: &ApproveArgs) -> Result<u8, Failure> {
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "operator".to_owned());
     let name = a.journal.display().to_string();
-    if !a.journal.exists() {
-        return Err(bad(
-            &name,
-            "there is no journal here: no run was started with it".to_owned(),
-            "pass the journal of a run started by `medic apply`",
-        ));
-    }
+    // The same checks as `status` and `resume`: a missing, damaged or read-only file, or
+    // one that is not a journal, is named for what it is.
+    crate::files::check_existing_journal(&a.journal, true)?;
+    let reader = JournalReader::open(&a.journal)
+        .map_err(|e| crate::files::journal_failure(&a.journal, &e))?;
     // Only what the run can wait for is recorded: a gate that asks for an approval, or a
     // manual step. Anything else would be a typo that looks approved.
-    let plan = JournalReader::open(&a.journal)
-        .map_err(|e| e.to_string())
-        .and_then(|r| medic_exec::read_plan(&r).map_err(|e| e.to_string()))
-        .map_err(|e| {
-            bad(
-                &name,
-                e,
-                "pass the journal of a run started by `medic apply`",
-            )
-        })?;
+    let plan = medic_exec::read_plan(&reader).map_err(|e| {
+        bad(
+            &name,
+            e.to_string(),
+            "pass the journal of a run started by `medic apply`",
+        )
+    })?;
     let approvable: Vec<&str> = plan
         .steps()
         .iter()

@@ -514,10 +514,15 @@ fn journal_paths_that_are_not_journals_are_named_for_what_they_are() {
     env.write("notes.txt", "not a journal at all, but long enough to have a header of a hundred bytes..........................\n");
     std::fs::create_dir(env.path().join("dir")).expect("mkdir");
     let before = snapshot(env.path());
-    for cmd in [&["status", "--journal"][..], &["resume", "--journal"][..]] {
+    for (cmd, after) in [
+        (&["status", "--journal"][..], &[][..]),
+        (&["resume", "--journal"][..], &[][..]),
+        (&["approve", "--journal"][..], &["gate/x"][..]),
+    ] {
         let with = |j: &str| {
             let mut a: Vec<&str> = cmd.to_vec();
             a.push(j);
+            a.extend_from_slice(after);
             env.run(&a)
         };
         assert_first(

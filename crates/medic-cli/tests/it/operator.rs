@@ -539,8 +539,9 @@ fn an_error_is_said_once_without_internal_codes() {
     run.assert_code(2);
     assert_eq!(
         run.stderr,
-        "error: nope.sqlite: there is no journal here: no run was started with it\n  \
-         help: pass the journal of a run started by `medic apply`\n\n\
+        "error: nope.sqlite: there is no journal at nope.sqlite: no run was started there\n  \
+         help: pass the journal of a run started by `medic apply` (its path is printed when \
+         the run starts and in its summary)\n\n\
          1 problem found; nothing was approved\n"
     );
     assert!(!env.path().join("nope.sqlite").exists());
