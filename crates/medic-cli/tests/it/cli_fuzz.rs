@@ -1425,12 +1425,22 @@ fn differences(
     out
 }
 
+/// At most `max` bytes of `s`, cut on a character boundary: the generated
+/// arguments include non-ASCII names, and a byte cut inside one panics.
+fn prefix(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn shown(args: &[OsString]) -> String {
     args.iter()
         .map(|a| {
             let s = a.to_string_lossy();
             let s = if s.len() > 80 {
-                format!("{}...({} bytes)", &s[..40], s.len())
+                format!("{}...({} bytes)", prefix(&s, 40), s.len())
             } else {
                 s.into_owned()
             };
@@ -1604,11 +1614,11 @@ fn cli_fuzz_random_commands_never_panic_hang_or_accept_invalid_input() {
     }
     eprintln!("  slowest:");
     for (d, c) in &s.slowest {
-        eprintln!("    {d:.1?} {}", &c[..c.len().min(200)]);
+        eprintln!("    {d:.1?} {}", prefix(c, 200));
     }
     eprintln!("  exit 4 (internal or IO error): {}", s.internal.len());
     for c in &s.internal {
-        eprintln!("    {}", &c[..c.len().min(400)]);
+        eprintln!("    {}", prefix(c, 400));
     }
     if let Err(e) = result {
         panic!("{e}");
