@@ -18,18 +18,17 @@ macro_rules! println {
     ($($t:tt)*) => { $crate::out::out_line(&format!($($t)*)) };
 }
 
+mod apply;
 mod args;
 mod completions;
 mod exit_codes;
-mod files;
 mod logs;
 mod out;
 mod preflight;
 mod report;
 mod reporters;
-mod run;
 mod sign;
-mod status;
+mod status_view;
 mod text;
 mod values;
 
@@ -39,16 +38,14 @@ use std::process::ExitCode;
 use clap::Parser;
 use medic_config::{Problem, Problems, SourceFile};
 use medic_model::{Inventory, Playbook};
-use medic_plan::{Plan, PlanError, Window, build_plan, plan_to_json};
+use medic_plan::plan_to_json;
+use medic_run::files;
 
 use crate::args::{Cli, Cmd, Format, InputArgs, PlanArgs};
 
 /// Why a command stopped early; each maps to one exit code.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    BadInput(Problems),
-    Internal(String),
-}
+pub(crate) use medic_run::Error as Failure;
+pub(crate) use medic_run::load::{make_plan, parse_window, refuse_past_window};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -66,12 +63,12 @@ fn main() -> ExitCode {
         Cmd::Validate(a) => validate(&a),
         Cmd::Plan(a) => plan(&a),
         Cmd::Preflight(a) => preflight::preflight(&a),
-        Cmd::Apply(a) => run::apply(&a),
-        Cmd::Resume(a) => run::resume(&a),
-        Cmd::Status(a) => status::status(&a),
-        Cmd::Approve(a) => run::approve(&a),
-        Cmd::Demo(a) => run::demo(&a),
-        Cmd::Inventory(args::InventoryCmd::Import(a)) => run::inventory_import(&a),
+        Cmd::Apply(a) => apply::apply(&a),
+        Cmd::Resume(a) => apply::resume(&a),
+        Cmd::Status(a) => status_view::status(&a),
+        Cmd::Approve(a) => apply::approve(&a),
+        Cmd::Demo(a) => apply::demo(&a),
+        Cmd::Inventory(args::InventoryCmd::Import(a)) => apply::inventory_import(&a),
         Cmd::Completions(a) => completions::completions(&a),
         Cmd::Man => completions::man(),
     };
@@ -92,101 +89,21 @@ fn finish(result: Result<u8, Failure>, not_done: report::NotDone) -> ExitCode {
     }
 }
 
-/// An input file's text; a file that is not text says so (empty, binary, not UTF-8) rather
-/// than being handed to the YAML parser. `doc` is where its format is described.
-fn read(path: &Path, doc: &str) -> Result<String, Failure> {
-    let name = path.display().to_string();
-    let problem = |msg: String, help: String| {
-        let file = SourceFile::new(name.clone(), "");
-        Failure::BadInput(Problems(vec![
-            Problem::new(&file, None, "medic::io::read", msg).help(help),
-        ]))
-    };
-    let bytes = std::fs::read(path).map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_owned(),
-            std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-            std::io::ErrorKind::IsADirectory => "it is a directory".to_owned(),
-            _ => e.to_string(),
-        };
-        problem(
-            format!("cannot read the file: {why}"),
-            "check the path and its permissions".to_owned(),
-        )
-    })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(problem(
-            "the file is empty".to_owned(),
-            format!("write the file as {doc} describes"),
-        ));
-    }
-    if bytes.contains(&0) {
-        return Err(problem(
-            "a binary file, not YAML text".to_owned(),
-            format!("pass the YAML file that {doc} describes"),
-        ));
-    }
-    String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-        problem(
-            format!("not UTF-8 text (line {line}, byte {at} is not UTF-8)"),
-            "save the file as UTF-8".to_owned(),
-        )
-    })
-}
-
 /// Loads and validates both inputs, reporting the problems of both files together; also
 /// returns the playbook's and the inventory's text.
 pub(crate) fn load(a: &InputArgs) -> Result<(Inventory, Playbook, String, String), Failure> {
     load_files(&a.inventory, &a.playbook, &a.sets)
 }
 
-/// Like [`load`], also returning the inventory's text.
+/// Like [`load`], for these files; the inventory's warnings are shown.
 pub(crate) fn load_files(
     inv_path: &Path,
     pb_path: &Path,
     sets: &[String],
 ) -> Result<(Inventory, Playbook, String, String), Failure> {
-    let (inv_text, pb_text) = match (
-        read(inv_path, "docs/inventory.md"),
-        read(pb_path, "docs/playbook.md"),
-    ) {
-        (Ok(i), Ok(p)) => (i, p),
-        (i, p) => {
-            let mut all = Problems::default();
-            for r in [i, p] {
-                if let Err(Failure::BadInput(e)) = r {
-                    all.extend(e);
-                }
-            }
-            return Err(Failure::BadInput(all));
-        }
-    };
-    let inv = medic_config::load_inventory(&inv_path.display().to_string(), &inv_text);
-    let pb = medic_config::load_playbook_for(
-        &pb_path.display().to_string(),
-        &pb_text,
-        sets,
-        &medic_drivers::driver_actions,
-    );
-    match (inv, pb) {
-        (Ok(i), Ok(p)) => {
-            let name = inv_path.display().to_string();
-            report::warnings(&medic_config::inventory_warnings(&name, &inv_text, &i));
-            Ok((i, p, pb_text, inv_text))
-        }
-        (i, p) => {
-            let mut all = Problems::default();
-            if let Err(e) = i {
-                all.extend(e);
-            }
-            if let Err(e) = p {
-                all.extend(e);
-            }
-            Err(Failure::BadInput(all))
-        }
-    }
+    let l = medic_run::load::files(inv_path, pb_path, sets)?;
+    report::warnings(&l.warnings);
+    Ok((l.inventory, l.playbook, l.playbook_text, l.inventory_text))
 }
 
 fn validate(a: &InputArgs) -> Result<u8, Failure> {
@@ -205,85 +122,6 @@ fn validate(a: &InputArgs) -> Result<u8, Failure> {
         eprintln!("warning: {w}");
     }
     Ok(exit_codes::OK)
-}
-
-/// Plans; `inv_src` (the inventory's path and text) places what the playbook refuses on the
-/// host it is about.
-pub(crate) fn make_plan(
-    inv: &Inventory,
-    pb: &Playbook,
-    text: &str,
-    window: Option<Window>,
-    inv_src: (&Path, &str),
-) -> Result<Plan, Failure> {
-    build_plan(inv, pb, text, window).map_err(|e| match e {
-        PlanError::Refused(refusals) => {
-            let file = SourceFile::new(inv_src.0.display().to_string(), inv_src.1);
-            Failure::BadInput(Problems(
-                refusals
-                    .into_iter()
-                    .map(|r| {
-                        let field = r.field.unwrap_or("agent_version");
-                        let loc = medic_config::host_location(inv_src.1, &r.host, field);
-                        let p = Problem::new(&file, loc, "medic::plan::refused", r.message);
-                        match r.help {
-                            Some(h) => p.help(h),
-                            None => p,
-                        }
-                    })
-                    .collect(),
-            ))
-        }
-        e => {
-            let file = SourceFile::new("plan", "");
-            Failure::BadInput(Problems(vec![Problem::new(
-                &file,
-                None,
-                "medic::plan::cycle",
-                e.to_string(),
-            )]))
-        }
-    })
-}
-
-pub(crate) fn parse_window(w: Option<&str>) -> Result<Option<Window>, Failure> {
-    match w {
-        None => Ok(None),
-        Some(w) => Window::parse(w).map(Some).map_err(|e| {
-            let file = SourceFile::new("--window", w);
-            Failure::BadInput(Problems(vec![
-                Problem::new(&file, None, "medic::cli::window", e.to_string())
-                    .help("write --window 2026-12-01T22:00+09:00/2026-12-02T04:00+09:00"),
-            ]))
-        }),
-    }
-}
-
-/// A new plan or run needs a window that has not ended: planned into the past it would
-/// "fit" and then run nothing.
-pub(crate) fn refuse_past_window(w: Option<&Window>) -> Result<(), Failure> {
-    let Some(w) = w else { return Ok(()) };
-    let now = jiff::Timestamp::now();
-    let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
-    if w.end > now {
-        return Ok(());
-    }
-    // Now, in the offset the window was given in, so the two compare at a glance.
-    let shown = now.display_with_offset(w.end_offset).to_string();
-    let file = SourceFile::new("--window", "");
-    Err(Failure::BadInput(Problems(vec![
-        Problem::new(
-            &file,
-            None,
-            "medic::cli::window_past",
-            format!(
-                "the window {} ended before now ({}); nothing could run in it",
-                w.text(),
-                shown
-            ),
-        )
-        .help("pass the approved window that is still to come, e.g. --window 2027-01-15T22:00+09:00/2027-01-16T04:00+09:00"),
-    ])))
 }
 
 fn plan(a: &PlanArgs) -> Result<u8, Failure> {

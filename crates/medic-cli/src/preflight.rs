@@ -17,7 +17,10 @@ use medic_plan::Plan;
 use serde::Serialize;
 
 use crate::args::{PreflightArgs, PreflightFormat, Progress};
-use crate::run::{Conn, bad, internal, manager_client_with, runtime, show_bars, ssh_config};
+use medic_run::run::{Conn, manager_client_with, runtime, ssh_config};
+use medic_run::{bad, internal};
+
+use crate::apply::show_bars;
 use crate::{Failure, exit_codes, load, make_plan, write_out};
 
 /// The JSON output's format tag.
@@ -30,13 +33,13 @@ pub(crate) fn preflight(a: &PreflightArgs) -> Result<u8, Failure> {
             ("--inventory", Some(a.input.inventory.as_path())),
             ("--playbook", Some(a.input.playbook.as_path())),
         ];
-        inputs.extend(crate::files::conn_files(&a.conn));
-        crate::files::refuse_overwriting_inputs("--out", out, &inputs)?;
-        crate::files::check_output("--out", out)?;
+        inputs.extend(crate::apply::conn_files(&a.conn));
+        medic_run::files::refuse_overwriting_inputs("--out", out, &inputs)?;
+        medic_run::files::check_output("--out", out)?;
     }
     let (inv, pb, text, inv_text) = load(&a.input)?;
     let plan = make_plan(&inv, &pb, &text, None, (&a.input.inventory, &inv_text))?;
-    let conn = Conn::from(&a.conn);
+    let conn = crate::apply::conn(&a.conn);
     let report = check(&plan, Some(&inv), &conn, opts, a.progress)?;
     let out = match a.format {
         PreflightFormat::Text => to_text(&plan, &report),

@@ -209,6 +209,18 @@ impl JournalReader {
         )
     }
 
+    /// The steps named by history entries of `kind`, each once with the `seq` of its first
+    /// such entry, in that order: a question about the history answered by one query
+    /// rather than by reading every entry back.
+    pub fn steps_with_event(&self, kind: &str) -> Result<Vec<(i64, String)>, JournalError> {
+        self.collect(
+            "SELECT MIN(seq), step FROM events WHERE kind = ?1 AND step IS NOT NULL
+             GROUP BY step ORDER BY MIN(seq)",
+            [kind],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
     /// Runs SQLite's `PRAGMA integrity_check`.
     pub fn check_integrity(&self) -> Result<(), JournalError> {
         let problems: Vec<String> = self.collect("PRAGMA integrity_check", [], |r| r.get(0))?;

@@ -9,12 +9,11 @@ use std::path::{Path, PathBuf};
 
 use medic_journal::JournalError;
 
-use crate::Failure;
-use crate::run::bad;
+use crate::{Error, bad};
 
 /// Whether `a` and `b` name one file (through symlinks, hard links or `..`). A path that
 /// does not exist is no other file.
-pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
+pub fn same_file(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt as _;
     match (std::fs::metadata(a), std::fs::metadata(b)) {
         (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
@@ -23,11 +22,11 @@ pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Refuses to write `out` (named by `flag`) when it is one of `inputs` (flag, path).
-pub(crate) fn refuse_overwriting_inputs(
+pub fn refuse_overwriting_inputs(
     flag: &str,
     out: &Path,
     inputs: &[(&str, Option<&Path>)],
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     for (input_flag, input) in inputs {
         if let Some(input) = input
             && same_file(out, input)
@@ -49,7 +48,7 @@ pub(crate) fn refuse_overwriting_inputs(
 /// An output file (`--out`), before any work: not empty, not a directory, in a directory
 /// that exists and may be written (an existing file: that may be written), so that a
 /// command never does its work and then fails to save it.
-pub(crate) fn check_output(flag: &str, path: &Path) -> Result<(), Failure> {
+pub fn check_output(flag: &str, path: &Path) -> Result<(), Error> {
     let name = path.display().to_string();
     let help = format!("pass {flag} a file path in a directory that exists and that you can write");
     if path.as_os_str().is_empty() {
@@ -91,7 +90,7 @@ pub(crate) fn check_output(flag: &str, path: &Path) -> Result<(), Failure> {
 /// directories are created), so it must not be empty, a directory, the run's journal, or
 /// somewhere medic cannot write. Otherwise the run would go on with a warning and no
 /// event record.
-pub(crate) fn check_events(path: &Path, journal: &Path) -> Result<(), Failure> {
+pub fn check_events(path: &Path, journal: &Path) -> Result<(), Error> {
     let name = path.display().to_string();
     let help = "pass --events a file path (FILE.jsonl) that you can write, not the journal";
     if path.as_os_str().is_empty() {
@@ -132,21 +131,6 @@ pub(crate) fn check_events(path: &Path, journal: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The files the connection settings name (keys, secrets, CA bundle, known hosts), as
-/// inputs an output must never be.
-pub(crate) fn conn_files(c: &crate::args::ConnArgs) -> Vec<(&'static str, Option<&Path>)> {
-    let mut v = vec![
-        ("--known-hosts", c.known_hosts.as_deref()),
-        ("--ssh-passphrase-file", c.ssh_passphrase_file.as_deref()),
-        ("--dsm-ca", c.dsm_ca.as_deref()),
-        ("--dsm-api-key-file", c.dsm_api_key_file.as_deref()),
-        ("--sudo-password-file", c.sudo_password_file.as_deref()),
-        ("--agent-password-file", c.agent_password_file.as_deref()),
-    ];
-    v.extend(c.ssh_keys.iter().map(|k| ("--ssh-key", Some(k.as_path()))));
-    v
-}
-
 /// Whether this process may write in `dir` (`access(2)`, so root may write anywhere).
 fn writable(p: &Path) -> bool {
     rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_ok()
@@ -170,7 +154,7 @@ fn nearest_dir(path: &Path) -> PathBuf {
 
 /// A new run's journal: `path` must not exist (an existing journal is resumed, never
 /// started again), must not be a directory, and its directory must be writable.
-pub(crate) fn check_new_journal(path: &Path) -> Result<(), Failure> {
+pub fn check_new_journal(path: &Path) -> Result<(), Error> {
     let name = path.display().to_string();
     if path.is_dir() {
         return Err(bad(
@@ -214,7 +198,7 @@ pub(crate) fn check_new_journal(path: &Path) -> Result<(), Failure> {
 
 /// Refuses a simulator state file left without its journal: replaying it would start the
 /// rehearsal from another run's world.
-pub(crate) fn check_no_stale_sim_state(sim_state: &Path) -> Result<(), Failure> {
+pub fn check_no_stale_sim_state(sim_state: &Path) -> Result<(), Error> {
     if sim_state.symlink_metadata().is_ok() {
         let name = sim_state.display().to_string();
         return Err(bad(
@@ -231,7 +215,7 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// An existing journal, before SQLite opens it: it exists, is a file, is a SQLite
 /// database, is not shorter than its header says, and (when `write`) may be written,
 /// with its directory (SQLite creates `-wal` and `-shm` files beside it).
-pub(crate) fn check_existing_journal(path: &Path, write: bool) -> Result<(), Failure> {
+pub fn check_existing_journal(path: &Path, write: bool) -> Result<(), Error> {
     let name = path.display().to_string();
     let help = "pass the journal of a run started by `medic apply` (its path is printed when the run starts and in its summary)";
     let meta = match std::fs::metadata(path) {
@@ -336,7 +320,7 @@ fn truncated(path: &Path, head: &[u8; 100], len: u64) -> bool {
     valid_for == change_counter && pages > 0 && len < pages * page_size
 }
 
-fn damaged(path: &Path) -> Failure {
+fn damaged(path: &Path) -> Error {
     let name = path.display().to_string();
     bad(
         &name,
@@ -350,7 +334,7 @@ fn damaged(path: &Path) -> Failure {
 /// What a journal error met while opening or reading an existing journal says about the
 /// file, in the operator's words: damaged, not a journal, not writable (exit 2); anything
 /// else is an internal error (exit 4).
-pub(crate) fn journal_failure(path: &Path, e: &JournalError) -> Failure {
+pub fn journal_failure(path: &Path, e: &JournalError) -> Error {
     use rusqlite::ErrorCode as C;
     let name = path.display().to_string();
     let code = match e {
@@ -379,6 +363,6 @@ pub(crate) fn journal_failure(path: &Path, e: &JournalError) -> Failure {
         (JournalError::UnsupportedVersion { .. }, _) => {
             bad(&name, e.to_string(), "use the medic that made this journal")
         }
-        _ => Failure::Internal(e.to_string()),
+        _ => Error::Internal(e.to_string()),
     }
 }

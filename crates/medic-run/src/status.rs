@@ -1,6 +1,6 @@
-//! `medic status`, and what a run records about how it ended: why it stopped and the
-//! command that moves it on, so that `status`, the end of `apply` and a `resume` that stops
-//! again all say the same thing.
+//! A run's status read from its journal (what `medic status` shows), and what a run
+//! records about how it ended: why it stopped and the command that moves it on, so that
+//! `status`, the end of `apply` and a `resume` that stops again all say the same thing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -10,30 +10,61 @@ use medic_journal::{Journal, JournalReader, Record, StepState, meta_keys};
 use medic_plan::{Plan, StepKind};
 use serde::{Deserialize, Serialize};
 
-use crate::args::{StatusArgs, StatusFormat};
+use crate::Error;
 use crate::text::shell_word;
-use crate::{Failure, exit_codes};
 
 /// The journal's `meta` key holding the last [`Outcome`] of the run.
-pub(crate) const OUTCOME: &str = "run_outcome";
+pub const OUTCOME: &str = "run_outcome";
+
+/// Where a run is, as its last process recorded it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// A process runs it (or was killed while it did).
+    #[default]
+    Running,
+    Finished,
+    /// Finished, with failed steps.
+    Failed,
+    Stopped,
+    /// The journal does not say (never recorded by a run; only read).
+    Unknown,
+}
+
+impl RunState {
+    /// The spelling recorded in the journal and shown in `medic status --format json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Finished => "finished",
+            RunState::Failed => "failed",
+            RunState::Stopped => "stopped",
+            RunState::Unknown => "unknown",
+        }
+    }
+
+    /// How a run that ended this way is recorded.
+    pub fn of_exit(exit: RunExit) -> RunState {
+        match exit {
+            RunExit::Ok => RunState::Finished,
+            RunExit::Failed => RunState::Failed,
+            RunExit::Stopped => RunState::Stopped,
+        }
+    }
+}
 
 /// How the last process of a run ended (or that one is under way).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct Outcome {
-    /// `running`, `finished`, `failed` (finished with failed steps) or `stopped`.
-    pub(crate) state: String,
+pub struct Outcome {
+    pub state: RunState,
     /// Why it stopped, in words.
-    pub(crate) reason: Option<String>,
+    pub reason: Option<String>,
     /// What moves the run on: the command and when to run it.
-    pub(crate) next: Option<String>,
+    pub next: Option<String>,
 }
 
 /// What moves a run on after it ended this way; `None` when there is nothing left to do.
-pub(crate) fn next_step(
-    exit: RunExit,
-    stop: Option<&StopReason>,
-    journal: &Path,
-) -> Option<String> {
+pub fn next_step(exit: RunExit, stop: Option<&StopReason>, journal: &Path) -> Option<String> {
     let j = shell_word(&journal.display().to_string()).into_owned();
     match (exit, stop) {
         (_, Some(StopReason::BudgetExceeded { .. })) => Some(format!(
@@ -60,13 +91,13 @@ pub(crate) fn next_step(
 
 /// Records how this process's part of the run ended. Best effort: the steps' own states
 /// are already durable, and a journal that cannot take this line has said so already.
-pub(crate) fn record_outcome(journal: &Journal, outcome: &Outcome) {
+pub fn record_outcome(journal: &Journal, outcome: &Outcome) {
     let Ok(value) = serde_json::to_string(outcome) else {
         return;
     };
     let _ = journal.append(Record::Event {
         step: None,
-        kind: format!("run.{}", outcome.state),
+        kind: format!("run.{}", outcome.state.as_str()),
         detail: outcome.reason.clone(),
     });
     let _ = journal.append(Record::Meta {
@@ -75,61 +106,72 @@ pub(crate) fn record_outcome(journal: &Journal, outcome: &Outcome) {
     });
 }
 
-#[derive(Serialize)]
-struct StepAt {
-    step: String,
-    host: Option<String>,
+/// A step (or gate) and the host it is on.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepAt {
+    pub step: String,
+    pub host: Option<String>,
+    /// What the journal says of it (a failed step's error); not in the JSON, which lists
+    /// the steps only.
+    #[serde(skip)]
+    pub detail: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Blocked {
-    step: String,
-    host: Option<String>,
+#[derive(Clone, Debug, Serialize)]
+pub struct Blocked {
+    pub step: String,
+    pub host: Option<String>,
     /// The failed (or unknown) step it waits for, directly or through others.
-    blocked_by: String,
+    pub blocked_by: String,
 }
 
-#[derive(Serialize)]
-struct Waiting {
-    id: String,
-    host: Option<String>,
+/// A gate or manual step waiting for the operator.
+#[derive(Clone, Debug, Serialize)]
+pub struct Waiting {
+    pub id: String,
+    pub host: Option<String>,
     /// The command that approves it.
-    approve: String,
+    pub approve: String,
 }
 
-#[derive(Serialize)]
-struct StatusJson {
-    run_id: Option<String>,
-    fingerprint: Option<String>,
+/// A run's status as its journal says it: what `medic status` shows as text, and its JSON
+/// (this struct serialized) as is.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub run_id: Option<String>,
+    pub fingerprint: Option<String>,
     /// Steps and gates per state, as `medic plan` counts them (barriers are not counted).
-    steps: BTreeMap<String, u64>,
-    failed: Vec<String>,
-    running: Vec<String>,
-    unknown: Vec<String>,
-    waiting_for_approval: Vec<String>,
-    approvals: Vec<String>,
-    /// `running`, `finished`, `failed`, `stopped`, or `unknown` (a journal that does not say).
-    run_state: String,
+    pub steps: BTreeMap<String, u64>,
+    pub failed: Vec<String>,
+    pub running: Vec<String>,
+    pub unknown: Vec<String>,
+    pub waiting_for_approval: Vec<String>,
+    pub approvals: Vec<String>,
+    pub run_state: RunState,
     /// The change window the run goes by (the last one given), if any.
-    window: Option<String>,
-    stop_reason: Option<String>,
-    next: Option<String>,
-    running_on: Vec<StepAt>,
-    failed_on: Vec<StepAt>,
-    pending: Vec<StepAt>,
-    blocked: Vec<Blocked>,
-    gates_waiting: Vec<Waiting>,
-    manual_waiting: Vec<Waiting>,
+    pub window: Option<String>,
+    pub stop_reason: Option<String>,
+    pub next: Option<String>,
+    pub running_on: Vec<StepAt>,
+    pub failed_on: Vec<StepAt>,
+    pub pending: Vec<StepAt>,
+    pub blocked: Vec<Blocked>,
+    pub gates_waiting: Vec<Waiting>,
+    pub manual_waiting: Vec<Waiting>,
     /// What the pre-flight of a real run said (`passed: ...`, `skipped (--skip-preflight)`).
-    preflight: Option<String>,
+    pub preflight: Option<String>,
 }
 
-pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
-    let name = a.journal.display().to_string();
-    crate::files::check_existing_journal(&a.journal, false)?;
-    let r = JournalReader::open(&a.journal)
-        .map_err(|e| crate::files::journal_failure(&a.journal, &e))?;
-    let e = |x: medic_journal::JournalError| Failure::Internal(x.to_string());
+/// The history entries that say a step waits for the operator.
+const WAITING_KINDS: [&str; 2] = ["gate.waiting", "manual.waiting"];
+
+/// Reads the status of the run whose journal is `path` (checked first: a missing, damaged
+/// file, or one that is not a journal, is named for what it is). Only reads.
+pub fn read(path: &Path) -> Result<Status, Error> {
+    let name = path.display().to_string();
+    crate::files::check_existing_journal(path, false)?;
+    let r = JournalReader::open(path).map_err(|e| crate::files::journal_failure(path, &e))?;
+    let e = |x: medic_journal::JournalError| Error::Internal(x.to_string());
     let rows = r.steps().map_err(e)?;
     // The plan gives steps that have no row yet, hosts and kinds; a journal without one
     // (none is made so) would still show its rows.
@@ -146,23 +188,21 @@ pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
         p.host_name(s).map(str::to_owned)
     };
 
+    // What waited for the operator and still does, in the order it began to wait.
+    let mut asked: Vec<(i64, String)> = Vec::new();
+    for kind in WAITING_KINDS {
+        asked.extend(r.steps_with_event(kind).map_err(e)?);
+    }
+    asked.sort();
     let mut waiting: Vec<String> = Vec::new();
-    let mut after = 0;
-    loop {
-        let evs = r.events_since(after, 10_000).map_err(e)?;
-        let Some(last) = evs.last() else { break };
-        after = last.seq;
-        for ev in &evs {
-            if (ev.kind == "gate.waiting" || ev.kind == "manual.waiting")
-                && let Some(g) = &ev.step
-                && !approved.contains(g.as_str())
-                && state_of
-                    .get(g.as_str())
-                    .is_none_or(|(s, _)| *s != StepState::Succeeded)
-                && !waiting.contains(g)
-            {
-                waiting.push(g.clone());
-            }
+    for (_, g) in asked {
+        if !approved.contains(g.as_str())
+            && state_of
+                .get(g.as_str())
+                .is_none_or(|(s, _)| *s != StepState::Succeeded)
+            && !waiting.contains(&g)
+        {
+            waiting.push(g);
         }
     }
     let outcome: Option<Outcome> = r
@@ -172,7 +212,7 @@ pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
 
     let journal_word = shell_word(&name).into_owned();
     let approve = |id: &str| format!("medic approve --journal {journal_word} {}", shell_word(id));
-    let mut s = StatusJson {
+    let mut s = Status {
         run_id: r.meta(meta_keys::RUN_ID).map_err(e)?,
         fingerprint: r.meta(meta_keys::PLAN_FINGERPRINT).map_err(e)?,
         steps: BTreeMap::new(),
@@ -184,9 +224,9 @@ pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
             .iter()
             .map(|a| format!("{} by {}", a.gate, a.by))
             .collect(),
-        run_state: String::new(),
+        run_state: RunState::Unknown,
         window: r
-            .meta("inputs")
+            .meta(crate::run::INPUTS)
             .map_err(e)?
             .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
             .and_then(|v| v.get("window")?.as_str().map(str::to_owned)),
@@ -224,6 +264,7 @@ pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
                 let at = StepAt {
                     step: row.step.clone(),
                     host: None,
+                    detail: row.detail.clone(),
                 };
                 match row.state {
                     StepState::Running => s.running_on.push(at),
@@ -241,34 +282,22 @@ pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
         .filter(|r| r.state == StepState::Unknown)
         .map(|r| r.step.clone())
         .collect();
-    match outcome {
-        Some(o) => {
-            s.run_state = o.state;
-            s.stop_reason = o.reason;
-            s.next = o.next;
-        }
-        None => {
-            s.run_state = "unknown".to_owned();
-        }
+    if let Some(o) = outcome {
+        s.run_state = o.state;
+        s.stop_reason = o.reason;
+        s.next = o.next;
     }
-    if s.run_state == "running" {
+    if s.run_state == RunState::Running {
         s.next = Some(format!(
             "if no medic process runs it any more (it was killed), `medic resume --journal {journal_word}` finishes it"
         ));
     }
-    let out = match a.format {
-        StatusFormat::Json => {
-            serde_json::to_string_pretty(&s).map_err(|x| Failure::Internal(x.to_string()))? + "\n"
-        }
-        StatusFormat::Text => text(&s, &state_of),
-    };
-    crate::write_out(None, &out)?;
-    Ok(exit_codes::OK)
+    Ok(s)
 }
 
 /// Every step and gate of the plan in its journal state; a step that cannot start because
 /// a step it needs failed (or is unknown), directly or not, is `blocked`.
-fn by_plan(p: &Plan, state_of: &HashMap<&str, (StepState, Option<&str>)>, s: &mut StatusJson) {
+fn by_plan(p: &Plan, state_of: &HashMap<&str, (StepState, Option<&str>)>, s: &mut Status) {
     // Per step: the failed or unknown step that blocks it.
     let mut blocked_by: Vec<Option<u32>> = vec![None; p.steps().len()];
     for (i, step) in p.steps().iter().enumerate() {
@@ -292,6 +321,10 @@ fn by_plan(p: &Plan, state_of: &HashMap<&str, (StepState, Option<&str>)>, s: &mu
         let at = || StepAt {
             step: step.id.clone(),
             host: host.clone(),
+            detail: state_of
+                .get(step.id.as_str())
+                .and_then(|x| x.1)
+                .map(str::to_owned),
         };
         let word = match (state, blocked_by[i]) {
             (Some(StepState::Running), _) => {
@@ -318,104 +351,4 @@ fn by_plan(p: &Plan, state_of: &HashMap<&str, (StepState, Option<&str>)>, s: &mu
         };
         *s.steps.entry(word.to_owned()).or_default() += 1;
     }
-}
-
-fn text(s: &StatusJson, state_of: &HashMap<&str, (StepState, Option<&str>)>) -> String {
-    use std::fmt::Write as _;
-    let esc = medic_plan::render::escape_text;
-    let mut o = String::new();
-    let fp = s
-        .fingerprint
-        .as_deref()
-        .map(|f| &f[..f.len().min(16)])
-        .unwrap_or("?");
-    let state = match (s.run_state.as_str(), &s.stop_reason) {
-        ("stopped", Some(r)) => format!("stopped: {}", esc(r)),
-        ("failed", _) => "finished with failed steps".to_owned(),
-        ("running", _) => "running".to_owned(),
-        ("unknown", _) => "state not recorded".to_owned(),
-        (other, _) => other.to_owned(),
-    };
-    let _ = writeln!(
-        o,
-        "run {} (plan {fp}): {state}",
-        esc(s.run_id.as_deref().unwrap_or("?"))
-    );
-    if let Some(n) = &s.next {
-        let _ = writeln!(o, "next: {}", esc(n));
-    }
-    if let Some(w) = &s.window {
-        let _ = writeln!(o, "window: {}", esc(w));
-    }
-    if let Some(p) = &s.preflight {
-        let _ = writeln!(o, "pre-flight: {}", esc(p));
-    }
-    let counts: Vec<String> = s.steps.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    let _ = writeln!(o, "steps and gates: {}", counts.join(", "));
-    let on = |x: &StepAt| match &x.host {
-        Some(h) => format!("{} on {h}", x.step),
-        None => x.step.clone(),
-    };
-    let list = |o: &mut String, label: &str, items: Vec<String>| {
-        if items.is_empty() {
-            return;
-        }
-        let n = items.len();
-        let shown = items.into_iter().take(20).collect::<Vec<_>>().join(", ");
-        let more = if n > 20 {
-            format!(" and {} more", n - 20)
-        } else {
-            String::new()
-        };
-        let _ = writeln!(o, "{label} ({n}): {shown}{more}");
-    };
-    list(&mut o, "running", s.running_on.iter().map(on).collect());
-    for f in s.failed_on.iter().take(20) {
-        let why = state_of
-            .get(f.step.as_str())
-            .and_then(|x| x.1)
-            .map(|d| format!(": {}", esc(d)))
-            .unwrap_or_default();
-        let _ = writeln!(o, "failed: {}{why}", on(f));
-    }
-    if s.failed_on.len() > 20 {
-        let _ = writeln!(o, "failed: and {} more", s.failed_on.len() - 20);
-    }
-    list(&mut o, "unknown", s.unknown.clone());
-    list(
-        &mut o,
-        "blocked",
-        s.blocked
-            .iter()
-            .map(|b| {
-                let at = on(&StepAt {
-                    step: b.step.clone(),
-                    host: b.host.clone(),
-                });
-                format!("{at} (by {})", b.blocked_by)
-            })
-            .collect(),
-    );
-    list(&mut o, "pending", s.pending.iter().map(on).collect());
-    for w in &s.gates_waiting {
-        let _ = writeln!(o, "gate waiting for approval: {}: {}", w.id, w.approve);
-    }
-    for w in &s.manual_waiting {
-        let on = w
-            .host
-            .as_deref()
-            .map(|h| format!(" on {h}"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            o,
-            "manual step waiting for the operator: {}{on}: once the work is done, {}",
-            w.id, w.approve
-        );
-    }
-    list(
-        &mut o,
-        "approved",
-        s.approvals.iter().map(|a| esc(a).into_owned()).collect(),
-    );
-    o
 }

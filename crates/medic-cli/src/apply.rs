@@ -1,0 +1,584 @@
+//! `apply`, `resume`, `demo`, `approve` and `inventory import`: the command line turned into
+//! a `medic_run` request, and the run shown: its reporters, signal handling and summary.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use medic_exec::{Control, Fanout, Reporter, RunExit, StopReason};
+use medic_journal::JournalReader;
+use medic_model::Inventory;
+use medic_run::run::{
+    Conn, Inputs, Ready, abs, abs_future, dsm_client_with, events_beside, refuse_example_values,
+    resume_journal, run_id, runtime, start_new,
+};
+use medic_run::status::RunState;
+use medic_run::{bad, internal};
+
+use crate::args::{ApplyArgs, ApproveArgs, DemoArgs, Progress, ResumeArgs, WindowPolicyArg};
+use crate::reporters::{JsonLines, Operator, summary_text};
+use crate::{Failure, exit_codes, load_files, make_plan, parse_window};
+
+/// The connection settings as the run records them (paths made absolute).
+pub(crate) fn conn(a: &crate::args::ConnArgs) -> Conn {
+    Conn {
+        known_hosts: a.known_hosts.as_deref().map(abs),
+        accept_new_host_keys: a.accept_new_host_keys,
+        ssh_keys: a.ssh_keys.iter().map(|k| abs(k)).collect(),
+        ssh_passphrase_file: a.ssh_passphrase_file.as_deref().map(abs),
+        dsm: a.dsm.clone(),
+        dsm_ca: a.dsm_ca.as_deref().map(abs),
+        dsm_api_key_file: a.dsm_api_key_file.as_deref().map(abs),
+        linux_agent_dir: a.linux_agent_dir.clone(),
+        linux_package_dir: a.linux_package_dir.clone(),
+        allow_unverified_commands: a.allow_unverified_commands,
+        poll_interval_s: a.poll_interval,
+        become_method: a.become_method.clone(),
+        sudo_password_file: a.sudo_password_file.as_deref().map(abs),
+        agent_password_file: a.agent_password_file.as_deref().map(abs),
+    }
+}
+
+pub(crate) fn show_bars(p: Progress) -> bool {
+    match p {
+        Progress::Always => true,
+        Progress::Never => false,
+        Progress::Auto => std::io::stderr().is_terminal(),
+    }
+}
+
+pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
+    // clap's `requires = "plan"` is not enforced when --playbook (which --plan conflicts
+    // with) is given: the key would be ignored and a fresh, unverified plan would run.
+    if a.verify_key.is_some() && a.plan.is_none() {
+        return Err(bad(
+            "--verify-key",
+            "--verify-key checks the signature of a saved plan, and no --plan was given",
+            "pass the signed plan with --plan PLAN.json (without --playbook), or drop --verify-key",
+        ));
+    }
+    // A flag's value is checked whatever the run: a rehearsal that does not use it would
+    // otherwise accept a value the help calls invalid, and the real run would refuse it.
+    if let Some(s) = a.run.conn.poll_interval {
+        Conn {
+            poll_interval_s: Some(s),
+            ..Conn::default()
+        }
+        .poll_interval()?;
+    }
+    if a.retry_failed && a.run.journal.as_deref().is_some_and(Path::exists) {
+        // A retry runs the journal's own plan with its recorded inputs: a new plan, inventory,
+        // playbook, parameter or run setting would be ignored, silently.
+        let given = [
+            ("--plan", a.plan.is_some()),
+            ("--inventory", a.inventory.is_some()),
+            ("--playbook", a.playbook.is_some()),
+            ("--set", !a.sets.is_empty()),
+            ("--simulate", a.sim.simulate),
+            ("--strict", a.run.strict),
+            ("--max-per-group", a.run.max_per_group.is_some()),
+        ];
+        let ignored: Vec<&str> = given.iter().filter(|g| g.1).map(|g| g.0).collect();
+        if !ignored.is_empty() {
+            return Err(bad(
+                "--retry-failed",
+                format!(
+                    "a retry runs the journal's own plan and inputs; {} cannot change them",
+                    ignored.join(", ")
+                ),
+                "run `medic apply --retry-failed --journal FILE` without them, or start a new run (with a new --journal) for new inputs",
+            ));
+        }
+        parse_window(a.run.window.as_deref())?;
+    }
+    if a.run.journal.as_deref().is_some_and(Path::exists) && a.retry_failed {
+        let ready = resume_journal(
+            a.run.journal.as_deref().unwrap_or(Path::new("")),
+            a.run.events.clone(),
+            a.run.yes,
+            true,
+            a.run.window.as_deref(),
+            &crate::report::warnings,
+        )?;
+        return execute(ready, a.run.progress);
+    }
+    let window = parse_window(a.run.window.as_deref())?;
+    crate::refuse_past_window(window.as_ref())?;
+    for (flag, out) in [("--events", &a.run.events), ("--journal", &a.run.journal)] {
+        if let Some(out) = out {
+            let mut inputs = vec![
+                ("--inventory", a.inventory.as_deref()),
+                ("--playbook", a.playbook.as_deref()),
+                ("--plan", a.plan.as_deref()),
+                ("--verify-key", a.verify_key.as_deref()),
+            ];
+            inputs.extend(conn_files(&a.run.conn));
+            medic_run::files::refuse_overwriting_inputs(flag, out, &inputs)?;
+        }
+    }
+    let (plan, inv_text) = match (&a.plan, &a.playbook, &a.inventory) {
+        (Some(p), _, inv) => {
+            let plan = crate::sign::read_plan(p, a.verify_key.as_deref())?;
+            let inv_text = match inv {
+                Some(i) => Some(std::fs::read_to_string(i).map_err(|e| {
+                    bad(
+                        &i.display().to_string(),
+                        format!("cannot read {}: {e}", i.display()),
+                        "check the path",
+                    )
+                })?),
+                None => None,
+            };
+            (plan, inv_text)
+        }
+        (None, Some(pb), Some(inv)) => {
+            let (i, p, pb_text, inv_text) = load_files(inv, pb, &a.sets)?;
+            (
+                make_plan(&i, &p, &pb_text, window, (inv, &inv_text))?,
+                Some(inv_text),
+            )
+        }
+        _ => {
+            return Err(bad(
+                "apply",
+                "nothing to apply",
+                "pass --plan PLAN.json, or --inventory INV --playbook PB",
+            ));
+        }
+    };
+    if a.sim.simulate && inv_text.is_none() {
+        return Err(bad(
+            "--simulate",
+            "a rehearsal builds its simulated fleet from the inventory",
+            "pass --inventory INV as well",
+        ));
+    }
+    if !a.sim.simulate {
+        refuse_example_values(&plan)?;
+    }
+    // A real run checks that it can run before its journal exists (`medic preflight`).
+    let preflight = if a.sim.simulate {
+        None
+    } else if a.skip_preflight {
+        Some(crate::preflight::SKIPPED.to_owned())
+    } else {
+        let conn = conn(&a.run.conn);
+        Some(crate::preflight::before_apply(
+            &plan,
+            inv_text.as_deref(),
+            &conn,
+            a.run.progress,
+        )?)
+    };
+    let id = run_id();
+    let journal_path = a.run.journal.clone().unwrap_or_else(|| {
+        PathBuf::from(".medic/runs")
+            .join(&id)
+            .join("journal.sqlite")
+    });
+    if let Some(ev) = &a.run.events {
+        medic_run::files::check_events(ev, &journal_path)?;
+    }
+    let events = a
+        .run
+        .events
+        .clone()
+        .unwrap_or_else(|| events_beside(&journal_path, &id));
+    let inputs = Inputs {
+        inventory: a.inventory.as_deref().map(abs),
+        playbook: a.playbook.as_deref().map(abs),
+        sets: a.sets.clone(),
+        window: a.run.window.clone(),
+        window_policy_continue: a.run.window_policy == WindowPolicyArg::Continue,
+        yes: a.run.yes,
+        strict: a.run.strict,
+        max_per_group: a.run.max_per_group,
+        events: abs_future(&events),
+        simulate: a.sim.simulate,
+        time_scale: a.sim.time_scale,
+        sim_seed: a.sim.sim_seed,
+        sim_inventory: if a.sim.simulate { inv_text } else { None },
+        sim_faults: a.sim.sim_faults.clone(),
+        conn: conn(&a.run.conn),
+        demo: false,
+    };
+    let ready = start_new(
+        plan,
+        inputs,
+        &journal_path,
+        id,
+        window,
+        preflight.as_deref(),
+    )?;
+    execute(ready, a.run.progress)
+}
+
+pub(crate) fn resume(a: &ResumeArgs) -> Result<u8, Failure> {
+    let ready = resume_journal(
+        &a.journal,
+        a.events.clone(),
+        a.yes,
+        false,
+        a.window.as_deref(),
+        &crate::report::warnings,
+    )?;
+    execute(ready, a.progress)
+}
+
+/// Runs a run that is ready on the process's runtime, with the terminal's reporters, until
+/// it ends, stops or is interrupted; says how it ended and maps that to the exit code.
+fn execute(ready: Ready, progress: Progress) -> Result<u8, Failure> {
+    let Ready {
+        plan,
+        drivers,
+        journal,
+        prior,
+        opts,
+        inputs,
+        events,
+        window_changed,
+    } = ready;
+    let events = events.as_path();
+    let inputs = &inputs;
+    if let Some((old, new)) = &window_changed {
+        eprintln!("change window: {new} (was {old})");
+    }
+    let rt = runtime()?;
+    let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let operator = if inputs.demo {
+        Operator::Demo
+    } else if terminal {
+        Operator::Terminal
+    } else {
+        Operator::Elsewhere
+    };
+    let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(crate::reporters::Progress::new(
+        show_bars(progress),
+        journal.path().to_path_buf(),
+        operator,
+        inputs.simulate,
+        !inputs.yes,
+        plan.size(),
+    ))];
+    medic_run::status::record_outcome(
+        &journal,
+        &medic_run::status::Outcome {
+            state: RunState::Running,
+            ..Default::default()
+        },
+    );
+    match JsonLines::create(events, &opts.run_id) {
+        Ok(j) => reporters.push(Box::new(j)),
+        Err(e) => eprintln!("warning: cannot write events to {}: {e}", events.display()),
+    }
+    let mut fan = Fanout(reporters);
+    let control = Control::default();
+    let plan = Arc::new(plan);
+    crate::out::stop_on_close(&control);
+    let report = rt.block_on(async {
+        tokio::spawn(crate::out::watch_streams());
+        let c = control.clone();
+        tokio::spawn(async move {
+            // First interrupt drains, the second aborts in-flight steps.
+            if tokio::signal::ctrl_c().await.is_ok() {
+                c.cancel.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    c.abort.cancel();
+                }
+            }
+        });
+        medic_exec::execute(
+            plan.clone(),
+            &drivers,
+            &journal,
+            &prior,
+            &opts,
+            control,
+            &mut fan,
+        )
+        .await
+    });
+    drop(fan);
+    let path = journal.path().to_path_buf();
+    let journal_failed = matches!(report.stop, Some(StopReason::JournalFailed { .. }));
+    let next = medic_run::status::next_step(report.exit, report.stop.as_ref(), &path);
+    if !journal_failed {
+        medic_run::status::record_outcome(
+            &journal,
+            &medic_run::status::Outcome {
+                state: RunState::of_exit(report.exit),
+                reason: report.stop.as_ref().map(ToString::to_string),
+                next: next.clone(),
+            },
+        );
+    }
+    // After a journal failure the close reports the same failure again; the stop reason
+    // already said it.
+    if let Err(e) = journal.close()
+        && !journal_failed
+    {
+        eprintln!("error: the journal could not be closed cleanly: {e}");
+    }
+    eprint!(
+        "{}",
+        summary_text(&report.summary, report.stop.as_ref(), plan.skipped())
+    );
+    eprintln!("  journal: {}", path.display());
+    eprintln!("  events:  {}", events.display());
+    if let Some(next) = &next
+        && !journal_failed
+    {
+        eprintln!("  next: {next}");
+    }
+    if journal_failed {
+        // Not the plain "stopped" code: nothing can go on until someone frees space or
+        // fixes the disk. Every step recorded before the failure is durable, and steps in
+        // flight are re-probed by `resume`, so no side effect is repeated.
+        eprintln!(
+            "error: the journal {} cannot be written; free space on its disk (or fix the disk), then run `medic resume --journal {}`",
+            path.display(),
+            path.display()
+        );
+        return Ok(exit_codes::INTERNAL);
+    }
+    // The process ends after this: the plan and the journal's view are plain data (a million
+    // steps are a few hundred MiB in small allocations, about 0.2 s to free one by one), so
+    // they are left to the exit. The drivers and the journal are dropped as usual.
+    std::mem::forget(plan);
+    std::mem::forget(prior);
+    Ok(match report.exit {
+        RunExit::Ok => exit_codes::OK,
+        RunExit::Failed => exit_codes::RUN_FAILED,
+        RunExit::Stopped => exit_codes::STOPPED,
+    })
+}
+
+pub(crate) const DEMO_PLAYBOOK: &str =
+    include_str!("../../../playbooks/ds-activeupdate-cert-2023.yaml");
+
+/// The demo's Manager build: older than the playbook's `manager_min_build`, so that the
+/// demo shows the Manager upgrade, a manual step (approved automatically in the demo).
+const DEMO_MANAGER_BUILD: &str = "20.0.400";
+
+/// The built-in demo fleet with its Manager at [`DEMO_MANAGER_BUILD`].
+fn demo_inventory() -> String {
+    let mut out = String::new();
+    for line in medic_sim::demo_inventory_yaml().lines() {
+        let old = line
+            .starts_with("manager:")
+            .then(|| line.split_once("version: \"")?.1.split_once('"'))
+            .flatten()
+            .map(|(v, _)| v);
+        match old {
+            Some(v) => out.push_str(&line.replace(
+                &format!("version: \"{v}\""),
+                &format!("version: \"{DEMO_MANAGER_BUILD}\""),
+            )),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
+    let id = run_id();
+    let dir = a
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".medic").join(format!("demo-{id}")));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
+    let inv_path = dir.join("inventory.yaml");
+    let pb_path = dir.join("playbook.yaml");
+    std::fs::write(&inv_path, demo_inventory()).map_err(|e| internal(e.to_string()))?;
+    std::fs::write(&pb_path, DEMO_PLAYBOOK).map_err(|e| internal(e.to_string()))?;
+    let (i, p, pb_text, inv_text): (Inventory, _, _, _) = load_files(&inv_path, &pb_path, &[])?;
+    let plan = make_plan(&i, &p, &pb_text, None, (&inv_path, &inv_text))?;
+    eprintln!(
+        "medic demo: the Deep Security remediation on a simulated fleet of {} hosts (3 sites, one air-gapped), {}, estimated {} of real work, replayed {}x faster",
+        i.hosts.len(),
+        plan.size(),
+        medic_model::format_duration(plan.estimate().makespan_s),
+        a.time_scale
+    );
+    let journal = dir.join("journal.sqlite");
+    let inputs = Inputs {
+        inventory: Some(abs(&inv_path)),
+        playbook: Some(abs(&pb_path)),
+        sets: Vec::new(),
+        window: None,
+        window_policy_continue: false,
+        yes: true,
+        strict: false,
+        max_per_group: None,
+        events: abs_future(&events_beside(&journal, &id)),
+        simulate: true,
+        time_scale: a.time_scale,
+        sim_seed: 2023,
+        sim_inventory: Some(inv_text),
+        sim_faults: Vec::new(),
+        conn: Conn::default(),
+        demo: true,
+    };
+    let ready = start_new(plan, inputs, &journal, id, None, None)?;
+    execute(ready, a.progress)
+}
+
+pub(crate) fn approve(a: &ApproveArgs) -> Result<u8, Failure> {
+    let by =
+        a.by.clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "operator".to_owned());
+    let name = a.journal.display().to_string();
+    // The same checks as `status` and `resume`: a missing, damaged or read-only file, or
+    // one that is not a journal, is named for what it is.
+    medic_run::files::check_existing_journal(&a.journal, true)?;
+    let reader = JournalReader::open(&a.journal)
+        .map_err(|e| medic_run::files::journal_failure(&a.journal, &e))?;
+    // Only what the run can wait for is recorded: a gate that asks for an approval, or a
+    // manual step. Anything else would be a typo that looks approved.
+    let plan = medic_exec::read_plan(&reader).map_err(|e| {
+        bad(
+            &name,
+            e.to_string(),
+            "pass the journal of a run started by `medic apply`",
+        )
+    })?;
+    let approvable: Vec<&str> = plan
+        .steps()
+        .iter()
+        .filter(|s| match &s.kind {
+            medic_plan::StepKind::Gate(g) => g.approval,
+            medic_plan::StepKind::Action => &*s.driver == medic_exec::MANUAL_DRIVER,
+            _ => false,
+        })
+        .map(|s| s.id.as_str())
+        .collect();
+    if !approvable.contains(&a.gate.as_str()) {
+        let list = if approvable.is_empty() {
+            "this run has no gate that asks for an approval and no manual step".to_owned()
+        } else {
+            let shown: Vec<&str> = approvable.iter().take(20).copied().collect();
+            let more = approvable.len().saturating_sub(shown.len());
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            format!("what can be approved: {}{more}", shown.join(", "))
+        };
+        return Err(bad(
+            "approve",
+            format!(
+                "`{}` is neither a gate nor a manual step of this run; {list}",
+                a.gate
+            ),
+            "`medic status --journal FILE` lists what the run waits for",
+        ));
+    }
+    medic_run::files::check_existing_journal(&a.journal, true)?;
+    medic_journal::approve(&a.journal, &a.gate, &by).map_err(|e| {
+        bad(
+            &a.journal.display().to_string(),
+            e.to_string(),
+            "pass the journal of the run",
+        )
+    })?;
+    println!("approved {} as {by}", a.gate);
+    Ok(exit_codes::OK)
+}
+
+pub(crate) fn inventory_import(a: &crate::args::ImportArgs) -> Result<u8, Failure> {
+    if let Some(out) = &a.out {
+        medic_run::files::refuse_overwriting_inputs(
+            "--out",
+            out,
+            &[
+                ("--dsm-ca", a.dsm_ca.as_deref()),
+                ("--dsm-api-key-file", a.dsm_api_key_file.as_deref()),
+            ],
+        )?;
+        medic_run::files::check_output("--out", out)?;
+    }
+    let rt = runtime()?;
+    let _g = rt.enter();
+    let timeout = Duration::from_secs_f64(a.dsm_timeout);
+    let client = dsm_client_with(
+        &a.dsm,
+        a.dsm_ca.as_deref(),
+        a.dsm_api_key_file.as_deref(),
+        |cfg| {
+            cfg.connect_timeout = timeout;
+            cfg.read_timeout = timeout;
+            // One retry: a Manager that does not answer fails the import in about two
+            // timeouts, not after eight backoffs. A 429 has its own budget.
+            cfg.retry.max_retries = cfg.retry.max_retries.min(1);
+        },
+    )?;
+    let mut opts = medic_drivers::dsm::ImportOptions::for_client(&client);
+    if let Some(n) = &a.manager_name {
+        opts.manager_name = n.clone();
+    }
+    for h in &a.relay_groups {
+        opts.relay_groups.push(h.parse().map_err(
+            |e: medic_drivers::dsm::RelayGroupHintError| {
+                bad(
+                    "--relay-group",
+                    e.to_string(),
+                    "write ID=NAME[,offline][,bundle_source=HOST]",
+                )
+            },
+        )?);
+    }
+    let url = client.base_url().to_owned();
+    eprintln!(
+        "importing from {url} (each request times out after {} s)",
+        a.dsm_timeout
+    );
+    let text = rt
+        .block_on(async {
+            let ticker = tokio::spawn({
+                let url = url.clone();
+                let c = client.clone();
+                async move {
+                    let start = std::time::Instant::now();
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        eprintln!(
+                            "  still reading from {url}: {} s, {} requests sent",
+                            start.elapsed().as_secs(),
+                            c.requests_sent()
+                        );
+                    }
+                }
+            });
+            let r = medic_drivers::import_inventory(&client, &opts).await;
+            ticker.abort();
+            r
+        })
+        .map_err(|e| internal(format!("the import from {url} failed: {e}")))?;
+    // Never write an inventory that medic itself would refuse.
+    medic_config::load_inventory("imported inventory", &text).map_err(Failure::BadInput)?;
+    crate::write_out(a.out.as_deref(), &text)?;
+    if let Some(o) = &a.out {
+        eprintln!("wrote {}", o.display());
+    }
+    Ok(exit_codes::OK)
+}
+
+/// The files the connection settings name (keys, secrets, CA bundle, known hosts), as
+/// inputs an output must never be.
+pub(crate) fn conn_files(c: &crate::args::ConnArgs) -> Vec<(&'static str, Option<&Path>)> {
+    let mut v = vec![
+        ("--known-hosts", c.known_hosts.as_deref()),
+        ("--ssh-passphrase-file", c.ssh_passphrase_file.as_deref()),
+        ("--dsm-ca", c.dsm_ca.as_deref()),
+        ("--dsm-api-key-file", c.dsm_api_key_file.as_deref()),
+        ("--sudo-password-file", c.sudo_password_file.as_deref()),
+        ("--agent-password-file", c.agent_password_file.as_deref()),
+    ];
+    v.extend(c.ssh_keys.iter().map(|k| ("--ssh-key", Some(k.as_path()))));
+    v
+}
