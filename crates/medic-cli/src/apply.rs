@@ -6,13 +6,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use medic_exec::WindowPolicy;
 use medic_exec::{Control, Fanout, Reporter, RunExit, StopReason};
 use medic_journal::JournalReader;
 use medic_model::Inventory;
+use medic_run::conn::{Conn, dsm_client_with};
+use medic_run::resume;
 use medic_run::run::{
-    Conn, Inputs, Ready, abs, abs_future, dsm_client_with, events_beside, refuse_example_values,
-    resume_journal, run_id, runtime, start_new,
+    Inputs, PlanInputs, Ready, RunSpec, Simulate, abs, abs_future, events_beside, run_id, start_new,
 };
+use medic_run::runtime;
 use medic_run::status::RunState;
 use medic_run::{bad, internal};
 
@@ -48,26 +51,42 @@ pub(crate) fn show_bars(p: Progress) -> bool {
     }
 }
 
+/// What `medic apply` asks to run.
+fn spec(a: &ApplyArgs) -> RunSpec {
+    RunSpec {
+        inputs: PlanInputs {
+            plan: a.plan.clone(),
+            verify_key: a.verify_key.clone(),
+            inventory: a.inventory.clone(),
+            playbook: a.playbook.clone(),
+            sets: a.sets.clone(),
+        },
+        window: a.run.window.clone(),
+        window_policy: match a.run.window_policy {
+            WindowPolicyArg::Continue => WindowPolicy::Continue,
+            WindowPolicyArg::Stop => WindowPolicy::Stop,
+        },
+        yes: a.run.yes,
+        strict: a.run.strict,
+        max_per_group: a.run.max_per_group,
+        simulate: a.sim.simulate,
+        sim: Simulate {
+            time_scale: a.sim.time_scale,
+            seed: a.sim.sim_seed,
+            faults: a.sim.sim_faults.clone(),
+        },
+        conn: conn(&a.run.conn),
+        journal: a.run.journal.clone(),
+        events: a.run.events.clone(),
+    }
+}
+
 pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
-    // clap's `requires = "plan"` is not enforced when --playbook (which --plan conflicts
-    // with) is given: the key would be ignored and a fresh, unverified plan would run.
-    if a.verify_key.is_some() && a.plan.is_none() {
-        return Err(bad(
-            "--verify-key",
-            "--verify-key checks the signature of a saved plan, and no --plan was given",
-            "pass the signed plan with --plan PLAN.json (without --playbook), or drop --verify-key",
-        ));
-    }
-    // A flag's value is checked whatever the run: a rehearsal that does not use it would
-    // otherwise accept a value the help calls invalid, and the real run would refuse it.
-    if let Some(s) = a.run.conn.poll_interval {
-        Conn {
-            poll_interval_s: Some(s),
-            ..Conn::default()
-        }
-        .poll_interval()?;
-    }
-    if a.retry_failed && a.run.journal.as_deref().is_some_and(Path::exists) {
+    let spec = spec(a);
+    spec.check_flags()?;
+    if a.retry_failed
+        && let Some(journal) = a.run.journal.as_deref().filter(|j| j.exists())
+    {
         // A retry runs the journal's own plan with its recorded inputs: a new plan, inventory,
         // playbook, parameter or run setting would be ignored, silently.
         let given = [
@@ -91,20 +110,19 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
             ));
         }
         parse_window(a.run.window.as_deref())?;
-    }
-    if a.run.journal.as_deref().is_some_and(Path::exists) && a.retry_failed {
-        let ready = resume_journal(
-            a.run.journal.as_deref().unwrap_or(Path::new("")),
-            a.run.events.clone(),
-            a.run.yes,
-            true,
-            a.run.window.as_deref(),
+        let ready = medic_run::resume::open(
+            &resume::Request {
+                journal,
+                events: a.run.events.clone(),
+                yes: a.run.yes,
+                retry_failed: true,
+                window: a.run.window.as_deref(),
+            },
             &crate::report::warnings,
         )?;
         return execute(ready, a.run.progress);
     }
-    let window = parse_window(a.run.window.as_deref())?;
-    crate::refuse_past_window(window.as_ref())?;
+    let window = spec.window()?;
     for (flag, out) in [("--events", &a.run.events), ("--journal", &a.run.journal)] {
         if let Some(out) = out {
             let mut inputs = vec![
@@ -117,110 +135,33 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
             medic_run::files::refuse_overwriting_inputs(flag, out, &inputs)?;
         }
     }
-    let (plan, inv_text) = match (&a.plan, &a.playbook, &a.inventory) {
-        (Some(p), _, inv) => {
-            let plan = crate::sign::read_plan(p, a.verify_key.as_deref())?;
-            let inv_text = match inv {
-                Some(i) => Some(std::fs::read_to_string(i).map_err(|e| {
-                    bad(
-                        &i.display().to_string(),
-                        format!("cannot read {}: {e}", i.display()),
-                        "check the path",
-                    )
-                })?),
-                None => None,
-            };
-            (plan, inv_text)
-        }
-        (None, Some(pb), Some(inv)) => {
-            let (i, p, pb_text, inv_text) = load_files(inv, pb, &a.sets)?;
-            (
-                make_plan(&i, &p, &pb_text, window, (inv, &inv_text))?,
-                Some(inv_text),
-            )
-        }
-        _ => {
-            return Err(bad(
-                "apply",
-                "nothing to apply",
-                "pass --plan PLAN.json, or --inventory INV --playbook PB",
-            ));
-        }
-    };
-    if a.sim.simulate && inv_text.is_none() {
-        return Err(bad(
-            "--simulate",
-            "a rehearsal builds its simulated fleet from the inventory",
-            "pass --inventory INV as well",
-        ));
-    }
-    if !a.sim.simulate {
-        refuse_example_values(&plan)?;
-    }
+    let (plan, inv_text) = spec.plan(window, &crate::sign::read_plan, &crate::report::warnings)?;
     // A real run checks that it can run before its journal exists (`medic preflight`).
     let preflight = if a.sim.simulate {
         None
     } else if a.skip_preflight {
         Some(crate::preflight::SKIPPED.to_owned())
     } else {
-        let conn = conn(&a.run.conn);
         Some(crate::preflight::before_apply(
             &plan,
             inv_text.as_deref(),
-            &conn,
+            &spec.conn,
             a.run.progress,
         )?)
     };
-    let id = run_id();
-    let journal_path = a.run.journal.clone().unwrap_or_else(|| {
-        PathBuf::from(".medic/runs")
-            .join(&id)
-            .join("journal.sqlite")
-    });
-    if let Some(ev) = &a.run.events {
-        medic_run::files::check_events(ev, &journal_path)?;
-    }
-    let events = a
-        .run
-        .events
-        .clone()
-        .unwrap_or_else(|| events_beside(&journal_path, &id));
-    let inputs = Inputs {
-        inventory: a.inventory.as_deref().map(abs),
-        playbook: a.playbook.as_deref().map(abs),
-        sets: a.sets.clone(),
-        window: a.run.window.clone(),
-        window_policy_continue: a.run.window_policy == WindowPolicyArg::Continue,
-        yes: a.run.yes,
-        strict: a.run.strict,
-        max_per_group: a.run.max_per_group,
-        events: abs_future(&events),
-        simulate: a.sim.simulate,
-        time_scale: a.sim.time_scale,
-        sim_seed: a.sim.sim_seed,
-        sim_inventory: if a.sim.simulate { inv_text } else { None },
-        sim_faults: a.sim.sim_faults.clone(),
-        conn: conn(&a.run.conn),
-        demo: false,
-    };
-    let ready = start_new(
-        plan,
-        inputs,
-        &journal_path,
-        id,
-        window,
-        preflight.as_deref(),
-    )?;
+    let ready = spec.start(plan, inv_text, window, preflight.as_deref())?;
     execute(ready, a.run.progress)
 }
 
 pub(crate) fn resume(a: &ResumeArgs) -> Result<u8, Failure> {
-    let ready = resume_journal(
-        &a.journal,
-        a.events.clone(),
-        a.yes,
-        false,
-        a.window.as_deref(),
+    let ready = medic_run::resume::open(
+        &resume::Request {
+            journal: &a.journal,
+            events: a.events.clone(),
+            yes: a.yes,
+            retry_failed: false,
+            window: a.window.as_deref(),
+        },
         &crate::report::warnings,
     )?;
     execute(ready, a.progress)
@@ -277,9 +218,9 @@ fn execute(ready: Ready, progress: Progress) -> Result<u8, Failure> {
     let plan = Arc::new(plan);
     crate::out::stop_on_close(&control);
     let report = rt.block_on(async {
-        tokio::spawn(crate::out::watch_streams());
+        let watch = tokio::spawn(crate::out::watch_streams());
         let c = control.clone();
-        tokio::spawn(async move {
+        let interrupts = tokio::spawn(async move {
             // First interrupt drains, the second aborts in-flight steps.
             if tokio::signal::ctrl_c().await.is_ok() {
                 c.cancel.cancel();
@@ -288,7 +229,7 @@ fn execute(ready: Ready, progress: Progress) -> Result<u8, Failure> {
                 }
             }
         });
-        medic_exec::execute(
+        let report = medic_exec::execute(
             plan.clone(),
             &drivers,
             &journal,
@@ -297,7 +238,11 @@ fn execute(ready: Ready, progress: Progress) -> Result<u8, Failure> {
             control,
             &mut fan,
         )
-        .await
+        .await;
+        // The runtime outlives the run (it is the process's): its watchers end with it.
+        watch.abort();
+        interrupts.abort();
+        report
     });
     drop(fan);
     let path = journal.path().to_path_buf();

@@ -17,7 +17,8 @@ use medic_plan::Plan;
 use serde::Serialize;
 
 use crate::args::{PreflightArgs, PreflightFormat, Progress};
-use medic_run::run::{Conn, manager_client_with, runtime, ssh_config};
+use medic_run::conn::{Conn, manager_client_with, ssh_config};
+use medic_run::runtime;
 use medic_run::{bad, internal};
 
 use crate::apply::show_bars;

@@ -229,7 +229,11 @@ fn op_tag(op: CmpOp) -> u8 {
     OPS.iter().position(|o| *o == op).unwrap_or(0) as u8
 }
 
-const ROLES: [&str; 3] = ["manager", "relay", "agent"];
+const ROLES: [medic_model::Role; 3] = [
+    medic_model::Role::Manager,
+    medic_model::Role::Relay,
+    medic_model::Role::Agent,
+];
 
 /// Encodes a sealed plan; [`plan_from_bytes`] reads it back equal.
 pub fn plan_to_bytes(plan: &Plan) -> Vec<u8> {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use medic_model::{CmpOp, Cond, Operand, Path, Platform, Retry, Value};
+use medic_model::{CmpOp, Cond, Operand, Path, Platform, Retry, Role, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as J;
 
@@ -327,7 +327,7 @@ pub(crate) mod ser {
                         port: h.port,
                         user: h.user.as_deref(),
                         platform: h.platform.map(|p| p.as_str()),
-                        role: h.role,
+                        role: h.role.as_str(),
                         relay_group: h.relay_group.as_deref(),
                         os: h.os.as_deref(),
                         r#become: h.r#become.map(|b| b.as_str()),
@@ -839,11 +839,7 @@ fn plan_unchecked(text: &str) -> Result<Unchecked, String> {
                         Some(Platform::parse(p).ok_or_else(|| format!("unknown platform `{p}`"))?)
                     }
                 },
-                role: match h.role.as_str() {
-                    "manager" => "manager",
-                    "relay" => "relay",
-                    _ => "agent",
-                },
+                role: Role::parse(&h.role).unwrap_or(Role::Agent),
                 relay_group: h.relay_group,
                 os: h.os,
                 r#become: match h.r#become.as_deref() {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use medic_model::{Become, Cond, Platform, Retry};
+use medic_model::{Become, Cond, Platform, Retry, Role};
 
 use crate::window::Window;
 
@@ -19,7 +19,7 @@ pub struct PlanHost {
     pub user: Option<String>,
     /// `None` for the Manager.
     pub platform: Option<Platform>,
-    pub role: &'static str,
+    pub role: Role,
     pub relay_group: Option<String>,
     /// The inventory's `os` (free text, e.g. "Red Hat Enterprise 9 (64 bit)"): the ssh
     /// driver picks the agent package from it and the host's `/etc/os-release`.

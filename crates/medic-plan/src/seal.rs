@@ -392,7 +392,7 @@ pub(crate) fn seal(plan: &Plan) -> Seal {
                 1 => e.num(u64::from(h.port)),
                 2 => e.opt(h.user.as_deref()),
                 3 => e.opt(h.platform.map(|p| p.as_str())),
-                4 => e.str(h.role),
+                4 => e.str(h.role.as_str()),
                 5 => e.opt(h.relay_group.as_deref()),
                 // The package the driver installs and how it gains root follow from these.
                 6 => e.opt(h.os.as_deref()),

@@ -4,11 +4,30 @@
 //! typed model. It never prints and knows nothing of terminals or clap: the `medic` binary
 //! (`medic-cli`) parses the command line and renders what this crate returns.
 
+pub mod conn;
+pub mod drivers;
 pub mod error;
 pub mod files;
 pub mod load;
+pub mod resume;
 pub mod run;
 pub mod status;
 pub mod text;
 
 pub use error::{Error, bad, internal};
+
+#[cfg(test)]
+mod tests;
+
+/// One runtime for the process: drivers spawn their tasks on it when they are built.
+pub fn runtime() -> Result<&'static tokio::runtime::Runtime, Error> {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| internal(format!("cannot start the runtime: {e}")))?;
+    Ok(RT.get_or_init(|| rt))
+}

@@ -864,7 +864,7 @@ mod tests {
                 port: 22,
                 user: Some("ops".to_owned()),
                 platform: Some(platform),
-                role: "agent",
+                role: medic_model::Role::Agent,
                 relay_group: None,
                 os: None,
                 r#become: None,

@@ -353,7 +353,7 @@ impl Fleet {
             port: self.port,
             user: None,
             platform: Some(Platform::Linux),
-            role: "agent",
+            role: medic_model::Role::Agent,
             relay_group: None,
             os: None,
             r#become: None,
