@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use medic_exec::WindowPolicy;
 use medic_exec::{Control, Fanout, Reporter, RunExit, StopReason};
-use medic_journal::JournalReader;
 use medic_model::Inventory;
 use medic_run::conn::{Conn, dsm_client_with};
 use medic_run::resume;
@@ -376,61 +375,7 @@ pub(crate) fn approve(a: &ApproveArgs) -> Result<u8, Failure> {
         a.by.clone()
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "operator".to_owned());
-    let name = a.journal.display().to_string();
-    // The same checks as `status` and `resume`: a missing, damaged or read-only file, or
-    // one that is not a journal, is named for what it is.
-    medic_run::files::check_existing_journal(&a.journal, true)?;
-    let reader = JournalReader::open(&a.journal)
-        .map_err(|e| medic_run::files::journal_failure(&a.journal, &e))?;
-    // Only what the run can wait for is recorded: a gate that asks for an approval, or a
-    // manual step. Anything else would be a typo that looks approved.
-    let plan = medic_exec::read_plan(&reader).map_err(|e| {
-        bad(
-            &name,
-            e.to_string(),
-            "pass the journal of a run started by `medic apply`",
-        )
-    })?;
-    let approvable: Vec<&str> = plan
-        .steps()
-        .iter()
-        .filter(|s| match &s.kind {
-            medic_plan::StepKind::Gate(g) => g.approval,
-            medic_plan::StepKind::Action => &*s.driver == medic_exec::MANUAL_DRIVER,
-            _ => false,
-        })
-        .map(|s| s.id.as_str())
-        .collect();
-    if !approvable.contains(&a.gate.as_str()) {
-        let list = if approvable.is_empty() {
-            "this run has no gate that asks for an approval and no manual step".to_owned()
-        } else {
-            let shown: Vec<&str> = approvable.iter().take(20).copied().collect();
-            let more = approvable.len().saturating_sub(shown.len());
-            let more = if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            };
-            format!("what can be approved: {}{more}", shown.join(", "))
-        };
-        return Err(bad(
-            "approve",
-            format!(
-                "`{}` is neither a gate nor a manual step of this run; {list}",
-                a.gate
-            ),
-            "`medic status --journal FILE` lists what the run waits for",
-        ));
-    }
-    medic_run::files::check_existing_journal(&a.journal, true)?;
-    medic_journal::approve(&a.journal, &a.gate, &by).map_err(|e| {
-        bad(
-            &a.journal.display().to_string(),
-            e.to_string(),
-            "pass the journal of the run",
-        )
-    })?;
+    medic_run::approve::record(&a.journal, &a.gate, &by)?;
     println!("approved {} as {by}", a.gate);
     Ok(exit_codes::OK)
 }

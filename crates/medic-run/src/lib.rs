@@ -4,6 +4,7 @@
 //! typed model. It never prints and knows nothing of terminals or clap: the `medic` binary
 //! (`medic-cli`) parses the command line and renders what this crate returns.
 
+pub mod approve;
 pub mod conn;
 pub mod drivers;
 pub mod error;

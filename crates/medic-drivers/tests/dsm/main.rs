@@ -94,7 +94,7 @@ fn plan_host(h: &Host) -> PlanHost {
         port: h.port,
         user: h.user.clone(),
         platform: Some(h.platform),
-        role: if h.relay { "relay" } else { "agent" },
+        role: h.role(),
         relay_group: h.relay_group.clone(),
         os: None,
         r#become: None,
