@@ -1,4 +1,5 @@
-//! Cycles in the phase graph (`after` and `planned_in` edges), each named whole.
+//! Cycles in the phase graph (`after` and `planned_in` edges), each named whole
+//! ([`medic_model::graph::cycles`]).
 
 use super::*;
 
@@ -8,7 +9,7 @@ impl PbCtx<'_, '_> {
         let names: Vec<&str> = phases.iter().map(|(p, _)| p.name.value.as_str()).collect();
         let idx: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
         for (kind, edges) in [("after", true), ("select.planned_in", false)] {
-            let mut adj: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); names.len()];
+            let mut adj: Vec<(usize, usize)> = Vec::new();
             for (i, (p, _)) in phases.iter().enumerate() {
                 let targets: Vec<&str> = if edges {
                     // Joins on other hosts (bundle-source, same-relay-group) may loop through
@@ -41,13 +42,16 @@ impl PbCtx<'_, '_> {
                         )
                         .collect()
                 };
-                for t in targets {
-                    if let Some(&j) = idx.get(t) {
-                        adj[i].insert(j);
-                    }
-                }
+                // A phase that waits for itself is named where it is written (phases.rs).
+                adj.extend(
+                    targets
+                        .into_iter()
+                        .filter_map(|t| idx.get(t).copied())
+                        .filter(|&j| j != i)
+                        .map(|j| (i, j)),
+                );
             }
-            for cycle in find_cycles(&adj) {
+            for cycle in medic_model::graph::cycles(names.len(), adj) {
                 let mut path: Vec<&str> = cycle.iter().map(|&i| names[i]).collect();
                 path.push(names[cycle[0]]);
                 let loc = phases[cycle[0]].0.name.loc;
@@ -63,94 +67,4 @@ impl PbCtx<'_, '_> {
             }
         }
     }
-}
-
-/// Strongly connected components with more than one node (Tarjan), each as a cycle path in
-/// dependency order, starting from its lowest index.
-fn find_cycles(adj: &[BTreeSet<usize>]) -> Vec<Vec<usize>> {
-    let n = adj.len();
-    let mut index = vec![usize::MAX; n];
-    let mut low = vec![0; n];
-    let mut on = vec![false; n];
-    let mut stack = Vec::new();
-    let mut next = 0;
-    let mut sccs = Vec::new();
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "Tarjan's state, kept local to this function"
-    )]
-    fn strong(
-        v: usize,
-        adj: &[BTreeSet<usize>],
-        index: &mut [usize],
-        low: &mut [usize],
-        on: &mut [bool],
-        stack: &mut Vec<usize>,
-        next: &mut usize,
-        sccs: &mut Vec<Vec<usize>>,
-    ) {
-        index[v] = *next;
-        low[v] = *next;
-        *next += 1;
-        stack.push(v);
-        on[v] = true;
-        for &w in &adj[v] {
-            if index[w] == usize::MAX {
-                strong(w, adj, index, low, on, stack, next, sccs);
-                low[v] = low[v].min(low[w]);
-            } else if on[w] {
-                low[v] = low[v].min(index[w]);
-            }
-        }
-        if low[v] == index[v] {
-            let mut comp = Vec::new();
-            while let Some(w) = stack.pop() {
-                on[w] = false;
-                comp.push(w);
-                if w == v {
-                    break;
-                }
-            }
-            if comp.len() > 1 {
-                sccs.push(comp);
-            }
-        }
-    }
-    for v in 0..n {
-        if index[v] == usize::MAX {
-            strong(
-                v, adj, &mut index, &mut low, &mut on, &mut stack, &mut next, &mut sccs,
-            );
-        }
-    }
-    // Report a real cycle inside each component: the shortest path from its lowest node
-    // back to itself along existing edges (breadth-first), so every arrow is an edge.
-    sccs.into_iter()
-        .filter_map(|comp| {
-            let set: BTreeSet<usize> = comp.iter().copied().collect();
-            let start = *set.iter().next()?;
-            let mut prev: std::collections::BTreeMap<usize, usize> =
-                std::collections::BTreeMap::new();
-            let mut queue = std::collections::VecDeque::from([start]);
-            while let Some(v) = queue.pop_front() {
-                for &w in adj[v].iter().filter(|w| set.contains(w)) {
-                    if w == start {
-                        let mut path = vec![v];
-                        let mut cur = v;
-                        while cur != start {
-                            cur = prev[&cur];
-                            path.push(cur);
-                        }
-                        path.reverse();
-                        return Some(path);
-                    }
-                    if let std::collections::btree_map::Entry::Vacant(e) = prev.entry(w) {
-                        e.insert(v);
-                        queue.push_back(w);
-                    }
-                }
-            }
-            None
-        })
-        .collect()
 }

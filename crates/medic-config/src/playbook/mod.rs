@@ -1,7 +1,7 @@
 //! The playbook format: load, check every reference and type, and build a
 //! [`medic_model::Playbook`]. The format is documented in `docs/playbook.md`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use medic_model::{
     ActionSpec, After, AfterOn, Budget, BuildLines, Check, CmpOp, Cond, FactType, Guard, Join,

@@ -103,7 +103,7 @@ impl Graph {
     /// and follows the playbook wherever the edges allow. Returns the creation indices in
     /// order, and rewrites every node's needs to positions in that order (sorted, one per
     /// predecessor).
-    /// On a cycle, the error names (up to six) nodes left on it.
+    /// On a cycle, the error is the nodes on one cycle, in order (each needs the next).
     pub(super) fn order(&mut self) -> Result<Vec<u32>, Vec<usize>> {
         let n = self.nodes.len();
         let mut indeg = vec![0u32; n];
@@ -163,7 +163,7 @@ impl Graph {
             }
         }
         if order.len() != n {
-            return Err((0..n).filter(|&i| indeg[i] > 0).take(6).collect());
+            return Err(self.a_cycle(|i| indeg[i] > 0));
         }
         let mut new_pos = vec![0u32; n];
         for (pos, &old) in order.iter().enumerate() {
@@ -177,5 +177,85 @@ impl Graph {
             s.needs.dedup_by_key(|d| d.step);
         }
         Ok(order)
+    }
+
+    /// One cycle among the nodes `stuck` (those Kahn's order could not place), as creation
+    /// indices in order, each needing the next: the nodes that merely wait for a cycle are
+    /// stuck too, but are not on it. Only on the error path, so a graph of its own is fine.
+    fn a_cycle(&self, stuck: impl Fn(usize) -> bool) -> Vec<usize> {
+        let edges = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| stuck(i))
+            .flat_map(|(i, s)| {
+                s.needs
+                    .iter()
+                    .map(move |d| (i, d.step as usize))
+                    .filter(|&(_, d)| stuck(d))
+            });
+        let edges: Vec<(usize, usize)> = edges.collect();
+        medic_model::graph::cycles(self.nodes.len(), edges)
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn barrier(g: &mut Graph, name: &str) -> u32 {
+        let s = Special {
+            id: name.to_owned(),
+            action: SpecialAction::Barrier,
+            kind: StepKind::Barrier,
+            estimate_s: 0,
+        };
+        g.push_special(0, s, Vec::new())
+    }
+
+    fn need(g: &mut Graph, from: u32, to: u32) {
+        g.nodes[from as usize].needs.push(Need {
+            step: to,
+            on_finish: false,
+        });
+    }
+
+    /// A node that waits for a cycle is not on it: the error names the three nodes of the
+    /// cycle, in order, and not the waiter (created first, so it sorts first).
+    #[test]
+    fn a_failed_order_names_the_cycle_not_its_waiters() {
+        let mut g = Graph::default();
+        let waiter = barrier(&mut g, "waiter");
+        let ok = barrier(&mut g, "ok");
+        let a = barrier(&mut g, "a");
+        let b = barrier(&mut g, "b");
+        let c = barrier(&mut g, "c");
+        need(&mut g, waiter, b);
+        need(&mut g, waiter, ok);
+        need(&mut g, b, c);
+        need(&mut g, c, a);
+        need(&mut g, a, b);
+        let cycle = g.order().expect_err("a cycle");
+        let ids: Vec<&str> = cycle
+            .iter()
+            .map(|&i| match g.nodes[i].what {
+                What::Special(k) => g.specials[k as usize].id.as_str(),
+                What::Action { .. } => "an action",
+            })
+            .collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn an_acyclic_graph_orders_by_creation_where_edges_allow() {
+        let mut g = Graph::default();
+        let x = barrier(&mut g, "x");
+        let y = barrier(&mut g, "y");
+        let z = barrier(&mut g, "z");
+        need(&mut g, x, z);
+        assert_eq!(g.order().expect("no cycle"), [y, z, x]);
     }
 }

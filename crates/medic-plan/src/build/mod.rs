@@ -40,7 +40,10 @@ use select::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("the step graph has a cycle through {0}: check the `after` joins of these phases")]
+    /// The steps on one cycle, in order (`a -> b -> a`: `a` waits for `b`).
+    #[error(
+        "the step graph has a cycle, each step waiting for the next: {0}; check the `after` joins of these phases"
+    )]
     Cycle(String),
     /// The inputs break one of the playbook's `refuse` rules (each listed once).
     #[error("{}", .0.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; "))]
@@ -463,9 +466,13 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
     drop(joins);
     drop(chains);
 
-    let order = g.order().map_err(|stuck| {
-        let ids: Vec<String> = stuck.iter().map(|&i| g.id_of(i, pb, &facts)).collect();
-        PlanError::Cycle(ids.join(", "))
+    let order = g.order().map_err(|cycle| {
+        let ids: Vec<String> = cycle
+            .iter()
+            .chain(cycle.first())
+            .map(|&i| g.id_of(i, pb, &facts))
+            .collect();
+        PlanError::Cycle(ids.join(" -> "))
     })?;
     // The steps are made in their final order, in a pipeline over two threads: a worker
     // makes most of what each step owns on the heap (id, bound guard and check), this thread
