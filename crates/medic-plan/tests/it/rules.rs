@@ -301,7 +301,10 @@ fn plans_that_repeat_a_step_id_or_a_host_are_refused() {
     .expect("the reproducer");
     let err = medic_plan::plan_from_bytes(&bytes).expect_err("refused");
     assert!(
-        matches!(&err, medic_plan::PlanBinError::Repeated { kind: "step", .. }),
+        matches!(
+            &err,
+            medic_plan::PlanBinError::Repeated { kind: "step", .. }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("appears twice"), "{err}");
