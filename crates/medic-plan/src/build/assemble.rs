@@ -209,13 +209,24 @@ pub(super) struct Assembler<'a> {
     pub(super) pb: &'a Playbook,
     pub(super) inv: &'a Inventory,
     /// Per phase: its name, and per action: action, driver, endpoint.
-    pub(super) phases: Vec<(Arc<str>, Vec<ActionNames>)>,
+    pub(super) phases: Vec<PhaseNames>,
     pub(super) gate: Arc<str>,
     pub(super) barrier: Arc<str>,
     pub(super) none: Arc<str>,
 }
 
-pub(super) type ActionNames = (Arc<str>, Arc<str>, Option<Arc<str>>);
+/// A phase's shared names.
+pub(super) struct PhaseNames {
+    pub(super) name: Arc<str>,
+    pub(super) actions: Vec<ActionNames>,
+}
+
+/// An action's shared names.
+pub(super) struct ActionNames {
+    pub(super) action: Arc<str>,
+    pub(super) driver: Arc<str>,
+    pub(super) endpoint: Option<Arc<str>>,
+}
 
 impl<'a> Assembler<'a> {
     pub(super) fn new(pb: &'a Playbook, inv: &'a Inventory) -> Self {
@@ -225,20 +236,17 @@ impl<'a> Assembler<'a> {
             phases: pb
                 .phases
                 .iter()
-                .map(|p| {
-                    (
-                        Arc::from(p.name.as_str()),
-                        p.actions
-                            .iter()
-                            .map(|a| {
-                                (
-                                    Arc::from(a.action.as_str()),
-                                    Arc::from(a.driver.as_str()),
-                                    a.endpoint.as_deref().map(Arc::from),
-                                )
-                            })
-                            .collect(),
-                    )
+                .map(|p| PhaseNames {
+                    name: Arc::from(p.name.as_str()),
+                    actions: p
+                        .actions
+                        .iter()
+                        .map(|a| ActionNames {
+                            action: Arc::from(a.action.as_str()),
+                            driver: Arc::from(a.driver.as_str()),
+                            endpoint: a.endpoint.as_deref().map(Arc::from),
+                        })
+                        .collect(),
                 })
                 .collect(),
             gate: Arc::from("gate"),
@@ -257,7 +265,10 @@ impl<'a> Assembler<'a> {
     ) -> Step {
         let node = &g.nodes[old as usize];
         let pi = node.phase as usize;
-        let (phase_name, names) = &self.phases[pi];
+        let PhaseNames {
+            name: phase_name,
+            actions: names,
+        } = &self.phases[pi];
         match node.what {
             What::Action {
                 target,
@@ -267,7 +278,11 @@ impl<'a> Assembler<'a> {
             } => {
                 let phase = &self.pb.phases[pi];
                 let a = &phase.actions[action as usize];
-                let (action, driver, endpoint) = &names[action as usize];
+                let ActionNames {
+                    action,
+                    driver,
+                    endpoint,
+                } = &names[action as usize];
                 Step {
                     id: p.id,
                     phase: phase_name.clone(),

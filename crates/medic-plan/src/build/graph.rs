@@ -3,21 +3,33 @@
 
 use super::*;
 
-/// No step.
-pub(super) const NONE: u32 = u32::MAX;
+/// The first and last step of one target's chain in one phase.
+#[derive(Clone, Copy)]
+pub(super) struct Chain {
+    pub(super) first: u32,
+    pub(super) last: u32,
+}
 
-/// The first and last step of each target's chain in each phase, by host slot.
+impl Chain {
+    /// No step.
+    pub(super) const NONE: Chain = Chain {
+        first: u32::MAX,
+        last: u32::MAX,
+    };
+}
+
+/// Each target's chain in each phase, by host slot.
 pub(super) struct Chains {
-    pub(super) by_phase: Vec<Vec<(u32, u32)>>,
+    pub(super) by_phase: Vec<Vec<Chain>>,
 }
 
 impl Chains {
-    pub(super) fn get(&self, phase: usize, slot: u32) -> Option<(u32, u32)> {
+    pub(super) fn get(&self, phase: usize, slot: u32) -> Option<Chain> {
         self.by_phase
             .get(phase)
             .and_then(|v| v.get(slot as usize))
             .copied()
-            .filter(|c| c.0 != NONE)
+            .filter(|c| c.first != Chain::NONE.first)
     }
 }
 

@@ -89,19 +89,20 @@ pub(super) fn join_node<'a>(
         None => m
             .targets
             .iter()
-            .filter(|(t, _, _, _)| role_in(facts, *t, roles))
-            .filter_map(|(t, _, _, _)| chains.get(q, host_slot(*t, inv)).map(|c| c.1))
+            .filter(|m| role_in(facts, m.target, roles))
+            .filter_map(|m| chains.get(q, host_slot(m.target, inv)).map(|c| c.last))
             .collect(),
         Some(gname) => {
             let by_group = joins.by_group.entry((q, roles)).or_insert_with(|| {
                 let mut by: HashMap<&'a str, Vec<u32>> = HashMap::new();
-                for (t, _, _, _) in &m.targets {
+                for member in &m.targets {
+                    let t = &member.target;
                     if let Target::Host(h) = t
                         && role_in(facts, *t, roles)
                         && let Some(rg) = facts.host(*h).relay_group.as_deref()
                         && let Some(c) = chains.get(q, *h)
                     {
-                        by.entry(rg).or_default().push(c.1);
+                        by.entry(rg).or_default().push(c.last);
                     }
                 }
                 by

@@ -214,6 +214,13 @@ fn plan_hosts(inv: &Inventory) -> Vec<PlanHost> {
     hosts
 }
 
+/// A phase's action steps: how many, and their estimated durations added up.
+#[derive(Clone, Copy, Default)]
+struct PhaseTotals {
+    steps: u32,
+    estimate_s: u64,
+}
+
 struct Built {
     steps: Vec<Step>,
     skipped: Vec<Skipped>,
@@ -239,7 +246,12 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
     let mut notes = Notes::default();
     for pi in membership_order(pb, &phase_idx) {
         let phase = &pb.phases[pi];
-        let (m, set, mgr, skipped) = select(
+        let Selection {
+            members: m,
+            hosts_in: set,
+            manager_in: mgr,
+            skipped,
+        } = select(
             &facts,
             phase,
             &phase_idx,
@@ -272,9 +284,15 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
         let mut chain = if targets.is_empty() {
             Vec::new()
         } else {
-            vec![(NONE, NONE); slots as usize]
+            vec![Chain::NONE; slots as usize]
         };
-        for &(t, wave, a0, alen) in targets {
+        for &Member {
+            target: t,
+            wave,
+            actions_start: a0,
+            actions_len: alen,
+        } in targets
+        {
             if let Some(w) = wave {
                 *wave_sizes.entry(w).or_default() += 1;
             }
@@ -313,7 +331,7 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
                 prev = Some(idx);
             }
             if let Some(last) = prev {
-                chain[host_slot(t, inv) as usize] = (first, last);
+                chain[host_slot(t, inv) as usize] = Chain { first, last };
             }
         }
         chains.by_phase[pi] = chain;
@@ -325,10 +343,10 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
                 let (prev_w, next_w) = (win[0], win[1]);
                 let needs = targets
                     .iter()
-                    .filter(|(_, w, _, _)| *w == Some(prev_w))
-                    .filter_map(|(t, _, _, _)| {
-                        chains.get(pi, host_slot(*t, inv)).map(|c| Need {
-                            step: c.1,
+                    .filter(|m| m.wave == Some(prev_w))
+                    .filter_map(|m| {
+                        chains.get(pi, host_slot(m.target, inv)).map(|c| Need {
+                            step: c.last,
                             on_finish: true,
                         })
                     })
@@ -378,8 +396,11 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
         if afters.is_empty() && wave_gates[pi].iter().all(Option::is_none) {
             continue;
         }
-        for (t, wave, _, _) in &m.targets {
-            let Some((first, _)) = chains.get(pi, host_slot(*t, inv)) else {
+        for Member {
+            target: t, wave, ..
+        } in &m.targets
+        {
+            let Some(Chain { first, .. }) = chains.get(pi, host_slot(*t, inv)) else {
                 continue;
             };
             let mut needs = Vec::new();
@@ -390,7 +411,7 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
                             && let Some(c) = chains.get(q, host_slot(*t, inv))
                         {
                             needs.push(Need {
-                                step: c.1,
+                                step: c.last,
                                 on_finish,
                             });
                         }
@@ -401,7 +422,7 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
                             && let Some(c) = chains.get(q, b)
                         {
                             needs.push(Need {
-                                step: c.1,
+                                step: c.last,
                                 on_finish,
                             });
                         }
@@ -479,15 +500,15 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
     // the arguments, and it assembles the steps straight into the plan's vector.
     let n = order.len();
     let mut phase_of = Vec::with_capacity(n);
-    let mut phase_steps = vec![(0u32, 0u64); pb.phases.len()];
+    let mut phase_steps = vec![PhaseTotals::default(); pb.phases.len()];
     let mut needs: Vec<Vec<Need>> = Vec::with_capacity(n);
     for &old in &order {
         let node = &mut g.nodes[old as usize];
         phase_of.push(node.phase);
         if let What::Action { action, .. } = node.what {
             let ps = &mut phase_steps[node.phase as usize];
-            ps.0 += 1;
-            ps.1 += pb.phases[node.phase as usize].actions[action as usize].estimate_s;
+            ps.steps += 1;
+            ps.estimate_s += pb.phases[node.phase as usize].actions[action as usize].estimate_s;
         }
         needs.push(std::mem::take(&mut node.needs));
     }
@@ -592,7 +613,7 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
             name: phase.name.clone(),
             description: phase.description.clone(),
             hosts,
-            steps: phase_steps[pi].0,
+            steps: phase_steps[pi].steps,
             skipped: skipped_counts[pi],
             waves,
             max_failures_total: r
@@ -605,7 +626,7 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
             point_of_no_return: phase.point_of_no_return,
             backout: phase.backout.clone(),
             guard: phase.guard.as_ref().map(|g| g.describe.clone()),
-            estimate_s: phase_steps[pi].1,
+            estimate_s: phase_steps[pi].estimate_s,
         });
     }
 

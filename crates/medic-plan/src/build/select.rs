@@ -6,7 +6,7 @@ use super::*;
 /// A phase's members in rollout order, each with its wave and its applicable actions
 /// (a range of `actions`).
 pub(super) struct Members {
-    pub(super) targets: Vec<(Target, Option<u32>, u32, u32)>,
+    pub(super) targets: Vec<Member>,
     pub(super) actions: Vec<u32>,
 }
 
@@ -39,7 +39,24 @@ pub(super) fn membership_order(pb: &Playbook, idx: &HashMap<&str, usize>) -> Vec
     out
 }
 
-pub(super) type Selected = (Members, Vec<bool>, bool, Vec<Skipped>);
+/// One member of a phase.
+#[derive(Clone, Copy)]
+pub(super) struct Member {
+    pub(super) target: Target,
+    pub(super) wave: Option<u32>,
+    /// Its applicable actions: `actions_len` entries of [`Members::actions`] from here.
+    pub(super) actions_start: u32,
+    pub(super) actions_len: u32,
+}
+
+/// Who is in a phase, and who was left out with a reason.
+pub(super) struct Selection {
+    pub(super) members: Members,
+    /// By host index: whether the host is a member.
+    pub(super) hosts_in: Vec<bool>,
+    pub(super) manager_in: bool,
+    pub(super) skipped: Vec<Skipped>,
+}
 
 pub(super) fn select(
     facts: &Facts<'_>,
@@ -48,7 +65,7 @@ pub(super) fn select(
     member_sets: &[Vec<bool>],
     manager_in: &[bool],
     notes: &mut Notes,
-) -> Selected {
+) -> Selection {
     // `requires_planned`: whether one of those phases has a step.
     let required_missing = phase.requires_planned.as_ref().filter(|r| {
         !r.phases.iter().any(|p| {
@@ -240,13 +257,23 @@ pub(super) fn select(
     }
 
     let waves = assign_waves(facts, phase, &chosen);
-    let mut targets: Vec<(Target, Option<u32>, u32, u32)> = chosen
+    let mut targets: Vec<Member> = chosen
         .into_iter()
         .zip(waves)
-        .map(|((t, a0, alen), w)| (t, w, a0, alen))
+        .map(|((target, actions_start, actions_len), wave)| Member {
+            target,
+            wave,
+            actions_start,
+            actions_len,
+        })
         .collect();
-    targets.sort_by_key(|(t, w, _, _)| (*w, *t));
-    (Members { targets, actions }, set, mgr, skipped)
+    targets.sort_by_key(|m| (m.wave, m.target));
+    Selection {
+        members: Members { targets, actions },
+        hosts_in: set,
+        manager_in: mgr,
+        skipped,
+    }
 }
 
 /// Assigns rollout waves in inventory order; the last wave size repeats until every member
