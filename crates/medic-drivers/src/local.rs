@@ -154,7 +154,7 @@ impl Driver for LocalDriver {
     }
 
     fn idempotent(&self, action: &str) -> bool {
-        action == "command-probe" || action == "noop"
+        crate::actions::idempotent(crate::actions::LOCAL_ACTIONS, action)
     }
 }
 

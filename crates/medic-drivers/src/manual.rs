@@ -78,7 +78,7 @@ impl Driver for ManualDriver {
     }
 
     fn idempotent(&self, action: &str) -> bool {
-        MANAGER_PROBES.contains(&action)
+        crate::actions::idempotent(MANAGER_PROBES, action)
     }
 
     fn manual_ask(&self, req: &ActionRequest) -> ManualAsk {

@@ -65,7 +65,7 @@ impl SimDriver {
 
 /// Whether `action` only reads: run again freely after a crash, and no side effect.
 fn read_only(action: &str) -> bool {
-    crate::READ_ONLY_ACTIONS.contains(&action) || action == "manager-version"
+    crate::actions::idempotent(&medic_sim::ACTION_NAMES, action)
 }
 
 impl Driver for SimDriver {

@@ -59,12 +59,12 @@ impl From<JournalError> for ReadError {
 /// JSON that journals written before it hold.
 pub fn read_plan(reader: &JournalReader) -> Result<Plan, ReadError> {
     if let Some(bytes) = reader.meta_blob(meta_keys::PLAN_BIN)? {
-        return plan_from_bytes(&bytes).map_err(ReadError::BadPlan);
+        return plan_from_bytes(&bytes).map_err(|e| ReadError::BadPlan(e.to_string()));
     }
     let json = reader
         .meta(meta_keys::PLAN_JSON)?
         .ok_or(ReadError::NoPlan)?;
-    plan_from_json(&json).map_err(ReadError::BadPlan)
+    plan_from_json(&json).map_err(|e| ReadError::BadPlan(e.to_string()))
 }
 
 /// Reads the journal's view of the run: every step's state and the pending timers.

@@ -4,6 +4,7 @@
 
 mod build;
 mod cond;
+pub mod graph;
 mod inventory;
 pub mod par;
 mod playbook;

@@ -420,11 +420,28 @@ struct In<'a> {
     arcs: Vec<Option<Arc<str>>>,
 }
 
-type R<T> = Result<T, String>;
+/// Why the binary form of a plan was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanBinError {
+    /// Another layout (a newer medic's, or not a plan at all).
+    #[error("not a plan written by this medic (unknown binary plan layout)")]
+    UnknownLayout,
+    /// The bytes break the layout at `at`.
+    #[error("the journal's plan is damaged: {what} at byte {at}")]
+    Damaged { what: &'static str, at: usize },
+    /// Two steps or two hosts with one name (`kind` is `step` or `host`).
+    #[error("{kind} `{name}` appears twice")]
+    Repeated { kind: &'static str, name: String },
+    /// The plan's change window does not parse.
+    #[error(transparent)]
+    Window(#[from] crate::window::WindowError),
+}
+
+type R<T> = Result<T, PlanBinError>;
 
 impl<'a> In<'a> {
-    fn err(&self, what: &str) -> String {
-        format!("the journal's plan is damaged: {what} at byte {}", self.at)
+    fn err(&self, what: &'static str) -> PlanBinError {
+        PlanBinError::Damaged { what, at: self.at }
     }
     fn byte(&mut self) -> R<u8> {
         let v = *self
@@ -598,12 +615,12 @@ impl<'a> In<'a> {
 
 /// Reads a plan written by [`plan_to_bytes`]. Like [`crate::plan_from_json`], the plan is
 /// taken as sealed: its fingerprint is kept, not recomputed.
-pub fn plan_from_bytes(bytes: &[u8]) -> Result<Plan, String> {
+pub fn plan_from_bytes(bytes: &[u8]) -> Result<Plan, PlanBinError> {
     let head = &PLAN_BIN_MAGIC[..PLAN_BIN_MAGIC.len() - 1];
     let version = match bytes.get(head.len()) {
         Some(&v @ (1 | 2)) if bytes.starts_with(head) => v,
         _ => {
-            return Err("not a plan written by this medic (unknown binary plan layout)".to_owned());
+            return Err(PlanBinError::UnknownLayout);
         }
     };
     let mut r = In {
@@ -770,10 +787,16 @@ pub fn plan_from_bytes(bytes: &[u8]) -> Result<Plan, String> {
         });
     }
     if let Some(id) = first_repeat(steps.iter().map(|s| s.id.as_str())) {
-        return Err(format!("step `{id}` appears twice"));
+        return Err(PlanBinError::Repeated {
+            kind: "step",
+            name: id.to_owned(),
+        });
     }
     if let Some(h) = first_repeat(hosts.iter().map(|h| h.name.as_str())) {
-        return Err(format!("host `{h}` appears twice"));
+        return Err(PlanBinError::Repeated {
+            kind: "host",
+            name: h.to_owned(),
+        });
     }
     let n = r.count(3)?;
     let mut skipped = Vec::with_capacity(n);
@@ -835,7 +858,7 @@ pub fn plan_from_bytes(bytes: &[u8]) -> Result<Plan, String> {
     };
     let serial_s = r.u()?;
     let window = match r.opt(In::str)? {
-        Some(w) => Some(Window::parse(w).map_err(|e| e.to_string())?),
+        Some(w) => Some(Window::parse(w)?),
         None => None,
     };
     let mut warnings = Vec::new();

@@ -799,10 +799,8 @@ pub fn read_plan_json(text: &str) -> Result<PlanFile, PlanReadError> {
 }
 
 /// [`read_plan_json`], the plan only.
-pub fn plan_from_json(text: &str) -> Result<Plan, String> {
-    read_plan_json(text)
-        .map(|f| f.plan)
-        .map_err(|e| e.to_string())
+pub fn plan_from_json(text: &str) -> Result<Plan, PlanReadError> {
+    read_plan_json(text).map(|f| f.plan)
 }
 
 type Unchecked = (

@@ -15,7 +15,7 @@ pub mod render;
 mod seal;
 mod window;
 
-pub use bin::{PLAN_BIN_MAGIC, plan_from_bytes, plan_to_bytes};
+pub use bin::{PLAN_BIN_MAGIC, PlanBinError, plan_from_bytes, plan_to_bytes};
 pub use build::{PlanError, Refusal, build_plan};
 pub use fingerprint::fingerprint_inputs;
 pub use json::{

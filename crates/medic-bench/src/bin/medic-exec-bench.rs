@@ -247,7 +247,7 @@ fn main() -> Result<(), String> {
     if args.iter().any(|a| a == "--json") {
         let json = medic_plan::plan_to_json(&plan);
         let t = Instant::now();
-        let back = medic_plan::plan_from_json(&json)?;
+        let back = medic_plan::plan_from_json(&json).map_err(|e| e.to_string())?;
         println!(
             "for comparison, reading the plan back from its JSON ({} MiB): {:.2} s ({} steps)",
             json.len() >> 20,

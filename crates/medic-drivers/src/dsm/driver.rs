@@ -55,15 +55,6 @@ impl Default for DsmDriverConfig {
     }
 }
 
-/// Actions that change nothing, so running them again is harmless.
-const PROBES: [&str; 5] = [
-    "noop",
-    "security-status",
-    "agent-status",
-    "agent-version",
-    "manager-version",
-];
-
 /// The driver. Cheap to clone; clones share the client, the host map and the poller.
 #[derive(Clone)]
 pub struct DsmDriver {
@@ -484,6 +475,6 @@ impl Driver for DsmDriver {
     }
 
     fn idempotent(&self, action: &str) -> bool {
-        PROBES.contains(&action)
+        crate::actions::idempotent(crate::DSM_ACTIONS, action)
     }
 }

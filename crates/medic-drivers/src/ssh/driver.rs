@@ -794,7 +794,7 @@ impl Driver for SshDriver {
     }
 
     fn idempotent(&self, action: &str) -> bool {
-        crate::READ_ONLY_ACTIONS.contains(&action) || action == "command-probe"
+        crate::actions::idempotent(crate::SSH_ACTIONS, action)
     }
 }
 

@@ -6,23 +6,19 @@
 //! controller's CPU per host for a plain key, far more for an encrypted one. For an
 //! OpenSSH-format Ed25519 key (what `ssh-keygen` writes by default) the transport signs
 //! the authentication challenge itself with this key through libssh2's sign callback
-//! ([`super::libssh2`]); any other key (RSA, ECDSA, PEM, another cipher) goes through
+//! ([`super::libssh2`]); any other key (RSA, ECDSA, PEM) goes through
 //! libssh2's own file path, as before.
 //!
-//! Format (OpenSSH `PROTOCOL.key`): `openssh-key-v1\0`, cipher name, KDF name, KDF options,
-//! key count, public key blobs, then the private section (encrypted unless the cipher is
-//! `none`): two equal check integers, then per key its type, public and private parts and
-//! a comment.
+//! The file is parsed and decrypted by RustCrypto's `ssh-key` (every cipher OpenSSH
+//! writes: aes256-ctr, aes256-gcm, chacha20-poly1305, the CBC and 3DES ones); its
+//! decrypted key material is zeroized when dropped, and the seed is handed to aws-lc by
+//! reference only (aws-lc cleanses its key memory when the pair is freed).
 
 use std::path::Path;
 
-use aes::cipher::{KeyIvInit as _, StreamCipher as _};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
-use base64::Engine as _;
 use secrecy::{ExposeSecret as _, SecretString};
-
-const MAGIC: &[u8] = b"openssh-key-v1\0";
-const ED25519: &str = "ssh-ed25519";
+use ssh_key::{Algorithm, PrivateKey};
 
 /// Why a key that looked like ours could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,7 +32,7 @@ pub enum IdentityError {
     #[error("wrong passphrase for the ssh key {path}")]
     WrongPassphrase { path: String },
     #[error("the ssh key {path} is damaged: {what}")]
-    Damaged { path: String, what: &'static str },
+    Damaged { path: String, what: String },
 }
 
 /// An Ed25519 key ready to sign.
@@ -84,73 +80,54 @@ impl Identity {
     }
 
     fn parse(text: &str, passphrase: Option<&SecretString>) -> Result<Option<Identity>, Bad> {
-        let Some(body) = text
-            .trim()
-            .strip_prefix("-----BEGIN OPENSSH PRIVATE KEY-----")
-            .and_then(|r| r.strip_suffix("-----END OPENSSH PRIVATE KEY-----"))
-        else {
+        // A PEM or PKCS#8 key is libssh2's to read; only OpenSSH's own format is parsed here.
+        if !text
+            .trim_start()
+            .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----")
+        {
             return Ok(None);
+        }
+        let key = PrivateKey::from_openssh(text).map_err(|e| Bad::Damaged(e.to_string()))?;
+        // The public part is readable without the passphrase: another key type is left to
+        // libssh2 before anything is decrypted.
+        if key.algorithm() != Algorithm::Ed25519 {
+            return Ok(None);
+        }
+        let public_blob = key
+            .public_key()
+            .to_bytes()
+            .map_err(|e| Bad::Damaged(e.to_string()))?;
+        let key = if key.is_encrypted() {
+            let pass = passphrase.ok_or(Bad::NeedPassphrase)?;
+            key.decrypt(pass.expose_secret().as_bytes())
+                .map_err(|e| match e {
+                    // The check integers differ (CTR, CBC) or the tag does not verify
+                    // (GCM, ChaCha20-Poly1305): what a wrong passphrase looks like.
+                    ssh_key::Error::Crypto => Bad::WrongPassphrase,
+                    e => Bad::Damaged(e.to_string()),
+                })?
+        } else {
+            key
         };
-        let b64: String = body.split_whitespace().collect();
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(|_| Bad::Damaged("not base64"))?;
-        let mut r = Reader(
-            data.strip_prefix(MAGIC)
-                .ok_or(Bad::Damaged("no openssh-key-v1 header"))?,
-        );
-        let cipher = r.string()?;
-        let kdf = r.string()?;
-        let kdf_options = r.string()?;
-        if r.u32()? != 1 {
-            return Ok(None);
-        }
-        let public_blob = r.string()?.to_vec();
-        let mut private = r.string()?.to_vec();
-        let mut pk = Reader(&public_blob);
-        if pk.string()? != ED25519.as_bytes() {
-            return Ok(None);
-        }
-        match (cipher, kdf) {
-            (b"none", b"none") => {}
-            (b"aes256-ctr", b"bcrypt") => {
-                let pass = passphrase.ok_or(Bad::NeedPassphrase)?;
-                let mut o = Reader(kdf_options);
-                let salt = o.string()?;
-                let rounds = o.u32()?;
-                let mut key_iv = [0u8; 48];
-                bcrypt_pbkdf::bcrypt_pbkdf(pass.expose_secret(), salt, rounds, &mut key_iv)
-                    .map_err(|_| Bad::Damaged("bad bcrypt parameters"))?;
-                let mut c =
-                    ctr::Ctr128BE::<aes::Aes256>::new(key_iv[..32].into(), key_iv[32..].into());
-                c.apply_keystream(&mut private);
-            }
-            _ => return Ok(None),
-        }
-        let mut p = Reader(&private);
-        if p.u32()? != p.u32()? {
-            return Err(if cipher == b"none" {
-                Bad::Damaged("check integers differ")
-            } else {
-                Bad::WrongPassphrase
-            });
-        }
-        if p.string()? != ED25519.as_bytes() {
-            return Err(Bad::Damaged("the private key is not the public key's type"));
-        }
-        let public = p.string()?;
-        let secret = p.string()?;
-        if public.len() != 32 || secret.len() != 64 || &secret[32..] != public {
-            return Err(Bad::Damaged("malformed ed25519 key"));
-        }
-        let pair = Ed25519KeyPair::from_seed_and_public_key(&secret[..32], public)
-            .map_err(|_| Bad::Damaged("the ed25519 seed does not match its public key"))?;
-        if pair.public_key().as_ref() != public || pk.string()? != public {
+        let Some(pair) = key.key_data().ed25519() else {
             return Err(Bad::Damaged(
-                "the public key does not match the private key",
+                "the private key is not the public key's type".to_owned(),
+            ));
+        };
+        let public: &[u8; 32] = pair.public.as_ref();
+        let seed: &[u8; 32] = pair.private.as_ref();
+        let signer = Ed25519KeyPair::from_seed_and_public_key(seed, public).map_err(|_| {
+            Bad::Damaged("the ed25519 seed does not match its public key".to_owned())
+        })?;
+        if signer.public_key().as_ref() != public {
+            return Err(Bad::Damaged(
+                "the public key does not match the private key".to_owned(),
             ));
         }
-        Ok(Some(Identity { public_blob, pair }))
+        Ok(Some(Identity {
+            public_blob,
+            pair: signer,
+        }))
     }
 }
 
@@ -159,7 +136,7 @@ impl Identity {
 enum Bad {
     NeedPassphrase,
     WrongPassphrase,
-    Damaged(&'static str),
+    Damaged(String),
 }
 
 impl Bad {
@@ -173,41 +150,25 @@ impl Bad {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn u32(&mut self) -> Result<u32, Bad> {
-        let (n, rest) = self
-            .0
-            .split_first_chunk::<4>()
-            .ok_or(Bad::Damaged("truncated"))?;
-        self.0 = rest;
-        Ok(u32::from_be_bytes(*n))
-    }
-
-    fn string(&mut self) -> Result<&'a [u8], Bad> {
-        let n = self.u32()? as usize;
-        if n > self.0.len() {
-            return Err(Bad::Damaged("truncated"));
-        }
-        let (s, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(s)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::process::Command;
 
     use aws_lc_rs::signature::{ED25519, UnparsedPublicKey};
+    use base64::Engine as _;
 
     use super::*;
 
     fn keygen(dir: &Path, name: &str, kind: &str, pass: &str) -> std::path::PathBuf {
+        keygen_with(dir, name, &["-t", kind], pass)
+    }
+
+    fn keygen_with(dir: &Path, name: &str, args: &[&str], pass: &str) -> std::path::PathBuf {
         let path = dir.join(name);
         let st = Command::new("ssh-keygen")
-            .args(["-q", "-t", kind, "-N", pass, "-C", "test", "-f"])
+            .args(["-q", "-N", pass, "-C", "test"])
+            .args(args)
+            .arg("-f")
             .arg(&path)
             .status()
             .expect("ssh-keygen (openssh-client) runs");
@@ -256,11 +217,64 @@ mod tests {
         assert!(!format!("{wrong} {wrong:?}").contains("not-this-one-7f3a"));
     }
 
+    /// Every cipher `ssh-keygen -Z` offers that OpenSSH uses for new keys: each decrypts
+    /// with its passphrase, signs, and names a wrong passphrase as such.
     #[test]
-    fn other_keys_are_left_to_libssh2_and_damaged_ones_refused() {
+    fn every_openssh_cipher_decrypts_and_a_wrong_passphrase_is_named() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ecdsa = keygen(dir.path(), "ecdsa", "ecdsa", "");
-        assert!(Identity::load(&ecdsa, None).expect("not ours").is_none());
+        for cipher in [
+            "aes256-ctr",
+            "aes128-ctr",
+            "aes256-cbc",
+            "aes256-gcm@openssh.com",
+            "chacha20-poly1305@openssh.com",
+        ] {
+            let name = cipher.replace(['@', '.'], "_");
+            let path = keygen_with(dir.path(), &name, &["-t", "ed25519", "-Z", cipher], "pw 1");
+            let id = Identity::load(&path, Some(&secret("pw 1")))
+                .unwrap_or_else(|e| panic!("{cipher}: {e}"))
+                .expect("an ed25519 key");
+            let blob = public_blob_of(&path);
+            assert_eq!(id.public_blob(), blob.as_slice(), "{cipher}");
+            UnparsedPublicKey::new(&ED25519, &blob[blob.len() - 32..])
+                .verify(b"challenge", &id.sign(b"challenge"))
+                .unwrap_or_else(|_| panic!("{cipher}: the signature verifies"));
+            let wrong = Identity::load(&path, Some(&secret("pw 2"))).expect_err(cipher);
+            assert!(
+                matches!(wrong, IdentityError::WrongPassphrase { .. }),
+                "{cipher}: {wrong}"
+            );
+            assert_eq!(
+                wrong.to_string(),
+                format!("wrong passphrase for the ssh key {}", path.display())
+            );
+        }
+    }
+
+    /// ECDSA and RSA keys (plain or encrypted, right passphrase or none) are libssh2's to
+    /// read: medic signs with Ed25519 keys only.
+    #[test]
+    fn ecdsa_and_rsa_keys_are_left_to_libssh2_encrypted_or_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (kind, bits) in [("ecdsa", "256"), ("ecdsa", "384"), ("rsa", "2048")] {
+            for pass in ["", "pw"] {
+                let name = format!("{kind}{bits}{pass}");
+                let path = keygen_with(dir.path(), &name, &["-t", kind, "-b", bits], pass);
+                for given in [None, Some(secret("pw"))] {
+                    assert!(
+                        Identity::load(&path, given.as_ref())
+                            .unwrap_or_else(|e| panic!("{name}: {e}"))
+                            .is_none(),
+                        "{name}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pem_keys_are_left_to_libssh2_and_damaged_ones_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
         let pem = dir.path().join("pem");
         std::fs::write(
             &pem,

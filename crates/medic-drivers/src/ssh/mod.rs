@@ -10,7 +10,7 @@
 //!   sources, and the parsers of their output;
 //! - [`quote`]: POSIX and PowerShell quoting, so every argument arrives literally;
 //! - [`Transport`] (`transport.rs`): "run this line there before this deadline", with
-//!   [`Ssh2Transport`] (`libssh2.rs`) as the implementation: one actor thread per
+//!   [`Ssh2Transport`] (`libssh2/`) as the implementation: one actor thread per
 //!   connection, bounded, strict host keys ([`known_hosts`]), deadlines that unblock.
 //!
 //! Construct the driver from an [`SshConfig`]:

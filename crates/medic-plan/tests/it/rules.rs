@@ -300,7 +300,14 @@ fn plans_that_repeat_a_step_id_or_a_host_are_refused() {
     )
     .expect("the reproducer");
     let err = medic_plan::plan_from_bytes(&bytes).expect_err("refused");
-    assert!(err.contains("appears twice"), "{err}");
+    assert!(
+        matches!(
+            &err,
+            medic_plan::PlanBinError::Repeated { kind: "step", .. }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("appears twice"), "{err}");
     // The second reproducer: a step listing the same need twice.
     let bytes = std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -308,7 +315,7 @@ fn plans_that_repeat_a_step_id_or_a_host_are_refused() {
     )
     .expect("the reproducer");
     let err = medic_plan::plan_from_bytes(&bytes).expect_err("refused");
-    assert!(err.contains("the same step twice"), "{err}");
+    assert!(err.to_string().contains("the same step twice"), "{err}");
 
     let p = plan(&inventory(&inventory_text(LAB)), &playbook(&[]));
     let mut json: serde_json::Value =
