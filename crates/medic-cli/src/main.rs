@@ -168,7 +168,7 @@ pub(crate) fn load_files(
         &pb_path.display().to_string(),
         &pb_text,
         sets,
-        &medic_drivers::driver_actions,
+        &medic_sim::driver::driver_actions,
     );
     match (inv, pb) {
         (Ok(i), Ok(p)) => {

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use medic_config::{Problem, Problems, SourceFile};
-use medic_drivers::{ManualDriver, SimDriver};
+use medic_drivers::ManualDriver;
+use medic_sim::driver::SimDriver;
 use medic_exec::{
     Clock, Control, Drivers, Fanout, Prior, Reporter, RunExit, RunOptions, StopReason, WindowPolicy,
 };

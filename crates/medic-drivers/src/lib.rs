@@ -5,16 +5,14 @@ pub mod dsm;
 mod local;
 mod manual;
 pub mod preflight;
-mod sim;
 pub mod ssh;
 mod verify;
 
 pub use dsm::{DsmClient, DsmConfig, DsmDriver, DsmDriverConfig, import_inventory};
 pub use local::{LocalConfig, LocalDriver};
-pub use manual::{MANAGER_PROBES, ManualDriver};
-pub use sim::SimDriver;
+pub use manual::{MANAGER_PROBES, ManualDriver, ask as manual_ask};
 pub use ssh::{SshConfig, SshDriver};
-pub use verify::{ManagerFields, Verifier};
+pub use verify::{ManagerFields, Verifier, verify_reply};
 
 /// The actions the `ssh` driver runs (its `act`; `manager-version` and `manager-upgrade`
 /// run on the Manager, not over ssh).
@@ -51,12 +49,12 @@ pub const DSM_ACTIONS: &[&str] = &[
 
 /// The actions a playbook may give `driver`, for the loader's check
 /// (`medic_config::load_playbook_for`); `None` when any name will do (a `manual` step is
-/// done by a person) or the driver is not one of these (the loader names it).
+/// done by a person) or the driver is not one of these (the loader names it). The `sim`
+/// driver lives with the simulator: `medic_sim::driver::driver_actions` adds it.
 pub fn driver_actions(driver: &str) -> Option<&'static [&'static str]> {
     match driver {
         "ssh" => Some(SSH_ACTIONS),
         "dsm" => Some(DSM_ACTIONS),
-        "sim" => Some(&medic_sim::ACTION_NAMES),
         _ => None,
     }
 }
@@ -64,7 +62,7 @@ pub fn driver_actions(driver: &str) -> Option<&'static [&'static str]> {
 /// The playbook's actions that only read (probes and verification): a step left running
 /// by a crash may simply run them again. Each driver adds its own (`command-probe`,
 /// `manager-version`).
-pub(crate) const READ_ONLY_ACTIONS: &[&str] = &[
+pub const READ_ONLY_ACTIONS: &[&str] = &[
     "noop",
     "verify",
     "agent-version",

@@ -3,7 +3,7 @@
 //! None of them changes anything on the host.
 
 use medic_model::{AgentBuild, Become, Platform};
-use medic_plan::PlanHost;
+use medic_exec::PlanHost;
 
 use super::commands::Op;
 use super::driver::{OpError, SshDriver, msg};

@@ -1,7 +1,8 @@
-//! The `dsm` driver, its client and the inventory import against the DSM simulator served
-//! over real HTTP(S) on loopback: batched polling (counted on the server), a 429 storm,
-//! 5xx retries, a bad API key, TLS refusals and a custom CA, and the import (request count
-//! and a plan identical to the simulator's own fleet).
+//! medic-drivers' `dsm` driver, its client and the inventory import against the DSM
+//! simulator served over real HTTP(S) on loopback: batched polling (counted on the server),
+//! a 429 storm, 5xx retries, a bad API key, TLS refusals and a custom CA, and the import
+//! (request count and a plan identical to the simulator's own fleet). They live here, not in
+//! medic-drivers, so that medic-drivers does not depend on the simulator, even for tests.
 //!
 //! `prism_accepts_every_client_request` is the contract test against the vendor spec; it is
 //! ignored here and run by `tests/contract/prism.sh`, which starts the validating mock.
@@ -14,11 +15,12 @@ use medic_drivers::dsm::{
     DIRECT_DOWNLOAD_SETTING, DsmClient, DsmConfig, DsmDriver, DsmDriverConfig, DsmError,
     ImportOptions, RateLimit, RelayGroupHint, RetryPolicy, import_inventory,
 };
-use medic_drivers::{SimDriver, Verifier};
+use medic_drivers::Verifier;
 use medic_exec::{ActionReply, ActionRequest, ActionStatus, Driver};
 use medic_model::{Host, Inventory, Value};
 use medic_plan::PlanHost;
 use medic_sim::server::{DsmServer, HttpFault, ServerConfig, TlsSetup, serve};
+use medic_sim::driver::SimDriver;
 use medic_sim::{CERT_EXPIRE_ERROR, SimConfig, SimFleet, generate_inventory_yaml};
 use secrecy::SecretString;
 use serde_json::Value as J;
