@@ -123,20 +123,21 @@ fn parse() -> Result<Opts, String> {
     Ok(o)
 }
 
-/// splitmix64: enough randomness for a schedule, and no dependency.
-struct Rng(u64);
+/// The schedule's generator: ChaCha8, whose output for a seed `rand` never changes, so a
+/// printed seed replays the schedule.
+struct Rng(rand_chacha::ChaCha8Rng);
 
 impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(rand::SeedableRng::seed_from_u64(seed))
+    }
+
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        rand::Rng::random(&mut self.0)
     }
 
     fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        rand::Rng::random(&mut self.0)
     }
 }
 
@@ -501,7 +502,7 @@ fn real_main() -> Result<bool, String> {
         ));
     }
 
-    let mut rng = Rng(o.seed);
+    let mut rng = Rng::new(o.seed);
     let mut t = Totals::default();
     while t.kills < o.kills {
         t.runs += 1;

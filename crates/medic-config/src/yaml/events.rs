@@ -745,13 +745,8 @@ mod tests {
             "&a ", "*a", "!!str ", "? ", "|", ">", "%", "@", "~", "\n", "\n  ", "\n- ", "---\n",
             "\r", "\u{feff}", "1e999", "<<: ",
         ];
-        let mut seed = 0x853c_49e6_748f_ea9bu64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng: rand_chacha::ChaCha8Rng = rand::SeedableRng::seed_from_u64(0x853c_49e6_748f_ea9b);
+        let mut next = move || rand::Rng::random::<u64>(&mut rng);
         let mut accepted = 0;
         let rounds = 400;
         for round in 0..rounds {

@@ -399,14 +399,15 @@ mod tests {
     use super::super::{parse_with_saphyr, tests::budget_for};
     use super::*;
 
-    struct Rng(u64);
+    /// A seeded generator: the same documents on every run.
+    struct Rng(rand_chacha::ChaCha8Rng);
 
     impl Rng {
+        fn new(seed: u64) -> Rng {
+            Rng(rand::SeedableRng::seed_from_u64(seed))
+        }
         fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
+            rand::Rng::random(&mut self.0)
         }
         fn pick<'s>(&mut self, xs: &[&'s str]) -> &'s str {
             xs[(self.next() % xs.len() as u64) as usize]
@@ -559,7 +560,7 @@ mod tests {
 
     #[test]
     fn generated_items_read_like_serde_saphyr() {
-        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut r = Rng::new(0x9e37_79b9_7f4a_7c15);
         let mut accepted = 0;
         for round in 0..300 {
             let n = 2 + r.below(12) as usize;
@@ -576,7 +577,7 @@ mod tests {
 
     #[test]
     fn mutated_items_read_like_serde_saphyr() {
-        let mut r = Rng(0x2545_f491_4f6c_dd1d);
+        let mut r = Rng::new(0x2545_f491_4f6c_dd1d);
         let noise = [
             " ", ":", ",", "{", "}", "[", "]", "\"", "\\", "#", "-", ".", "é", "\t", "0", "x", "'",
             "&a ", "*a", "!!str ", "? ", "|", ">", "%", "@", "`", "~", "\n", "\n  ", "\n- ",
@@ -624,7 +625,7 @@ mod tests {
                 i % 250
             ));
         }
-        let mut r = Rng(7);
+        let mut r = Rng::new(7);
         for indent in [0, 2] {
             let text = doc(&mut r, &items, indent);
             assert!(agrees(&text), "not read by hand");
@@ -638,7 +639,7 @@ mod tests {
     fn deep_nesting_is_left_to_the_parser() {
         let deep = format!("{}{}", "{ a: ".repeat(100_000), "}".repeat(100_000));
         let items: Vec<String> = (0..50).map(|_| "{ a: b }".to_owned()).collect();
-        let mut r = Rng(3);
+        let mut r = Rng::new(3);
         let mut text = doc(&mut r, &items, 2);
         text.push_str(&format!("  - {deep}\n"));
         let budget = budget_for(&text);

@@ -274,7 +274,6 @@ struct Inner {
     retry: RetryPolicy,
     bucket: TokenBucket,
     sent: AtomicU64,
-    jitter: AtomicU64,
     version: Mutex<Option<ManagerBuild>>,
 }
 
@@ -367,10 +366,6 @@ impl DsmClient {
             b = b.tls_certs_merge(certs);
         }
         let http = b.build().map_err(|e| DsmError::Client(chain(&e)))?;
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            | 1;
         Ok(DsmClient {
             inner: Arc::new(Inner {
                 http,
@@ -379,7 +374,6 @@ impl DsmClient {
                 retry: config.retry,
                 bucket: TokenBucket::new(config.rate.per_second, config.rate.burst),
                 sent: AtomicU64::new(0),
-                jitter: AtomicU64::new(seed),
                 version: Mutex::new(None),
             }),
         })
@@ -419,14 +413,8 @@ impl DsmClient {
             .initial
             .saturating_mul(2u32.saturating_pow(attempt.min(20)))
             .min(r.max);
-        // xorshift: enough to spread concurrent retries apart.
-        let mut x = self.inner.jitter.load(Ordering::Relaxed);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.inner.jitter.store(x, Ordering::Relaxed);
-        let frac = 0.5 + 0.5 * ((x >> 11) as f64 / (1u64 << 53) as f64);
-        exp.mul_f64(frac)
+        // Spreads concurrent retries apart.
+        exp.mul_f64(rand::random_range(0.5..=1.0))
     }
 
     fn headers(&self) -> Result<HeaderMap, DsmError> {
