@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use medic_config::{Problem, Problems, SourceFile};
 use medic_drivers::ManualDriver;
-use medic_sim::driver::SimDriver;
 use medic_exec::{
     Clock, Control, Drivers, Fanout, Prior, Reporter, RunExit, RunOptions, StopReason, WindowPolicy,
 };
 use medic_journal::{Journal, JournalError, JournalReader, meta_keys};
 use medic_model::Inventory;
 use medic_plan::{Plan, Window};
+use medic_sim::driver::SimDriver;
 use medic_sim::{SimConfig, SimFleet};
 use serde::{Deserialize, Serialize};
 
@@ -901,16 +901,18 @@ fn resume_journal(
         });
     // Three independent reads at the same time: the plan, the state of every step, and
     // today's inputs with the fingerprint a plan of them would have (no planning).
-    let (read, today) = medic_model::par::join(
-        || medic_exec::read_for_resume(path),
-        || {
-            on_disk.map(|(inv, pb, sets)| {
-                let (i, p, pb_text, inv_text) = load_files(&inv, &pb, &sets)?;
-                let (fingerprint, digests) = medic_plan::fingerprint_inputs(&i, &p, &pb_text);
-                Ok::<_, Failure>((inv, fingerprint, digests, i, inv_text))
-            })
-        },
-    );
+    let (read, today) = std::thread::scope(|s| {
+        let read = s.spawn(|| medic_exec::read_for_resume(path));
+        let today = on_disk.map(|(inv, pb, sets)| {
+            let (i, p, pb_text, inv_text) = load_files(&inv, &pb, &sets)?;
+            let (fingerprint, digests) = medic_plan::fingerprint_inputs(&i, &p, &pb_text);
+            Ok::<_, Failure>((inv, fingerprint, digests, i, inv_text))
+        });
+        (
+            read.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            today,
+        )
+    });
     let (plan, prior) = read.map_err(|e| match e {
         medic_exec::ReadError::NoPlan => bad(
             &name,

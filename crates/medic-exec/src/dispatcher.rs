@@ -368,7 +368,11 @@ impl<'a> Dispatcher<'a> {
         };
         let at: Vec<Option<u32>> = if prior.steps.len() >= 100_000 {
             let (a, b) = prior.steps.split_at(prior.steps.len() / 2);
-            let (mut a, b) = medic_model::par::join(|| find(a), || find(b));
+            let (mut a, b) = std::thread::scope(|s| {
+                let a = s.spawn(|| find(a));
+                let b = find(b);
+                (a.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), b)
+            });
             a.extend(b);
             a
         } else {

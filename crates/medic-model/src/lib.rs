@@ -5,7 +5,6 @@
 mod build;
 mod cond;
 mod inventory;
-pub mod par;
 mod playbook;
 
 pub use build::{AgentBuild, BuildError, BuildLines, ManagerBuild};

@@ -53,16 +53,18 @@ pub(super) fn parse<'a>(text: &'a str, limits: &Limits) -> Option<Node<'a>> {
     let b_first_line =
         first_line + u32::try_from(a.bytes().filter(|&c| c == b'\n').count()).ok()?;
     let ((head_tree, head_counts), items_a, items_b) = {
-        let (items_b, (head, items_a)) = medic_model::par::join(
-            || read_items(b, first_end + cut, b_first_line, indent, limits.max_depth),
-            || {
-                let head = parse_whole(head, limits);
-                (
-                    head,
-                    read_items(a, first_end, first_line, indent, limits.max_depth),
-                )
-            },
-        );
+        let (items_b, (head, items_a)) = std::thread::scope(|s| {
+            let items_b =
+                s.spawn(|| read_items(b, first_end + cut, b_first_line, indent, limits.max_depth));
+            let head = parse_whole(head, limits);
+            let items_a = read_items(a, first_end, first_line, indent, limits.max_depth);
+            (
+                items_b
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                (head, items_a),
+            )
+        });
         (head?, items_a?, items_b?)
     };
     let mut root = head_tree;

@@ -324,26 +324,16 @@ pub(crate) fn parse_version_header(v: &str) -> Option<ManagerBuild> {
     v.rsplit('/').next()?.trim().parse().ok()
 }
 
-fn query_string(query: &[(&str, &str)]) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
-    if query.is_empty() {
-        return String::new();
+/// The URL of `path` (starting with `/`) under the API's `base`, with `query` encoded by
+/// the URL crate reqwest uses (`application/x-www-form-urlencoded`, as the simulator and the
+/// Manager read it).
+fn endpoint(base: &str, path: &str, query: &[(&str, &str)]) -> Result<Url, DsmError> {
+    let mut url = Url::parse(&format!("{base}{path}"))
+        .map_err(|e| DsmError::Client(format!("bad API URL {base}{path}: {e}")))?;
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
     }
-    let q: Vec<String> = query
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect();
-    format!("?{}", q.join("&"))
+    Ok(url)
 }
 
 impl DsmClient {
@@ -440,7 +430,8 @@ impl DsmClient {
         body: Option<&J>,
         safe: Safe,
     ) -> Result<Vec<u8>, DsmError> {
-        let url = format!("{}{}{}", self.inner.base, path, query_string(query));
+        let endpoint = endpoint(&self.inner.base, path, query)?;
+        let url = endpoint.to_string();
         let headers = self.headers()?;
         let mut attempt: u32 = 0;
         let mut throttled: u32 = 0;
@@ -451,7 +442,7 @@ impl DsmClient {
             let mut rb = self
                 .inner
                 .http
-                .request(method.clone(), &url)
+                .request(method.clone(), endpoint.clone())
                 .headers(headers.clone());
             if let Some(b) = body {
                 rb = rb.json(b);
@@ -766,11 +757,17 @@ mod tests {
 
     #[test]
     fn queries_are_encoded() {
+        let url = |q: &[(&str, &str)]| {
+            endpoint("https://dsm:4119/api", "/computers/search", q).map(|u| u.to_string())
+        };
         assert_eq!(
-            query_string(&[("expand", "none"), ("expand", "a b")]),
-            "?expand=none&expand=a%20b"
+            url(&[("expand", "none"), ("expand", "a b&c=d")]).ok().as_deref(),
+            Some("https://dsm:4119/api/computers/search?expand=none&expand=a+b%26c%3Dd")
         );
-        assert_eq!(query_string(&[]), "");
+        assert_eq!(
+            url(&[]).ok().as_deref(),
+            Some("https://dsm:4119/api/computers/search")
+        );
     }
 
     #[test]

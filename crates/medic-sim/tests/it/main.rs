@@ -11,16 +11,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use medic_drivers::Verifier;
 use medic_drivers::dsm::{
     DIRECT_DOWNLOAD_SETTING, DsmClient, DsmConfig, DsmDriver, DsmDriverConfig, DsmError,
     ImportOptions, RateLimit, RelayGroupHint, RetryPolicy, import_inventory,
 };
-use medic_drivers::Verifier;
 use medic_exec::{ActionReply, ActionRequest, ActionStatus, Driver};
 use medic_model::{Host, Inventory, Value};
 use medic_plan::PlanHost;
-use medic_sim::server::{DsmServer, HttpFault, ServerConfig, TlsSetup, serve};
 use medic_sim::driver::SimDriver;
+use medic_sim::server::{DsmServer, HttpFault, ServerConfig, TlsSetup, serve};
 use medic_sim::{CERT_EXPIRE_ERROR, SimConfig, SimFleet, generate_inventory_yaml};
 use secrecy::SecretString;
 use serde_json::Value as J;
