@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use rand::Rng as _;
+use rand::RngExt as _;
 
 use crate::rng;
 

@@ -1,12 +1,12 @@
 //! Deterministic pseudo-randomness: every draw comes from its own generator
-//! (`rand_chacha`'s ChaCha8, whose output `rand` promises never to change for a seed),
+//! (`rand`'s ChaCha8, whose output `rand` promises never to change for a seed),
 //! seeded by a hash of the fleet's seed and of what is being drawn (host, action,
 //! attempt). That makes the numbers independent of the order in which concurrent workers
 //! ask for them, and stable across machines and Rust versions (std's hashers promise
 //! neither, so the seed's hash is FNV-1a here).
 
-use rand::{Rng as _, SeedableRng as _};
-use rand_chacha::ChaCha8Rng;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt as _, SeedableRng as _};
 
 /// FNV-1a over the parts (with a separator so `("ab","c")` and `("a","bc")` differ) and `n`:
 /// a stable hash, the seed of a draw's generator ([`draw`]) or a fingerprint.

@@ -155,7 +155,7 @@ fn opts(a: Args) -> Result<Opts, String> {
 
 /// The schedule's generator: ChaCha8, whose output for a seed `rand` never changes, so a
 /// printed seed replays the schedule.
-struct Rng(rand_chacha::ChaCha8Rng);
+struct Rng(rand::rngs::ChaCha8Rng);
 
 impl Rng {
     fn new(seed: u64) -> Rng {
@@ -163,11 +163,11 @@ impl Rng {
     }
 
     fn next(&mut self) -> u64 {
-        rand::Rng::random(&mut self.0)
+        rand::RngExt::random(&mut self.0)
     }
 
     fn unit(&mut self) -> f64 {
-        rand::Rng::random(&mut self.0)
+        rand::RngExt::random(&mut self.0)
     }
 
     /// Uniform in `[0, n)` (0 when `n` is 0).
@@ -175,7 +175,7 @@ impl Rng {
         if n == 0 {
             0
         } else {
-            rand::Rng::random_range(&mut self.0, 0..n)
+            rand::RngExt::random_range(&mut self.0, 0..n)
         }
     }
 }
@@ -586,9 +586,7 @@ fn real_main() -> Result<bool, String> {
         let mut log = LogProgress::new(&journal);
         // This run's kill points: seeded counts of side-effect attempts, in order, below
         // the reference's count so that the run cannot end before its last kill is due.
-        let mut points: Vec<u64> = (0..o.per_run)
-            .map(|_| rng.below(ref_attempts))
-            .collect();
+        let mut points: Vec<u64> = (0..o.per_run).map(|_| rng.below(ref_attempts)).collect();
         points.sort_unstable();
         let mut succeeded_seen = 0u64;
         let last: Option<ExitStatus>;

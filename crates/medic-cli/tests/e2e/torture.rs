@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use crate::world::{Ran, Spec, World};
+use crate::world::{HostCommand, Ran, Spec, World, host_commands};
 use crate::{count, sigkill, spawn, wait_until};
 
 /// When a kill is delivered, once the journal exists.
@@ -67,7 +67,7 @@ const MANAGER_TIME_SCALE: f64 = 200.0;
 
 /// The schedule's generator (ChaCha8, whose output for a seed `rand` never changes): it
 /// replays from its printed seed.
-struct Rng(rand_chacha::ChaCha8Rng);
+struct Rng(rand::rngs::ChaCha8Rng);
 
 impl Rng {
     fn new(seed: u64) -> Rng {
@@ -79,75 +79,9 @@ impl Rng {
         if hi <= lo {
             lo
         } else {
-            rand::Rng::random_range(&mut self.0, lo..hi)
+            rand::RngExt::random_range(&mut self.0, lo..hi)
         }
     }
-}
-
-/// A command of the fake agent running on one of the world's hosts.
-#[derive(Clone, Debug)]
-struct HostCommand {
-    pid: u32,
-    /// Its argv from the fake agent's path on: `BIN/rpm -Uvh PKG`.
-    argv: Vec<String>,
-}
-
-impl HostCommand {
-    /// Whether it changes the host: what a kill must neither lose nor repeat.
-    fn acts(&self) -> bool {
-        let name = Path::new(&self.argv[0])
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("");
-        let first = self.argv.get(1).map(String::as_str).unwrap_or("");
-        match name {
-            "rpm" => first.starts_with("-U"),
-            "dsa_control" => matches!(first, "-m" | "-b" | "--import-bundle"),
-            _ => false,
-        }
-    }
-
-    fn show(&self) -> String {
-        let mut a = self.argv.clone();
-        if let Some(p) = Path::new(&a[0]).file_name() {
-            a[0] = p.to_string_lossy().into_owned();
-        }
-        a.truncate(2);
-        a.join(" ")
-    }
-}
-
-/// The fake agent's processes: the commands running on the world's hosts now. The fake
-/// is a shell script linked under several names in the fleet's `bin`, so each process is
-/// `/bin/sh BIN/NAME ARGS...`.
-fn host_commands(w: &World) -> Vec<HostCommand> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = raw
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if let Some(i) = args
-            .iter()
-            .position(|a| Path::new(a).parent() == Some(w.fleet.bin.as_path()))
-        {
-            out.push(HostCommand {
-                pid,
-                argv: args[i..].to_vec(),
-            });
-        }
-    }
-    out
 }
 
 /// `rpm -Uvh x3, rpm -q x1`.

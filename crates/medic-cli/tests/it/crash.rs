@@ -278,10 +278,7 @@ fn kills_inside_journal_writes_of_apply_and_of_resume_lose_and_repeat_nothing() 
             }
             let stopped = signal(pid, "STOP");
             landed = stopped && frozen(pid) && in_write_transaction(pid, &journal);
-            if landed
-                || attempts(&journal) >= hunt_until
-                || hunt_started.elapsed() > POINT_LIMIT
-            {
+            if landed || attempts(&journal) >= hunt_until || hunt_started.elapsed() > POINT_LIMIT {
                 let _ = child.kill();
                 let st = child.wait().expect("reap medic");
                 use std::os::unix::process::ExitStatusExt as _;

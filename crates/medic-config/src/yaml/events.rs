@@ -754,9 +754,9 @@ mod tests {
             "&a ", "*a", "!!str ", "? ", "|", ">", "%", "@", "~", "\n", "\n  ", "\n- ", "---\n",
             "\r", "\u{feff}", "1e999", "<<: ",
         ];
-        let mut rng: rand_chacha::ChaCha8Rng =
+        let mut rng: rand::rngs::ChaCha8Rng =
             rand::SeedableRng::seed_from_u64(0x853c_49e6_748f_ea9b);
-        let mut next = move || rand::Rng::random::<u64>(&mut rng);
+        let mut next = move || rand::RngExt::random::<u64>(&mut rng);
         let mut accepted = 0;
         let rounds = 400;
         for round in 0..rounds {

@@ -402,14 +402,14 @@ mod tests {
     use super::*;
 
     /// A seeded generator: the same documents on every run.
-    struct Rng(rand_chacha::ChaCha8Rng);
+    struct Rng(rand::rngs::ChaCha8Rng);
 
     impl Rng {
         fn new(seed: u64) -> Rng {
             Rng(rand::SeedableRng::seed_from_u64(seed))
         }
         fn next(&mut self) -> u64 {
-            rand::Rng::random(&mut self.0)
+            rand::RngExt::random(&mut self.0)
         }
         fn pick<'s>(&mut self, xs: &[&'s str]) -> &'s str {
             xs[(self.next() % xs.len() as u64) as usize]

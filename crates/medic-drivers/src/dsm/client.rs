@@ -761,7 +761,9 @@ mod tests {
             endpoint("https://dsm:4119/api", "/computers/search", q).map(|u| u.to_string())
         };
         assert_eq!(
-            url(&[("expand", "none"), ("expand", "a b&c=d")]).ok().as_deref(),
+            url(&[("expand", "none"), ("expand", "a b&c=d")])
+                .ok()
+                .as_deref(),
             Some("https://dsm:4119/api/computers/search?expand=none&expand=a+b%26c%3Dd")
         );
         assert_eq!(

@@ -2,7 +2,7 @@
 //! state (addresses, groups, tasks in flight, `lastChanged`), rendered in the vendor's
 //! `computer` shape with the requested expansions, and searchable by the vendor's fields.
 
-use rand::Rng as _;
+use rand::RngExt as _;
 use serde_json::{Map, Value as J, json};
 
 use super::search::{FieldValue, Searchable};
