@@ -3,7 +3,7 @@
 # OpenAPI spec (shared/vendor-spec), served by Prism in validating mode: with --errors an
 # invalid request (missing header, wrong type, unknown enum value, bad body) gets a 4xx, which
 # fails the client call. The requests are made by the real client code, in the ignored test
-# `prism_accepts_every_client_request` of crates/medic-drivers/tests/dsm.
+# `prism_accepts_every_client_request` of crates/medic-sim/tests/it (the dsm driver against the simulator's server).
 #
 # Usage: tests/contract/prism.sh        (installs Prism into tests/contract/node_modules once)
 # Env:   MEDIC_VENDOR_SPEC=path/to/workload-security-openapi.json (default: ../shared/vendor-spec)
@@ -35,7 +35,7 @@ done
 grep -q "Prism is listening" "$log" || { tail -20 "$log"; fail "prism did not start in 120 s"; }
 
 cd "$root"
-if MEDIC_CONTRACT_DSM_URL="http://127.0.0.1:$port" cargo test -q -p medic-drivers --test dsm -- \
+if MEDIC_CONTRACT_DSM_URL="http://127.0.0.1:$port" cargo test -q -p medic-sim --test it -- \
     --ignored --exact prism_accepts_every_client_request --nocapture; then
   echo "PASS prism contract: every kind of DSM client request is accepted by the vendor spec"
 else

@@ -19,7 +19,7 @@ if ! "$venv/bin/python" -c 'import deepsecurity' 2>/dev/null; then
 fi
 
 cd "$root"
-cargo build -q -p medic-sim --bin medic-sim || fail "cannot build medic-sim"
+cargo build -q -p medic-sim --features server --bin medic-sim || fail "cannot build medic-sim"
 bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/medic-sim
 
 work=$(mktemp -d)

@@ -226,14 +226,18 @@ impl Ctx<'_> {
                 };
                 let tail = items.split_off(if total >= 8192 { total / 2 } else { total });
                 let mut out = Vec::with_capacity(total);
-                let (tail, head_errs) = medic_model::par::join(
-                    || {
+                let (tail, head_errs) = std::thread::scope(|s| {
+                    let tail = s.spawn(|| {
                         let mut out = Vec::with_capacity(tail.len());
                         let errs = half(tail, &mut out);
                         (out, errs)
-                    },
-                    || half(items, &mut out),
-                );
+                    });
+                    let head_errs = half(items, &mut out);
+                    (
+                        tail.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                        head_errs,
+                    )
+                });
                 for e in head_errs {
                     self.node_err(e, what);
                 }

@@ -6,15 +6,15 @@ pub mod dsm;
 mod local;
 mod manual;
 pub mod preflight;
-mod sim;
 pub mod ssh;
 mod verify;
 
 pub use dsm::{DsmClient, DsmConfig, DsmDriver, DsmDriverConfig, import_inventory};
 pub use local::{LocalConfig, LocalDriver};
-pub use manual::{MANAGER_PROBES, ManualDriver};
-pub use sim::SimDriver;
+pub use manual::{MANAGER_PROBES, ManualDriver, ask as manual_ask};
 pub use ssh::{SshConfig, SshDriver};
-pub use verify::{ManagerFields, Verifier};
+pub use verify::{ManagerFields, Verifier, verify_reply};
 
-pub use actions::{DSM_ACTIONS, SSH_ACTIONS, driver_actions};
+pub use actions::{
+    ACTIONS, DSM_ACTIONS, Effect, LOCAL_ACTIONS, SSH_ACTIONS, driver_actions, effect, idempotent,
+};

@@ -16,8 +16,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use medic_exec::{Plan, PlanHost, StepKind};
 use medic_model::{AgentBuild, Inventory, ManagerBuild, Platform};
-use medic_plan::{Plan, PlanHost, StepKind};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 

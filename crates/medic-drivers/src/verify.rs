@@ -546,6 +546,28 @@ pub(crate) fn host_only(req: &ActionRequest, facts: BTreeMap<String, Value>) -> 
     with_host_facts(judge(platform, min, None, Some(Ok(view))).reply(), facts)
 }
 
+/// A `verify` judged from both views read by the caller: the Manager's (`manager`) and the
+/// host's own (`host`: the facts of its `verify`, as [`host_view`] reads them, or why the host
+/// did not answer), for a driver that sees both at once (the simulated fleet's). The reply
+/// keeps the host's facts beside the verdict's, as [`Verifier`]'s does.
+pub fn verify_reply(
+    req: &ActionRequest,
+    manager: &ManagerFields<'_>,
+    host: Result<BTreeMap<String, Value>, String>,
+) -> ActionReply {
+    let min = match min_build(req) {
+        Ok(m) => m,
+        Err(e) => return ActionReply::failed(e),
+    };
+    let platform = req.host.as_ref().and_then(|h| h.platform);
+    let (view, facts) = match host {
+        Ok(facts) => (Ok(host_view(&facts)), facts),
+        Err(e) => (Err(e), BTreeMap::new()),
+    };
+    let verdict = judge(platform, min, Some(Ok(manager_view(manager))), Some(view));
+    with_host_facts(verdict.reply(), facts)
+}
+
 /// The driver that verifies with both views: `verify` and `agent-status` read the Manager
 /// (primary) and the host (second); every other action goes to the host's driver.
 pub struct Verifier {

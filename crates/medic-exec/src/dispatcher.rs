@@ -368,7 +368,11 @@ impl<'a> Dispatcher<'a> {
         };
         let at: Vec<Option<u32>> = if prior.steps.len() >= 100_000 {
             let (a, b) = prior.steps.split_at(prior.steps.len() / 2);
-            let (mut a, b) = medic_model::par::join(|| find(a), || find(b));
+            let (mut a, b) = std::thread::scope(|s| {
+                let a = s.spawn(|| find(a));
+                let b = find(b);
+                (a.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), b)
+            });
             a.extend(b);
             a
         } else {
@@ -1208,11 +1212,9 @@ impl<'a> Dispatcher<'a> {
         {
             let base =
                 s.retry.backoff_s.max(1) as f64 * 2f64.powi(c.attempt.saturating_sub(1) as i32);
-            // Jitter from the step and attempt, so that a fleet does not retry in lockstep.
-            let h = s.id.bytes().fold(c.attempt as u64 * 0x9E37_79B9, |a, b| {
-                a.rotate_left(5) ^ b as u64
-            });
-            let jitter = 0.75 + (h % 1000) as f64 / 2000.0;
+            // Jitter, so that a fleet does not retry in lockstep (the due time is journaled:
+            // a resume keeps it).
+            let jitter = rand::random_range(0.75..1.25);
             let wait = self.scaled(base * jitter);
             let due = self.now_ms() + wait.as_millis() as i64;
             self.record(Record::Step {

@@ -82,9 +82,15 @@ pub fn read_prior(reader: &JournalReader) -> Result<Prior, JournalError> {
 /// Everything a resume needs from the journal at `path`: its plan and its prior state, read
 /// at the same time over two read-only connections.
 pub fn read_for_resume(path: &Path) -> Result<(Plan, Prior), ReadError> {
-    let (plan, prior) = medic_model::par::join(
-        || -> Result<Plan, ReadError> { read_plan(&JournalReader::open(path)?) },
-        || -> Result<Prior, JournalError> { read_prior(&JournalReader::open(path)?) },
-    );
+    let (plan, prior) = std::thread::scope(|s| {
+        let plan =
+            s.spawn(|| -> Result<Plan, ReadError> { read_plan(&JournalReader::open(path)?) });
+        let prior =
+            (|| -> Result<Prior, JournalError> { read_prior(&JournalReader::open(path)?) })();
+        (
+            plan.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            prior,
+        )
+    });
     Ok((plan?, prior?))
 }

@@ -16,7 +16,10 @@ mod journal_plan;
 use std::sync::Arc;
 
 use medic_journal::Journal;
-use medic_plan::Plan;
+/// The plan's types in the executor's API (`execute` walks a `Plan`, an `ActionRequest`
+/// names its `PlanHost`): a driver implements [`Driver`], or reads the plan it serves (the
+/// pre-flight), through this crate alone.
+pub use medic_plan::{Plan, PlanHost, StepKind};
 
 pub use clock::Clock;
 pub use dispatcher::{Control, Prior, RunExit, RunOptions, RunReport, WindowPolicy};

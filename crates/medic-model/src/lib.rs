@@ -6,7 +6,6 @@ mod build;
 mod cond;
 pub mod graph;
 mod inventory;
-pub mod par;
 mod playbook;
 
 pub use build::{AgentBuild, BuildError, BuildLines, ManagerBuild};

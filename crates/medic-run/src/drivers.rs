@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use medic_drivers::{ManualDriver, SimDriver};
+use medic_drivers::ManualDriver;
+use medic_sim::driver::SimDriver;
 use medic_exec::Drivers;
 use medic_model::Inventory;
 use medic_plan::Plan;

@@ -88,7 +88,7 @@ pub fn files(inv_path: &Path, pb_path: &Path, sets: &[String]) -> Result<Loaded,
         &pb_path.display().to_string(),
         &pb_text,
         sets,
-        &medic_drivers::driver_actions,
+        &medic_sim::driver::driver_actions,
     );
     match (inv, pb) {
         (Ok(i), Ok(p)) => {

@@ -60,19 +60,21 @@ pub fn open(req: &Request<'_>, warn: &(dyn Fn(&Problems) + Sync)) -> Result<Read
         });
     // Three independent reads at the same time: the plan, the state of every step, and
     // today's inputs with the fingerprint a plan of them would have (no planning).
-    let (read, today) = medic_model::par::join(
-        || medic_exec::read_for_resume(path),
-        || {
-            on_disk.map(|(inv, pb, sets)| {
-                let l = crate::load::files(&inv, &pb, &sets)?;
-                warn(&l.warnings);
-                let (i, p, pb_text, inv_text) =
-                    (l.inventory, l.playbook, l.playbook_text, l.inventory_text);
-                let (fingerprint, digests) = medic_plan::fingerprint_inputs(&i, &p, &pb_text);
-                Ok::<_, Error>((inv, fingerprint, digests, i, inv_text))
-            })
-        },
-    );
+    let (read, today) = std::thread::scope(|s| {
+        let read = s.spawn(|| medic_exec::read_for_resume(path));
+        let today = on_disk.map(|(inv, pb, sets)| {
+            let l = crate::load::files(&inv, &pb, &sets)?;
+            warn(&l.warnings);
+            let (i, p, pb_text, inv_text) =
+                (l.inventory, l.playbook, l.playbook_text, l.inventory_text);
+            let (fingerprint, digests) = medic_plan::fingerprint_inputs(&i, &p, &pb_text);
+            Ok::<_, Error>((inv, fingerprint, digests, i, inv_text))
+        });
+        (
+            read.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            today,
+        )
+    });
     let (plan, prior) = read.map_err(|e| match e {
         medic_exec::ReadError::NoPlan => bad(
             &name,

@@ -699,12 +699,12 @@ impl SimFleet {
         let Some(act) = Action::parse(action) else {
             return 0.0;
         };
-        let x = rng::mix(
+        let mut r = rng::draw(
             self.shared.rules.seed,
             &[b"duration", host.as_bytes(), action.as_bytes()],
             u64::from(attempt),
         );
-        rng::log_normal(act.base_duration_s(), DURATION_SIGMA, x)
+        rng::log_normal(act.base_duration_s(), DURATION_SIGMA, &mut r)
     }
 
     /// Successful side effects performed so far, per (host, action). Probes are not side
@@ -1150,7 +1150,7 @@ fn decide(
             let (pending_reboot, antimalware_online) = match h.platform {
                 Platform::Linux => (h.pending_reboot, h.antimalware_online || fresh),
                 Platform::Windows => {
-                    let coin = rng::unit(rng::mix(
+                    let coin = rng::unit(&mut rng::draw(
                         rules.seed,
                         &[b"reboot", h.name.as_bytes()],
                         u64::from(h.upgrades),

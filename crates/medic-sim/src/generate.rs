@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use rand::RngExt as _;
+
 use crate::rng;
 
 /// The built-in demo fleet: about 60 hosts on three sites (tokyo, osaka and the
@@ -45,11 +47,8 @@ pub fn generate_inventory_yaml(hosts: usize, seed: u64) -> String {
     } else {
         "hosts:\n"
     });
-    let mut state = rng::splitmix(seed);
-    let mut next = || {
-        state = rng::splitmix(state);
-        state
-    };
+    let mut draws = rng::seeded(seed);
+    let mut next = || draws.random::<u64>();
     for i in 0..hosts {
         let relay = i < relays;
         let (kind, n, group) = if relay {

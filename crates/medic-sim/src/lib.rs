@@ -12,15 +12,20 @@
 //! effect ever runs twice.
 //!
 //! The fleet model itself has no async, no network and no clock: durations are *simulated*
-//! seconds drawn from the seed. [`server`] serves it as a Deep Security Manager REST API on
-//! loopback (the `medic-sim serve` binary), for the `dsm` driver and its tests.
+//! seconds drawn from the seed. Two optional layers sit on it: `driver` (feature `driver`)
+//! is the `sim` driver that runs a plan's actions on it, and `server` (feature `server`)
+//! serves it as a Deep Security Manager REST API on loopback (the `medic-sim serve`
+//! binary), for the `dsm` driver and its tests.
 
 mod action;
 mod config;
+#[cfg(feature = "driver")]
+pub mod driver;
 mod fleet;
 mod generate;
 mod log;
 mod rng;
+#[cfg(feature = "server")]
 pub mod server;
 
 pub use action::ACTION_NAMES;

@@ -1,44 +1,57 @@
-//! Deterministic pseudo-randomness without state: every draw is a pure function of the
-//! seed and of what is being drawn (host, action, attempt). That makes the numbers
-//! independent of the order in which concurrent workers ask for them, and stable across
-//! machines and Rust versions (std's hashers promise neither).
+//! Deterministic pseudo-randomness: every draw comes from its own generator
+//! (`rand`'s ChaCha8, whose output `rand` promises never to change for a seed),
+//! seeded by a hash of the fleet's seed and of what is being drawn (host, action,
+//! attempt). That makes the numbers independent of the order in which concurrent workers
+//! ask for them, and stable across machines and Rust versions (std's hashers promise
+//! neither, so the seed's hash is FNV-1a here).
 
-/// FNV-1a over the parts (with a separator so `("ab","c")` and `("a","bc")` differ),
-/// finished with SplitMix64 so nearby inputs give unrelated outputs.
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt as _, SeedableRng as _};
+
+/// FNV-1a over the parts (with a separator so `("ab","c")` and `("a","bc")` differ) and `n`:
+/// a stable hash, the seed of a draw's generator ([`draw`]) or a fingerprint.
 pub(crate) fn mix(seed: u64, parts: &[&[u8]], n: u64) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
     for p in parts {
         for b in *p {
             h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            h = h.wrapping_mul(PRIME);
         }
         h ^= 0xff;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        h = h.wrapping_mul(PRIME);
     }
-    splitmix(h ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    for b in n.to_le_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(PRIME);
+    }
+    h
 }
 
-pub(crate) fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// The generator of one draw: a pure function of `seed`, `parts` and `n`.
+pub(crate) fn draw(seed: u64, parts: &[&[u8]], n: u64) -> ChaCha8Rng {
+    seeded(mix(seed, parts, n))
 }
 
-/// A uniform number in `[0, 1)` from the top 53 bits.
-pub(crate) fn unit(x: u64) -> f64 {
-    (x >> 11) as f64 / (1u64 << 53) as f64
+/// A generator for a sequence that only its seed decides (the inventory generator's).
+pub(crate) fn seeded(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// A uniform number in `[0, 1)`.
+pub(crate) fn unit(rng: &mut ChaCha8Rng) -> f64 {
+    rng.random::<f64>()
 }
 
 /// `base * exp(sigma * z)` with `z` standard normal (Box-Muller), clamped to three sigmas
 /// so that no draw is absurd: the median is `base`.
-pub(crate) fn log_normal(base: f64, sigma: f64, x: u64) -> f64 {
+pub(crate) fn log_normal(base: f64, sigma: f64, rng: &mut ChaCha8Rng) -> f64 {
     if base <= 0.0 {
         return 0.0;
     }
     // 1 - unit() lies in (0, 1], so the logarithm is finite.
-    let u1 = 1.0 - unit(x);
-    let u2 = unit(splitmix(x));
+    let u1 = 1.0 - unit(rng);
+    let u2 = unit(rng);
     let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
     base * (sigma * z.clamp(-3.0, 3.0)).exp()
 }
@@ -55,10 +68,19 @@ mod tests {
     }
 
     #[test]
+    fn a_draw_depends_only_on_what_is_drawn() {
+        let a = unit(&mut draw(7, &[b"h", b"agent-upgrade"], 1));
+        let b = unit(&mut draw(7, &[b"h", b"agent-upgrade"], 1));
+        let c = unit(&mut draw(7, &[b"h", b"agent-upgrade"], 2));
+        assert_eq!(a.to_bits(), b.to_bits());
+        assert_ne!(a.to_bits(), c.to_bits());
+    }
+
+    #[test]
     fn log_normal_stays_near_its_median() {
         let mut below = 0;
         for i in 0..10_000u64 {
-            let d = log_normal(600.0, 0.3, mix(7, &[b"h", b"agent-upgrade"], i));
+            let d = log_normal(600.0, 0.3, &mut draw(7, &[b"h", b"agent-upgrade"], i));
             assert!((600.0 * (-0.9f64).exp()..=600.0 * 0.9f64.exp()).contains(&d));
             if d < 600.0 {
                 below += 1;

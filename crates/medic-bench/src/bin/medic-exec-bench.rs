@@ -133,7 +133,7 @@ fn main() -> Result<(), String> {
         Arc::new(medic_plan::build_plan(&inv, &pb, &pb_text, None).map_err(|e| e.to_string())?);
     let fleet = medic_sim::SimFleet::open(&inv, medic_sim::SimConfig::demo(1), None)
         .map_err(|e| e.to_string())?;
-    let drivers = Drivers::everything(Arc::new(medic_drivers::SimDriver::new(fleet, 1.0)));
+    let drivers = Drivers::everything(Arc::new(medic_sim::driver::SimDriver::new(fleet, 1.0)));
     println!("steps                      {}", plan.steps().len());
     println!(
         "setup (generate, load, plan, fleet; not measured)  {:.2} s",

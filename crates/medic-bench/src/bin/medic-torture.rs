@@ -8,9 +8,12 @@
 //! A generated fleet of `--hosts` hosts runs the Deep Security playbook with
 //! `medic apply --simulate`. One uninterrupted reference run gives the exit code and the
 //! side effects per (host, action) that every run must end with. Then runs are started and
-//! killed with SIGKILL at random moments; each kill is followed by `medic status` (the
+//! killed with SIGKILL at random points; each kill is followed by `medic status` (the
 //! journal must open) and by `medic resume`, which may be killed again, up to
-//! `--per-run` kills per run, until `--kills` kills have been delivered. Every run must end
+//! `--per-run` kills per run, until `--kills` kills have been delivered. A kill point is a
+//! count, not a time: a process is killed once the run's simulator log holds a seeded
+//! number of side-effect attempts (drawn below the reference run's count), so the kills
+//! spread over the run the same way on a fast machine and a slow one. Every run must end
 //! with the reference's exit code and exactly the reference's side effects (no duplicate,
 //! none missing), counted from the simulator's write-ahead log.
 //!
@@ -23,12 +26,12 @@
 //! holds the same lock while it recovers the WAL the previous kill left; those kills are
 //! counted apart.) The writer thread's current syscall and the uncommitted frames left at
 //! the end of the WAL are reported as well. `--hunt F` makes a fraction F of the kills wait (thawing and freezing again
-//! every few milliseconds, up to a second) for such a moment; the others kill wherever the
-//! random moment falls, and are classified the same way.
+//! every few milliseconds, up to a second) for such a moment; the others kill as soon as
+//! their count is reached, and are classified the same way.
 //!
-//! The schedule (delays, hunting, which process is killed) comes from `--seed`, printed at
-//! the start; the moments a process is observed at still depend on the machine, so a replay
-//! repeats the schedule, not necessarily the exact instruction a kill lands on.
+//! The schedule (counts, hunting, which process is killed) comes from `--seed`, printed at
+//! the start; the instruction a process is stopped at still depends on the machine, so a
+//! replay repeats the schedule, not necessarily the exact instruction a kill lands on.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -36,10 +39,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use rustix::process::{Pid, Signal, kill_process};
-
-const USAGE: &str = "usage: medic-torture [--kills 100] [--hosts 1000] [--per-run 5] [--hunt 0.5] \
-[--seed S] [--sim-seed 1] [--time-scale 20000] [--medic PATH] [--dir DIR] [--keep]";
 
 /// How long a thread may take to stop (one in an fsync stops when the fsync returns). The
 /// runtime's timers run on while the process is frozen, so a long freeze would make step
@@ -49,10 +50,62 @@ const MAX_FREEZE_WAIT: Duration = Duration::from_millis(100);
 /// SQLite's `WAL_WRITE_LOCK` byte in the `-shm` file (unix VFS: `UNIX_SHM_BASE + 0`).
 const WAL_WRITE_LOCK_BYTE: u64 = 120;
 
+/// Crash torture of the real `medic` binary: SIGKILL at seeded points of simulated runs,
+/// each followed by `medic status` and `medic resume`; every run must end with the
+/// reference run's exit code and side effects.
+#[derive(Parser)]
+#[command(name = "medic-torture")]
+struct Args {
+    /// Kills to deliver in all.
+    #[arg(long, default_value_t = 100)]
+    kills: u32,
+    /// Hosts in the generated fleet.
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
+    hosts: usize,
+    /// Most kills in one run before it is left to finish.
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
+    per_run: usize,
+    /// Fraction of the kills that hunt for a moment inside a journal write.
+    #[arg(long, default_value_t = 0.5, value_parser = fraction)]
+    hunt: f64,
+    /// Seed of the kill schedule (default: from the clock; printed at the start).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Seed of the simulated fleet (`medic apply --sim-seed`).
+    #[arg(long, default_value_t = 1)]
+    sim_seed: u64,
+    /// `medic apply --time-scale`.
+    #[arg(long, default_value_t = 20_000.0)]
+    time_scale: f64,
+    /// The medic binary (default: `medic` beside this one).
+    #[arg(long, value_name = "PATH")]
+    medic: Option<PathBuf>,
+    /// Work directory (default: a new one under the temporary directory).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Keep the work directory when every run passed.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("needs a whole number of at least 1, got `{s}`")),
+    }
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("needs a number from 0 to 1, got `{s}`")),
+    }
+}
+
 struct Opts {
     kills: u32,
     hosts: usize,
-    per_run: u32,
+    per_run: usize,
     hunt: f64,
     seed: u64,
     sim_seed: u64,
@@ -62,34 +115,16 @@ struct Opts {
     keep: bool,
 }
 
-fn parse() -> Result<Opts, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let get = |name: &str| -> Option<&str> {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map(String::as_str)
-    };
-    fn num<T: std::str::FromStr>(v: Option<&str>, name: &str, default: T) -> Result<T, String> {
-        match v {
-            None => Ok(default),
-            Some(s) => s
-                .parse()
-                .map_err(|_| format!("{name} needs a number, got `{s}`")),
-        }
-    }
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        return Err(USAGE.to_owned());
-    }
-    let seed = match get("--seed") {
-        Some(_) => num(get("--seed"), "--seed", 0)?,
-        None => std::time::SystemTime::now()
+/// The options, with the defaults that need the clock or this binary's path filled in.
+fn opts(a: Args) -> Result<Opts, String> {
+    let seed = a.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1),
-    };
-    let medic = match get("--medic") {
-        Some(p) => PathBuf::from(p),
+            .unwrap_or(1)
+    });
+    let medic = match a.medic {
+        Some(p) => p,
         // `cargo build --release -p medic-cli -p medic-bench` puts both binaries side by side.
         None => std::env::current_exe()
             .map_err(|e| format!("cannot find this binary: {e}"))?
@@ -101,42 +136,47 @@ fn parse() -> Result<Opts, String> {
             medic.display()
         ));
     }
-    let dir = match get("--dir") {
-        Some(d) => PathBuf::from(d),
-        None => std::env::temp_dir().join(format!("medic-torture-{seed}")),
-    };
-    let o = Opts {
-        kills: num(get("--kills"), "--kills", 100)?,
-        hosts: num(get("--hosts"), "--hosts", 1000)?,
-        per_run: num(get("--per-run"), "--per-run", 5)?,
-        hunt: num(get("--hunt"), "--hunt", 0.5)?,
+    let dir = a
+        .dir
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("medic-torture-{seed}")));
+    Ok(Opts {
+        kills: a.kills,
+        hosts: a.hosts,
+        per_run: a.per_run,
+        hunt: a.hunt,
         seed,
-        sim_seed: num(get("--sim-seed"), "--sim-seed", 1)?,
-        time_scale: num(get("--time-scale"), "--time-scale", 20_000.0)?,
+        sim_seed: a.sim_seed,
+        time_scale: a.time_scale,
         medic,
         dir,
-        keep: args.iter().any(|a| a == "--keep"),
-    };
-    if o.per_run == 0 || o.hosts == 0 || !(0.0..=1.0).contains(&o.hunt) {
-        return Err(format!("bad arguments\n{USAGE}"));
-    }
-    Ok(o)
+        keep: a.keep,
+    })
 }
 
-/// splitmix64: enough randomness for a schedule, and no dependency.
-struct Rng(u64);
+/// The schedule's generator: ChaCha8, whose output for a seed `rand` never changes, so a
+/// printed seed replays the schedule.
+struct Rng(rand::rngs::ChaCha8Rng);
 
 impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(rand::SeedableRng::seed_from_u64(seed))
+    }
+
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        rand::RngExt::random(&mut self.0)
     }
 
     fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        rand::RngExt::random(&mut self.0)
+    }
+
+    /// Uniform in `[0, n)` (0 when `n` is 0).
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            rand::RngExt::random_range(&mut self.0, 0..n)
+        }
     }
 }
 
@@ -146,6 +186,41 @@ type Effects = BTreeMap<(String, String), u32>;
 /// `crates/medic-cli/tests/it/crash.rs`).
 fn effects(journal: &Path) -> Effects {
     medic_sim::effect_counts(Path::new(&format!("{}.sim.log", journal.display())))
+}
+
+/// The side-effect attempts in a run's simulator log so far (its complete lines after the
+/// header), read incrementally: the torture's clock, the same on any machine.
+struct LogProgress {
+    path: PathBuf,
+    read: u64,
+    lines: u64,
+}
+
+impl LogProgress {
+    fn new(journal: &Path) -> LogProgress {
+        LogProgress {
+            path: PathBuf::from(format!("{}.sim.log", journal.display())),
+            read: 0,
+            lines: 0,
+        }
+    }
+
+    /// Attempts logged so far (the header line is not one).
+    fn attempts(&mut self) -> u64 {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        if let Ok(mut f) = std::fs::File::open(&self.path)
+            && f.seek(SeekFrom::Start(self.read)).is_ok()
+        {
+            let mut buf = Vec::new();
+            if f.read_to_end(&mut buf).is_ok() {
+                // Only complete lines: a torn last one is read again once whole.
+                let upto = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                self.lines += buf[..upto].iter().filter(|&&b| b == b'\n').count() as u64;
+                self.read += upto as u64;
+            }
+        }
+        self.lines.saturating_sub(1)
+    }
 }
 
 struct Files {
@@ -319,26 +394,22 @@ fn journal_thread_syscall(pid: u32) -> Option<String> {
     None
 }
 
-/// Waits `delay`, then freezes the process, classifies the moment and kills it. When
-/// `hunt`, thaws and retries every few milliseconds (for up to a second) until the frozen
-/// process is inside a journal write transaction.
-fn kill_after(
+/// Waits until the run's simulator log holds `target` side-effect attempts, then freezes
+/// the process, classifies the moment and kills it. When `hunt`, thaws and retries every
+/// few milliseconds (for up to a second) until the frozen process is inside a journal
+/// write transaction.
+fn kill_at(
     child: &mut Child,
     journal: &Path,
-    delay: Duration,
+    (log, target): (&mut LogProgress, u64),
     hunt: bool,
     rng: &mut Rng,
 ) -> Result<Landed, String> {
-    let until = Instant::now() + delay;
-    while Instant::now() < until {
+    while log.attempts() < target {
         if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
             return Ok(Landed::Exited(st));
         }
-        std::thread::sleep(
-            until
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(5)),
-        );
+        std::thread::sleep(Duration::from_millis(2));
     }
     let pid = pid_of(child)?;
     let raw = child.id();
@@ -422,8 +493,8 @@ fn mkdir_for(journal: &Path) -> Result<(), String> {
 #[derive(Default)]
 struct Totals {
     kills: u32,
-    /// Kills by the run's wall time when they landed, in fifths of the reference run's
-    /// duration (the last bucket: later than the reference's end, counting restarts).
+    /// Kills by the run's side-effect attempts when they landed, in fifths of the
+    /// reference run's (the last bucket: past the reference's count, repeats included).
     by_fifth: [u32; 6],
     mid_write: u32,
     /// Kills after which the WAL ended with frames of an unfinished COMMIT.
@@ -456,7 +527,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> Result<bool, String> {
-    let o = parse()?;
+    let o = opts(Args::parse())?;
     let t0 = Instant::now();
     println!(
         "medic-torture --seed {} --kills {} --hosts {} --per-run {} --hunt {} --sim-seed {} --time-scale {}",
@@ -487,9 +558,10 @@ fn real_main() -> Result<bool, String> {
     let st = out.status;
     let full = tr.elapsed();
     let reference = effects(&ref_journal);
+    let ref_attempts = LogProgress::new(&ref_journal).attempts();
     let ref_code = st.code();
     println!(
-        "reference run: exit {ref_code:?}, {} side effects on {} (host, action) pairs, {:.1} s",
+        "reference run: exit {ref_code:?}, {} side effects on {} (host, action) pairs ({ref_attempts} attempts), {:.1} s",
         reference.values().sum::<u32>(),
         reference.len(),
         full.as_secs_f64()
@@ -501,7 +573,7 @@ fn real_main() -> Result<bool, String> {
         ));
     }
 
-    let mut rng = Rng(o.seed);
+    let mut rng = Rng::new(o.seed);
     let mut t = Totals::default();
     while t.kills < o.kills {
         t.runs += 1;
@@ -511,6 +583,11 @@ fn real_main() -> Result<bool, String> {
         mkdir_for(&journal)?;
         let mut run_kills = 0u32;
         let mut run_mid = 0u32;
+        let mut log = LogProgress::new(&journal);
+        // This run's kill points: seeded counts of side-effect attempts, in order, below
+        // the reference's count so that the run cannot end before its last kill is due.
+        let mut points: Vec<u64> = (0..o.per_run).map(|_| rng.below(ref_attempts)).collect();
+        points.sort_unstable();
         let mut succeeded_seen = 0u64;
         let last: Option<ExitStatus>;
         loop {
@@ -521,16 +598,13 @@ fn real_main() -> Result<bool, String> {
             };
             let mut child = cmd.spawn().map_err(|e| io("cannot run medic", e))?;
             t.processes += 1;
-            if run_kills >= o.per_run || t.kills >= o.kills {
+            if run_kills as usize >= o.per_run || t.kills >= o.kills {
                 last = Some(child.wait().map_err(|e| io("wait", e))?);
                 break;
             }
-            // Spread a run's kills over it: each process lives on average one share of a
-            // reference run (a resume also spends some of it starting up).
-            let share = full.as_secs_f64() / f64::from(o.per_run);
-            let delay = Duration::from_secs_f64(share * (0.02 + 1.96 * rng.unit()));
+            let target = points[run_kills as usize];
             let hunt = rng.unit() < o.hunt;
-            match kill_after(&mut child, &journal, delay, hunt, &mut rng)? {
+            match kill_at(&mut child, &journal, (&mut log, target), hunt, &mut rng)? {
                 Landed::Exited(st) => {
                     last = Some(st);
                     break;
@@ -546,7 +620,7 @@ fn real_main() -> Result<bool, String> {
                     }
                     t.kills += 1;
                     run_kills += 1;
-                    let fifth = (rt.elapsed().as_secs_f64() / full.as_secs_f64() * 5.0) as usize;
+                    let fifth = (log.attempts() * 5 / ref_attempts.max(1)) as usize;
                     t.by_fifth[fifth.min(5)] += 1;
                     t.hunted += u32::from(hunt);
                     t.mid_write += u32::from(mid_write);
@@ -628,7 +702,7 @@ fn real_main() -> Result<bool, String> {
     );
     let _ = writeln!(
         s,
-        "  kills by moment      {:?} (fifths of the reference run's duration since the run began, then later)",
+        "  kills by moment      {:?} (fifths of the reference run's side-effect attempts, then past it)",
         t.by_fifth
     );
     let _ = writeln!(

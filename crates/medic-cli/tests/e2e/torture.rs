@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use crate::world::{Ran, Spec, World};
+use crate::world::{HostCommand, Ran, Spec, World, host_commands};
 use crate::{count, sigkill, spawn, wait_until};
 
 /// When a kill is delivered, once the journal exists.
@@ -65,16 +65,13 @@ const FINISH_LIMIT: Duration = Duration::from_secs(300);
 /// each, long enough that a resume re-probes some while the Manager still runs them.
 const MANAGER_TIME_SCALE: f64 = 200.0;
 
-/// SplitMix64: a seeded schedule that replays from its printed seed.
-struct Rng(u64);
+/// The schedule's generator (ChaCha8, whose output for a seed `rand` never changes): it
+/// replays from its printed seed.
+struct Rng(rand::rngs::ChaCha8Rng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    fn new(seed: u64) -> Rng {
+        Rng(rand::SeedableRng::seed_from_u64(seed))
     }
 
     /// Uniform in `[lo, hi)` (`lo` when the range is empty).
@@ -82,75 +79,9 @@ impl Rng {
         if hi <= lo {
             lo
         } else {
-            lo + self.next() % (hi - lo)
+            rand::RngExt::random_range(&mut self.0, lo..hi)
         }
     }
-}
-
-/// A command of the fake agent running on one of the world's hosts.
-#[derive(Clone, Debug)]
-struct HostCommand {
-    pid: u32,
-    /// Its argv from the fake agent's path on: `BIN/rpm -Uvh PKG`.
-    argv: Vec<String>,
-}
-
-impl HostCommand {
-    /// Whether it changes the host: what a kill must neither lose nor repeat.
-    fn acts(&self) -> bool {
-        let name = Path::new(&self.argv[0])
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("");
-        let first = self.argv.get(1).map(String::as_str).unwrap_or("");
-        match name {
-            "rpm" => first.starts_with("-U"),
-            "dsa_control" => matches!(first, "-m" | "-b" | "--import-bundle"),
-            _ => false,
-        }
-    }
-
-    fn show(&self) -> String {
-        let mut a = self.argv.clone();
-        if let Some(p) = Path::new(&a[0]).file_name() {
-            a[0] = p.to_string_lossy().into_owned();
-        }
-        a.truncate(2);
-        a.join(" ")
-    }
-}
-
-/// The fake agent's processes: the commands running on the world's hosts now. The fake
-/// is a shell script linked under several names in the fleet's `bin`, so each process is
-/// `/bin/sh BIN/NAME ARGS...`.
-fn host_commands(w: &World) -> Vec<HostCommand> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = raw
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if let Some(i) = args
-            .iter()
-            .position(|a| Path::new(a).parent() == Some(w.fleet.bin.as_path()))
-        {
-            out.push(HostCommand {
-                pid,
-                argv: args[i..].to_vec(),
-            });
-        }
-    }
-    out
 }
 
 /// `rpm -Uvh x3, rpm -q x1`.
@@ -351,7 +282,7 @@ fn seed() -> u64 {
 fn ssh_crash_torture_ten_sigkills_each_followed_by_resume() {
     let seed = seed();
     eprintln!("ssh crash torture: seed {seed} (MEDIC_TORTURE_SEED={seed} replays the schedule)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut schedule = KILLS;
     for i in (1..schedule.len()).rev() {
         let j = rng.range(0, i as u64 + 1) as usize;

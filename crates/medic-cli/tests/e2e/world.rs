@@ -643,8 +643,11 @@ impl World {
         while self.server.updates_in_flight() > 0 && t.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        // A command an sshd was running for a killed client finishes on its own.
-        std::thread::sleep(Duration::from_millis(500));
+        // A command an sshd was running for a killed client finishes on its own: wait until
+        // no fake-agent command runs on any host.
+        while !host_commands(self).is_empty() && t.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Replaces the known_hosts line of host `i` with a key the host does not have;
@@ -676,4 +679,70 @@ impl World {
         self.fleet.write_known_hosts(&new);
         crate::fleet::fingerprint(&self.fleet.host_key_pub("ed25519"))
     }
+}
+
+/// A command of the fake agent running on one of the world's hosts.
+#[derive(Clone, Debug)]
+pub(crate) struct HostCommand {
+    pub(crate) pid: u32,
+    /// Its argv from the fake agent's path on: `BIN/rpm -Uvh PKG`.
+    pub(crate) argv: Vec<String>,
+}
+
+impl HostCommand {
+    /// Whether it changes the host: what a kill must neither lose nor repeat.
+    pub(crate) fn acts(&self) -> bool {
+        let name = Path::new(&self.argv[0])
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("");
+        let first = self.argv.get(1).map(String::as_str).unwrap_or("");
+        match name {
+            "rpm" => first.starts_with("-U"),
+            "dsa_control" => matches!(first, "-m" | "-b" | "--import-bundle"),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn show(&self) -> String {
+        let mut a = self.argv.clone();
+        if let Some(p) = Path::new(&a[0]).file_name() {
+            a[0] = p.to_string_lossy().into_owned();
+        }
+        a.truncate(2);
+        a.join(" ")
+    }
+}
+
+/// The fake agent's processes: the commands running on the world's hosts now. The fake
+/// is a shell script linked under several names in the fleet's `bin`, so each process is
+/// `/bin/sh BIN/NAME ARGS...`.
+pub(crate) fn host_commands(w: &World) -> Vec<HostCommand> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if let Some(i) = args
+            .iter()
+            .position(|a| Path::new(a).parent() == Some(w.fleet.bin.as_path()))
+        {
+            out.push(HostCommand {
+                pid,
+                argv: args[i..].to_vec(),
+            });
+        }
+    }
+    out
 }

@@ -1,11 +1,15 @@
 //! A real `medic apply` on the simulated fleet, killed with SIGKILL at 20 points of its run,
 //! then `medic resume`: every run ends verified and every side effect happened exactly
 //! once (counted from the simulator's write-ahead log, persisted beside the journal).
+//!
+//! A kill point is a count of the side-effect attempts in that log, never a share of a
+//! reference run's wall time: the kills fall at the same points of the run on a fast
+//! machine and on a loaded one.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::util::{TestEnv, lab_inventory, real_playbook};
 
@@ -43,6 +47,33 @@ pub(crate) fn effects(journal: &Path) -> BTreeMap<(String, String), u32> {
     medic_sim::effect_counts(Path::new(&format!("{}.sim.log", journal.display())))
 }
 
+/// Side-effect attempts the simulator's log holds so far (its complete lines after the
+/// header): how far a run has gone, whatever the machine's speed.
+fn attempts(journal: &Path) -> u64 {
+    let log = std::fs::read(format!("{}.sim.log", journal.display())).unwrap_or_default();
+    (log.iter().filter(|&&b| b == b'\n').count() as u64).saturating_sub(1)
+}
+
+/// Longest a run may take to reach a kill point: longer is a hang.
+const POINT_LIMIT: Duration = Duration::from_secs(120);
+
+/// Polls until `journal`'s run has made `n` side-effect attempts (true), or `child` ended
+/// (false); panics after [`POINT_LIMIT`].
+fn await_attempts(child: &mut std::process::Child, journal: &Path, n: u64) -> bool {
+    let t0 = Instant::now();
+    while attempts(journal) < n {
+        if child.try_wait().expect("poll medic").is_some() {
+            return false;
+        }
+        assert!(
+            t0.elapsed() < POINT_LIMIT,
+            "the run made no {n}th side-effect attempt within {POINT_LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
 pub(crate) fn run_to_end(journal: &Path) -> std::process::Output {
     medic()
         .args(apply_args(journal))
@@ -54,9 +85,7 @@ pub(crate) fn run_to_end(journal: &Path) -> std::process::Output {
 fn sigkill_at_twenty_points_then_resume_performs_every_side_effect_exactly_once() {
     let env = TestEnv::new();
     let reference_journal = env.path().join("reference.sqlite");
-    let t0 = Instant::now();
     let out = run_to_end(&reference_journal);
-    let full = t0.elapsed();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -64,6 +93,7 @@ fn sigkill_at_twenty_points_then_resume_performs_every_side_effect_exactly_once(
         String::from_utf8_lossy(&out.stderr)
     );
     let reference = effects(&reference_journal);
+    let total = attempts(&reference_journal);
     assert!(reference.values().all(|&n| n == 1), "{reference:?}");
     assert!(
         reference.len() > 20,
@@ -73,16 +103,20 @@ fn sigkill_at_twenty_points_then_resume_performs_every_side_effect_exactly_once(
 
     for point in 0..20u32 {
         let journal = env.path().join(format!("run{point}.sqlite"));
-        // Spread the kills over the whole run, with a deterministic jitter.
-        let frac = (f64::from(point) + 0.5 + f64::from((point * 7919) % 10) / 20.0 - 0.25) / 20.0;
-        let delay = full.mul_f64(frac.clamp(0.0, 0.98));
+        // Spread the kills over the whole run: point 0 before the first side effect (while
+        // the journal is made), then one every twentieth of the attempts.
+        let at = total * u64::from(point) / 20;
         let mut child = medic()
             .args(apply_args(&journal))
             .spawn()
             .expect("spawn medic apply");
-        std::thread::sleep(delay);
+        let reached = await_attempts(&mut child, &journal, at);
         let _ = child.kill();
-        let _ = child.wait();
+        let st = child.wait().expect("reap medic");
+        assert!(
+            reached,
+            "point {point}: the run ended ({st}) before its {at}th of {total} side-effect attempts"
+        );
         let out = medic()
             .args([
                 "resume",
@@ -111,14 +145,14 @@ fn sigkill_at_twenty_points_then_resume_performs_every_side_effect_exactly_once(
                 );
             }
             code => panic!(
-                "point {point} ({delay:?}): resume exited {code:?}\n{}",
+                "point {point} ({at} attempts): resume exited {code:?}\n{}",
                 String::from_utf8_lossy(&out.stderr)
             ),
         }
         let got = effects(&journal);
         assert_eq!(
             got, reference,
-            "point {point} (killed after {delay:?}): side effects differ from an uninterrupted run"
+            "point {point} (killed at {at} attempts): side effects differ from an uninterrupted run"
         );
     }
 }
@@ -139,7 +173,7 @@ fn signal(pid: u32, sig: &str) -> bool {
 
 /// Every thread of `pid` is stopped (or gone).
 fn frozen(pid: u32) -> bool {
-    let until = Instant::now() + std::time::Duration::from_secs(2);
+    let until = Instant::now() + Duration::from_secs(2);
     loop {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             return true;
@@ -158,7 +192,7 @@ fn frozen(pid: u32) -> bool {
         if Instant::now() > until {
             return false;
         }
-        std::thread::sleep(std::time::Duration::from_micros(100));
+        std::thread::sleep(Duration::from_micros(100));
     }
 }
 
@@ -203,9 +237,7 @@ fn in_write_transaction(pid: u32, journal: &Path) -> bool {
 fn kills_inside_journal_writes_of_apply_and_of_resume_lose_and_repeat_nothing() {
     let env = TestEnv::new();
     let reference_journal = env.path().join("reference.sqlite");
-    let t0 = Instant::now();
     let out = run_to_end(&reference_journal);
-    let full = t0.elapsed();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -213,6 +245,10 @@ fn kills_inside_journal_writes_of_apply_and_of_resume_lose_and_repeat_nothing() 
         String::from_utf8_lossy(&out.stderr)
     );
     let reference = effects(&reference_journal);
+    // Kill k hunts between the k+1-th and the k+2-th eighth of the run's side-effect
+    // attempts, then kills wherever the run is: the run cannot end before its fifth kill.
+    let total = attempts(&reference_journal);
+    let eighth = |k: u32| total * u64::from(k) / 8;
 
     let journal = env.path().join("tortured.sqlite");
     let (mut kills, mut mid_write, mut succeeded_seen) = (0u32, 0u32, 0u64);
@@ -229,9 +265,12 @@ fn kills_inside_journal_writes_of_apply_and_of_resume_lose_and_repeat_nothing() 
         if kills == 5 {
             break child.wait().expect("wait for medic");
         }
-        std::thread::sleep(full.mul_f64(0.02 + 0.06 * f64::from(kills)));
+        if !await_attempts(&mut child, &journal, eighth(kills + 1)) {
+            break child.wait().expect("wait for medic");
+        }
         let pid = child.id();
-        let hunt_until = Instant::now() + std::time::Duration::from_secs(2);
+        let hunt_until = eighth(kills + 2);
+        let hunt_started = Instant::now();
         let mut landed = false;
         let exited = loop {
             if let Some(st) = child.try_wait().expect("poll medic") {
@@ -239,7 +278,7 @@ fn kills_inside_journal_writes_of_apply_and_of_resume_lose_and_repeat_nothing() 
             }
             let stopped = signal(pid, "STOP");
             landed = stopped && frozen(pid) && in_write_transaction(pid, &journal);
-            if landed || Instant::now() > hunt_until {
+            if landed || attempts(&journal) >= hunt_until || hunt_started.elapsed() > POINT_LIMIT {
                 let _ = child.kill();
                 let st = child.wait().expect("reap medic");
                 use std::os::unix::process::ExitStatusExt as _;
@@ -249,7 +288,7 @@ fn kills_inside_journal_writes_of_apply_and_of_resume_lose_and_repeat_nothing() 
             if stopped {
                 signal(pid, "CONT");
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            std::thread::sleep(Duration::from_millis(1));
         };
         if let Some(st) = exited {
             break st;
@@ -279,7 +318,7 @@ fn kills_inside_journal_writes_of_apply_and_of_resume_lose_and_repeat_nothing() 
     eprintln!("{kills} kills, {mid_write} of them inside a journal write transaction");
     assert_eq!(last.code(), Some(0), "the last process finishes the run");
     assert_eq!(effects(&journal), reference);
-    assert!(kills >= 2, "only {kills} kills landed before the run ended");
+    assert_eq!(kills, 5, "the run ended after {kills} kills");
     assert!(
         mid_write >= 1,
         "no kill landed inside a journal write ({kills} kills)"

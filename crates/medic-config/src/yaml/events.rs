@@ -336,7 +336,16 @@ fn parse_halves<'a>(
         shift(&mut rest, lines, cut);
         Some((rest, counts))
     };
-    let (second, first) = medic_model::par::join(tail_parse, || parse_whole(head, limits));
+    let (second, first) = std::thread::scope(|s| {
+        let second = s.spawn(tail_parse);
+        let first = parse_whole(head, limits);
+        (
+            second
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            first,
+        )
+    });
     let ((mut root, a), (rest, b)) = (first?, second?);
     let total = Counts {
         events: a.events + b.events,
@@ -745,13 +754,9 @@ mod tests {
             "&a ", "*a", "!!str ", "? ", "|", ">", "%", "@", "~", "\n", "\n  ", "\n- ", "---\n",
             "\r", "\u{feff}", "1e999", "<<: ",
         ];
-        let mut seed = 0x853c_49e6_748f_ea9bu64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng: rand::rngs::ChaCha8Rng =
+            rand::SeedableRng::seed_from_u64(0x853c_49e6_748f_ea9b);
+        let mut next = move || rand::RngExt::random::<u64>(&mut rng);
         let mut accepted = 0;
         let rounds = 400;
         for round in 0..rounds {

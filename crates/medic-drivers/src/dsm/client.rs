@@ -274,7 +274,6 @@ struct Inner {
     retry: RetryPolicy,
     bucket: TokenBucket,
     sent: AtomicU64,
-    jitter: AtomicU64,
     version: Mutex<Option<ManagerBuild>>,
 }
 
@@ -325,26 +324,16 @@ pub(crate) fn parse_version_header(v: &str) -> Option<ManagerBuild> {
     v.rsplit('/').next()?.trim().parse().ok()
 }
 
-fn query_string(query: &[(&str, &str)]) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
-    if query.is_empty() {
-        return String::new();
+/// The URL of `path` (starting with `/`) under the API's `base`, with `query` encoded by
+/// the URL crate reqwest uses (`application/x-www-form-urlencoded`, as the simulator and the
+/// Manager read it).
+fn endpoint(base: &str, path: &str, query: &[(&str, &str)]) -> Result<Url, DsmError> {
+    let mut url = Url::parse(&format!("{base}{path}"))
+        .map_err(|e| DsmError::Client(format!("bad API URL {base}{path}: {e}")))?;
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
     }
-    let q: Vec<String> = query
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect();
-    format!("?{}", q.join("&"))
+    Ok(url)
 }
 
 impl DsmClient {
@@ -367,10 +356,6 @@ impl DsmClient {
             b = b.tls_certs_merge(certs);
         }
         let http = b.build().map_err(|e| DsmError::Client(chain(&e)))?;
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            | 1;
         Ok(DsmClient {
             inner: Arc::new(Inner {
                 http,
@@ -379,7 +364,6 @@ impl DsmClient {
                 retry: config.retry,
                 bucket: TokenBucket::new(config.rate.per_second, config.rate.burst),
                 sent: AtomicU64::new(0),
-                jitter: AtomicU64::new(seed),
                 version: Mutex::new(None),
             }),
         })
@@ -419,14 +403,8 @@ impl DsmClient {
             .initial
             .saturating_mul(2u32.saturating_pow(attempt.min(20)))
             .min(r.max);
-        // xorshift: enough to spread concurrent retries apart.
-        let mut x = self.inner.jitter.load(Ordering::Relaxed);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.inner.jitter.store(x, Ordering::Relaxed);
-        let frac = 0.5 + 0.5 * ((x >> 11) as f64 / (1u64 << 53) as f64);
-        exp.mul_f64(frac)
+        // Spreads concurrent retries apart.
+        exp.mul_f64(rand::random_range(0.5..=1.0))
     }
 
     fn headers(&self) -> Result<HeaderMap, DsmError> {
@@ -452,7 +430,8 @@ impl DsmClient {
         body: Option<&J>,
         safe: Safe,
     ) -> Result<Vec<u8>, DsmError> {
-        let url = format!("{}{}{}", self.inner.base, path, query_string(query));
+        let endpoint = endpoint(&self.inner.base, path, query)?;
+        let url = endpoint.to_string();
         let headers = self.headers()?;
         let mut attempt: u32 = 0;
         let mut throttled: u32 = 0;
@@ -463,7 +442,7 @@ impl DsmClient {
             let mut rb = self
                 .inner
                 .http
-                .request(method.clone(), &url)
+                .request(method.clone(), endpoint.clone())
                 .headers(headers.clone());
             if let Some(b) = body {
                 rb = rb.json(b);
@@ -778,11 +757,19 @@ mod tests {
 
     #[test]
     fn queries_are_encoded() {
+        let url = |q: &[(&str, &str)]| {
+            endpoint("https://dsm:4119/api", "/computers/search", q).map(|u| u.to_string())
+        };
         assert_eq!(
-            query_string(&[("expand", "none"), ("expand", "a b")]),
-            "?expand=none&expand=a%20b"
+            url(&[("expand", "none"), ("expand", "a b&c=d")])
+                .ok()
+                .as_deref(),
+            Some("https://dsm:4119/api/computers/search?expand=none&expand=a+b%26c%3Dd")
         );
-        assert_eq!(query_string(&[]), "");
+        assert_eq!(
+            url(&[]).ok().as_deref(),
+            Some("https://dsm:4119/api/computers/search")
+        );
     }
 
     #[test]

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use medic_exec::PlanHost;
 use medic_exec::{ActionFuture, ActionReply, ActionRequest, ActionStatus, Driver};
 use medic_model::{AgentBuild, Become, Platform, Value};
-use medic_plan::PlanHost;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::commands::{self, AgentStatus, Op, Source, UpdateState};
@@ -803,7 +803,7 @@ mod tests {
     use std::sync::Mutex;
 
     use base64::Engine as _;
-    use medic_plan::PlanHost;
+    use medic_exec::PlanHost;
     use secrecy::ExposeSecret as _;
 
     use super::*;

@@ -2,8 +2,8 @@
 //! `medic preflight` (and the start of a real `apply`) can run days before the window.
 //! None of them changes anything on the host.
 
+use medic_exec::PlanHost;
 use medic_model::{AgentBuild, Become, Platform};
-use medic_plan::PlanHost;
 
 use super::commands::Op;
 use super::driver::{OpError, SshDriver, msg};

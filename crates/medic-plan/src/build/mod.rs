@@ -137,10 +137,14 @@ pub fn build_plan(
 ) -> Result<Plan, PlanError> {
     // The digests and the host table do not depend on the graph: made on a second core
     // meanwhile.
-    let (((fingerprint, host_digests), hosts), built) = medic_model::par::join(
-        || (digests(inv, pb, playbook_text), plan_hosts(inv)),
-        || build_steps(inv, pb, window),
-    );
+    let (((fingerprint, host_digests), hosts), built) = std::thread::scope(|s| {
+        let side = s.spawn(|| (digests(inv, pb, playbook_text), plan_hosts(inv)));
+        let built = build_steps(inv, pb, window);
+        (
+            side.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            built,
+        )
+    });
     let b = built?;
     Ok(Plan {
         playbook: pb.name.clone(),
@@ -571,22 +575,24 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
     }
 
     let phase_limits: Vec<Option<u32>> = pb.phases.iter().map(|p| p.max_parallel).collect();
-    let (index, est) = medic_model::par::join(
-        || StepIndex::build(&steps),
-        || {
-            estimate(
-                &steps,
-                &estimate::Limits {
-                    global: pb.max_parallel,
-                    endpoints: &pb.endpoint_limits,
-                    phases: &phase_limits,
-                    phase_of: &phase_of,
-                    host_slots: slots as usize,
-                },
-                window,
-            )
-        },
-    );
+    let (index, est) = std::thread::scope(|s| {
+        let index = s.spawn(|| StepIndex::build(&steps));
+        let est = estimate(
+            &steps,
+            &estimate::Limits {
+                global: pb.max_parallel,
+                endpoints: &pb.endpoint_limits,
+                phases: &phase_limits,
+                phase_of: &phase_of,
+                host_slots: slots as usize,
+            },
+            window,
+        );
+        (
+            index.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            est,
+        )
+    });
     let mut skipped = Vec::with_capacity(skipped_by_phase.iter().map(Vec::len).sum());
     let skipped_counts: Vec<u32> = skipped_by_phase.iter().map(|s| s.len() as u32).collect();
     for s in skipped_by_phase {

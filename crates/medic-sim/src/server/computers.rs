@@ -2,6 +2,7 @@
 //! state (addresses, groups, tasks in flight, `lastChanged`), rendered in the vendor's
 //! `computer` shape with the requested expansions, and searchable by the vendor's fields.
 
+use rand::RngExt as _;
 use serde_json::{Map, Value as J, json};
 
 use super::search::{FieldValue, Searchable};
@@ -71,20 +72,14 @@ impl View {
 }
 
 fn fingerprint(seed: u64, id: u64) -> String {
-    let mut x = rng::splitmix(seed ^ id);
-    let mut parts = Vec::with_capacity(20);
-    for i in 0..20 {
-        if i % 8 == 0 {
-            x = rng::splitmix(x);
-        }
-        parts.push(format!("{:02X}", (x >> ((i % 8) * 8)) & 0xff));
-    }
+    let bytes: [u8; 20] = rng::draw(seed, &[b"fingerprint"], id).random();
+    let parts: Vec<String> = bytes.iter().map(|b| format!("{b:02X}")).collect();
     parts.join(":")
 }
 
 fn guid(id: u64) -> String {
-    let a = rng::splitmix(id ^ 0x6775_6964);
-    let b = rng::splitmix(a);
+    let mut r = rng::draw(0, &[b"guid"], id);
+    let (a, b): (u64, u64) = (r.random(), r.random());
     format!(
         "{:08X}-{:04X}-{:04X}-{:04X}-{:012X}",
         a >> 32,

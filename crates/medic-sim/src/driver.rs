@@ -1,12 +1,14 @@
 //! The `sim` driver: every action goes to the simulated fleet, taking the simulated
 //! duration divided by the time scale. Used by `medic demo`, `medic apply --simulate` and
-//! the tests. `verify` is judged as a real run judges it (`crate::verify`): the fleet's
-//! Manager view of the computer first, the host's own view second.
+//! the tests. `verify` is judged as a real run judges it (`medic_drivers::verify_reply`):
+//! the fleet's Manager view of the computer first, the host's own view second.
 
 use std::time::Duration;
 
+use medic_drivers::ManagerFields;
 use medic_exec::{ActionFuture, ActionReply, ActionRequest, ActionStatus, Driver, ManualAsk};
-use medic_sim::{SimFleet, SimResult};
+
+use crate::{SimFleet, SimOutcome, SimResult};
 
 pub struct SimDriver {
     fleet: SimFleet,
@@ -28,18 +30,17 @@ impl SimDriver {
 }
 
 impl SimDriver {
-    fn verify(&self, req: &ActionRequest, host: &str, out: medic_sim::SimOutcome) -> ActionReply {
+    fn verify(&self, req: &ActionRequest, host: &str, out: SimOutcome) -> ActionReply {
         let host_view = match out.result {
             SimResult::Unreachable => Err("host does not answer (simulated)".to_owned()),
-            // The fleet's own verdict is replaced by the judgement below; its facts are the
-            // host's view.
-            _ => Ok(crate::verify::host_view(&out.facts)),
+            // The fleet's own verdict is replaced by the judgement; its facts are the host's
+            // view.
+            _ => Ok(out.facts),
         };
-        let host_facts = out.facts;
         let Some(c) = self.fleet.computer(host) else {
             return ActionReply::failed(format!("unknown host `{host}`"));
         };
-        let fields = crate::verify::ManagerFields {
+        let fields = ManagerFields {
             agent_version: Some(&c.agent_version),
             agent_status: Some(c.agent_status),
             agent_messages: vec![c.agent_status_message],
@@ -49,23 +50,13 @@ impl SimDriver {
             update_status: Some(c.security_update_status),
             update_message: Some(&c.security_update_message),
         };
-        let min = match req.args.get("min_build").map(|b| b.parse()) {
-            Some(Ok(b)) => b,
-            _ => return ActionReply::failed("verify needs a valid `min_build`"),
-        };
-        let verdict = crate::verify::judge(
-            req.host.as_ref().and_then(|h| h.platform),
-            min,
-            Some(Ok(crate::verify::manager_view(&fields))),
-            Some(host_view),
-        );
-        crate::verify::with_host_facts(verdict.reply(), host_facts)
+        medic_drivers::verify_reply(req, &fields, host_view)
     }
 }
 
 /// Whether `action` only reads: run again freely after a crash, and no side effect.
 fn read_only(action: &str) -> bool {
-    crate::actions::idempotent(&medic_sim::ACTION_NAMES, action)
+    medic_drivers::idempotent(&crate::ACTION_NAMES, action)
 }
 
 impl Driver for SimDriver {
@@ -119,6 +110,38 @@ impl Driver for SimDriver {
     /// action itself (the rehearsal plays the operator, e.g. upgrades the simulated Manager,
     /// whose build its `manager-version` probe then reads).
     fn manual_ask(&self, req: &ActionRequest) -> ManualAsk {
-        crate::manual::ask(req)
+        medic_drivers::manual_ask(req)
+    }
+}
+
+/// The actions a playbook may give `driver` (`medic_drivers::driver_actions`, with this
+/// driver's: the simulator's [`crate::ACTION_NAMES`]), for `medic_config::load_playbook_for`.
+pub fn driver_actions(driver: &str) -> Option<&'static [&'static str]> {
+    match driver {
+        "sim" => Some(&crate::ACTION_NAMES),
+        _ => medic_drivers::driver_actions(driver),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// medic-drivers declares what every action does; the simulator's actions are part of
+    /// that table, and the table holds nothing no driver runs.
+    #[test]
+    fn every_simulated_action_declares_its_effect_and_every_declared_one_is_run() {
+        let mut run: BTreeSet<&str> = crate::ACTION_NAMES.into_iter().collect();
+        for n in &run {
+            assert!(medic_drivers::effect(n).is_some(), "`{n}` has no effect");
+        }
+        run.extend(medic_drivers::SSH_ACTIONS);
+        run.extend(medic_drivers::DSM_ACTIONS);
+        run.extend(medic_drivers::LOCAL_ACTIONS);
+        run.extend(medic_drivers::MANAGER_PROBES);
+        let table: BTreeSet<&str> = medic_drivers::ACTIONS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(run, table);
+        assert!(super::read_only("manager-version"));
+        assert!(!super::read_only("agent-upgrade"));
     }
 }

@@ -1,7 +1,8 @@
-//! The `dsm` driver, its client and the inventory import against the DSM simulator served
-//! over real HTTP(S) on loopback: batched polling (counted on the server), a 429 storm,
-//! 5xx retries, a bad API key, TLS refusals and a custom CA, and the import (request count
-//! and a plan identical to the simulator's own fleet).
+//! medic-drivers' `dsm` driver, its client and the inventory import against the DSM
+//! simulator served over real HTTP(S) on loopback: batched polling (counted on the server),
+//! a 429 storm, 5xx retries, a bad API key, TLS refusals and a custom CA, and the import
+//! (request count and a plan identical to the simulator's own fleet). They live here, not in
+//! medic-drivers, so that medic-drivers does not depend on the simulator, even for tests.
 //!
 //! `prism_accepts_every_client_request` is the contract test against the vendor spec; it is
 //! ignored here and run by `tests/contract/prism.sh`, which starts the validating mock.
@@ -10,14 +11,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use medic_drivers::Verifier;
 use medic_drivers::dsm::{
     DIRECT_DOWNLOAD_SETTING, DsmClient, DsmConfig, DsmDriver, DsmDriverConfig, DsmError,
     ImportOptions, RateLimit, RelayGroupHint, RetryPolicy, import_inventory,
 };
-use medic_drivers::{SimDriver, Verifier};
 use medic_exec::{ActionReply, ActionRequest, ActionStatus, Driver};
 use medic_model::{Host, Inventory, Value};
 use medic_plan::PlanHost;
+use medic_sim::driver::SimDriver;
 use medic_sim::server::{DsmServer, HttpFault, ServerConfig, TlsSetup, serve};
 use medic_sim::{CERT_EXPIRE_ERROR, SimConfig, SimFleet, generate_inventory_yaml};
 use secrecy::SecretString;
@@ -257,6 +259,9 @@ async fn security_updates_are_polled_with_one_search_per_interval_for_all_hosts(
     // (baseline + completion per host) that per-host polling would need at the very least.
     assert_eq!(lab.server.request_count("GET", "/api/computers/{id}"), 0);
     assert!(polls < 44, "{polls} polls");
+    // At most one search per 50 ms interval: the poller sleeps until the last search plus
+    // the interval, so a slow machine only sends fewer (this bound cannot fail for being
+    // slow, only for polling too often).
     let bound = elapsed.as_millis() / 50 + 2;
     assert!(u128::from(polls) <= bound, "{polls} polls in {elapsed:?}");
     assert_eq!(lab.server.requests().len(), tasks + searches);
