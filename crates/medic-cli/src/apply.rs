@@ -332,8 +332,15 @@ pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
         .dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(".medic").join(format!("demo-{id}")));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
+    // A directory the operator named that cannot be one is their input to change, not an
+    // internal error (the fuzzer found `--dir` naming an existing file).
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        medic_run::bad(
+            "--dir",
+            format!("cannot use {} as the demo's directory: {e}", dir.display()),
+            "give `--dir` a new or existing directory you can write to",
+        )
+    })?;
     let inv_path = dir.join("inventory.yaml");
     let pb_path = dir.join("playbook.yaml");
     std::fs::write(&inv_path, demo_inventory()).map_err(|e| internal(e.to_string()))?;
