@@ -12,7 +12,7 @@ use medic_drivers::{ManualDriver, SimDriver};
 use medic_exec::{
     Clock, Control, Drivers, Fanout, Prior, Reporter, RunExit, RunOptions, StopReason, WindowPolicy,
 };
-use medic_journal::{Journal, JournalError, JournalReader, meta_keys};
+use medic_journal::{Journal, JournalError, JournalReader, RunState, meta_keys};
 use medic_model::Inventory;
 use medic_plan::{Plan, Window};
 use medic_sim::{SimConfig, SimFleet};
@@ -990,7 +990,7 @@ fn record_window(journal: &Journal, inputs: &Inputs, old: Option<&str>) -> Resul
     let recorded = journal
         .append(medic_journal::Record::Event {
             step: None,
-            kind: "window.changed".to_owned(),
+            kind: medic_journal::EventKind::WindowChanged,
             detail: Some(format!("from {} to {new}", old.unwrap_or("none"))),
         })
         .and_then(|()| {
@@ -1033,10 +1033,13 @@ fn execute(
     } else {
         Operator::Elsewhere
     };
+    // The terminal's answers (and the demo's) reach the run through it, never the journal.
+    let control = Control::default();
     let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(crate::reporters::Progress::new(
         show_bars(progress),
         journal.path().to_path_buf(),
         operator,
+        control.clone(),
         inputs.simulate,
         !inputs.yes,
         plan.size(),
@@ -1044,7 +1047,7 @@ fn execute(
     crate::status::record_outcome(
         &journal,
         &crate::status::Outcome {
-            state: "running".to_owned(),
+            state: RunState::Running,
             ..Default::default()
         },
     );
@@ -1053,7 +1056,6 @@ fn execute(
         Err(e) => eprintln!("warning: cannot write events to {}: {e}", events.display()),
     }
     let mut fan = Fanout(reporters);
-    let control = Control::default();
     let plan = Arc::new(plan);
     crate::out::stop_on_close(&control);
     let report = rt.block_on(async {
@@ -1085,14 +1087,14 @@ fn execute(
     let next = crate::status::next_step(report.exit, report.stop.as_ref(), &path);
     if !journal_failed {
         let state = match report.exit {
-            RunExit::Ok => "finished",
-            RunExit::Failed => "failed",
-            RunExit::Stopped => "stopped",
+            RunExit::Ok => RunState::Finished,
+            RunExit::Failed => RunState::Failed,
+            RunExit::Stopped => RunState::Stopped,
         };
         crate::status::record_outcome(
             &journal,
             &crate::status::Outcome {
-                state: state.to_owned(),
+                state,
                 reason: report.stop.as_ref().map(ToString::to_string),
                 next: next.clone(),
             },

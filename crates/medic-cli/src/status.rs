@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use medic_exec::{RunExit, StopReason};
-use medic_journal::{Journal, JournalReader, Record, StepState, meta_keys};
+use medic_journal::{
+    EventKind, Journal, JournalReader, Record, RowKind, RunState, StepState, meta_keys,
+};
 use medic_plan::{Plan, StepKind};
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +23,7 @@ pub(crate) const OUTCOME: &str = "run_outcome";
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Outcome {
     /// `running`, `finished`, `failed` (finished with failed steps) or `stopped`.
-    pub(crate) state: String,
+    pub(crate) state: RunState,
     /// Why it stopped, in words.
     pub(crate) reason: Option<String>,
     /// What moves the run on: the command and when to run it.
@@ -66,7 +68,7 @@ pub(crate) fn record_outcome(journal: &Journal, outcome: &Outcome) {
     };
     let _ = journal.append(Record::Event {
         step: None,
-        kind: format!("run.{}", outcome.state),
+        kind: EventKind::Run(outcome.state),
         detail: outcome.reason.clone(),
     });
     let _ = journal.append(Record::Meta {
@@ -153,7 +155,10 @@ pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
         let Some(last) = evs.last() else { break };
         after = last.seq;
         for ev in &evs {
-            if (ev.kind == "gate.waiting" || ev.kind == "manual.waiting")
+            if matches!(
+                ev.kind,
+                RowKind::Event(EventKind::GateWaiting | EventKind::ManualWaiting)
+            )
                 && let Some(g) = &ev.step
                 && !approved.contains(g.as_str())
                 && state_of
@@ -243,7 +248,7 @@ pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
         .collect();
     match outcome {
         Some(o) => {
-            s.run_state = o.state;
+            s.run_state = o.state.as_str().to_owned();
             s.stop_reason = o.reason;
             s.next = o.next;
         }

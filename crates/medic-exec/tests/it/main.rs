@@ -4,6 +4,7 @@
 //! a journal that fails. The SQLite journal's own tests are medic-journal's; runs on it
 //! are the CLI's.
 
+mod inputs;
 mod manual;
 mod runs;
 mod util;

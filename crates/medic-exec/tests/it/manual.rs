@@ -11,7 +11,7 @@ use medic_exec::{
     ActionFuture, ActionReply, ActionRequest, Control, Driver, Drivers, ManualAsk, Outcome,
     RunEvent, RunExit,
 };
-use medic_journal::{EventKind, MemJournal, RowKind};
+use medic_journal::{EventKind, JournalRead, MemJournal, RowKind};
 use medic_model::Value;
 
 use crate::util::{Harness, Scripted, inventory, opts, plan};
@@ -378,4 +378,30 @@ async fn an_approval_recorded_before_a_crash_is_honoured_and_the_check_still_dec
         4,
         "asked, then polled until it saw it"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_yes_at_the_terminal_approves_the_manual_step_and_the_run_records_it() {
+    let m = Manager::answering(&[OLD, Answer::Build("20.0.463")]);
+    let h = harness(&m);
+    let control = Control::default();
+    let (c, journal) = (control.clone(), h.journal.clone());
+    let operator = tokio::spawn(async move {
+        until_waiting(&journal).await;
+        c.approve(STEP, "tty");
+    });
+    let mut o = opts();
+    // Only the terminal's input can answer in time.
+    o.approval_poll = Duration::from_secs(30 * 24 * 3600);
+    let r = h.run(o, control).await;
+    operator.await.expect("operator");
+    assert_eq!(r.exit, RunExit::Ok, "{:?}", r.summary);
+    assert!(h.events().iter().any(|e| matches!(e,
+        RunEvent::ManualStepApproved { step, approved_by, .. } if step == STEP && approved_by == "tty")));
+    let approvals = h.journal.approvals().expect("approvals");
+    assert_eq!(
+        approvals.iter().map(|a| (a.gate.as_str(), a.by.as_str())).collect::<Vec<_>>(),
+        [(STEP, "tty")]
+    );
+    assert_eq!(journal_events(&h, EventKind::ManualApproved), 1);
 }
