@@ -158,8 +158,7 @@ pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
             if matches!(
                 ev.kind,
                 RowKind::Event(EventKind::GateWaiting | EventKind::ManualWaiting)
-            )
-                && let Some(g) = &ev.step
+            ) && let Some(g) = &ev.step
                 && !approved.contains(g.as_str())
                 && state_of
                     .get(g.as_str())

@@ -18,7 +18,9 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use medic_journal::{JournalError, JournalStore, Record, StepRow, StepState, TimerKind, detail_text};
+use medic_journal::{
+    JournalError, JournalStore, Record, StepRow, StepState, TimerKind, detail_text,
+};
 use medic_plan::{Plan, StepKind};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -199,7 +201,10 @@ enum InternalEvent {
     TimerFired,
     /// An operator approved a gate or manual step that waits: at this process's terminal
     /// (through [`Control::approve`]) or with `medic approve` (found by the poll).
-    Approved { step: u32, by: String },
+    Approved {
+        step: u32,
+        by: String,
+    },
     Cancel,
     Abort,
     /// A record could not be committed: nothing more may be started.
@@ -556,11 +561,7 @@ impl<'a, J: JournalStore + ?Sized> Dispatcher<'a, J> {
                 if self.slots.free() == 0 || self.stop.is_some() {
                     break 'scan;
                 }
-                if self.slots.fits(i)
-                    && self
-                        .budget
-                        .allows(&self.plan, i, self.slots.phase_of(i))
-                {
+                if self.slots.fits(i) && self.budget.allows(&self.plan, i, self.slots.phase_of(i)) {
                     self.start_step(i, tx);
                 }
             }
@@ -615,9 +616,9 @@ impl<'a, J: JournalStore + ?Sized> Dispatcher<'a, J> {
                 needs.insert(pred.phase.to_string(), outcome_word(o).to_owned());
             }
         }
-        let durable = self
-            .journal
-            .append_durable(Record::step(s.id.clone(), StepState::Running, attempt));
+        let durable =
+            self.journal
+                .append_durable(Record::step(s.id.clone(), StepState::Running, attempt));
         let input = AttemptInput {
             req: ActionRequest {
                 step: s.id.clone(),
@@ -742,8 +743,8 @@ impl<'a, J: JournalStore + ?Sized> Dispatcher<'a, J> {
             AttemptResult::Failed(e)
                 if e.retryable() && c.attempt <= s.retry.max && self.stop.is_none() =>
             {
-                let base = s.retry.backoff_s.max(1) as f64
-                    * 2f64.powi(c.attempt.saturating_sub(1) as i32);
+                let base =
+                    s.retry.backoff_s.max(1) as f64 * 2f64.powi(c.attempt.saturating_sub(1) as i32);
                 // Jitter from the step and attempt, so that a fleet does not retry in lockstep.
                 let h = s.id.bytes().fold(c.attempt as u64 * 0x9E37_79B9, |a, b| {
                     a.rotate_left(5) ^ b as u64

@@ -49,11 +49,12 @@ pub(crate) fn insert_approval(
     gate: &str,
     by: &str,
 ) -> rusqlite::Result<bool> {
-    let added = conn.prepare_cached(
-        "INSERT INTO approvals(gate, approved_ms, by) VALUES (?1, ?2, ?3)
+    let added = conn
+        .prepare_cached(
+            "INSERT INTO approvals(gate, approved_ms, by) VALUES (?1, ?2, ?3)
          ON CONFLICT(gate) DO NOTHING",
-    )?
-    .execute((gate, now, by))?;
+        )?
+        .execute((gate, now, by))?;
     if added == 1 {
         let detail = serde_json::json!({ "gate": gate, "by": by }).to_string();
         conn.prepare_cached(SQL_EVENT)?.execute((

@@ -36,8 +36,8 @@ mod writer;
 pub use error::JournalError;
 pub use mem::MemJournal;
 pub use model::{
-    Approval, EventKind, EventRow, Record, RowKind, RunState, StepRow, StepState, Timer,
-    TimerKind, detail_text,
+    Approval, EventKind, EventRow, Record, RowKind, RunState, StepRow, StepState, Timer, TimerKind,
+    detail_text,
 };
 pub use reader::{JournalReader, approve};
 pub use store::{Ack, Durable, JournalRead, JournalStore};

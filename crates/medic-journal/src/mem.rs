@@ -184,8 +184,7 @@ impl Mem {
                 self.event(ts_ms, step, RowKind::Event(kind), None, detail);
             }
             Record::TimerSet { key, kind, due_ms } => {
-                self.timers
-                    .insert(key.clone(), Timer { key, kind, due_ms });
+                self.timers.insert(key.clone(), Timer { key, kind, due_ms });
             }
             Record::TimerClear { key } => {
                 self.timers.remove(&key);

@@ -79,9 +79,10 @@ impl fmt::Display for StepState {
     }
 }
 
-/// What a history-only entry ([`Record::Event`]) says. Stored as its [`EventKind::as_str`]
-/// spelling (the SQLite journal's `events.kind`), read back with [`EventKind::parse`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+/// What a history-only entry ([`Record::Event`]) says. Stored (and serialized) as its
+/// [`EventKind::as_str`] spelling (the SQLite journal's `events.kind`), read back with
+/// [`EventKind::parse`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
     /// A gate waits for an operator's approval.
     GateWaiting,
@@ -161,8 +162,9 @@ impl fmt::Display for RunState {
     }
 }
 
-/// What a history row records: a step's transition or a history-only [`EventKind`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+/// What a history row records: a step's transition or a history-only [`EventKind`];
+/// serialized as its stored spelling (`step.running`, `gate.waiting`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RowKind {
     Step(StepState),
     Event(EventKind),
@@ -181,6 +183,18 @@ impl RowKind {
             Some(st) => StepState::parse(st).map(RowKind::Step),
             None => EventKind::parse(s).map(RowKind::Event),
         }
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for RowKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -370,7 +384,11 @@ pub struct StepRow {
 impl StepRow {
     /// The detail as one line, as [`detail_text`] words it.
     pub fn detail_text(&self) -> Option<String> {
-        detail_text(self.detail.as_deref(), self.already_done, self.note.as_deref())
+        detail_text(
+            self.detail.as_deref(),
+            self.already_done,
+            self.note.as_deref(),
+        )
     }
 }
 
@@ -443,7 +461,11 @@ mod tests {
             (Some("post-condition observed"), false, None),
             (Some("check held before acting: x"), true, None),
             (None, true, None),
-            (Some("post-condition observed"), false, Some("anti-malware off")),
+            (
+                Some("post-condition observed"),
+                false,
+                Some("anti-malware off"),
+            ),
             (None, false, Some("n")),
             (Some("check held"), true, Some("n; two")),
         ];

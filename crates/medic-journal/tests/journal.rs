@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use medic_journal::{
-    EventKind, Journal, JournalError, JournalReader, Record, RowKind, StepState, TimerKind, approve,
-    meta_keys,
+    EventKind, Journal, JournalError, JournalReader, Record, RowKind, StepState, TimerKind,
+    approve, meta_keys,
 };
 use proptest::prelude::*;
 

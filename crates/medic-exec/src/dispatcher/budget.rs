@@ -88,7 +88,8 @@ impl Budget {
         {
             let failed = self.wave_failures.get(&(p, w)).copied().unwrap_or(0);
             let running = self.wave_running.get(&(p, w)).copied().unwrap_or(0);
-            if running >= t.saturating_sub(failed) + 1 {
+            // At most the tolerance left + 1 in flight.
+            if running > t.saturating_sub(failed) {
                 return false;
             }
         }

@@ -58,9 +58,7 @@ impl<J: JournalStore + ?Sized> Dispatcher<'_, J> {
         let mut steps = 0u64;
         let mut longest = 0u64;
         for (i, s) in self.plan.steps().iter().enumerate() {
-            if self.slots.phase_of(i as u32) == p
-                && s.wave == Some(w)
-                && s.kind == StepKind::Action
+            if self.slots.phase_of(i as u32) == p && s.wave == Some(w) && s.kind == StepKind::Action
             {
                 steps += 1;
                 longest = longest.max(s.estimate_s);

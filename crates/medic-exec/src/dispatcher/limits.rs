@@ -192,9 +192,7 @@ mod tests {
             let i = plan
                 .steps()
                 .iter()
-                .position(|s| {
-                    plan.host_name(s) == Some(host) && &*s.action == action
-                })
+                .position(|s| plan.host_name(s) == Some(host) && &*s.action == action)
                 .expect("step");
             i as u32
         };

@@ -56,7 +56,10 @@ async fn a_yes_at_the_terminal_opens_the_gate_and_the_run_records_it() {
         RunEvent::GateOpened { gate, approved_by: Some(by), .. } if gate == GATE && by == "tty")));
     let approvals = h.journal.approvals().expect("approvals");
     assert_eq!(approvals.len(), 1, "{approvals:?}");
-    assert_eq!((approvals[0].gate.as_str(), approvals[0].by.as_str()), (GATE, "tty"));
+    assert_eq!(
+        (approvals[0].gate.as_str(), approvals[0].by.as_str()),
+        (GATE, "tty")
+    );
     let recorded = h
         .journal
         .events_since(0)

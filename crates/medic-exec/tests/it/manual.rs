@@ -139,10 +139,9 @@ fn harness(m: &Manager) -> Harness {
 
 /// Whether the journal says the manual step waits for the operator.
 fn waits(journal: &MemJournal) -> bool {
-    journal
-        .events_since(0)
-        .iter()
-        .any(|e| e.kind == RowKind::Event(EventKind::ManualWaiting) && e.step.as_deref() == Some(STEP))
+    journal.events_since(0).iter().any(|e| {
+        e.kind == RowKind::Event(EventKind::ManualWaiting) && e.step.as_deref() == Some(STEP)
+    })
 }
 
 /// Returns once the journal says the step waits; panics after two simulated days.
@@ -400,7 +399,10 @@ async fn a_yes_at_the_terminal_approves_the_manual_step_and_the_run_records_it()
         RunEvent::ManualStepApproved { step, approved_by, .. } if step == STEP && approved_by == "tty")));
     let approvals = h.journal.approvals().expect("approvals");
     assert_eq!(
-        approvals.iter().map(|a| (a.gate.as_str(), a.by.as_str())).collect::<Vec<_>>(),
+        approvals
+            .iter()
+            .map(|a| (a.gate.as_str(), a.by.as_str()))
+            .collect::<Vec<_>>(),
         [(STEP, "tty")]
     );
     assert_eq!(journal_events(&h, EventKind::ManualApproved), 1);

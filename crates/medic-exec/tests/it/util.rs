@@ -3,8 +3,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use medic_exec::{
-    ActionFuture, ActionReply, ActionRequest, ActionStatus, Control, Driver, Drivers,
-    Reporter, RunEvent, RunOptions, RunReport,
+    ActionFuture, ActionReply, ActionRequest, ActionStatus, Control, Driver, Drivers, Reporter,
+    RunEvent, RunOptions, RunReport,
 };
 use medic_journal::{JournalRead, MemJournal};
 use medic_plan::Plan;
