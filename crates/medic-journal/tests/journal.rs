@@ -273,6 +273,80 @@ fn approve_from_a_second_connection_while_the_writer_runs() {
 }
 
 #[test]
+fn the_runs_own_approval_record_is_stored_as_medic_approve_stores_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = journal_path(&dir);
+    let journal = Journal::create(&path).expect("create");
+    for by in ["tty", "later"] {
+        journal
+            .append(Record::Approve {
+                gate: "gate/a/wave-1".to_owned(),
+                by: by.to_owned(),
+            })
+            .expect("append");
+    }
+    // And from another process afterwards: the first approval still stands.
+    runtime().block_on(journal.flush()).expect("flush");
+    approve(&path, "gate/a/wave-1", "bob").expect("approve");
+    let reader = JournalReader::open(&path).expect("reader");
+    let approvals = reader.approvals().expect("approvals");
+    assert_eq!(approvals.len(), 1);
+    assert_eq!(approvals[0].by, "tty");
+    let events = reader.events_since(0, usize::MAX).expect("events");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, RowKind::Event(EventKind::GateApproved));
+    assert_eq!(
+        events[0].detail.as_deref(),
+        Some(r#"{"by":"tty","gate":"gate/a/wave-1"}"#)
+    );
+    journal.close().expect("close");
+}
+
+#[test]
+fn a_success_found_done_and_noted_reads_back_as_fields_from_the_text_journals_hold() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = journal_path(&dir);
+    let journal = Journal::create(&path).expect("create");
+    journal
+        .append(Record::Step {
+            step: "a".to_owned(),
+            state: StepState::Succeeded,
+            attempt: 1,
+            detail: Some("check held before acting: x".to_owned()),
+            already_done: true,
+            note: Some("anti-malware off".to_owned()),
+        })
+        .expect("append");
+    // As a journal written before the fields existed holds a failure: free text.
+    journal
+        .append(Record::step_detail(
+            "b",
+            StepState::Failed,
+            1,
+            "already done: no; note: not a note",
+        ))
+        .expect("append");
+    journal.close().expect("close");
+    let reader = JournalReader::open(&path).expect("reader");
+    let a = reader.step("a").expect("read").expect("row");
+    assert!(a.already_done);
+    assert_eq!(a.note.as_deref(), Some("anti-malware off"));
+    assert_eq!(a.detail.as_deref(), Some("check held before acting: x"));
+    let events = reader.events_since(0, 10).expect("events");
+    assert_eq!(
+        events[0].detail.as_deref(),
+        Some("already done: check held before acting: x; note: anti-malware off"),
+        "the same text as before the fields"
+    );
+    let b = reader.step("b").expect("read").expect("row");
+    assert!(!b.already_done && b.note.is_none());
+    assert_eq!(
+        b.detail.as_deref(),
+        Some("already done: no; note: not a note")
+    );
+}
+
+#[test]
 fn errors_name_the_journal_and_never_panic() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = journal_path(&dir);
