@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use medic_exec::WindowPolicy;
 use medic_exec::{Control, Fanout, Reporter, RunExit, StopReason};
+use medic_journal::RunState;
 use medic_model::Inventory;
 use medic_run::conn::{Conn, dsm_client_with};
 use medic_run::resume;
@@ -15,7 +16,6 @@ use medic_run::run::{
     Inputs, PlanInputs, Ready, RunSpec, Simulate, abs, abs_future, events_beside, run_id, start_new,
 };
 use medic_run::runtime;
-use medic_run::status::RunState;
 use medic_run::{bad, internal};
 
 use crate::args::{ApplyArgs, ApproveArgs, DemoArgs, Progress, ResumeArgs, WindowPolicyArg};
@@ -193,10 +193,13 @@ fn execute(ready: Ready, progress: Progress) -> Result<u8, Failure> {
     } else {
         Operator::Elsewhere
     };
+    // The terminal's answers (and the demo's) reach the run through it, never the journal.
+    let control = Control::default();
     let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(crate::reporters::Progress::new(
         show_bars(progress),
         journal.path().to_path_buf(),
         operator,
+        control.clone(),
         inputs.simulate,
         !inputs.yes,
         plan.size(),
@@ -213,7 +216,6 @@ fn execute(ready: Ready, progress: Progress) -> Result<u8, Failure> {
         Err(e) => eprintln!("warning: cannot write events to {}: {e}", events.display()),
     }
     let mut fan = Fanout(reporters);
-    let control = Control::default();
     let plan = Arc::new(plan);
     crate::out::stop_on_close(&control);
     let report = rt.block_on(async {
@@ -251,7 +253,7 @@ fn execute(ready: Ready, progress: Progress) -> Result<u8, Failure> {
         medic_run::status::record_outcome(
             &journal,
             &medic_run::status::Outcome {
-                state: RunState::of_exit(report.exit),
+                state: medic_run::status::state_of_exit(report.exit),
                 reason: report.stop.as_ref().map(ToString::to_string),
                 next: next.clone(),
             },

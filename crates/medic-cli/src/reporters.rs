@@ -1,14 +1,17 @@
 //! The CLI's reporters: progress bars (one per active phase, log lines above them, hidden
 //! when stderr is not a terminal, where plain log lines are printed instead), the JSON
-//! lines event file, and the final summary text. They consume `RunEvent`s only.
+//! lines event file, and the final summary text. They consume `RunEvent`s only and write
+//! nothing: the operator's answers at the terminal go to the run as input events
+//! ([`Control::approve`]), and the run records them in its journal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use medic_exec::{Outcome, Reporter, RunEvent, StopReason, Summary};
+use medic_exec::{Control, Outcome, Reporter, RunEvent, StopReason, Summary};
 
 /// Who answers the questions of a run (gate approvals, manual steps).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,9 +27,13 @@ pub(crate) enum Operator {
 pub(crate) struct Progress {
     multi: Option<MultiProgress>,
     bars: HashMap<String, ProgressBar>,
-    /// The run's journal, which approvals are recorded in.
+    /// The run's journal, named in the commands shown.
     journal: PathBuf,
     operator: Operator,
+    /// Where the operator's answers go: into the run, which records them.
+    control: Control,
+    /// Gates and manual steps approved (the run said so): not asked, or no longer.
+    answered: Arc<Mutex<HashSet<String>>>,
     /// A rehearsal on the simulated fleet: after an approval, the fleet plays the operator.
     rehearsal: bool,
     /// Gate approvals asked at the prompt (`--yes` approves gates, so only without it).
@@ -42,6 +49,7 @@ impl Progress {
         bars: bool,
         journal: PathBuf,
         operator: Operator,
+        control: Control,
         rehearsal: bool,
         ask_gates: bool,
         size: medic_plan::PlanSize,
@@ -55,6 +63,8 @@ impl Progress {
             bars: HashMap::new(),
             journal,
             operator,
+            control,
+            answered: Arc::default(),
             rehearsal,
             ask_gates,
             prompt: None,
@@ -97,12 +107,21 @@ impl Progress {
         }
         let tx = self.prompt.get_or_insert_with(|| {
             let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
-            let journal = self.journal.clone();
+            let control = self.control.clone();
+            let answered = Arc::clone(&self.answered);
             let multi = self.multi.clone();
-            std::thread::spawn(move || prompt_loop(&journal, multi.as_ref(), &rx));
+            std::thread::spawn(move || prompt_loop(&control, &answered, multi.as_ref(), &rx));
             tx
         });
         let _ = tx.send((id.to_owned(), question));
+    }
+
+    /// `id` no longer waits for an answer at the prompt.
+    fn answer(&self, id: &str) {
+        self.answered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_owned());
     }
 
     /// A manual step waits: what to do, then how to approve it.
@@ -127,21 +146,18 @@ impl Progress {
                     "demo: approving manual step {step} automatically, as the operator would once it is done (a real run waits for `{}` or y at the prompt; --yes never approves it)",
                     self.approve_command(step)
                 ));
-                let (journal, step) = (self.journal.clone(), step.to_owned());
-                std::thread::spawn(move || {
-                    if let Err(e) = medic_journal::approve(&journal, &step, "medic demo") {
-                        eprintln!("error: cannot record the demo's approval of {step}: {e}");
-                    }
-                });
+                self.control.approve(step, "medic demo");
             }
         }
     }
 }
 
-/// Asks each question in turn and records a `y` as an approval; a question whose step was
-/// approved meanwhile (from another shell) is not asked. Ends at the end of the input.
+/// Asks each question in turn and gives a `y` to the run as an approval; a question whose
+/// step was approved meanwhile (from another shell: the run said so) is not asked. Ends at
+/// the end of the input.
 fn prompt_loop(
-    journal: &Path,
+    control: &Control,
+    answered: &Mutex<HashSet<String>>,
     multi: Option<&MultiProgress>,
     rx: &std::sync::mpsc::Receiver<(String, String)>,
 ) {
@@ -152,9 +168,10 @@ fn prompt_loop(
         None => eprintln!("{s}"),
     };
     let approved = |id: &str| {
-        medic_journal::JournalReader::open(journal)
-            .and_then(|r| r.approval(id))
-            .is_ok_and(|a| a.is_some())
+        answered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(id)
     };
     while let Ok((id, question)) = rx.recv() {
         loop {
@@ -169,9 +186,7 @@ fn prompt_loop(
             }
             if answer.trim().eq_ignore_ascii_case("y") {
                 let by = std::env::var("USER").unwrap_or_else(|_| "terminal".to_owned());
-                if let Err(e) = medic_journal::approve(journal, &id, &by) {
-                    say(&format!("error: cannot record the approval of {id}: {e}"));
-                }
+                control.approve(&id, by);
                 break;
             }
             say(&format!("{id} is not approved: it still waits"));
@@ -290,10 +305,13 @@ impl Reporter for Progress {
             }
             RunEvent::GateOpened {
                 gate, approved_by, ..
-            } => match approved_by {
-                Some(by) => self.line(&format!("gate {gate}: open (approved by {by})")),
-                None => self.line(&format!("gate {gate}: open")),
-            },
+            } => {
+                self.answer(gate);
+                match approved_by {
+                    Some(by) => self.line(&format!("gate {gate}: open (approved by {by})")),
+                    None => self.line(&format!("gate {gate}: open")),
+                }
+            }
             RunEvent::ManualStepWaiting {
                 step,
                 instruction,
@@ -307,6 +325,7 @@ impl Reporter for Progress {
                 action,
                 ..
             } => {
+                self.answer(step);
                 self.line(&format!(
                     "manual step {step}: approved by {approved_by}; checking that it is done"
                 ));

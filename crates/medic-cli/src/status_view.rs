@@ -1,6 +1,7 @@
 //! `medic status`: the run's status (`medic_run::status::read`) shown as text or JSON.
 
-use medic_run::status::{RunState, Status, StepAt};
+use medic_journal::RunState;
+use medic_run::status::{Status, StepAt};
 
 use crate::args::{StatusArgs, StatusFormat};
 use crate::{Failure, exit_codes};
@@ -27,10 +28,10 @@ fn text(s: &Status) -> String {
         .map(|f| &f[..f.len().min(16)])
         .unwrap_or("?");
     let state = match (s.run_state, &s.stop_reason) {
-        (RunState::Stopped, Some(r)) => format!("stopped: {}", esc(r)),
-        (RunState::Failed, _) => "finished with failed steps".to_owned(),
-        (RunState::Unknown, _) => "state not recorded".to_owned(),
-        (other, _) => other.as_str().to_owned(),
+        (Some(RunState::Stopped), Some(r)) => format!("stopped: {}", esc(r)),
+        (Some(RunState::Failed), _) => "finished with failed steps".to_owned(),
+        (None, _) => "state not recorded".to_owned(),
+        (Some(other), _) => other.as_str().to_owned(),
     };
     let _ = writeln!(
         o,

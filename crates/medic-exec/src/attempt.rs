@@ -14,40 +14,110 @@ use crate::event::Outcome;
 
 /// What one attempt came to.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct AttemptResult {
-    pub(crate) outcome: Outcome,
-    /// Worth another attempt (the action failed or timed out).
-    pub(crate) retryable: bool,
-    pub(crate) detail: Option<String>,
-    /// A manual step whose work is not done yet: the operator must do this and approve it.
-    /// The attempt did not act, and `outcome` means nothing.
-    pub(crate) operator: Option<ManualAsk>,
-    /// What the driver noted about a step that succeeded (see [`crate::NOTE_FACT`]).
-    pub(crate) note: Option<String>,
+pub(crate) enum AttemptResult {
+    /// The step ended without failing: acted and observed, found done, skipped by its
+    /// guard, or (after a crash, with nothing to re-probe it) unknown.
+    Ended {
+        outcome: Outcome,
+        detail: Option<String>,
+        /// What the driver noted about a success (see [`crate::NOTE_FACT`]).
+        note: Option<String>,
+    },
+    Failed(AttemptError),
+    /// A manual step whose work is not done yet: the operator must do this and approve
+    /// it. The attempt did not act.
+    AskOperator(ManualAsk),
 }
 
 impl AttemptResult {
-    fn done(outcome: Outcome, detail: impl Into<Option<String>>) -> Self {
-        AttemptResult {
+    fn ended(outcome: Outcome, detail: impl Into<Option<String>>) -> Self {
+        AttemptResult::Ended {
             outcome,
-            retryable: false,
             detail: detail.into(),
-            operator: None,
             note: None,
         }
     }
-    fn failed(detail: String, retryable: bool) -> Self {
-        AttemptResult {
-            outcome: Outcome::Failed,
-            retryable,
-            detail: Some(detail),
-            operator: None,
-            note: None,
+
+    fn noting(mut self, n: Option<String>) -> Self {
+        if let AttemptResult::Ended { note, .. } = &mut self {
+            *note = n;
         }
-    }
-    fn noting(mut self, note: Option<String>) -> Self {
-        self.note = note;
         self
+    }
+
+    /// The outcome as the step's events and journal record it.
+    pub(crate) fn outcome(&self) -> Outcome {
+        match self {
+            AttemptResult::Ended { outcome, .. } => *outcome,
+            AttemptResult::Failed(_) => Outcome::Failed,
+            AttemptResult::AskOperator(_) => Outcome::Unknown,
+        }
+    }
+}
+
+/// Why a probe gave no answer.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ProbeError {
+    probe: String,
+    message: String,
+    /// The driver refused (a changed host key): another attempt cannot help.
+    refused: bool,
+}
+
+impl std::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verb = if self.refused { "refused" } else { "failed" };
+        write!(f, "probe {} {verb}: {}", self.probe, self.message)
+    }
+}
+
+/// Why an attempt failed. The text is the step's failure detail, shown and journaled.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub(crate) enum AttemptError {
+    #[error("guard {0}")]
+    Guard(ProbeError),
+    /// The check before acting could not be asked.
+    #[error("{0}")]
+    Check(ProbeError),
+    /// The action ran and failed (or timed out).
+    #[error("{0}")]
+    Action(String),
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    #[error("refused (not retried): {0}")]
+    Refused(String),
+    #[error("the action reported success but its post-condition does not hold: {0}")]
+    PostConditionFalse(String),
+    #[error("could not observe the post-condition: {0}")]
+    PostConditionUnobserved(ProbeError),
+    /// A manual step's own action failed after the approval.
+    #[error("{0}")]
+    OperatorAction(String),
+    #[error(
+        "approved, but the check did not hold within {within}: it saw {seen}, it needs {needs}; once that is done, run `{retry}`"
+    )]
+    OperatorWorkNotSeen {
+        within: String,
+        seen: String,
+        needs: String,
+        retry: String,
+    },
+}
+
+impl AttemptError {
+    /// Whether another attempt may succeed (the step's retries apply).
+    pub(crate) fn retryable(&self) -> bool {
+        match self {
+            AttemptError::Guard(p)
+            | AttemptError::Check(p)
+            | AttemptError::PostConditionUnobserved(p) => !p.refused,
+            AttemptError::Action(_)
+            | AttemptError::Unreachable(_)
+            | AttemptError::PostConditionFalse(_) => true,
+            AttemptError::Refused(_)
+            | AttemptError::OperatorAction(_)
+            | AttemptError::OperatorWorkNotSeen { .. } => false,
+        }
     }
 }
 
@@ -106,12 +176,6 @@ async fn call(
     }
 }
 
-/// Why a probe gave no answer, and whether another attempt may get one.
-struct ProbeError {
-    message: String,
-    retryable: bool,
-}
-
 /// Runs the check's probe; `Ok((true, note))` when the work is observed done.
 async fn observe(
     driver: &dyn Driver,
@@ -141,12 +205,14 @@ async fn observe_facts(
             Ok((held, reply.facts, note))
         }
         ActionStatus::Failed(m) | ActionStatus::Unreachable(m) => Err(ProbeError {
-            message: format!("probe {} failed: {m}", check.probe),
-            retryable: true,
+            probe: check.probe.clone(),
+            message: m,
+            refused: false,
         }),
         ActionStatus::Refused(m) => Err(ProbeError {
-            message: format!("probe {} refused: {m}", check.probe),
-            retryable: false,
+            probe: check.probe.clone(),
+            message: m,
+            refused: true,
         }),
     }
 }
@@ -177,49 +243,47 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
         let facts = match &g.probe {
             Some(p) => {
                 let reply = call(d, &req, p, timeout).await;
-                match reply.status {
-                    ActionStatus::Ok => reply.facts,
-                    ActionStatus::Failed(m) | ActionStatus::Unreachable(m) => {
-                        return AttemptResult::failed(format!("guard probe {p} failed: {m}"), true);
-                    }
-                    ActionStatus::Refused(m) => {
-                        return AttemptResult::failed(
-                            format!("guard probe {p} refused: {m}"),
-                            false,
-                        );
-                    }
+                let refused = match reply.status {
+                    ActionStatus::Ok => None,
+                    ActionStatus::Failed(m) | ActionStatus::Unreachable(m) => Some((m, false)),
+                    ActionStatus::Refused(m) => Some((m, true)),
+                };
+                if let Some((message, refused)) = refused {
+                    return AttemptResult::Failed(AttemptError::Guard(ProbeError {
+                        probe: p.clone(),
+                        message,
+                        refused,
+                    }));
                 }
+                reply.facts
             }
             None => BTreeMap::new(),
         };
         if !holds(&g.when, &facts, &needs) {
-            return AttemptResult::done(Outcome::Skipped, format!("guard false: {}", g.describe));
+            return AttemptResult::ended(Outcome::Skipped, format!("guard false: {}", g.describe));
         }
     }
 
     if let Some(check) = &step.check {
         match observe(d, &req, check, timeout, &needs).await {
             Ok((true, note)) => {
-                return AttemptResult::done(
+                return AttemptResult::ended(
                     Outcome::AlreadyDone,
                     format!("check held before acting: {}", check.when),
                 )
                 .noting(note);
             }
             Ok((false, _)) => {}
-            Err(e) => return AttemptResult::failed(e.message, e.retryable),
+            Err(e) => return AttemptResult::Failed(AttemptError::Check(e)),
         }
     }
     if manual == Manual::Ask {
         // Only a person can do it: whether it is done is the check's to say (above), and
         // the rest waits for the operator's approval.
-        return AttemptResult {
-            operator: Some(d.manual_ask(&req)),
-            ..AttemptResult::done(Outcome::Unknown, None)
-        };
+        return AttemptResult::AskOperator(d.manual_ask(&req));
     }
     if step.check.is_none() && reprobe && !d.idempotent(&step.action) {
-        return AttemptResult::done(
+        return AttemptResult::ended(
             Outcome::Unknown,
             "outcome unknown after a crash and the action has no check to re-probe it".to_owned(),
         );
@@ -229,36 +293,27 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
     let note = reply.note().map(str::to_owned);
     match reply.status {
         ActionStatus::Ok => {}
-        ActionStatus::Failed(m) => return AttemptResult::failed(m, true),
+        ActionStatus::Failed(m) => return AttemptResult::Failed(AttemptError::Action(m)),
         ActionStatus::Unreachable(m) => {
-            return AttemptResult::failed(format!("unreachable: {m}"), true);
+            return AttemptResult::Failed(AttemptError::Unreachable(m));
         }
-        ActionStatus::Refused(m) => {
-            return AttemptResult::failed(format!("refused (not retried): {m}"), false);
-        }
+        ActionStatus::Refused(m) => return AttemptResult::Failed(AttemptError::Refused(m)),
     }
 
     // Never claim a success that was not observed: run the check again after acting.
     if let Some(check) = &step.check {
         match observe(d, &req, check, timeout, &needs).await {
             Ok((true, check_note)) => {
-                AttemptResult::done(Outcome::Succeeded, "post-condition observed".to_owned())
+                AttemptResult::ended(Outcome::Succeeded, "post-condition observed".to_owned())
                     .noting(note.or(check_note))
             }
-            Ok((false, _)) => AttemptResult::failed(
-                format!(
-                    "the action reported success but its post-condition does not hold: {}",
-                    check.when
-                ),
-                true,
-            ),
-            Err(e) => AttemptResult::failed(
-                format!("could not observe the post-condition: {}", e.message),
-                e.retryable,
-            ),
+            Ok((false, _)) => {
+                AttemptResult::Failed(AttemptError::PostConditionFalse(check.when.to_string()))
+            }
+            Err(e) => AttemptResult::Failed(AttemptError::PostConditionUnobserved(e)),
         }
     } else {
-        AttemptResult::done(Outcome::Succeeded, None).noting(note)
+        AttemptResult::ended(Outcome::Succeeded, None).noting(note)
     }
 }
 
@@ -281,12 +336,12 @@ async fn run_approved(
     match reply.status {
         ActionStatus::Ok => {}
         ActionStatus::Failed(m) | ActionStatus::Unreachable(m) | ActionStatus::Refused(m) => {
-            return AttemptResult::failed(m, false);
+            return AttemptResult::Failed(AttemptError::OperatorAction(m));
         }
     }
     let Some(check) = &step.check else {
         // Nothing can observe it: the approval is all the evidence there is.
-        return AttemptResult::done(
+        return AttemptResult::ended(
             Outcome::Succeeded,
             "approved by the operator (the step has no check to observe it)".to_owned(),
         );
@@ -301,13 +356,13 @@ async fn run_approved(
         }
         match observe_facts(d, req, check, left, needs).await {
             Ok((true, _, _)) => {
-                return AttemptResult::done(
+                return AttemptResult::ended(
                     Outcome::Succeeded,
                     format!("the operator's work was observed: {}", check.when),
                 );
             }
             Ok((false, facts, _)) => seen_last = Some(seen(&check.when, &facts)),
-            Err(e) => error_last = e.message,
+            Err(e) => error_last = e.to_string(),
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
@@ -315,15 +370,12 @@ async fn run_approved(
         }
         tokio::time::sleep(poll.min(left)).await;
     }
-    let last = seen_last.unwrap_or_else(|| format!("no answer ({error_last})"));
-    AttemptResult::failed(
-        format!(
-            "approved, but the check did not hold within {}: it saw {last}, it needs {}; once that is done, run `{retry}`",
-            medic_model::format_duration(timeout.as_secs().max(1)),
-            check.when
-        ),
-        false,
-    )
+    AttemptResult::Failed(AttemptError::OperatorWorkNotSeen {
+        within: medic_model::format_duration(timeout.as_secs().max(1)),
+        seen: seen_last.unwrap_or_else(|| format!("no answer ({error_last})")),
+        needs: check.when.to_string(),
+        retry: retry.to_owned(),
+    })
 }
 
 /// The facts a condition reads, as the probe answered them: `facts.manager_version =

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use medic_journal::{Journal, JournalError, JournalReader, meta_keys};
+use medic_journal::{Journal, JournalError, JournalRead, JournalReader, meta_keys};
 use medic_plan::{Plan, plan_from_bytes, plan_from_json, plan_to_bytes};
 
 use crate::Prior;
@@ -56,8 +56,8 @@ impl From<JournalError> for ReadError {
 }
 
 /// Reads the plan a journal was started with: the binary form, or the `medic.plan/v1`
-/// JSON that journals written before it hold.
-pub fn read_plan(reader: &JournalReader) -> Result<Plan, ReadError> {
+/// JSON that journals written before it hold. Any backend.
+pub fn read_plan<R: JournalRead + ?Sized>(reader: &R) -> Result<Plan, ReadError> {
     if let Some(bytes) = reader.meta_blob(meta_keys::PLAN_BIN)? {
         return plan_from_bytes(&bytes).map_err(|e| ReadError::BadPlan(e.to_string()));
     }
@@ -67,8 +67,9 @@ pub fn read_plan(reader: &JournalReader) -> Result<Plan, ReadError> {
     plan_from_json(&json).map_err(|e| ReadError::BadPlan(e.to_string()))
 }
 
-/// Reads the journal's view of the run: every step's state and the pending timers.
-pub fn read_prior(reader: &JournalReader) -> Result<Prior, JournalError> {
+/// Reads the journal's view of the run: every step's state and the pending timers. Any
+/// backend.
+pub fn read_prior<R: JournalRead + ?Sized>(reader: &R) -> Result<Prior, JournalError> {
     let mut prior = Prior {
         steps: reader.steps()?,
         ..Prior::default()

@@ -15,7 +15,7 @@ mod journal_plan;
 
 use std::sync::Arc;
 
-use medic_journal::Journal;
+use medic_journal::JournalStore;
 /// The plan's types in the executor's API (`execute` walks a `Plan`, an `ActionRequest`
 /// names its `PlanHost`): a driver implements [`Driver`], or reads the plan it serves (the
 /// pre-flight), through this crate alone.
@@ -31,10 +31,12 @@ pub use event::{ActionCounts, Fanout, Outcome, Reporter, RunEvent, StopReason, S
 pub use journal_plan::{ReadError, create_journal, read_for_resume, read_plan, read_prior};
 
 /// Runs (or resumes, given the journal's `prior` view) a plan to its end or to a stop.
-pub async fn execute(
+/// Generic over the journal's backend: the SQLite [`medic_journal::Journal`] is called
+/// without dynamic dispatch, and a `&dyn JournalStore` works too.
+pub async fn execute<J: JournalStore + ?Sized>(
     plan: Arc<Plan>,
     drivers: &Drivers,
-    journal: &Journal,
+    journal: &J,
     prior: &Prior,
     opts: &RunOptions,
     control: Control,

@@ -41,6 +41,33 @@ pub(crate) const SQL_TIMER_SET: &str = "INSERT INTO timers(key, kind, due_ms) VA
      ON CONFLICT(key) DO UPDATE SET kind = excluded.kind, due_ms = excluded.due_ms";
 pub(crate) const SQL_TIMER_CLEAR: &str = "DELETE FROM timers WHERE key = ?1";
 
+/// Records an approval unless the id has one (the first stands), with its `gate.approved`
+/// history entry; true when it was new. For [`crate::approve`] and the run's own writer.
+pub(crate) fn insert_approval(
+    conn: &Connection,
+    now: i64,
+    gate: &str,
+    by: &str,
+) -> rusqlite::Result<bool> {
+    let added = conn
+        .prepare_cached(
+            "INSERT INTO approvals(gate, approved_ms, by) VALUES (?1, ?2, ?3)
+         ON CONFLICT(gate) DO NOTHING",
+        )?
+        .execute((gate, now, by))?;
+    if added == 1 {
+        let detail = serde_json::json!({ "gate": gate, "by": by }).to_string();
+        conn.prepare_cached(SQL_EVENT)?.execute((
+            now,
+            None::<&str>,
+            crate::model::EventKind::GateApproved.as_str(),
+            None::<u32>,
+            &detail,
+        ))?;
+    }
+    Ok(added == 1)
+}
+
 /// Opens the connection that writes (the run's writer thread, or `approve`). The file must
 /// exist: creating it is the caller's job, so that it gets mode 0600 before SQLite sees it.
 pub(crate) fn open_writer(path: &Path, fresh: bool) -> Result<Connection, JournalError> {

@@ -17,18 +17,30 @@
 //! Readers in other processes use [`JournalReader`]; operators approve gates with
 //! [`approve`] from another shell while the run goes on.
 //!
+//! The executor sees a journal only through [`JournalStore`] (append, durable append,
+//! flush) and [`JournalRead`] (meta, steps, timers, approvals): [`Journal`] is the SQLite
+//! backend, [`MemJournal`] the in-memory one the executor's tests run on. A new backend
+//! implements the two traits; see `store.rs` for the promise each method keeps.
+//!
 //! Nothing here may carry a secret: the only free text is a step's or an event's `detail`,
 //! and callers must keep API keys, passphrases and tokens out of it.
 
 mod db;
 mod error;
+mod mem;
 mod model;
 mod reader;
+mod store;
 mod writer;
 
 pub use error::JournalError;
-pub use model::{Approval, EventRow, Record, StepRow, StepState, Timer};
+pub use mem::MemJournal;
+pub use model::{
+    Approval, EventKind, EventRow, Record, RowKind, RunState, StepRow, StepState, Timer, TimerKind,
+    detail_text,
+};
 pub use reader::{JournalReader, approve};
+pub use store::{Ack, Durable, JournalRead, JournalStore};
 pub use writer::Journal;
 
 /// Keys of the `meta` table that medic itself writes. Values are plain text, except

@@ -10,7 +10,11 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::db;
 use crate::error::JournalError;
-use crate::model::{Approval, EventRow, StepRow, StepState, Timer, now_ms};
+use crate::model::{
+    Approval, EventKind, EventRow, RowKind, StepRow, StepState, Timer, TimerKind, now_ms,
+    split_detail,
+};
+use crate::store::JournalRead;
 
 /// A read-only view of a journal. Each call reads one consistent committed state.
 pub struct JournalReader {
@@ -120,15 +124,18 @@ impl JournalReader {
                 row.get(4)?,
             ))
         };
-        let (step, state, attempt, updated_ms, detail) = read().map_err(|e| self.err(e))?;
+        let (step, state, attempt, updated_ms, text) = read().map_err(|e| self.err(e))?;
         let state = StepState::parse(state)
             .ok_or_else(|| self.corrupt(format!("step {step:?} has unknown state {state:?}")))?;
+        let (detail, already_done, note) = split_detail(state, text);
         Ok(StepRow {
             step,
             state,
             attempt,
             updated_ms,
             detail,
+            already_done,
+            note,
         })
     }
 
@@ -160,17 +167,19 @@ impl JournalReader {
 
     /// Pending waits, soonest first.
     pub fn timers(&self) -> Result<Vec<Timer>, JournalError> {
-        self.collect(
+        let rows: Vec<(String, String, i64)> = self.collect(
             "SELECT key, kind, due_ms FROM timers ORDER BY due_ms, key",
             [],
-            |r| {
-                Ok(Timer {
-                    key: r.get(0)?,
-                    kind: r.get(1)?,
-                    due_ms: r.get(2)?,
-                })
-            },
-        )
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        rows.into_iter()
+            .map(|(key, kind, due_ms)| {
+                let kind = TimerKind::parse(&kind).ok_or_else(|| {
+                    self.corrupt(format!("timer {key:?} has unknown kind {kind:?}"))
+                })?;
+                Ok(Timer { key, kind, due_ms })
+            })
+            .collect()
     }
 
     pub fn approvals(&self) -> Result<Vec<Approval>, JournalError> {
@@ -192,31 +201,48 @@ impl JournalReader {
     /// last `seq` seen to follow a running journal.
     pub fn events_since(&self, after: i64, limit: usize) -> Result<Vec<EventRow>, JournalError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.collect(
-            "SELECT seq, ts_ms, step, kind, attempt, detail FROM events
-             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            (after, limit),
-            |r| {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, ts_ms, step, kind, attempt, detail FROM events
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = st.query((after, limit)).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let seq: i64 = r.get(0).map_err(|e| self.err(e))?;
+            let kind = r
+                .get_ref(3)
+                .and_then(|v| Ok(v.as_str()?))
+                .map_err(|e| self.err(e))?;
+            // A kind this build does not know is a journal it cannot read correctly: named,
+            // never guessed at.
+            let kind = RowKind::parse(kind)
+                .ok_or_else(|| self.corrupt(format!("event {seq} has unknown kind {kind:?}")))?;
+            let read = || -> rusqlite::Result<EventRow> {
                 Ok(EventRow {
-                    seq: r.get(0)?,
+                    seq,
                     ts_ms: r.get(1)?,
                     step: r.get(2)?,
-                    kind: r.get(3)?,
+                    kind,
                     attempt: r.get(4)?,
                     detail: r.get(5)?,
                 })
-            },
-        )
+            };
+            out.push(read().map_err(|e| self.err(e))?);
+        }
+        Ok(out)
     }
 
     /// The steps named by history entries of `kind`, each once with the `seq` of its first
     /// such entry, in that order: a question about the history answered by one query
     /// rather than by reading every entry back.
-    pub fn steps_with_event(&self, kind: &str) -> Result<Vec<(i64, String)>, JournalError> {
+    pub fn steps_with_event(&self, kind: EventKind) -> Result<Vec<(i64, String)>, JournalError> {
         self.collect(
             "SELECT MIN(seq), step FROM events WHERE kind = ?1 AND step IS NOT NULL
              GROUP BY step ORDER BY MIN(seq)",
-            [kind],
+            [kind.as_str()],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
     }
@@ -244,6 +270,24 @@ impl JournalReader {
     }
 }
 
+impl JournalRead for JournalReader {
+    fn meta(&self, key: &str) -> Result<Option<String>, JournalError> {
+        JournalReader::meta(self, key)
+    }
+    fn meta_blob(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        JournalReader::meta_blob(self, key)
+    }
+    fn steps(&self) -> Result<Vec<StepRow>, JournalError> {
+        JournalReader::steps(self)
+    }
+    fn timers(&self) -> Result<Vec<Timer>, JournalError> {
+        JournalReader::timers(self)
+    }
+    fn approvals(&self) -> Result<Vec<Approval>, JournalError> {
+        JournalReader::approvals(self)
+    }
+}
+
 fn approval_row(r: &Row<'_>) -> rusqlite::Result<Approval> {
     Ok(Approval {
         gate: r.get(0)?,
@@ -264,20 +308,9 @@ pub fn approve(path: &Path, gate: &str, by: &str) -> Result<(), JournalError> {
     let mut conn = db::open_writer(path, false)?;
     db::check_version(&conn, path)?;
     let now = now_ms();
-    let detail = serde_json::json!({ "gate": gate, "by": by }).to_string();
     let mut write = || -> rusqlite::Result<()> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let added = tx.execute(
-            "INSERT INTO approvals(gate, approved_ms, by) VALUES (?1, ?2, ?3)
-             ON CONFLICT(gate) DO NOTHING",
-            (gate, now, by),
-        )?;
-        if added == 1 {
-            tx.execute(
-                db::SQL_EVENT,
-                (now, None::<&str>, "gate.approved", None::<u32>, &detail),
-            )?;
-        }
+        db::insert_approval(&tx, now, gate, by)?;
         tx.commit()
     };
     write().map_err(|e| JournalError::sqlite(path, e))

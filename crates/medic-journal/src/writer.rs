@@ -6,8 +6,8 @@
 //! transaction per drained batch amortises the fsync while keeping the records in the
 //! order they were appended (one channel, one consumer).
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
-use std::future::Future;
 use std::os::unix::fs::OpenOptionsExt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -16,18 +16,16 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 
 use rusqlite::{CachedStatement, Connection, TransactionBehavior};
-use tokio::sync::oneshot;
 
 use crate::db;
 use crate::error::{Failure, JournalError};
-use crate::model::{Approval, Record, now_ms};
+use crate::model::{Approval, Record, StepRow, Timer, detail_text, now_ms};
 use crate::reader::JournalReader;
+use crate::store::{Ack, Durable, JournalRead, JournalStore};
 
 /// Upper bound on records per transaction, so a producer that outruns the disk still gets
 /// its durable acknowledgements at a bounded interval and the WAL stays bounded.
 const MAX_BATCH: usize = 65_536;
-
-type Ack = oneshot::Sender<Result<(), Failure>>;
 
 enum Msg {
     Record {
@@ -287,30 +285,40 @@ impl Journal {
     /// Queues a record now (so it keeps its place relative to later appends) and returns a
     /// future that resolves once the COMMIT containing it has returned: act on the record's
     /// intent only after that.
-    pub fn append_durable(
-        &self,
-        rec: Record,
-    ) -> impl Future<Output = Result<(), JournalError>> + Send + 'static {
-        let (ack, done) = oneshot::channel();
-        let sent = self.send(Msg::Record {
+    pub fn append_durable(&self, rec: Record) -> Durable {
+        let (ack, done) = Durable::pending(&self.inner.path);
+        match self.send(Msg::Record {
             ts_ms: now_ms(),
             rec,
             ack: Some(ack),
-        });
-        self.wait(sent, done)
+        }) {
+            Ok(()) => done,
+            Err(e) => Durable::ready(Err(e)),
+        }
     }
 
     /// Resolves once everything appended before it is committed.
-    pub async fn flush(&self) -> Result<(), JournalError> {
-        let (ack, done) = oneshot::channel();
-        let sent = self.send(Msg::Flush(ack));
-        self.wait(sent, done).await
+    pub fn flush(&self) -> Durable {
+        let (ack, done) = Durable::pending(&self.inner.path);
+        match self.send(Msg::Flush(ack)) {
+            Ok(()) => done,
+            Err(e) => Durable::ready(Err(e)),
+        }
     }
 
     /// Approvals recorded so far (by [`crate::approve`] from any process).
     pub fn approvals(&self) -> Result<Vec<Approval>, JournalError> {
+        self.read(JournalReader::approvals)
+    }
+
+    /// Reads the committed state over the handle's own read connection: polling must not
+    /// queue behind a large batch on the writer.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&JournalReader) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
         match lock(&self.inner.reader).as_ref() {
-            Some(reader) => reader.approvals(),
+            Some(reader) => f(reader),
             None => Err(self.inner.closed()),
         }
     }
@@ -335,31 +343,6 @@ impl Journal {
             return Err(self.inner.closed());
         };
         tx.send(msg).map_err(|_| self.inner.stopped())
-    }
-
-    fn wait(
-        &self,
-        sent: Result<(), JournalError>,
-        done: oneshot::Receiver<Result<(), Failure>>,
-    ) -> impl Future<Output = Result<(), JournalError>> + Send + 'static {
-        let path = Arc::clone(&self.inner.path);
-        let failure = Arc::clone(&self.inner.failure);
-        async move {
-            sent?;
-            match done.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(f)) => Err(f.to_error(&path)),
-                // The writer answers every ack it drains, so an unanswered one means it
-                // died (a panic unwinding before the failure was recorded).
-                Err(_) => Err(match failure.get() {
-                    Some(f) => f.to_error(&path),
-                    None => JournalError::Writer {
-                        path: path.to_path_buf(),
-                        message: "writer thread stopped".to_owned(),
-                    },
-                }),
-            }
-        }
     }
 }
 
@@ -461,8 +444,7 @@ fn run(mut conn: Connection, rx: &Receiver<Msg>, failure: &OnceLock<Failure>) {
         match result {
             Ok(()) => {
                 for ack in acks.drain(..) {
-                    // The waiter may have given up (future dropped); nothing to tell it.
-                    let _ = ack.send(Ok(()));
+                    ack.send(Ok(()));
                 }
             }
             Err(e) => {
@@ -471,11 +453,13 @@ fn run(mut conn: Connection, rx: &Receiver<Msg>, failure: &OnceLock<Failure>) {
                 let f = Failure::from_sqlite(&e);
                 let _ = failure.set(f.clone());
                 for ack in acks.drain(..) {
-                    let _ = ack.send(Err(f.clone()));
+                    let e = f.to_error(ack.location());
+                    ack.send(Err(e));
                 }
                 while let Ok(m) = rx.try_recv() {
                     if let Msg::Record { ack: Some(ack), .. } | Msg::Flush(ack) = m {
-                        let _ = ack.send(Err(f.clone()));
+                        let e = f.to_error(ack.location());
+                        ack.send(Err(e));
                     }
                 }
                 return;
@@ -520,7 +504,16 @@ fn apply(
             state,
             attempt,
             detail,
+            already_done,
+            note,
         } => {
+            // The fields are folded into the text column as journals always held them;
+            // most steps have neither, and their detail is written without a copy.
+            let detail = if *already_done || note.is_some() {
+                detail_text(detail.as_deref(), *already_done, note.as_deref()).map(Cow::Owned)
+            } else {
+                detail.as_deref().map(Cow::Borrowed)
+            };
             let detail = detail.as_deref();
             st.event
                 .execute((ts, step, state.event_kind(), attempt, detail))?;
@@ -528,21 +521,62 @@ fn apply(
                 .execute((step, state.as_str(), attempt, ts, detail))?;
         }
         Record::Event { step, kind, detail } => {
-            st.event
-                .execute((ts, step.as_deref(), kind, None::<u32>, detail.as_deref()))?;
+            st.event.execute((
+                ts,
+                step.as_deref(),
+                kind.as_str(),
+                None::<u32>,
+                detail.as_deref(),
+            ))?;
         }
         Record::Meta { key, value } => {
             conn.prepare_cached(db::SQL_META)?.execute((key, value))?;
         }
         Record::TimerSet { key, kind, due_ms } => {
             conn.prepare_cached(db::SQL_TIMER_SET)?
-                .execute((key, kind, due_ms))?;
+                .execute((key, kind.as_str(), due_ms))?;
         }
         Record::TimerClear { key } => {
             conn.prepare_cached(db::SQL_TIMER_CLEAR)?.execute([key])?;
         }
+        Record::Approve { gate, by } => {
+            db::insert_approval(conn, ts, gate, by)?;
+        }
     }
     Ok(())
+}
+
+impl JournalRead for Journal {
+    fn meta(&self, key: &str) -> Result<Option<String>, JournalError> {
+        self.read(|r| r.meta(key))
+    }
+    fn meta_blob(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        self.read(|r| r.meta_blob(key))
+    }
+    fn steps(&self) -> Result<Vec<StepRow>, JournalError> {
+        self.read(JournalReader::steps)
+    }
+    fn timers(&self) -> Result<Vec<Timer>, JournalError> {
+        self.read(JournalReader::timers)
+    }
+    fn approvals(&self) -> Result<Vec<Approval>, JournalError> {
+        Journal::approvals(self)
+    }
+}
+
+impl JournalStore for Journal {
+    fn location(&self) -> &Path {
+        self.path()
+    }
+    fn append(&self, rec: Record) -> Result<(), JournalError> {
+        Journal::append(self, rec)
+    }
+    fn append_durable(&self, rec: Record) -> Durable {
+        Journal::append_durable(self, rec)
+    }
+    fn flush(&self) -> Durable {
+        Journal::flush(self)
+    }
 }
 
 #[cfg(test)]
@@ -562,12 +596,12 @@ mod tests {
         let detail = "x".repeat(4000);
         let mut acknowledged = 0u32;
         let err = loop {
-            let rec = Record::Step {
-                step: format!("s{acknowledged}"),
-                state: StepState::Running,
-                attempt: 1,
-                detail: Some(detail.clone()),
-            };
+            let rec = Record::step_detail(
+                format!("s{acknowledged}"),
+                StepState::Running,
+                1,
+                detail.clone(),
+            );
             match rt.block_on(journal.append_durable(rec)) {
                 Ok(()) => acknowledged += 1,
                 Err(e) => break e,

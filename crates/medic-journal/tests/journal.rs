@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use medic_journal::{Journal, JournalError, JournalReader, Record, StepState, approve, meta_keys};
+use medic_journal::{
+    EventKind, Journal, JournalError, JournalReader, Record, RowKind, StepState, TimerKind,
+    approve, meta_keys,
+};
 use proptest::prelude::*;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -21,10 +24,10 @@ fn journal_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("run.journal")
 }
 
-fn event(kind: &str, detail: String) -> Record {
+fn event(detail: String) -> Record {
     Record::Event {
         step: None,
-        kind: kind.to_owned(),
+        kind: EventKind::WindowChanged,
         detail: Some(detail),
     }
 }
@@ -49,7 +52,7 @@ fn durable_append_is_visible_to_another_connection() {
     assert_eq!((row.state, row.attempt), (StepState::Running, 1));
     let events = reader.events_since(0, 10).expect("events");
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].kind, "step.running");
+    assert_eq!(events[0].kind, RowKind::Step(StepState::Running));
     assert_eq!(events[0].step.as_deref(), Some("web-1/upgrade"));
     assert_eq!(events[0].attempt, Some(1));
     journal.close().expect("close");
@@ -67,7 +70,7 @@ fn ordering_is_preserved_across_batches_and_producers() {
             std::thread::spawn(move || {
                 let rt = runtime();
                 for i in 0..2_000u32 {
-                    let rec = event("test", format!("{p}:{i}"));
+                    let rec = event(format!("{p}:{i}"));
                     // Mix fire-and-forget with durable records and flushes so that the
                     // records span many batches of different sizes.
                     if i % 97 == 0 {
@@ -126,14 +129,14 @@ fn reopen_after_drop_resumes_the_same_journal() {
         journal
             .append(Record::TimerSet {
                 key: "retry:a".to_owned(),
-                kind: "retry".to_owned(),
+                kind: TimerKind::Retry,
                 due_ms: 42,
             })
             .expect("timer");
         journal
             .append(Record::TimerSet {
                 key: "soak:wave-1".to_owned(),
-                kind: "soak".to_owned(),
+                kind: TimerKind::Soak,
                 due_ms: 7,
             })
             .expect("timer");
@@ -151,12 +154,12 @@ fn reopen_after_drop_resumes_the_same_journal() {
         })
         .expect("clear");
     journal
-        .append(Record::Step {
-            step: "a".to_owned(),
-            state: StepState::Succeeded,
-            attempt: 2,
-            detail: Some("build 20.0.1-690".to_owned()),
-        })
+        .append(Record::step_detail(
+            "a",
+            StepState::Succeeded,
+            2,
+            "build 20.0.1-690",
+        ))
         .expect("a");
     journal
         .append(Record::step("b", StepState::Skipped, 0))
@@ -260,13 +263,87 @@ fn approve_from_a_second_connection_while_the_writer_runs() {
         .events_since(0, usize::MAX)
         .expect("events")
         .into_iter()
-        .filter(|e| e.kind == "gate.approved")
+        .filter(|e| e.kind == RowKind::Event(EventKind::GateApproved))
         .collect();
     assert_eq!(gate_events.len(), 1);
     rt.block_on(journal.append_durable(Record::step("after", StepState::Running, 1)))
         .expect("writer still works after the approval");
     assert_eq!(reader.steps().expect("steps").len(), 301);
     journal.close().expect("close");
+}
+
+#[test]
+fn the_runs_own_approval_record_is_stored_as_medic_approve_stores_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = journal_path(&dir);
+    let journal = Journal::create(&path).expect("create");
+    for by in ["tty", "later"] {
+        journal
+            .append(Record::Approve {
+                gate: "gate/a/wave-1".to_owned(),
+                by: by.to_owned(),
+            })
+            .expect("append");
+    }
+    // And from another process afterwards: the first approval still stands.
+    runtime().block_on(journal.flush()).expect("flush");
+    approve(&path, "gate/a/wave-1", "bob").expect("approve");
+    let reader = JournalReader::open(&path).expect("reader");
+    let approvals = reader.approvals().expect("approvals");
+    assert_eq!(approvals.len(), 1);
+    assert_eq!(approvals[0].by, "tty");
+    let events = reader.events_since(0, usize::MAX).expect("events");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, RowKind::Event(EventKind::GateApproved));
+    assert_eq!(
+        events[0].detail.as_deref(),
+        Some(r#"{"by":"tty","gate":"gate/a/wave-1"}"#)
+    );
+    journal.close().expect("close");
+}
+
+#[test]
+fn a_success_found_done_and_noted_reads_back_as_fields_from_the_text_journals_hold() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = journal_path(&dir);
+    let journal = Journal::create(&path).expect("create");
+    journal
+        .append(Record::Step {
+            step: "a".to_owned(),
+            state: StepState::Succeeded,
+            attempt: 1,
+            detail: Some("check held before acting: x".to_owned()),
+            already_done: true,
+            note: Some("anti-malware off".to_owned()),
+        })
+        .expect("append");
+    // As a journal written before the fields existed holds a failure: free text.
+    journal
+        .append(Record::step_detail(
+            "b",
+            StepState::Failed,
+            1,
+            "already done: no; note: not a note",
+        ))
+        .expect("append");
+    journal.close().expect("close");
+    let reader = JournalReader::open(&path).expect("reader");
+    let a = reader.step("a").expect("read").expect("row");
+    assert!(a.already_done);
+    assert_eq!(a.note.as_deref(), Some("anti-malware off"));
+    assert_eq!(a.detail.as_deref(), Some("check held before acting: x"));
+    let events = reader.events_since(0, 10).expect("events");
+    assert_eq!(
+        events[0].detail.as_deref(),
+        Some("already done: check held before acting: x; note: anti-malware off"),
+        "the same text as before the fields"
+    );
+    let b = reader.step("b").expect("read").expect("row");
+    assert!(!b.already_done && b.note.is_none());
+    assert_eq!(
+        b.detail.as_deref(),
+        Some("already done: no; note: not a note")
+    );
 }
 
 #[test]
@@ -340,7 +417,7 @@ fn crash_child() {
                 tokio::spawn(async move {
                     for i in 0u64.. {
                         let step = format!("t{t}-{i}");
-                        j.append(event("noise", step.clone())).expect("append");
+                        j.append(event(step.clone())).expect("append");
                         j.append_durable(Record::step(step.clone(), StepState::Running, 1))
                             .await
                             .expect("durable");

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use medic_drivers::ManualDriver;
-use medic_sim::driver::SimDriver;
 use medic_exec::Drivers;
 use medic_model::Inventory;
 use medic_plan::Plan;
+use medic_sim::driver::SimDriver;
 use medic_sim::{SimConfig, SimFleet};
 
 use crate::conn::{manager_client, ssh_driver};

@@ -167,7 +167,7 @@ fn record_window(journal: &Journal, inputs: &Inputs, old: Option<&str>) -> Resul
     let recorded = journal
         .append(medic_journal::Record::Event {
             step: None,
-            kind: "window.changed".to_owned(),
+            kind: medic_journal::EventKind::WindowChanged,
             detail: Some(format!("from {} to {new}", old.unwrap_or("none"))),
         })
         .and_then(|()| {

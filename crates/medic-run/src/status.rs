@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use medic_exec::{RunExit, StopReason};
-use medic_journal::{Journal, JournalReader, Record, StepState, meta_keys};
+use medic_journal::{EventKind, Journal, JournalReader, Record, RunState, StepState, meta_keys};
 use medic_plan::{Plan, StepKind};
 use serde::{Deserialize, Serialize};
 
@@ -16,41 +16,19 @@ use crate::text::shell_word;
 /// The journal's `meta` key holding the last [`Outcome`] of the run.
 pub const OUTCOME: &str = "run_outcome";
 
-/// Where a run is, as its last process recorded it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunState {
-    /// A process runs it (or was killed while it did).
-    #[default]
-    Running,
-    Finished,
-    /// Finished, with failed steps.
-    Failed,
-    Stopped,
-    /// The journal does not say (never recorded by a run; only read).
-    Unknown,
+/// How a run that ended this way is recorded.
+pub fn state_of_exit(exit: RunExit) -> RunState {
+    match exit {
+        RunExit::Ok => RunState::Finished,
+        RunExit::Failed => RunState::Failed,
+        RunExit::Stopped => RunState::Stopped,
+    }
 }
 
-impl RunState {
-    /// The spelling recorded in the journal and shown in `medic status --format json`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Running => "running",
-            RunState::Finished => "finished",
-            RunState::Failed => "failed",
-            RunState::Stopped => "stopped",
-            RunState::Unknown => "unknown",
-        }
-    }
-
-    /// How a run that ended this way is recorded.
-    pub fn of_exit(exit: RunExit) -> RunState {
-        match exit {
-            RunExit::Ok => RunState::Finished,
-            RunExit::Failed => RunState::Failed,
-            RunExit::Stopped => RunState::Stopped,
-        }
-    }
+/// `None` (no outcome recorded: the journal predates it, or no run wrote one) is shown as
+/// `unknown`.
+fn state_or_unknown<S: serde::Serializer>(v: &Option<RunState>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.map_or("unknown", RunState::as_str))
 }
 
 /// How the last process of a run ended (or that one is under way).
@@ -97,7 +75,7 @@ pub fn record_outcome(journal: &Journal, outcome: &Outcome) {
     };
     let _ = journal.append(Record::Event {
         step: None,
-        kind: format!("run.{}", outcome.state.as_str()),
+        kind: EventKind::Run(outcome.state),
         detail: outcome.reason.clone(),
     });
     let _ = journal.append(Record::Meta {
@@ -147,7 +125,8 @@ pub struct Status {
     pub unknown: Vec<String>,
     pub waiting_for_approval: Vec<String>,
     pub approvals: Vec<String>,
-    pub run_state: RunState,
+    #[serde(serialize_with = "state_or_unknown")]
+    pub run_state: Option<RunState>,
     /// The change window the run goes by (the last one given), if any.
     pub window: Option<String>,
     pub stop_reason: Option<String>,
@@ -163,7 +142,7 @@ pub struct Status {
 }
 
 /// The history entries that say a step waits for the operator.
-const WAITING_KINDS: [&str; 2] = ["gate.waiting", "manual.waiting"];
+const WAITING_KINDS: [EventKind; 2] = [EventKind::GateWaiting, EventKind::ManualWaiting];
 
 /// Reads the status of the run whose journal is `path` (checked first: a missing, damaged
 /// file, or one that is not a journal, is named for what it is). Only reads.
@@ -224,7 +203,7 @@ pub fn read(path: &Path) -> Result<Status, Error> {
             .iter()
             .map(|a| format!("{} by {}", a.gate, a.by))
             .collect(),
-        run_state: RunState::Unknown,
+        run_state: None,
         window: r
             .meta(crate::run::INPUTS)
             .map_err(e)?
@@ -283,11 +262,11 @@ pub fn read(path: &Path) -> Result<Status, Error> {
         .map(|r| r.step.clone())
         .collect();
     if let Some(o) = outcome {
-        s.run_state = o.state;
+        s.run_state = Some(o.state);
         s.stop_reason = o.reason;
         s.next = o.next;
     }
-    if s.run_state == RunState::Running {
+    if s.run_state == Some(RunState::Running) {
         s.next = Some(format!(
             "if no medic process runs it any more (it was killed), `medic resume --journal {journal_word}` finishes it"
         ));

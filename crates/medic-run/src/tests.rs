@@ -9,7 +9,8 @@ use medic_plan::{Plan, StepKind};
 use crate::Error;
 use crate::conn::Conn;
 use crate::run::{PlanInputs, RunSpec, Simulate};
-use crate::status::{Outcome, RunState};
+use crate::status::Outcome;
+use medic_journal::RunState;
 
 const PLAYBOOK: &str = include_str!("../../../playbooks/ds-activeupdate-cert-2023.yaml");
 
@@ -98,21 +99,16 @@ fn status_reads_failed_blocked_and_waiting_steps_from_a_journal() {
         next: Some("run it again".to_owned()),
     };
     let records = [
-        Record::Step {
-            step: failed.clone(),
-            state: StepState::Failed,
-            attempt: 1,
-            detail: Some("exit 1: boom".to_owned()),
-        },
+        Record::step_detail(failed.clone(), StepState::Failed, 1, "exit 1: boom"),
         Record::Event {
             step: Some(gate.clone()),
-            kind: "gate.waiting".to_owned(),
+            kind: medic_journal::EventKind::GateWaiting,
             detail: Some("approval".to_owned()),
         },
         // Said twice, listed once.
         Record::Event {
             step: Some(gate.clone()),
-            kind: "gate.waiting".to_owned(),
+            kind: medic_journal::EventKind::GateWaiting,
             detail: Some("approval".to_owned()),
         },
     ];
@@ -124,7 +120,7 @@ fn status_reads_failed_blocked_and_waiting_steps_from_a_journal() {
 
     let s = crate::status::read(&path).expect("status reads");
     assert_eq!(s.run_id.as_deref(), Some("r-1"));
-    assert_eq!(s.run_state, RunState::Stopped);
+    assert_eq!(s.run_state, Some(RunState::Stopped));
     assert_eq!(s.stop_reason.as_deref(), Some("interrupted"));
     assert_eq!(s.failed, vec![failed.clone()]);
     assert_eq!(s.failed_on[0].detail.as_deref(), Some("exit 1: boom"));

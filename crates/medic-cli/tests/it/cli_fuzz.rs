@@ -1720,7 +1720,12 @@ fn cli_fuzz_regressions() {
         reg(&plan_with(&[b"--out", b"adir"]), 2, "is a directory"),
         // A demo directory that is an existing file: exit 4 "cannot create inv.yaml".
         reg(
-            &[b"demo".as_slice(), b"--dir=inv.yaml", b"--time-scale", b"100000"],
+            &[
+                b"demo".as_slice(),
+                b"--dir=inv.yaml",
+                b"--time-scale",
+                b"100000",
+            ],
             2,
             "cannot use inv.yaml as the demo's directory",
         ),

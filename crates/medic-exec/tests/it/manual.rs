@@ -11,7 +11,7 @@ use medic_exec::{
     ActionFuture, ActionReply, ActionRequest, Control, Driver, Drivers, ManualAsk, Outcome,
     RunEvent, RunExit,
 };
-use medic_journal::JournalReader;
+use medic_journal::{EventKind, JournalRead, MemJournal, RowKind};
 use medic_model::Value;
 
 use crate::util::{Harness, Scripted, inventory, opts, plan};
@@ -54,7 +54,7 @@ enum Answer {
 /// The Manager as the `manual` driver sees it: its version probe gives the scripted answers
 /// in turn, then the last one for ever (the operator's upgrade is what changes them); its
 /// own action does nothing (a person does the work). Scripted by call, not by clock: the
-/// paused clock jumps whenever the run waits on the journal's writer thread.
+/// paused clock jumps to whatever the run waits for next.
 #[derive(Clone)]
 struct Manager {
     answers: Arc<Mutex<VecDeque<Answer>>>,
@@ -138,48 +138,38 @@ fn harness(m: &Manager) -> Harness {
 }
 
 /// Whether the journal says the manual step waits for the operator.
-fn waits(path: &std::path::Path) -> bool {
-    JournalReader::open(path)
-        .and_then(|r| r.events_since(0, 10_000))
-        .is_ok_and(|evs| {
-            evs.iter()
-                .any(|e| e.kind == "manual.waiting" && e.step.as_deref() == Some(STEP))
-        })
+fn waits(journal: &MemJournal) -> bool {
+    journal.events_since(0).iter().any(|e| {
+        e.kind == RowKind::Event(EventKind::ManualWaiting) && e.step.as_deref() == Some(STEP)
+    })
 }
 
 /// Returns once the journal says the step waits; panics after two simulated days.
-async fn until_waiting(path: &std::path::Path) {
+async fn until_waiting(journal: &MemJournal) {
     for _ in 0..48 * 60 {
         tokio::time::sleep(Duration::from_secs(60)).await;
-        let p = path.to_path_buf();
-        if tokio::task::spawn_blocking(move || waits(&p))
-            .await
-            .expect("join")
-        {
+        if waits(journal) {
             return;
         }
     }
     panic!("{STEP} never waited for the operator");
 }
 
-/// Once the step waits, approves it from "another process" (its own connection) as `by`.
+/// Once the step waits, approves it as `medic approve` does from another process.
 fn approve_when_waiting(h: &Harness, by: &'static str) -> tokio::task::JoinHandle<()> {
-    let path = h.journal_path();
+    let journal = h.journal.clone();
     tokio::spawn(async move {
-        until_waiting(&path).await;
-        tokio::task::spawn_blocking(move || medic_journal::approve(&path, STEP, by))
-            .await
-            .expect("join")
-            .expect("approve");
+        until_waiting(&journal).await;
+        assert!(journal.approve(STEP, by));
     })
 }
 
 /// Once the step waits, stops the run (as a crash would leave it: resumable).
 fn stop_when_waiting(h: &Harness, control: &Control) -> tokio::task::JoinHandle<()> {
-    let path = h.journal_path();
+    let journal = h.journal.clone();
     let c = control.clone();
     tokio::spawn(async move {
-        until_waiting(&path).await;
+        until_waiting(&journal).await;
         c.cancel.cancel();
     })
 }
@@ -196,12 +186,11 @@ fn finished(h: &Harness, step: &str) -> Option<(Outcome, Option<String>)> {
     })
 }
 
-fn journal_events(h: &Harness, kind: &str) -> usize {
-    let r = JournalReader::open(&h.journal_path()).expect("reader");
-    r.events_since(0, 10_000)
-        .expect("events")
+fn journal_events(h: &Harness, kind: EventKind) -> usize {
+    h.journal
+        .events_since(0)
         .iter()
-        .filter(|e| e.kind == kind && e.step.as_deref() == Some(STEP))
+        .filter(|e| e.kind == RowKind::Event(kind) && e.step.as_deref() == Some(STEP))
         .count()
 }
 
@@ -265,8 +254,8 @@ async fn a_manual_step_waits_for_the_operator_and_yes_does_not_approve_it() {
     }
     let states = h.states();
     assert_eq!(states.get(STEP).map(String::as_str), Some("pending"));
-    assert_eq!(journal_events(&h, "manual.waiting"), 1);
-    assert_eq!(journal_events(&h, "manual.approved"), 0);
+    assert_eq!(journal_events(&h, EventKind::ManualWaiting), 1);
+    assert_eq!(journal_events(&h, EventKind::ManualApproved), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -298,8 +287,8 @@ async fn an_approval_lets_the_check_observe_the_work_still_finishing() {
         "the driver's part, after the approval"
     );
     assert_eq!(h.calls("h00", "act-a"), 1, "the dependents ran after");
-    assert_eq!(journal_events(&h, "manual.waiting"), 1);
-    assert_eq!(journal_events(&h, "manual.approved"), 1);
+    assert_eq!(journal_events(&h, EventKind::ManualWaiting), 1);
+    assert_eq!(journal_events(&h, EventKind::ManualApproved), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -368,11 +357,7 @@ async fn an_approval_recorded_before_a_crash_is_honoured_and_the_check_still_dec
     stop.await.expect("stopper");
     assert_eq!(first.exit, RunExit::Stopped);
     // Approved while no run is going: the run that saw the question is gone.
-    let path = h.journal_path();
-    tokio::task::spawn_blocking(move || medic_journal::approve(&path, STEP, "carol"))
-        .await
-        .expect("join")
-        .expect("approve");
+    assert!(h.journal.approve(STEP, "carol"));
     let before = h.events().len();
     let second = h.run(opts(), Control::default()).await;
     assert_eq!(second.exit, RunExit::Ok, "{:?}", second.summary);
@@ -392,4 +377,33 @@ async fn an_approval_recorded_before_a_crash_is_honoured_and_the_check_still_dec
         4,
         "asked, then polled until it saw it"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_yes_at_the_terminal_approves_the_manual_step_and_the_run_records_it() {
+    let m = Manager::answering(&[OLD, Answer::Build("20.0.463")]);
+    let h = harness(&m);
+    let control = Control::default();
+    let (c, journal) = (control.clone(), h.journal.clone());
+    let operator = tokio::spawn(async move {
+        until_waiting(&journal).await;
+        c.approve(STEP, "tty");
+    });
+    let mut o = opts();
+    // Only the terminal's input can answer in time.
+    o.approval_poll = Duration::from_secs(30 * 24 * 3600);
+    let r = h.run(o, control).await;
+    operator.await.expect("operator");
+    assert_eq!(r.exit, RunExit::Ok, "{:?}", r.summary);
+    assert!(h.events().iter().any(|e| matches!(e,
+        RunEvent::ManualStepApproved { step, approved_by, .. } if step == STEP && approved_by == "tty")));
+    let approvals = h.journal.approvals().expect("approvals");
+    assert_eq!(
+        approvals
+            .iter()
+            .map(|a| (a.gate.as_str(), a.by.as_str()))
+            .collect::<Vec<_>>(),
+        [(STEP, "tty")]
+    );
+    assert_eq!(journal_events(&h, EventKind::ManualApproved), 1);
 }

@@ -72,9 +72,8 @@ async fn order_and_every_limit_hold() {
 
 //   a/h0 (slow) -- b/h0
 //   a/h1 -------- b/h1   must not wait for the slow a/h0
-// Real time: with a paused clock tokio would jump to the slow step's end while the journal's
-// writer thread commits, which no real run does.
-#[tokio::test]
+// The in-memory journal commits at once, so the paused clock never jumps over a commit.
+#[tokio::test(start_paused = true)]
 async fn a_slow_step_blocks_only_its_dependents() {
     let d = Scripted::new(0.02).script(
         "h00",
@@ -316,18 +315,14 @@ phases:
 #[tokio::test(start_paused = true)]
 async fn a_gate_soaks_then_waits_for_an_approval_from_another_connection() {
     let h = Harness::new(plan(&inventory(4), GATED), Scripted::new(1.0));
-    let path = h.journal_path();
+    let journal = h.journal.clone();
     let mut o = opts();
     o.yes = false;
     let approver = tokio::spawn(async move {
         // Long after the soak: the run must still be waiting.
         tokio::time::sleep(Duration::from_secs(3600)).await;
-        tokio::task::spawn_blocking(move || {
-            medic_journal::approve(&path, "gate/a/wave-1", "alice")
-        })
-        .await
-        .expect("join")
-        .expect("approve");
+        // As `medic approve` records it from another process: the poll finds it.
+        assert!(journal.approve("gate/a/wave-1", "alice"));
     });
     let t0 = tokio::time::Instant::now();
     let r = h.run(o, Control::default()).await;
@@ -457,7 +452,9 @@ fn a_journal_gives_back_its_plan_binary_or_json_and_its_steps() {
         step: p.steps()[0].id.clone(),
         state: medic_journal::StepState::Succeeded,
         attempt: 1,
-        detail: None,
+        detail: Some("check held before acting: x".to_owned()),
+        already_done: true,
+        note: Some("anti-malware off".to_owned()),
     })
     .expect("append");
     j.close().expect("close");
@@ -465,6 +462,13 @@ fn a_journal_gives_back_its_plan_binary_or_json_and_its_steps() {
     assert!(back == p, "the plan comes back equal");
     assert_eq!(prior.steps.len(), 1);
     assert_eq!(prior.steps[0].step, p.steps()[0].id);
+    // The fields come back as fields (the text column holds them as it always did).
+    assert!(prior.steps[0].already_done);
+    assert_eq!(prior.steps[0].note.as_deref(), Some("anti-malware off"));
+    assert_eq!(
+        prior.steps[0].detail.as_deref(),
+        Some("check held before acting: x")
+    );
     // A journal made before the binary plan: its JSON is read.
     let old = dir.path().join("old.sqlite");
     let json = medic_plan::plan_to_json(&p);

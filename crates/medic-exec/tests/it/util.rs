@@ -3,10 +3,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use medic_exec::{
-    ActionFuture, ActionReply, ActionRequest, ActionStatus, Control, Driver, Drivers, Prior,
-    Reporter, RunEvent, RunOptions, RunReport,
+    ActionFuture, ActionReply, ActionRequest, ActionStatus, Control, Driver, Drivers, Reporter,
+    RunEvent, RunOptions, RunReport,
 };
-use medic_journal::{Journal, JournalReader};
+use medic_journal::{JournalRead, MemJournal};
 use medic_plan::Plan;
 
 pub(crate) const INVENTORY_HEAD: &str = "manager: { name: dsm, address: 10.0.0.1, version: \"20.0.463\" }\nrelay_groups:\n  - { name: g1 }\n  - { name: g2 }\nhosts:\n";
@@ -167,8 +167,10 @@ impl Reporter for Events {
     }
 }
 
+/// A plan, its drivers and one in-memory journal that every run of the harness shares, so a
+/// second run resumes the first as `medic resume` does.
 pub(crate) struct Harness {
-    pub(crate) dir: tempfile::TempDir,
+    pub(crate) journal: MemJournal,
     pub(crate) plan: Arc<Plan>,
     pub(crate) log: Arc<Mutex<Log>>,
     pub(crate) events: Events,
@@ -179,7 +181,7 @@ impl Harness {
     pub(crate) fn new(plan: Plan, driver: Scripted) -> Self {
         let log = driver.log.clone();
         Harness {
-            dir: tempfile::tempdir().expect("tempdir"),
+            journal: MemJournal::new(),
             plan: Arc::new(plan),
             log,
             events: Events::default(),
@@ -187,38 +189,19 @@ impl Harness {
         }
     }
 
-    pub(crate) fn journal_path(&self) -> std::path::PathBuf {
-        self.dir.path().join("j.sqlite")
-    }
-
     pub(crate) async fn run(&self, opts: RunOptions, control: Control) -> RunReport {
-        let path = self.journal_path();
-        let (journal, prior) = if path.exists() {
-            (
-                Journal::open_existing(&path).expect("reopen"),
-                prior_of(&path),
-            )
-        } else {
-            (Journal::create(&path).expect("create"), Prior::default())
-        };
+        let prior = medic_exec::read_prior(&self.journal).expect("prior");
         let mut ev = self.events.clone();
-        let r = medic_exec::execute(
+        medic_exec::execute(
             self.plan.clone(),
             &self.drivers,
-            &journal,
+            &self.journal,
             &prior,
             &opts,
             control,
             &mut ev,
         )
-        .await;
-        journal.flush().await.expect("flush");
-        let j = journal;
-        tokio::task::spawn_blocking(move || j.close())
-            .await
-            .expect("join")
-            .expect("close");
-        r
+        .await
     }
 
     pub(crate) fn calls(&self, host: &str, action: &str) -> u32 {
@@ -246,19 +229,13 @@ impl Harness {
     }
 
     pub(crate) fn states(&self) -> BTreeMap<String, String> {
-        JournalReader::open(&self.journal_path())
-            .expect("reader")
+        self.journal
             .steps()
             .expect("steps")
             .into_iter()
             .map(|r| (r.step, r.state.as_str().to_owned()))
             .collect()
     }
-}
-
-pub(crate) fn prior_of(path: &std::path::Path) -> Prior {
-    let r = JournalReader::open(path).expect("reader");
-    medic_exec::read_prior(&r).expect("prior")
 }
 
 pub(crate) fn opts() -> RunOptions {

@@ -589,7 +589,9 @@ fn build_steps(inv: &Inventory, pb: &Playbook, window: Option<Window>) -> Result
             window,
         );
         (
-            index.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            index
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
             est,
         )
     });
