@@ -28,6 +28,7 @@ mod preflight;
 mod report;
 mod reporters;
 mod run;
+mod run_report;
 mod sign;
 mod status;
 mod text;
@@ -58,7 +59,7 @@ fn main() -> ExitCode {
     let not_done = match &cli.cmd {
         Cmd::Resume(_) => report::NotDone::Resumed,
         Cmd::Approve(_) => report::NotDone::Approved,
-        Cmd::Status(_) | Cmd::Inventory(_) => report::NotDone::Nothing,
+        Cmd::Status(_) | Cmd::Inventory(_) | Cmd::Report(_) => report::NotDone::Nothing,
         Cmd::Apply(a) if a.retry_failed => report::NotDone::Resumed,
         _ => report::NotDone::PlannedOrRun,
     };
@@ -70,6 +71,7 @@ fn main() -> ExitCode {
         Cmd::Resume(a) => run::resume(&a),
         Cmd::Status(a) => status::status(&a),
         Cmd::Approve(a) => run::approve(&a),
+        Cmd::Report(a) => run_report::report(&a),
         Cmd::Demo(a) => run::demo(&a),
         Cmd::Inventory(args::InventoryCmd::Import(a)) => run::inventory_import(&a),
         Cmd::Completions(a) => completions::completions(&a),

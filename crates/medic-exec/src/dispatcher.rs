@@ -1187,6 +1187,15 @@ impl<'a> Dispatcher<'a> {
         };
         let plan = self.plan.clone();
         let s = plan.step(c.step);
+        // What the probes and the action answered: the run report's evidence (builds
+        // before and after, the Manager's and the host's view, a command's output).
+        if !r.observed.is_empty() {
+            self.record(Record::Event {
+                step: Some(s.id.clone()),
+                kind: "step.observed".to_owned(),
+                detail: Some(r.observed.to_json(c.attempt)),
+            });
+        }
         if let Some(ask) = r.operator {
             self.reprobe[c.step as usize] = false;
             self.operator_wait(c.step, ask);
