@@ -373,10 +373,9 @@ pub(crate) fn to_html(r: &Report) -> String {
     }
     o.push_str("</section>\n");
 
-    let _ = write!(
+    let _ = writeln!(
         o,
-        r#"<section id="timeline"><h2>Timeline</h2>{}</section>
-"#,
+        r#"<section id="timeline"><h2>Timeline</h2>{}</section>"#,
         svg::timeline(r)
     );
 
