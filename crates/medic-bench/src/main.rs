@@ -9,6 +9,11 @@
 //!   text loads. Prints the requests (as the simulator logged them), the wall time and the
 //!   client's peak RSS, apart from the simulator's. `--rate 0` lifts the client's request
 //!   rate limit (by default that of `medic inventory import`, 10 a second, burst 10).
+//! - `medic-bench report --hosts N [--dir D] [--keep]`: the run report of a simulated
+//!   N-host run: produced from the journal (target <= 3 s at 100,000 hosts) and opened in
+//!   headless Chromium (target <= 5 s), printed.
+//! - `medic-bench screenshot --html FILE --out PNG [--width W] [--filter STATE]`: a page
+//!   in headless Chromium as a PNG (`scripts/screenshot.sh`).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -50,7 +55,15 @@ fn main() -> ExitCode {
                     .map(String::as_str),
             ),
             Some("import-client") => import_client(&args),
-            _ => Err("usage: medic-bench gen-inventory --hosts N [--seed S] | medic-bench plan --hosts N | medic-bench import --hosts N [--page-size P] [--rate R]".to_owned()),
+            Some("screenshot") => screenshot(&args),
+            Some("report") => bench_report(
+                arg(&args, "--hosts", 100_000)? as usize,
+                args.iter()
+                    .position(|a| a == "--dir")
+                    .and_then(|i| args.get(i + 1))
+                    .map(String::as_str),
+            ),
+            _ => Err("usage: medic-bench gen-inventory --hosts N [--seed S] | medic-bench plan --hosts N | medic-bench import --hosts N [--page-size P] [--rate R] | medic-bench report --hosts N [--dir D] [--keep]".to_owned()),
         }
     };
     match run() {
@@ -226,5 +239,156 @@ fn import_client(args: &[String]) -> Result<(), String> {
         "client peak RSS       {:.0} MiB",
         peak_rss_mib().unwrap_or(0.0)
     );
+    Ok(())
+}
+
+/// `medic-bench report --hosts N`: a simulated run of the Deep Security playbook over N
+/// generated hosts (journal on, the simulator at a time scale that makes every action
+/// instant), then the report of its journal (read, rendered as HTML, written), then that
+/// file opened in headless Chromium through the DevTools protocol (`medic-browser`, as
+/// the report's browser test) until its script has drawn the host table.
+fn bench_report(n: usize, dir: Option<&str>) -> Result<(), String> {
+    use std::sync::Arc;
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../playbooks/ds-activeupdate-cert-2023.yaml");
+    let pb_text = std::fs::read_to_string(&root)
+        .map_err(|e| format!("cannot read {}: {e}", root.display()))?;
+    let dir = dir
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("medic-bench-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+
+    let t = Instant::now();
+    let inv_text = medic_sim::generate_inventory_yaml(n, 1);
+    let inv =
+        medic_config::load_inventory("generated.yaml", &inv_text).map_err(|p| p.to_string())?;
+    let pb = medic_config::load_playbook("ds.yaml", &pb_text, &[]).map_err(|p| p.to_string())?;
+    let plan =
+        Arc::new(medic_plan::build_plan(&inv, &pb, &pb_text, None).map_err(|e| e.to_string())?);
+    let fleet = medic_sim::SimFleet::open(&inv, medic_sim::SimConfig::demo(1), None)
+        .map_err(|e| e.to_string())?;
+    let scale = 1e9;
+    let drivers =
+        medic_exec::Drivers::everything(Arc::new(medic_sim::driver::SimDriver::new(fleet, scale)));
+    let path = dir.join("journal.sqlite");
+    let journal = medic_exec::create_journal(&path, &plan, &[("run_id", "bench-report")])
+        .map_err(|e| e.to_string())?;
+    // The operator's steps are approved up front, as `medic demo` approves them.
+    for s in plan.steps() {
+        if &*s.driver == medic_exec::MANUAL_DRIVER {
+            medic_journal::approve(&path, &s.id, "medic-bench").map_err(|e| e.to_string())?;
+        }
+    }
+    let opts = medic_exec::RunOptions {
+        run_id: "bench-report".to_owned(),
+        yes: true,
+        time_scale: scale,
+        ..medic_exec::RunOptions::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let run = rt.block_on(medic_exec::execute(
+        plan.clone(),
+        &drivers,
+        &journal,
+        &medic_exec::Prior::default(),
+        &opts,
+        medic_exec::Control::default(),
+        &mut medic_exec::Fanout::default(),
+    ));
+    journal.close().map_err(|e| e.to_string())?;
+    drop((drivers, plan));
+    println!("hosts                 {n}");
+    println!(
+        "simulated run (setup, not measured)  {:.2} s, exit {:?}, {} verified hosts",
+        t.elapsed().as_secs_f64(),
+        run.exit,
+        run.summary.hosts_verified
+    );
+
+    let t = Instant::now();
+    let report = medic_report::read(&path).map_err(|e| e.to_string())?;
+    let read_s = t.elapsed().as_secs_f64();
+    let html = medic_report::render(&report, medic_report::Format::Html);
+    let out = dir.join("report.html");
+    std::fs::write(&out, &html).map_err(|e| e.to_string())?;
+    let total = t.elapsed().as_secs_f64();
+    let steps: usize = report.hosts.iter().map(|h| h.steps.len()).sum();
+    println!("steps in the report   {steps}");
+    println!(
+        "report produced (target <= 3 s)  {total:.2} s  (journal read {read_s:.2} s, HTML rendered and written {:.2} s; {} MiB)",
+        total - read_s,
+        html.len() >> 20
+    );
+
+    let t = Instant::now();
+    let mut b = medic_browser::Browser::launch(&dir.join("chromium-profile"), 1300, 900)
+        .map_err(|e| e.to_string())?;
+    let launch = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    b.navigate(&format!("file://{}", out.display()))
+        .map_err(|e| e.to_string())?;
+    let ready = b
+        .eval("document.body.dataset.ready === '1' && document.querySelectorAll('#host-table tbody tr').length")
+        .map_err(|e| e.to_string())?;
+    let open = t.elapsed().as_secs_f64();
+    let errors = b.errors().map_err(|e| e.to_string())?.to_vec();
+    println!(
+        "HTML opened in Chromium (target <= 5 s)  {open:.2} s  (load event and the host table drawn: {ready} rows on its first page; browser start apart: {launch:.2} s; page errors: {})",
+        if errors.is_empty() {
+            "none".to_owned()
+        } else {
+            errors.join("; ")
+        }
+    );
+    drop(b);
+    if !std::env::args().any(|a| a == "--keep") {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        println!("kept: {}", dir.display());
+    }
+    Ok(())
+}
+
+/// `medic-bench screenshot --html FILE --out PNG`: the page in headless Chromium, whole,
+/// as a PNG (the README's picture of the report, `scripts/screenshot.sh`).
+fn screenshot(args: &[String]) -> Result<(), String> {
+    let get = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .ok_or_else(|| format!("screenshot needs {name}"))
+    };
+    let html = std::fs::canonicalize(get("--html")?).map_err(|e| e.to_string())?;
+    let out = std::path::PathBuf::from(get("--out")?);
+    let width = arg(args, "--width", 1200)? as u32;
+    let profile = std::env::temp_dir().join(format!("medic-screenshot-{}", std::process::id()));
+    let mut b = medic_browser::Browser::launch(&profile, width, 900).map_err(|e| e.to_string())?;
+    b.navigate(&format!("file://{}", html.display()))
+        .map_err(|e| e.to_string())?;
+    if let Some(state) = args
+        .iter()
+        .position(|a| a == "--filter")
+        .and_then(|i| args.get(i + 1))
+    {
+        let js = format!(
+            "(() => {{ const s = document.getElementById('state-filter'); s.value = {}; s.dispatchEvent(new Event('change')); const d = document.querySelector('#host-table tbody details'); if (d) d.open = true; return 0; }})()",
+            serde_json::to_string(state).map_err(|e| e.to_string())?
+        );
+        b.eval(&js).map_err(|e| e.to_string())?;
+    }
+    let errors = b.errors().map_err(|e| e.to_string())?.to_vec();
+    if !errors.is_empty() {
+        return Err(format!("the page reported errors: {errors:?}"));
+    }
+    b.screenshot(&out).map_err(|e| e.to_string())?;
+    drop(b);
+    let _ = std::fs::remove_dir_all(&profile);
+    println!("{}", out.display());
     Ok(())
 }

@@ -266,12 +266,19 @@ fn execute(ready: Ready, progress: Progress) -> Result<u8, Failure> {
     {
         eprintln!("error: the journal could not be closed cleanly: {e}");
     }
+    // The run report, beside the journal: from the journal as closed.
+    let report_file = (!journal_failed)
+        .then(|| crate::run_report::write_beside(&path, &opts.run_id))
+        .flatten();
     eprint!(
         "{}",
         summary_text(&report.summary, report.stop.as_ref(), plan.skipped())
     );
     eprintln!("  journal: {}", path.display());
     eprintln!("  events:  {}", events.display());
+    if let Some(f) = &report_file {
+        eprintln!("  report:  {}", f.display());
+    }
     if let Some(next) = &next
         && !journal_failed
     {

@@ -47,6 +47,11 @@ pub(crate) enum Cmd {
     Status(StatusArgs),
     /// Approve a waiting gate of a running (or stopped) run from another shell.
     Approve(ApproveArgs),
+    /// Write a run's report from its journal: per host the builds before and after, every
+    /// step with its times, attempts, result, output and evidence; phases, waves and gates.
+    /// HTML (one file with a timeline, opens from disk), markdown or JSON.
+    #[command(after_help = REPORT_HELP)]
+    Report(ReportArgs),
     /// The whole Deep Security remediation on a built-in simulated fleet of 60 hosts.
     Demo(DemoArgs),
     /// Work with inventories.
@@ -277,6 +282,30 @@ pub(crate) struct StatusArgs {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum StatusFormat {
     Text,
+    Json,
+}
+
+const REPORT_HELP: &str = "Every run also writes RUN-ID.report.html beside its journal when it ends \
+(the last lines of `medic apply` name it). The report works on a running or stopped run too: \
+it shows what the journal holds so far.";
+
+#[derive(Args, Debug)]
+pub(crate) struct ReportArgs {
+    /// The journal of the run (printed when the run starts and in its summary).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) journal: PathBuf,
+    /// html (one self-contained file), markdown, or json (`medic.report/v1`).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
+    pub(crate) format: ReportFormat,
+    /// Write to FILE instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ReportFormat {
+    Html,
+    Markdown,
     Json,
 }
 

@@ -27,6 +27,7 @@ mod out;
 mod preflight;
 mod report;
 mod reporters;
+mod run_report;
 mod sign;
 mod status_view;
 mod text;
@@ -55,7 +56,7 @@ fn main() -> ExitCode {
     let not_done = match &cli.cmd {
         Cmd::Resume(_) => report::NotDone::Resumed,
         Cmd::Approve(_) => report::NotDone::Approved,
-        Cmd::Status(_) | Cmd::Inventory(_) => report::NotDone::Nothing,
+        Cmd::Status(_) | Cmd::Inventory(_) | Cmd::Report(_) => report::NotDone::Nothing,
         Cmd::Apply(a) if a.retry_failed => report::NotDone::Resumed,
         _ => report::NotDone::PlannedOrRun,
     };
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
         Cmd::Resume(a) => apply::resume(&a),
         Cmd::Status(a) => status_view::status(&a),
         Cmd::Approve(a) => apply::approve(&a),
+        Cmd::Report(a) => run_report::report(&a),
         Cmd::Demo(a) => apply::demo(&a),
         Cmd::Inventory(args::InventoryCmd::Import(a)) => apply::inventory_import(&a),
         Cmd::Completions(a) => completions::completions(&a),

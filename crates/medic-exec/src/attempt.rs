@@ -29,6 +29,109 @@ pub(crate) enum AttemptResult {
     AskOperator(ManualAsk),
 }
 
+/// An attempt's result with what its probes and action answered (the run report's
+/// evidence).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Attempted {
+    pub(crate) result: AttemptResult,
+    pub(crate) observed: Observed,
+}
+
+/// The facts one attempt saw: `before` its action (guard probe, the check before acting),
+/// `after` it (the action's reply, the check after acting). A later answer of a fact
+/// replaces an earlier one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Observed {
+    pub(crate) before: BTreeMap<String, Value>,
+    pub(crate) after: BTreeMap<String, Value>,
+}
+
+impl Observed {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.before.is_empty() && self.after.is_empty()
+    }
+
+    /// The journal detail of a `step.observed` event: JSON, builds and other typed values
+    /// as their text, a long text (a command's output) cut to its last
+    /// [`OBSERVED_TEXT_MAX`] bytes.
+    pub(crate) fn to_json(&self, attempt: u32) -> String {
+        fn map(m: &BTreeMap<String, Value>) -> serde_json::Value {
+            m.iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::Null => serde_json::Value::Null,
+                        Value::Bool(b) => serde_json::Value::Bool(*b),
+                        Value::Int(i) => serde_json::Value::from(*i),
+                        Value::Str(s) => serde_json::Value::String(tail(s).to_owned()),
+                        other => serde_json::Value::String(tail(&other.to_string()).to_owned()),
+                    };
+                    (k.clone(), v)
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        }
+        serde_json::json!({
+            "attempt": attempt,
+            "before": map(&self.before),
+            "after": map(&self.after),
+        })
+        .to_string()
+    }
+}
+
+/// How much of one observed text the journal keeps: the end of a command's output says why
+/// it failed; the whole of it could be megabytes per host.
+const OBSERVED_TEXT_MAX: usize = 2048;
+
+fn tail(s: &str) -> &str {
+    if s.len() <= OBSERVED_TEXT_MAX {
+        return s;
+    }
+    let mut at = s.len() - OBSERVED_TEXT_MAX;
+    while !s.is_char_boundary(at) {
+        at += 1;
+    }
+    &s[at..]
+}
+
+/// The driver of one attempt, keeping what every reply answered (see [`Observed`]).
+struct Recorder<'a> {
+    inner: &'a dyn Driver,
+    action: &'a str,
+    seen: std::sync::Mutex<(bool, Observed)>,
+}
+
+impl Driver for Recorder<'_> {
+    fn run(&self, req: ActionRequest) -> crate::driver::ActionFuture<'_> {
+        Box::pin(async move {
+            let acting = req.action == self.action;
+            let reply = self.inner.run(req).await;
+            if !reply.facts.is_empty() || acting {
+                let mut seen = self
+                    .seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                seen.0 |= acting;
+                let into = if seen.0 {
+                    &mut seen.1.after
+                } else {
+                    &mut seen.1.before
+                };
+                into.extend(reply.facts.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            reply
+        })
+    }
+
+    fn idempotent(&self, action: &str) -> bool {
+        self.inner.idempotent(action)
+    }
+
+    fn manual_ask(&self, req: &ActionRequest) -> ManualAsk {
+        self.inner.manual_ask(req)
+    }
+}
+
 impl AttemptResult {
     fn ended(outcome: Outcome, detail: impl Into<Option<String>>) -> Self {
         AttemptResult::Ended {
@@ -221,19 +324,35 @@ fn holds(cond: &Cond, facts: &BTreeMap<String, Value>, needs: &BTreeMap<String, 
     cond.eval(&mut resolver(facts, needs))
 }
 
-pub(crate) async fn run_attempt(input: AttemptInput) -> AttemptResult {
+pub(crate) async fn run_attempt(input: AttemptInput) -> Attempted {
+    let plan = input.plan.clone();
+    let driver = input.driver.clone();
+    let recorder = Recorder {
+        inner: driver.as_ref(),
+        action: &plan.step(input.index).action,
+        seen: std::sync::Mutex::new((false, Observed::default())),
+    };
+    let result = attempt(input, &recorder).await;
+    let observed = recorder
+        .seen
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .1;
+    Attempted { result, observed }
+}
+
+async fn attempt(input: AttemptInput, d: &dyn Driver) -> AttemptResult {
     let AttemptInput {
         req,
         plan,
         index,
-        driver,
+        driver: _,
         needs,
         timeout,
         reprobe,
         manual,
     } = input;
     let step = plan.step(index);
-    let d = driver.as_ref();
 
     if let Manual::Approved { poll, retry } = &manual {
         return run_approved(d, &req, step, &needs, timeout, *poll, retry).await;

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use medic_journal::{
-    JournalError, JournalStore, Record, StepRow, StepState, TimerKind, detail_text,
+    EventKind, JournalError, JournalStore, Record, StepRow, StepState, TimerKind, detail_text,
 };
 use medic_plan::{Plan, StepKind};
 use tokio::sync::mpsc;
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use tracing::Instrument as _;
 
-use crate::attempt::{AttemptInput, AttemptResult, Manual, run_attempt};
+use crate::attempt::{AttemptInput, AttemptResult, Attempted, Manual, run_attempt};
 use crate::clock::Clock;
 use crate::driver::{ActionRequest, Drivers, MANUAL_DRIVER};
 use crate::event::{Outcome, Reporter, RunEvent, StopReason, Summary};
@@ -190,7 +190,7 @@ struct Completion {
     step: u32,
     attempt: u32,
     /// `Err`: the start could not be made durable, so the driver never acted.
-    result: Result<AttemptResult, JournalError>,
+    result: Result<Attempted, JournalError>,
     elapsed_ms: u64,
 }
 
@@ -677,8 +677,9 @@ impl<'a, J: JournalStore + ?Sized> Dispatcher<'a, J> {
                         tracing::debug!("attempt started");
                         let r = run_attempt(input).await;
                         tracing::debug!(
-                            outcome = outcome_word(r.outcome()),
-                            retryable = matches!(&r, AttemptResult::Failed(e) if e.retryable()),
+                            outcome = outcome_word(r.result.outcome()),
+                            retryable =
+                                matches!(&r.result, AttemptResult::Failed(e) if e.retryable()),
                             "attempt ended"
                         );
                         Ok(r)
@@ -722,7 +723,16 @@ impl<'a, J: JournalStore + ?Sized> Dispatcher<'a, J> {
         };
         let plan = self.plan.clone();
         let s = plan.step(i);
-        let r = match r {
+        // What the probes and the action answered: the run report's evidence (builds
+        // before and after, the Manager's and the host's view, a command's output).
+        if !r.observed.is_empty() {
+            self.record(Record::Event {
+                step: Some(s.id.clone()),
+                kind: EventKind::StepObserved,
+                detail: Some(r.observed.to_json(c.attempt)),
+            });
+        }
+        let r = match r.result {
             AttemptResult::AskOperator(ask) => {
                 self.reprobe[i as usize] = false;
                 self.operator_wait(i, ask);

@@ -94,17 +94,20 @@ pub enum EventKind {
     ManualApproved,
     /// The run's change window was replaced (`resume --window`).
     WindowChanged,
+    /// What an attempt's probes and action answered (JSON): the run report's evidence.
+    StepObserved,
     /// How a process's part of the run ended (or that it began).
     Run(RunState),
 }
 
 impl EventKind {
-    const ALL: [EventKind; 9] = [
+    const ALL: [EventKind; 10] = [
         EventKind::GateWaiting,
         EventKind::GateApproved,
         EventKind::ManualWaiting,
         EventKind::ManualApproved,
         EventKind::WindowChanged,
+        EventKind::StepObserved,
         EventKind::Run(RunState::Running),
         EventKind::Run(RunState::Finished),
         EventKind::Run(RunState::Failed),
@@ -118,6 +121,7 @@ impl EventKind {
             EventKind::ManualWaiting => "manual.waiting",
             EventKind::ManualApproved => "manual.approved",
             EventKind::WindowChanged => "window.changed",
+            EventKind::StepObserved => "step.observed",
             EventKind::Run(RunState::Running) => "run.running",
             EventKind::Run(RunState::Finished) => "run.finished",
             EventKind::Run(RunState::Failed) => "run.failed",

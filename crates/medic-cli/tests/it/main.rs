@@ -15,6 +15,7 @@ mod operator;
 mod plan_seal;
 mod planning;
 mod readme;
+mod report;
 mod runs;
 mod util;
 mod validation;

@@ -62,7 +62,7 @@ pub fn escape_text(s: &str) -> Cow<'_, str> {
 /// HTML's `<`, `>` and `&` as entities, and markdown's punctuation backslash-escaped, so a
 /// value from the inventory or the playbook reads as written and cannot add a heading, a
 /// link, a table column or HTML to the runbook.
-pub(crate) fn escape_md(s: &str) -> Cow<'_, str> {
+pub fn escape_md(s: &str) -> Cow<'_, str> {
     // What can start emphasis, code, a link, a table cell or strike-through inside a line
     // (control characters are escaped first, so a value never starts a line).
     const MD: &[char] = &['\\', '`', '*', '_', '[', ']', '|', '~'];
