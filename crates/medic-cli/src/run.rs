@@ -359,7 +359,7 @@ fn drivers_for(
     let poll = inputs.conn.poll_interval()?;
     let mut ssh: Option<Arc<medic_drivers::SshDriver>> = None;
     if used.contains("ssh") {
-        ssh = Some(Arc::new(ssh_driver(&inputs.conn, poll)?));
+        ssh = Some(Arc::new(ssh_driver(&inputs.conn, poll, drivers.events())?));
     }
     let mut dsm: Option<medic_drivers::DsmDriver> = None;
     if used.contains("dsm") || manual_reads_manager {
@@ -415,8 +415,10 @@ fn drivers_for(
 pub(crate) fn ssh_driver(
     c: &Conn,
     poll: Option<Duration>,
+    events: medic_exec::DriverEvents,
 ) -> Result<medic_drivers::SshDriver, Failure> {
-    let cfg = ssh_config(c, poll)?;
+    let mut cfg = ssh_config(c, poll)?;
+    cfg.host_key_events = Some(medic_drivers::ssh::HostKeyEvents::new(events));
     medic_drivers::SshDriver::new(cfg)
         .map_err(|e| bad("ssh", e.to_string(), "check the SSH settings"))
 }

@@ -136,6 +136,8 @@ const NO: u16 = u16::MAX;
 
 pub(crate) struct Dispatcher<'a> {
     plan: Arc<Plan>,
+    /// The summary's lines of the host-key events drivers reported.
+    host_keys: Vec<String>,
     drivers: &'a Drivers,
     journal: &'a Journal,
     opts: &'a RunOptions,
@@ -309,6 +311,7 @@ impl<'a> Dispatcher<'a> {
         let endpoints = endpoint_limit.len();
         let mut d = Dispatcher {
             plan: plan.clone(),
+            host_keys: Vec::new(),
             drivers,
             journal,
             opts,
@@ -448,7 +451,17 @@ impl<'a> Dispatcher<'a> {
         Duration::from_secs_f64((secs / self.opts.time_scale.max(1e-9)).max(0.0))
     }
 
-    fn emit(&mut self, ev: RunEvent) {
+    fn emit(&mut self, mut ev: RunEvent) {
+        // What drivers reported since the last event comes first, as it happened first.
+        for d in self.drivers.take_events() {
+            if let Some(line) = d.host_key_line() {
+                self.host_keys.push(line);
+            }
+            self.reporter.event(&d);
+        }
+        if let RunEvent::RunFinished { summary, .. } = &mut ev {
+            summary.host_keys.clone_from(&self.host_keys);
+        }
         self.reporter.event(&ev);
     }
 

@@ -60,6 +60,7 @@ struct Settings {
     known_hosts: known_hosts::Cache,
     learn_file: Option<PathBuf>,
     accept_new: bool,
+    host_key_events: Option<known_hosts::HostKeyEvents>,
     use_agent: bool,
     agent_socket: Option<PathBuf>,
     identity_files: Vec<PathBuf>,
@@ -181,6 +182,7 @@ impl Ssh2Transport {
             known_hosts: known_hosts::Cache::new(cfg.known_hosts_files()),
             learn_file: cfg.learn_file().map(PathBuf::from),
             accept_new: cfg.accept_new_host_keys,
+            host_key_events: cfg.host_key_events.clone(),
             use_agent: cfg.use_agent,
             agent_socket: cfg.agent_socket.clone(),
             identity_files: cfg.identity_files.clone(),
@@ -707,20 +709,30 @@ impl Connection {
             .host_key()
             .map(|(b, _)| b.to_vec())
             .ok_or(HostKeyError::NoKey { host: host.clone() })?;
+        let refused = |e: HostKeyError| {
+            if let Some(ev) = &s.host_key_events {
+                ev.refused(ep, &e);
+            }
+            tracing::warn!(endpoint = %ep, error = %e, "host key refused");
+            TransportError::from(e)
+        };
         match known.check(&ep.address, ep.port, &blob) {
             Verdict::Match => {}
-            Verdict::Refused(e) => return Err(e.into()),
+            Verdict::Refused(e) => return Err(refused(e)),
             Verdict::NotFound => match (&s.learn_file, s.accept_new) {
                 (Some(file), true) => {
                     known_hosts::append(file, &ep.address, ep.port, &blob)?;
+                    if let Some(ev) = &s.host_key_events {
+                        ev.accepted(ep, &blob, file);
+                    }
                     tracing::warn!(
-                        host = %host,
+                        endpoint = %ep,
                         fingerprint = %known_hosts::fingerprint_sha256(&blob),
                         file = %file.display(),
                         "new host key accepted and recorded"
                     );
                 }
-                _ => return Err(known.unknown(&ep.address, ep.port, &blob).into()),
+                _ => return Err(refused(known.unknown(&ep.address, ep.port, &blob))),
             },
         }
         let signed_here = authenticate(s, &sess, ep)?;
@@ -1082,7 +1094,7 @@ fn preload(file: &std::path::Path, passphrase: Option<&SecretString>) -> Option<
     match Identity::load(file, passphrase) {
         Ok(id) => id.map(Arc::new),
         Err(e) => {
-            tracing::debug!(error = %e, "ssh key left to libssh2");
+            tracing::debug!(file = %file.display(), error = %e, "ssh key left to libssh2");
             None
         }
     }
