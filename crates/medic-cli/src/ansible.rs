@@ -142,13 +142,11 @@ pub(crate) fn read(path: &Path) -> Result<AnsibleInventory, Failure> {
 /// The Manager's import with the Ansible inventory merged in; its notes are written at the
 /// top of the text and on standard error.
 pub(crate) fn merged(
-    dsm_text: &str,
+    imported: &medic_drivers::dsm::Imported,
     ans: &AnsibleInventory,
     source: &Path,
-) -> Result<String, Failure> {
-    let dsm =
-        medic_config::load_inventory("imported inventory", dsm_text).map_err(Failure::BadInput)?;
-    let m = merge(&dsm, ans);
+) -> String {
+    let m = merge(&imported.inventory, ans);
     let (matched, ans_only, dsm_only) = m.counts;
     let summary = format!(
         "Ansible inventory {}: {} hosts; {matched} matched a computer of the Manager, {ans_only} left out, {dsm_only} computer(s) not in it",
@@ -160,12 +158,8 @@ pub(crate) fn merged(
         eprintln!("  {n}");
     }
     // The Manager's own notes (what its import left out or renamed) stay on top.
-    let mut comments: Vec<String> = dsm_text
-        .lines()
-        .take_while(|l| l.starts_with('#'))
-        .map(|l| l.trim_start_matches('#').trim_start().to_owned())
-        .collect();
+    let mut comments = imported.comments.clone();
     comments.push(format!("connection details and groups from the {summary}"));
     comments.extend(m.notes.iter().map(|n| format!("note: {n}")));
-    Ok(write_inventory(&m.inventory, &comments))
+    write_inventory(&m.inventory, &comments)
 }

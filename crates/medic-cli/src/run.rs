@@ -1326,7 +1326,7 @@ pub(crate) fn inventory_import(a: &crate::args::ImportArgs) -> Result<u8, Failur
         "importing from {url} (each request times out after {} s)",
         a.dsm_timeout
     );
-    let text = rt
+    let imported = rt
         .block_on(async {
             let ticker = tokio::spawn({
                 let url = url.clone();
@@ -1349,8 +1349,8 @@ pub(crate) fn inventory_import(a: &crate::args::ImportArgs) -> Result<u8, Failur
         })
         .map_err(|e| internal(format!("the import from {url} failed: {e}")))?;
     let text = match (&ansible, a.ansible.as_deref()) {
-        (Some(inv), Some(path)) => crate::ansible::merged(&text, inv, path)?,
-        _ => text,
+        (Some(inv), Some(path)) => crate::ansible::merged(&imported, inv, path),
+        _ => medic_config::write_inventory(&imported.inventory, &imported.comments),
     };
     // Never write an inventory that medic itself would refuse.
     medic_config::load_inventory("imported inventory", &text).map_err(Failure::BadInput)?;
