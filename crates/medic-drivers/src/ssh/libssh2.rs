@@ -713,7 +713,8 @@ impl Connection {
             if let Some(ev) = &s.host_key_events {
                 ev.refused(ep, &e);
             }
-            tracing::warn!(endpoint = %ep, error = %e, "host key refused");
+            // The step's failure (or the pre-flight's finding) says it to the operator.
+            tracing::debug!(endpoint = %ep, error = %e, "host key refused");
             TransportError::from(e)
         };
         match known.check(&ep.address, ep.port, &blob) {
