@@ -217,3 +217,100 @@ pub fn merge(dsm: &Inventory, ans: &AnsibleInventory) -> Merged {
         notes,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ansible::{AnsibleSources, read_ansible};
+    use crate::diag::SourceFile;
+
+    const DSM: &str = r#"
+manager: { name: dsm01, address: 127.0.0.5, version: "20.0.463" }
+relay_groups:
+  - { name: tokyo }
+  - { name: dmz, offline: true, bundle_source: relay-1 }
+hosts:
+  - { name: relay-1, address: 127.0.1.1, platform: linux, agent_version: "20.0.0-1", relay: true, relay_group: tokyo }
+  - { name: a, address: 127.0.1.2, platform: linux, agent_version: "20.0.0-1", groups: [from-dsm] }
+  - { name: b, address: 127.0.1.3, platform: windows, agent_version: "20.0.0-1" }
+  - { name: c, address: 127.0.1.4, platform: linux, agent_version: "20.0.0-1" }
+"#;
+
+    fn merged(ini: &str) -> Merged {
+        let dsm = crate::load_inventory("dsm.yaml", DSM).expect("dsm.yaml");
+        let src = AnsibleSources {
+            inventories: vec![SourceFile::new("hosts", ini)],
+            ..AnsibleSources::default()
+        };
+        merge(&dsm, &read_ansible(&src).expect("reads"))
+    }
+
+    #[test]
+    fn conflicts_and_unmatched_hosts_are_settled_and_said() {
+        let m = merged(
+            "[site]\n\
+             relay-one ansible_host=127.0.1.1\n\
+             a ansible_host=127.0.9.9\n\
+             twice ansible_host=127.0.1.3\n\
+             b ansible_host=127.0.1.4\n\
+             win ansible_host=127.0.1.3 ansible_connection=winrm ansible_port=5986\n\
+             nowhere\n",
+        );
+        let notes = m.notes.join("\n");
+        let host = |n: &str| m.inventory.hosts.iter().find(|h| h.name == n);
+        // Matched by address: the Relay takes the Ansible name, and stays the bundle source.
+        assert!(host("relay-one").is_some_and(|h| h.relay), "{notes}");
+        assert_eq!(
+            m.inventory.relay_groups[1].bundle_source.as_deref(),
+            Some("relay-one")
+        );
+        // Matched by name, another address: Ansible's is written, and said.
+        let a = host("a").expect("a");
+        assert_eq!(
+            (a.address.as_str(), a.groups.clone()),
+            ("127.0.9.9", vec!["site".to_owned()])
+        );
+        assert!(
+            notes.contains(
+                "conflict: host `a`: ansible_host 127.0.9.9, the Manager last saw 127.0.1.2"
+            ),
+            "{notes}"
+        );
+        // `b` matches computer b by name and computer c by address: left out.
+        assert!(
+            notes.contains("conflict: Ansible host `b` matches computers `b` and `c`"),
+            "{notes}"
+        );
+        // `twice` and `win` are both computer b (by address): the first by name order keeps it.
+        assert!(
+            notes.contains("conflict: Ansible hosts `twice` and `win` are both computer `b`"),
+            "{notes}"
+        );
+        assert!(host("twice").is_some());
+        // Not a computer: left out; computer c (b's address match was refused) kept as is.
+        assert!(
+            notes.contains("unmatched: Ansible host `nowhere` (hosts:7:1)"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("unmatched: computer `c` (127.0.1.4)"),
+            "{notes}"
+        );
+        assert_eq!(m.counts, (3, 3, 1));
+        let text = crate::write_inventory(&m.inventory, &m.notes);
+        crate::load_inventory("out.yaml", &text).expect("the merged inventory loads");
+    }
+
+    #[test]
+    fn a_winrm_port_is_not_an_ssh_port() {
+        let m = merged("b ansible_connection=winrm ansible_port=5986 ansible_user=admin\n");
+        let b = m.inventory.hosts.iter().find(|h| h.name == "b").expect("b");
+        assert_eq!((b.port, b.user.as_deref()), (22, Some("admin")));
+        assert!(
+            m.notes.iter().any(|n| n
+                .contains("ansible_connection winrm: its ansible_port 5986 is not the SSH port")),
+            "{:?}",
+            m.notes
+        );
+    }
+}
