@@ -222,9 +222,10 @@ fn import_client(args: &[String]) -> Result<(), String> {
     let mut opts = ImportOptions::for_client(&client);
     opts.page_size = arg(args, "--page-size", 5000)? as u32;
     let t = Instant::now();
-    let text = rt
+    let imported = rt
         .block_on(import_inventory(&client, &opts))
         .map_err(|e| e.to_string())?;
+    let text = medic_config::write_inventory(&imported.inventory, &imported.comments);
     let import_s = t.elapsed().as_secs_f64();
     let inv = medic_config::load_inventory("imported.yaml", &text).map_err(|p| p.to_string())?;
     let total = t.elapsed().as_secs_f64();

@@ -404,10 +404,13 @@ pub(crate) fn inventory_import(a: &crate::args::ImportArgs) -> Result<u8, Failur
             &[
                 ("--dsm-ca", a.dsm_ca.as_deref()),
                 ("--dsm-api-key-file", a.dsm_api_key_file.as_deref()),
+                ("--ansible", a.ansible.as_deref()),
             ],
         )?;
         medic_run::files::check_output("--out", out)?;
     }
+    // Bad Ansible input is refused before the Manager is asked anything.
+    let ansible = a.ansible.as_deref().map(crate::ansible::read).transpose()?;
     let rt = runtime()?;
     let _g = rt.enter();
     let timeout = Duration::from_secs_f64(a.dsm_timeout);
@@ -443,7 +446,7 @@ pub(crate) fn inventory_import(a: &crate::args::ImportArgs) -> Result<u8, Failur
         "importing from {url} (each request times out after {} s)",
         a.dsm_timeout
     );
-    let text = rt
+    let imported = rt
         .block_on(async {
             let ticker = tokio::spawn({
                 let url = url.clone();
@@ -465,6 +468,10 @@ pub(crate) fn inventory_import(a: &crate::args::ImportArgs) -> Result<u8, Failur
             r
         })
         .map_err(|e| internal(format!("the import from {url} failed: {e}")))?;
+    let text = match (&ansible, a.ansible.as_deref()) {
+        (Some(inv), Some(path)) => crate::ansible::merged(&imported, inv, path),
+        _ => medic_config::write_inventory(&imported.inventory, &imported.comments),
+    };
     // Never write an inventory that medic itself would refuse.
     medic_config::load_inventory("imported inventory", &text).map_err(Failure::BadInput)?;
     crate::write_out(a.out.as_deref(), &text)?;

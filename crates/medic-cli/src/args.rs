@@ -67,7 +67,8 @@ pub(crate) enum Cmd {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum InventoryCmd {
-    /// Write an inventory v1 file from the Manager's computer list (a few paged searches).
+    /// Write an inventory v1 file from the Manager's computer list (a few paged searches),
+    /// merged with an Ansible inventory's hosts, groups and connection details (--ansible).
     Import(ImportArgs),
 }
 
@@ -86,6 +87,11 @@ pub(crate) struct ImportArgs {
     /// ID=NAME[,offline][,bundle_source=HOST] (repeatable).
     #[arg(long = "relay-group", value_name = "HINT")]
     pub(crate) relay_groups: Vec<String>,
+    /// An Ansible inventory (INI, YAML, a directory of them, or the JSON of
+    /// `ansible-inventory --list`): addresses, ports, users and groups come from it,
+    /// matched with the Manager's computers by host name or address.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) ansible: Option<PathBuf>,
     /// The Manager's name in the inventory (default: from the URL).
     #[arg(long, value_name = "NAME")]
     pub(crate) manager_name: Option<String>,

@@ -256,6 +256,11 @@ impl Reporter for Progress {
             RunEvent::StepNoted { step, note, .. } => {
                 self.line(&format!("note {step}: {note}"));
             }
+            RunEvent::HostKeyAccepted { .. } | RunEvent::HostKeyRefused { .. } => {
+                if let Some(l) = ev.host_key_line() {
+                    self.line(&l);
+                }
+            }
             RunEvent::StepRetrying {
                 step,
                 attempt,
@@ -466,6 +471,12 @@ pub(crate) fn summary_text(
     let _ = writeln!(o, "  steps and gates: {}", states.join(", "));
     if !s.failures.is_empty() {
         let _ = writeln!(o, "  failed steps: {}", s.failures.join(", "));
+    }
+    if !s.host_keys.is_empty() {
+        let _ = writeln!(o, "  host keys:");
+        for k in &s.host_keys {
+            let _ = writeln!(o, "    {k}");
+        }
     }
     if !s.notes.is_empty() {
         let _ = writeln!(o, "  notes (succeeded, not failures):");

@@ -2,11 +2,13 @@
 //! parameters. This is the only crate that knows YAML. Every problem in a file is collected
 //! and reported together, each with file, line, column, what is wrong and what to do.
 
+pub mod ansible;
 mod diag;
 mod inventory;
 mod names;
 mod playbook;
 mod set;
+mod write;
 pub mod yaml;
 
 pub use diag::{Problem, Problems, SourceFile};
@@ -14,3 +16,4 @@ pub use inventory::{host_location, inventory_warnings, load_inventory};
 pub use playbook::{
     DriverActions, PLAYBOOK_FORMAT, host_fact_type, load_playbook, load_playbook_for,
 };
+pub use write::{write_inventory, yaml_quote};

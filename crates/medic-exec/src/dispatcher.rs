@@ -213,6 +213,8 @@ enum InternalEvent {
 
 pub(crate) struct Dispatcher<'a, J: JournalStore + ?Sized> {
     plan: Arc<Plan>,
+    /// The summary's lines of the host-key events drivers reported.
+    host_keys: Vec<String>,
     drivers: &'a Drivers,
     journal: &'a J,
     opts: &'a RunOptions,
@@ -305,6 +307,7 @@ impl<'a, J: JournalStore + ?Sized> Dispatcher<'a, J> {
         let hosts = plan.hosts().len();
         let mut d = Dispatcher {
             plan,
+            host_keys: Vec::new(),
             drivers,
             journal,
             opts,
@@ -340,7 +343,17 @@ impl<'a, J: JournalStore + ?Sized> Dispatcher<'a, J> {
         Duration::from_secs_f64((secs / self.opts.time_scale.max(1e-9)).max(0.0))
     }
 
-    fn emit(&mut self, ev: RunEvent) {
+    fn emit(&mut self, mut ev: RunEvent) {
+        // What drivers reported since the last event comes first, as it happened first.
+        for d in self.drivers.take_events() {
+            if let Some(line) = d.host_key_line() {
+                self.host_keys.push(line);
+            }
+            self.reporter.event(&d);
+        }
+        if let RunEvent::RunFinished { summary, .. } = &mut ev {
+            summary.host_keys.clone_from(&self.host_keys);
+        }
         self.reporter.event(&ev);
     }
 

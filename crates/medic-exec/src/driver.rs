@@ -136,6 +136,8 @@ pub struct Drivers {
     by_name: HashMap<String, Arc<dyn Driver>>,
     /// Serves every driver name (a rehearsal on the simulated fleet).
     all: Option<Arc<dyn Driver>>,
+    /// What the drivers report between replies; the executor sends it to the reporters.
+    events: crate::DriverEvents,
 }
 
 impl Drivers {
@@ -153,7 +155,18 @@ impl Drivers {
         Drivers {
             by_name: HashMap::new(),
             all: Some(d),
+            events: crate::DriverEvents::default(),
         }
+    }
+
+    /// The queue this set's drivers report events to (give it to a driver when building it).
+    pub fn events(&self) -> crate::DriverEvents {
+        self.events.clone()
+    }
+
+    /// What the drivers reported since the last call.
+    pub(crate) fn take_events(&self) -> Vec<crate::RunEvent> {
+        self.events.take()
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn Driver>> {

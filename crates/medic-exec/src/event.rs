@@ -130,6 +130,9 @@ pub struct Summary {
     pub notes: Vec<String>,
     /// Failures of steps that were already running when a budget was exceeded.
     pub overshoot: u32,
+    /// Every host key accepted as new or refused during the run, one line each (from
+    /// [`RunEvent::HostKeyAccepted`] and [`RunEvent::HostKeyRefused`]).
+    pub host_keys: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -247,6 +250,27 @@ pub enum RunEvent {
         tolerated: u32,
         in_flight: u32,
     },
+    /// The SSH driver met a host whose key no known_hosts file listed and accepted it
+    /// (`--accept-new-host-keys`): the key was appended to `file`. `host` is the inventory
+    /// name (when the driver knows it), `endpoint` `user@address:port`.
+    HostKeyAccepted {
+        host: Option<String>,
+        endpoint: String,
+        key_type: String,
+        fingerprint: String,
+        file: String,
+    },
+    /// The SSH driver refused a host's key and ran nothing there: `reason` is `unknown`
+    /// (not listed, new keys not accepted), `changed`, `revoked` or `other_type` (a type
+    /// known_hosts does not list for the host); `message` says which file and line.
+    HostKeyRefused {
+        host: Option<String>,
+        endpoint: String,
+        key_type: String,
+        fingerprint: String,
+        reason: String,
+        message: String,
+    },
     WindowWaiting {
         until_ms: i64,
     },
@@ -259,6 +283,76 @@ pub enum RunEvent {
         stop: Option<StopReason>,
         elapsed_ms: u64,
     },
+}
+
+impl RunEvent {
+    /// The run summary's line for a host-key event.
+    pub fn host_key_line(&self) -> Option<String> {
+        let name = |host: &Option<String>, endpoint: &str| match host {
+            Some(h) => format!("{h} ({endpoint})"),
+            None => endpoint.to_owned(),
+        };
+        match self {
+            RunEvent::HostKeyAccepted {
+                host,
+                endpoint,
+                key_type,
+                fingerprint,
+                file,
+            } => Some(format!(
+                "{}: new host key {key_type} {fingerprint} accepted, recorded in {file}",
+                name(host, endpoint)
+            )),
+            RunEvent::HostKeyRefused {
+                host,
+                endpoint,
+                key_type,
+                fingerprint,
+                reason,
+                ..
+            } => Some(format!(
+                "{}: host key {key_type} {fingerprint} refused ({})",
+                name(host, endpoint),
+                reason.replace('_', " ")
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Events a driver reports outside a step's reply (a host key accepted or refused on a
+/// connection), queued here and sent by the executor, in order, before its next event.
+#[derive(Clone, Debug, Default)]
+pub struct DriverEvents(std::sync::Arc<Queue>);
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// Checked before the lock: the executor looks at every one of its events, and a
+    /// driver reports rarely.
+    pending: std::sync::atomic::AtomicBool,
+    events: std::sync::Mutex<Vec<RunEvent>>,
+}
+
+impl DriverEvents {
+    pub fn push(&self, ev: RunEvent) {
+        let mut q = self.0.events.lock().unwrap_or_else(|e| e.into_inner());
+        q.push(ev);
+        self.0
+            .pending
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Everything queued so far, oldest first.
+    pub fn take(&self) -> Vec<RunEvent> {
+        if !self.0.pending.load(std::sync::atomic::Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut q = self.0.events.lock().unwrap_or_else(|e| e.into_inner());
+        self.0
+            .pending
+            .store(false, std::sync::atomic::Ordering::Release);
+        std::mem::take(&mut *q)
+    }
 }
 
 /// A consumer of run events. Called synchronously by the dispatcher, in order.

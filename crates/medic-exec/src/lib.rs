@@ -27,7 +27,9 @@ pub use driver::{
     ActionFuture, ActionReply, ActionRequest, ActionStatus, Driver, Drivers, MANUAL_DRIVER,
     ManualAsk, NOTE_FACT,
 };
-pub use event::{ActionCounts, Fanout, Outcome, Reporter, RunEvent, StopReason, Summary};
+pub use event::{
+    ActionCounts, DriverEvents, Fanout, Outcome, Reporter, RunEvent, StopReason, Summary,
+};
 pub use journal_plan::{ReadError, create_journal, read_for_resume, read_plan, read_prior};
 
 /// Runs (or resumes, given the journal's `prior` view) a plan to its end or to a stop.

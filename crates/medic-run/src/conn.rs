@@ -91,8 +91,14 @@ pub fn dsm_client_with(
 
 /// The `ssh` driver as the connection settings say (secrets from their files or the
 /// environment).
-pub fn ssh_driver(c: &Conn, poll: Option<Duration>) -> Result<medic_drivers::SshDriver, Error> {
-    let cfg = ssh_config(c, poll)?;
+/// Host keys accepted or refused are sent to `events` (the run's `RunEvent`s).
+pub fn ssh_driver(
+    c: &Conn,
+    poll: Option<Duration>,
+    events: medic_exec::DriverEvents,
+) -> Result<medic_drivers::SshDriver, Error> {
+    let mut cfg = ssh_config(c, poll)?;
+    cfg.host_key_events = Some(medic_drivers::ssh::HostKeyEvents::new(events));
     medic_drivers::SshDriver::new(cfg)
         .map_err(|e| bad("ssh", e.to_string(), "check the SSH settings"))
 }

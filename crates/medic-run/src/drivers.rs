@@ -190,7 +190,7 @@ pub fn build(
     let poll = inputs.conn.poll_interval()?;
     let mut ssh: Option<Arc<medic_drivers::SshDriver>> = None;
     if used.contains("ssh") {
-        ssh = Some(Arc::new(ssh_driver(&inputs.conn, poll)?));
+        ssh = Some(Arc::new(ssh_driver(&inputs.conn, poll, drivers.events())?));
     }
     let mut dsm: Option<medic_drivers::DsmDriver> = None;
     if used.contains("dsm") || manual_reads_manager {

@@ -365,6 +365,105 @@ fn a_relay_with_a_changed_host_key_is_refused_and_its_wave_budget_stops_the_run(
             .any(|e| e["event"] == "budget_exceeded" && e["phase"] == "relay-upgrade"),
         "no budget_exceeded event"
     );
+    // The refusal is a run event (named host, reason, the key it presented) and a line of
+    // the run summary.
+    let refused: Vec<serde_json::Value> = w
+        .events("run")
+        .into_iter()
+        .filter(|e| e["event"] == "host_key_refused")
+        .collect();
+    assert!(!refused.is_empty(), "no host_key_refused event");
+    assert!(
+        refused.iter().all(|e| e["host"] == victim
+            && e["reason"] == "changed"
+            && e["key_type"] == "ssh-ed25519"
+            && e["fingerprint"] == fp.as_str()
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("HOST KEY CHANGED"))),
+        "{refused:?}"
+    );
+    let summary_line = format!("{victim} (");
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with(&summary_line)
+                && l.contains(&format!("host key ssh-ed25519 {fp} refused (changed)"))),
+        "no host-key line in the summary:\n{}",
+        r.stderr
+    );
+}
+
+/// A host that known_hosts does not list, with `--accept-new-host-keys`: its key is
+/// accepted and appended to the file, the run goes on (exit 0), and the acceptance is a
+/// `host_key_accepted` event and a line of the run summary; the other hosts' keys, all
+/// listed, give no event.
+#[test]
+fn an_accepted_new_host_key_is_a_run_event_and_in_the_summary() {
+    let w = World::new(Spec::sized(6), Opts::default());
+    let newcomer = "agent-01";
+    let i = w.spec.index(newcomer);
+    let known = std::fs::read_to_string(&w.fleet.known_hosts).expect("known_hosts");
+    let prefix = format!("[{}]:{} ", w.fleet.hosts[i], w.fleet.port);
+    let without: String = known
+        .lines()
+        .filter(|l| !l.starts_with(&prefix))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(known, without, "{prefix} listed");
+    w.fleet.write_known_hosts(&without);
+    let fp = crate::fleet::fingerprint(&w.fleet.host_key_pub("ed25519"));
+
+    // The pre-flight never accepts a key: this test is about the run.
+    let mut args = w.apply_args("run");
+    args.push("--skip-preflight".to_owned());
+    args.push("--accept-new-host-keys".to_owned());
+    let r = w.run(&args);
+    eprintln!(
+        "accept-new on {newcomer}: exit {:?} in {:.1?}",
+        r.code, r.elapsed
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let accepted: Vec<serde_json::Value> = w
+        .events("run")
+        .into_iter()
+        .filter(|e| e["event"] == "host_key_accepted")
+        .collect();
+    assert_eq!(
+        accepted.len(),
+        1,
+        "one new key, accepted once: {accepted:?}"
+    );
+    let e = &accepted[0];
+    assert_eq!(e["host"], newcomer, "{e}");
+    assert_eq!(e["fingerprint"], fp.as_str(), "{e}");
+    assert_eq!(e["key_type"], "ssh-ed25519", "{e}");
+    assert_eq!(
+        e["file"],
+        w.fleet.known_hosts.display().to_string().as_str(),
+        "{e}"
+    );
+    assert!(
+        !w.events("run")
+            .iter()
+            .any(|e| e["event"] == "host_key_refused"),
+        "nothing refused"
+    );
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with(&format!("{newcomer} ("))
+                && l.contains(&format!(
+                    "new host key ssh-ed25519 {fp} accepted, recorded in"
+                ))),
+        "no host-key line in the summary:\n{}",
+        r.stderr
+    );
+    let now = std::fs::read_to_string(&w.fleet.known_hosts).expect("known_hosts");
+    assert!(
+        now.lines().any(|l| l.starts_with(&prefix)),
+        "recorded:\n{now}"
+    );
 }
 
 /// (3b) and (4): on 50 hosts, an Agent of the 25% wave whose host key changed, and an

@@ -152,6 +152,7 @@ const CONN: &[&str] = &[
 ];
 /// Flags whose file medic reads and must never write.
 const INPUTS: &[&str] = &[
+    "--ansible",
     "--inventory",
     "--playbook",
     "--plan",
@@ -1083,6 +1084,17 @@ fn import(g: &Grammar) -> BoxedStrategy<Case> {
             opt(
                 &["--manager-name"],
                 vec![val("dsm01", V::Ok), val("", V::Any), val(&huge(), V::Any)],
+            ),
+            // medic's own inventory is not an Ansible one (`manager` would be a group
+            // with a key `name`); an empty directory holds none.
+            opt(
+                &["--ansible"],
+                vec![
+                    file("inv.yaml", V::Bad, "inv.yaml"),
+                    file("missing.ini", V::Bad, "missing"),
+                    file("adir", V::Bad, "adir"),
+                    file("binary.bin", V::Bad, "binary.bin"),
+                ],
             ),
             opt(&["--out"], outputs()),
             opt(&["--dsm-timeout"], seconds(&["0.5", "1", "2.5"])),

@@ -1,6 +1,7 @@
 //! Black-box tests of the `medic` binary: the real executable, real files, exit codes and
 //! what it prints.
 
+mod ansible;
 mod cli_fuzz;
 mod completions;
 mod crash;

@@ -29,14 +29,16 @@
 //! - **`groups`** = the path of the computer's group in the computer tree, root first
 //!   (`Computers > tokyo > canary` gives `[tokyo, canary]`), names made valid as above.
 //!
-//! Every choice that loses or changes something is written as a YAML comment at the top of
-//! the file, so the operator sees it where they edit.
+//! Every choice that loses or changes something is a comment line of [`Imported`], written
+//! at the top of the file (by `medic_config::write_inventory`, the one inventory writer),
+//! so the operator sees it where they edit.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::Write as _;
 use std::str::FromStr;
 
-use medic_model::{AgentBuild, Platform};
+use medic_model::{
+    AgentBuild, Host, Inventory, Manager, ManagerBuild, Platform, RelayGroup, Settings,
+};
 
 use super::client::{DIRECT_DOWNLOAD_SETTING, DsmClient, DsmError};
 use super::model::{Computer, ComputerGroup};
@@ -197,18 +199,26 @@ fn platform_of(text: &str) -> Option<Platform> {
         .then_some(Platform::Linux)
 }
 
-/// A YAML double-quoted scalar (JSON strings are valid YAML).
+/// A name as written in a comment line.
 fn q(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
 }
 
-/// Reads the Manager and writes an inventory v1 text (see the module doc for the requests
-/// and where each field comes from). The text loads with `medic_config::load_inventory`
-/// unless a [`RelayGroupHint`] names a `bundle_source` that is not a Relay of the fleet.
+/// What the import read: the inventory, and the comment lines that say what it left out
+/// or changed (for the top of the file).
+#[derive(Clone, Debug)]
+pub struct Imported {
+    pub inventory: Inventory,
+    pub comments: Vec<String>,
+}
+
+/// Reads the Manager into an inventory (see the module doc for the requests and where each
+/// field comes from). Written out, it loads with `medic_config::load_inventory` unless a
+/// [`RelayGroupHint`] names a `bundle_source` that is not a Relay of the fleet.
 pub async fn import_inventory(
     client: &DsmClient,
     options: &ImportOptions,
-) -> Result<String, DsmError> {
+) -> Result<Imported, DsmError> {
     let direct = client.system_setting(DIRECT_DOWNLOAD_SETTING).await?;
     let version = client
         .last_manager_version()
@@ -231,13 +241,7 @@ pub async fn import_inventory(
     let computers = client
         .list_computers(options.page_size, &["computerSettings"])
         .await?;
-    Ok(render(
-        options,
-        &version.to_string(),
-        direct,
-        &groups,
-        &computers,
-    ))
+    Ok(render(options, version, direct, &groups, &computers))
 }
 
 fn group_paths(groups: &[ComputerGroup], notes: &mut Vec<String>) -> HashMap<i64, Vec<String>> {
@@ -277,11 +281,11 @@ fn group_paths(groups: &[ComputerGroup], notes: &mut Vec<String>) -> HashMap<i64
 
 fn render(
     options: &ImportOptions,
-    version: &str,
+    version: ManagerBuild,
     direct: bool,
     groups: &[ComputerGroup],
     computers: &[Computer],
-) -> String {
+) -> Imported {
     let mut notes: Vec<String> = Vec::new();
     let paths = group_paths(groups, &mut notes);
     let hints: BTreeMap<i64, &RelayGroupHint> =
@@ -289,7 +293,7 @@ fn render(
 
     let mut used_lists: BTreeMap<i64, ()> = BTreeMap::new();
     let mut names: HashSet<String> = HashSet::new();
-    let mut hosts: Vec<String> = Vec::with_capacity(computers.len());
+    let mut hosts: Vec<Host> = Vec::with_capacity(computers.len());
     let mut left_out = 0usize;
     let mut sorted: Vec<&Computer> = computers.iter().collect();
     sorted.sort_by_key(|c| c.id);
@@ -367,42 +371,34 @@ fn render(
             name = unique;
             names.insert(name.clone());
         }
-        let mut line = format!(
-            "  - {{ name: {}, address: {}, platform: {}",
-            q(&name),
-            q(address),
-            platform.as_str()
-        );
-        if !os.is_empty() {
-            let _ = write!(line, ", os: {}", q(&os));
-        }
-        let _ = write!(line, ", agent_version: {}", q(&build.to_string()));
-        if c.is_relay() {
-            line.push_str(", relay: true");
-        }
-        if let Some(list) = c.relay_list_id.filter(|l| *l > 0) {
+        let relay_group = c.relay_list_id.filter(|l| *l > 0).map(|list| {
             used_lists.insert(list, ());
-            let g = hints
+            hints
                 .get(&list)
-                .map_or_else(|| format!("relay-list-{list}"), |h| h.name.clone());
-            let _ = write!(line, ", relay_group: {}", q(&g));
-        }
-        if let Some(path) = c
-            .group_id
-            .and_then(|g| paths.get(&g))
-            .filter(|p| !p.is_empty())
-        {
-            let items: Vec<String> = path.iter().map(|p| q(p)).collect();
-            let _ = write!(line, ", groups: [{}]", items.join(", "));
-        }
-        if c.appliance_finger_print
-            .as_deref()
-            .is_some_and(|f| !f.trim().is_empty())
-        {
-            line.push_str(", protected_by_appliance: true");
-        }
-        line.push_str(" }\n");
-        hosts.push(line);
+                .map_or_else(|| format!("relay-list-{list}"), |h| h.name.clone())
+        });
+        hosts.push(Host {
+            name,
+            address: address.to_owned(),
+            port: 22,
+            user: None,
+            platform,
+            os: (!os.is_empty()).then_some(os),
+            agent_version: build,
+            relay: c.is_relay(),
+            relay_group,
+            groups: c
+                .group_id
+                .and_then(|g| paths.get(&g))
+                .cloned()
+                .unwrap_or_default(),
+            protected_by_appliance: c
+                .appliance_finger_print
+                .as_deref()
+                .is_some_and(|f| !f.trim().is_empty()),
+            r#become: None,
+            vars: BTreeMap::new(),
+        });
     }
 
     let mut manager_name = options.manager_name.clone();
@@ -414,30 +410,6 @@ fn render(
         manager_name = unique;
     }
 
-    let mut o = String::with_capacity(512 + hosts.len() * 200);
-    o.push_str("# inventory v1 imported by medic from the Deep Security Manager\n");
-    let _ = writeln!(
-        o,
-        "# {} computers read, {} written, {left_out} left out",
-        computers.len(),
-        hosts.len()
-    );
-    o.push_str(
-        "# relay groups: the API cannot read their names or offline state; groups without\n",
-    );
-    o.push_str("# a hint are named relay-list-<relayListID> and taken as online: check them.\n");
-    for n in &notes {
-        let _ = writeln!(o, "# note: {n}");
-    }
-    let _ = writeln!(
-        o,
-        "manager: {{ name: {}, address: {}, version: {} }}",
-        q(&manager_name),
-        q(&options.manager_address),
-        q(version)
-    );
-    o.push_str("settings:\n");
-    let _ = writeln!(o, "  direct_download_when_relays_unavailable: {direct}");
     let mut lists: Vec<i64> = used_lists.keys().copied().collect();
     lists.extend(
         hints
@@ -446,40 +418,54 @@ fn render(
             .filter(|k| !used_lists.contains_key(k)),
     );
     lists.sort_unstable();
-    if lists.is_empty() {
-        o.push_str("relay_groups: []\n");
-    } else {
-        o.push_str("relay_groups:\n");
-        for id in lists {
-            match hints.get(&id) {
-                Some(h) => {
-                    let _ = write!(o, "  - {{ name: {}", q(&h.name));
-                    if h.offline {
-                        o.push_str(", offline: true");
-                    }
-                    if let Some(b) = &h.bundle_source {
-                        let _ = write!(o, ", bundle_source: {}", q(b));
-                    }
-                    let _ = writeln!(o, " }}   # relayListID {id}");
-                }
-                None => {
-                    let _ = writeln!(
-                        o,
-                        "  - {{ name: \"relay-list-{id}\" }}   # relayListID {id}"
-                    );
-                }
-            }
-        }
+    let mut relay_groups = Vec::with_capacity(lists.len());
+    let mut list_names = Vec::with_capacity(lists.len());
+    for id in lists {
+        let g = match hints.get(&id) {
+            Some(h) => RelayGroup {
+                name: h.name.clone(),
+                offline: h.offline,
+                bundle_source: h.bundle_source.clone(),
+            },
+            None => RelayGroup {
+                name: format!("relay-list-{id}"),
+                offline: false,
+                bundle_source: None,
+            },
+        };
+        list_names.push(format!("{} = relayListID {id}", g.name));
+        relay_groups.push(g);
     }
-    if hosts.is_empty() {
-        o.push_str("hosts: []\n");
-    } else {
-        o.push_str("hosts:\n");
-        for h in hosts {
-            o.push_str(&h);
-        }
+
+    let mut comments = vec![
+        "inventory v1 imported by medic from the Deep Security Manager".to_owned(),
+        format!(
+            "{} computers read, {} written, {left_out} left out",
+            computers.len(),
+            hosts.len()
+        ),
+        "relay groups: the API cannot read their names or offline state; groups without".to_owned(),
+        "a hint are named relay-list-<relayListID> and taken as online: check them.".to_owned(),
+    ];
+    if !list_names.is_empty() {
+        comments.push(format!("relay groups: {}", list_names.join(", ")));
     }
-    o
+    comments.extend(notes.into_iter().map(|n| format!("note: {n}")));
+    Imported {
+        inventory: Inventory {
+            manager: Manager {
+                name: manager_name,
+                address: options.manager_address.clone(),
+                version,
+            },
+            settings: Settings {
+                direct_download_when_relays_unavailable: direct,
+            },
+            relay_groups,
+            hosts,
+        },
+        comments,
+    }
 }
 
 #[cfg(test)]
@@ -579,15 +565,25 @@ mod tests {
             ),
             c(4, "dsm", "", "0.0.0.0"),
         ];
-        let y = render(&opts, "20.0.463", true, &groups, &computers);
+        let imp = render(
+            &opts,
+            "20.0.463".parse().expect("a build"),
+            true,
+            &groups,
+            &computers,
+        );
+        let y = imp.comments.join("\n");
         assert!(y.contains("left out: computer 2 `aix-01`"), "{y}");
         assert!(
             y.contains(r#"hostName `web-01` is used twice, written as `web-01-3`"#),
             "{y}"
         );
-        assert!(y.contains(r#"groups: ["Linux-Servers", "canary"]"#), "{y}");
-        assert!(y.contains(r#"relay_group: "relay-list-7""#), "{y}");
-        assert!(y.contains(r#"name: "dsm-manager""#), "{y}");
         assert!(y.contains("3 written, 1 left out"), "{y}");
+        let inv = &imp.inventory;
+        let names: Vec<&str> = inv.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["web-01", "web-01-3", "dsm"]);
+        assert_eq!(inv.hosts[0].groups, ["Linux-Servers", "canary"]);
+        assert_eq!(inv.hosts[0].relay_group.as_deref(), Some("relay-list-7"));
+        assert_eq!(inv.manager.name, "dsm-manager");
     }
 }

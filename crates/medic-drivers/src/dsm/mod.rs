@@ -15,7 +15,7 @@
 //!   computer, completion polled by one batched search per poll interval for every pending
 //!   computer of the driver), `security-status`, `agent-status`, `agent-version`,
 //!   `manager-version`.
-//! - [`import_inventory`]: an inventory v1 text from a paged computer search, in a handful
+//! - [`import_inventory`]: an inventory from a paged computer search, in a handful
 //!   of requests whatever the fleet size.
 
 mod client;
@@ -29,5 +29,5 @@ pub use client::{
     load_api_key,
 };
 pub use driver::{DsmDriver, DsmDriverConfig};
-pub use import::{ImportOptions, RelayGroupHint, RelayGroupHintError, import_inventory};
+pub use import::{ImportOptions, Imported, RelayGroupHint, RelayGroupHintError, import_inventory};
 pub use model::{Computer, ComputerGroup};

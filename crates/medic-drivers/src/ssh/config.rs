@@ -147,6 +147,9 @@ pub struct SshConfig {
     pub agent_password: Option<SecretString>,
     pub linux: LinuxLayout,
     pub windows: WindowsLayout,
+    /// Where host keys accepted as new or refused are reported as run events; `None`:
+    /// only logged.
+    pub host_key_events: Option<super::known_hosts::HostKeyEvents>,
 }
 
 impl SshConfig {
@@ -188,6 +191,7 @@ impl SshConfig {
             agent_password: None,
             linux: LinuxLayout::default(),
             windows: WindowsLayout::default(),
+            host_key_events: None,
         }
     }
 

@@ -199,6 +199,9 @@ impl SshDriver {
                     h.name
                 ))
             })?;
+        if let Some(ev) = &self.cfg.host_key_events {
+            ev.name(&h.address, h.port, &h.name);
+        }
         Ok(Host {
             name: h.name.clone(),
             platform,

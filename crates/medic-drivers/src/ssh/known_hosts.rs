@@ -22,6 +22,87 @@ use hmac::{Hmac, Mac as _};
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
 
+/// Where the transport reports each host key it accepts as new or refuses, as
+/// [`medic_exec::RunEvent`]s (`HostKeyAccepted`, `HostKeyRefused`) for the run's
+/// reporters: the summary, the events file and the report. The driver tells it which
+/// inventory host an endpoint is, so an event names the host.
+#[derive(Clone, Debug, Default)]
+pub struct HostKeyEvents {
+    events: medic_exec::DriverEvents,
+    names: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, u16), String>>>,
+}
+
+impl HostKeyEvents {
+    pub fn new(events: medic_exec::DriverEvents) -> HostKeyEvents {
+        HostKeyEvents {
+            events,
+            names: std::sync::Arc::default(),
+        }
+    }
+
+    fn names(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, u16), String>> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `host` is the inventory's name of what is at `address:port`.
+    pub(crate) fn name(&self, address: &str, port: u16, host: &str) {
+        let mut names = self.names();
+        names
+            .entry((address.to_owned(), port))
+            .or_insert_with(|| host.to_owned());
+    }
+
+    fn host(&self, ep: &super::Endpoint) -> Option<String> {
+        self.names().get(&(ep.address.clone(), ep.port)).cloned()
+    }
+
+    pub(crate) fn accepted(&self, ep: &super::Endpoint, blob: &[u8], file: &Path) {
+        self.events.push(medic_exec::RunEvent::HostKeyAccepted {
+            host: self.host(ep),
+            endpoint: ep.to_string(),
+            key_type: blob_key_type(blob).unwrap_or_else(|| "unknown".to_owned()),
+            fingerprint: fingerprint_sha256(blob),
+            file: file.display().to_string(),
+        });
+    }
+
+    /// Reports a refusal; errors that are not about the key itself (a file that cannot be
+    /// read) are not host-key events.
+    pub(crate) fn refused(&self, ep: &super::Endpoint, e: &HostKeyError) {
+        let (reason, key_type, fingerprint) = match e {
+            HostKeyError::Unknown {
+                key_type,
+                fingerprint,
+                ..
+            } => ("unknown", key_type, fingerprint),
+            HostKeyError::Changed {
+                key_type,
+                fingerprint,
+                ..
+            } => ("changed", key_type, fingerprint),
+            HostKeyError::Revoked {
+                key_type,
+                fingerprint,
+                ..
+            } => ("revoked", key_type, fingerprint),
+            HostKeyError::OtherType {
+                key_type,
+                fingerprint,
+                ..
+            } => ("other_type", key_type, fingerprint),
+            _ => return,
+        };
+        self.events.push(medic_exec::RunEvent::HostKeyRefused {
+            host: self.host(ep),
+            endpoint: ep.to_string(),
+            key_type: key_type.clone(),
+            fingerprint: fingerprint.clone(),
+            reason: reason.to_owned(),
+            message: e.to_string(),
+        });
+    }
+}
+
 /// Why a host key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostKeyError {

@@ -43,7 +43,7 @@ pub use config::{
 pub use driver::SshDriver;
 pub(crate) use driver::last_lines;
 pub use identity::{Identity, IdentityError};
-pub use known_hosts::HostKeyError;
+pub use known_hosts::{HostKeyError, HostKeyEvents};
 pub use libssh2::{Ssh2Transport, TransportStats};
 pub use preflight::{LiveAgent, PackageCheck, PrivilegeCheck, Reachability, WindowsFilesCheck};
 pub use transport::{

@@ -16,7 +16,7 @@ pub(super) fn preload(
     match Identity::load(file, passphrase) {
         Ok(id) => id.map(Arc::new),
         Err(e) => {
-            tracing::debug!(error = %e, "ssh key left to libssh2");
+            tracing::debug!(file = %file.display(), error = %e, "ssh key left to libssh2");
             None
         }
     }

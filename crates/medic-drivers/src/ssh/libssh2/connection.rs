@@ -173,20 +173,31 @@ impl Connection {
             .host_key()
             .map(|(b, _)| b.to_vec())
             .ok_or(HostKeyError::NoKey { host: host.clone() })?;
+        let refused = |e: HostKeyError| {
+            if let Some(ev) = &s.host_key_events {
+                ev.refused(ep, &e);
+            }
+            // The step's failure (or the pre-flight's finding) says it to the operator.
+            tracing::debug!(endpoint = %ep, error = %e, "host key refused");
+            TransportError::from(e)
+        };
         match known.check(&ep.address, ep.port, &blob) {
             Verdict::Match => {}
-            Verdict::Refused(e) => return Err(e.into()),
+            Verdict::Refused(e) => return Err(refused(e)),
             Verdict::NotFound => match (&s.learn_file, s.accept_new) {
                 (Some(file), true) => {
                     known_hosts::append(file, &ep.address, ep.port, &blob)?;
+                    if let Some(ev) = &s.host_key_events {
+                        ev.accepted(ep, &blob, file);
+                    }
                     tracing::warn!(
-                        host = %host,
+                        endpoint = %ep,
                         fingerprint = %known_hosts::fingerprint_sha256(&blob),
                         file = %file.display(),
                         "new host key accepted and recorded"
                     );
                 }
-                _ => return Err(known.unknown(&ep.address, ep.port, &blob).into()),
+                _ => return Err(refused(known.unknown(&ep.address, ep.port, &blob))),
             },
         }
         let signed_here = authenticate(s, &sess, ep)?;
