@@ -345,16 +345,25 @@ impl<'a, J: JournalStore + ?Sized> Dispatcher<'a, J> {
 
     fn emit(&mut self, mut ev: RunEvent) {
         // What drivers reported since the last event comes first, as it happened first.
-        for d in self.drivers.take_events() {
-            if let Some(line) = d.host_key_line() {
-                self.host_keys.push(line);
-            }
-            self.reporter.event(&d);
-        }
+        self.driver_events();
         if let RunEvent::RunFinished { summary, .. } = &mut ev {
             summary.host_keys.clone_from(&self.host_keys);
         }
         self.reporter.event(&ev);
+    }
+
+    /// Sends what drivers reported outside a step's reply. A host-key event is also
+    /// journaled, because the run report reads only the journal.
+    fn driver_events(&mut self) {
+        for d in self.drivers.take_events() {
+            if let Some(line) = d.host_key_line() {
+                if let Some(rec) = host_key_record(&d, &line) {
+                    self.record(rec);
+                }
+                self.host_keys.push(line);
+            }
+            self.reporter.event(&d);
+        }
     }
 
     fn record(&mut self, rec: Record) {
@@ -438,6 +447,8 @@ impl<'a, J: JournalStore + ?Sized> Dispatcher<'a, J> {
                 break;
             }
         }
+        // Journaled before the last flush, so the run report lists every key the run met.
+        self.driver_events();
         if let Err(e) = self.journal.flush().await {
             self.handle(InternalEvent::JournalFailed(e));
         }
@@ -981,4 +992,51 @@ impl<'a, J: JournalStore + ?Sized> Dispatcher<'a, J> {
             stack.extend_from_slice(&self.dependents[self.dependents_of(x)]);
         }
     }
+}
+
+/// The journal's record of a host-key event: public key facts and the summary's `line`
+/// as JSON, no step (a connection is not a step's). `None` for any other event.
+fn host_key_record(ev: &RunEvent, line: &str) -> Option<Record> {
+    let (kind, detail) = match ev {
+        RunEvent::HostKeyAccepted {
+            host,
+            endpoint,
+            key_type,
+            fingerprint,
+            ..
+        } => (
+            EventKind::HostKeyAccepted,
+            serde_json::json!({
+                "host": host,
+                "endpoint": endpoint,
+                "key_type": key_type,
+                "fingerprint": fingerprint,
+                "line": line,
+            }),
+        ),
+        RunEvent::HostKeyRefused {
+            host,
+            endpoint,
+            key_type,
+            fingerprint,
+            reason,
+            ..
+        } => (
+            EventKind::HostKeyRefused,
+            serde_json::json!({
+                "host": host,
+                "endpoint": endpoint,
+                "key_type": key_type,
+                "fingerprint": fingerprint,
+                "reason": reason,
+                "line": line,
+            }),
+        ),
+        _ => return None,
+    };
+    Some(Record::Event {
+        step: None,
+        kind,
+        detail: Some(detail.to_string()),
+    })
 }

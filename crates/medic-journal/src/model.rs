@@ -96,18 +96,27 @@ pub enum EventKind {
     WindowChanged,
     /// What an attempt's probes and action answered (JSON): the run report's evidence.
     StepObserved,
+    /// The SSH driver accepted a host's new key and recorded it in known_hosts; no step.
+    /// The detail is JSON: `host` (inventory name, if known), `endpoint`, `key_type`,
+    /// `fingerprint` and `line`, the run summary's line (public key facts, no secret).
+    HostKeyAccepted,
+    /// The SSH driver refused a host's key (unknown, changed, revoked, another type); no
+    /// step. The detail is JSON as for [`EventKind::HostKeyAccepted`], plus `reason`.
+    HostKeyRefused,
     /// How a process's part of the run ended (or that it began).
     Run(RunState),
 }
 
 impl EventKind {
-    const ALL: [EventKind; 10] = [
+    const ALL: [EventKind; 12] = [
         EventKind::GateWaiting,
         EventKind::GateApproved,
         EventKind::ManualWaiting,
         EventKind::ManualApproved,
         EventKind::WindowChanged,
         EventKind::StepObserved,
+        EventKind::HostKeyAccepted,
+        EventKind::HostKeyRefused,
         EventKind::Run(RunState::Running),
         EventKind::Run(RunState::Finished),
         EventKind::Run(RunState::Failed),
@@ -122,6 +131,8 @@ impl EventKind {
             EventKind::ManualApproved => "manual.approved",
             EventKind::WindowChanged => "window.changed",
             EventKind::StepObserved => "step.observed",
+            EventKind::HostKeyAccepted => "host_key.accepted",
+            EventKind::HostKeyRefused => "host_key.refused",
             EventKind::Run(RunState::Running) => "run.running",
             EventKind::Run(RunState::Finished) => "run.finished",
             EventKind::Run(RunState::Failed) => "run.failed",
@@ -259,7 +270,7 @@ pub enum Record {
         /// policy), so that a resumed run's summary still lists it.
         note: Option<String>,
     },
-    /// History only: gates, manual steps, the change window, the run's outcome.
+    /// History only: gates, manual steps, the change window, host keys, the run's outcome.
     Event {
         step: Option<String>,
         kind: EventKind,

@@ -160,7 +160,7 @@ const SCRIPT: &str = r##"
       cell(tr, h[6] === null ? "not observed" : h[6]);
       cell(tr, h[7] === null ? "-" : h[7]);
       cell(tr, h[8].map(function (p) { return data.phases[p]; }).join(", "));
-      cell(tr, [h[9]].concat(h[10]).filter(Boolean).join("; "));
+      cell(tr, [h[9]].concat(h[10], h[12]).filter(Boolean).join("; "));
       const td = cell(tr, "", "steps");
       if (h[11].length > 0) {
         const d = document.createElement("details");
@@ -196,7 +196,7 @@ const SCRIPT: &str = r##"
 /// The host table's data: arrays rather than objects (a 100,000-host run would otherwise
 /// spell every key 100,000 times). Host: `[name, address, role, platform, state,
 /// build_before, build_after, verified_by, [phase indexes], failure, [skip reasons],
-/// [steps]]`; step: `[id, phase index, state, start (s after the run's start), duration
+/// [steps], [host-key lines]]`; step: `[id, phase index, state, start (s after the run's start), duration
 /// (s), estimate (s), attempts, detail, output, evidence]`.
 fn host_data<'r>(report: &'r Report, t0: i64) -> String {
     let phase_ix = |p: &str| report.phases.iter().position(|x| x.name == p).unwrap_or(0);
@@ -249,6 +249,7 @@ fn host_data<'r>(report: &'r Report, t0: i64) -> String {
                     .map(|s| format!("skipped in {}: {}", s.phase, s.reason))
                     .collect::<Vec<_>>(),
                 h.steps.iter().map(step).collect::<Vec<_>>(),
+                &h.host_keys,
             )
         })
         .collect();
@@ -448,6 +449,43 @@ pub(crate) fn to_html(r: &Report) -> String {
     }
     o.push_str("</section>\n");
 
+    // Host keys: a refused key is why a host's steps failed; an accepted one changed a
+    // known_hosts file.
+    let _ = write!(
+        o,
+        r#"<section id="host-keys"><h2>Host keys ({})</h2>"#,
+        r.host_keys.len()
+    );
+    if r.host_keys.is_empty() {
+        o.push_str("<p>No host key was accepted as new or refused.</p>");
+    } else {
+        o.push_str("<table><tr><th>when</th><th>host</th><th>key</th><th>detail</th></tr>");
+        for k in r.host_keys.iter().take(200) {
+            let cls = if k.event == "refused" {
+                "state-failed"
+            } else {
+                "state-succeeded"
+            };
+            let _ = write!(
+                o,
+                r#"<tr class="host-key"><td>{}</td><td>{}</td><td class="{cls}">{}</td><td><pre>{}</pre></td></tr>"#,
+                when(Some(k.ts_ms)),
+                esc(k.host.as_deref().unwrap_or(&k.endpoint)),
+                esc(k.event),
+                esc(&k.line),
+            );
+        }
+        o.push_str("</table>");
+        if r.host_keys.len() > 200 {
+            let _ = write!(
+                o,
+                "<p>and {} more: each is on its host's row of the host table.</p>",
+                r.host_keys.len() - 200
+            );
+        }
+    }
+    o.push_str("</section>\n");
+
     if !r.run_steps.is_empty() {
         o.push_str(r#"<section id="run-steps"><h2>Steps on no host</h2><table><tr><th>step</th><th>result</th><th>attempts</th><th>detail</th></tr>"#);
         for s in &r.run_steps {
@@ -476,7 +514,7 @@ pub(crate) fn to_html(r: &Report) -> String {
     }
     o.push_str(r#"</select></label><label>name <input id="name-filter" type="search"></label><button id="prev-page" type="button">previous</button> <button id="next-page" type="button">next</button> <span id="host-count"></span></div>
 <noscript><p>The host table needs JavaScript; the failures above and `medic report --format markdown` need none.</p></noscript>
-<table id="host-table"><thead><tr><th>host</th><th>address</th><th>role / platform</th><th>state</th><th>build before</th><th>build after</th><th>verified by</th><th>phases</th><th>failure or skip reason</th><th>steps</th></tr></thead><tbody></tbody></table></section>
+<table id="host-table"><thead><tr><th>host</th><th>address</th><th>role / platform</th><th>state</th><th>build before</th><th>build after</th><th>verified by</th><th>phases</th><th>failure, skip reason or host key</th><th>steps</th></tr></thead><tbody></tbody></table></section>
 "#);
     let _ = write!(
         o,

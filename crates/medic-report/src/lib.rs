@@ -4,7 +4,8 @@
 //! [`read`] builds a [`Report`] (the model: per host the builds observed before and after,
 //! every step with its start, end, attempts, result, output excerpt and verification
 //! evidence, the reasons hosts were skipped; per phase and wave the counts and the plan's
-//! estimate beside the actual durations; the gates with who or what opened them). It reads
+//! estimate beside the actual durations; the gates with who or what opened them; the host
+//! keys the SSH driver accepted as new or refused). It reads
 //! the journal through `medic_journal::JournalReader` only, so it works on a finished run,
 //! a stopped one and one still running. [`render`] turns it into one self-contained HTML
 //! file (an SVG timeline drawn here, a host table filtered by a little inline script, no
@@ -22,8 +23,8 @@ mod svg;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    Evidence, GateReport, HostReport, PhaseReport, Report, RunInfo, SkipReason, StepReport,
-    WaveReport,
+    Evidence, GateReport, HostKeyReport, HostReport, PhaseReport, Report, RunInfo, SkipReason,
+    StepReport, WaveReport,
 };
 
 /// The report's formats.

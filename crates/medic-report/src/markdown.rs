@@ -113,10 +113,27 @@ pub(crate) fn to_markdown(r: &Report) -> String {
         }
     }
 
+    let _ = writeln!(o, "\n## Host keys\n");
+    if r.host_keys.is_empty() {
+        let _ = writeln!(o, "No host key was accepted as new or refused.");
+    } else {
+        let _ = writeln!(o, "| when | host | key | detail |\n|---|---|---|---|");
+        for k in &r.host_keys {
+            let _ = writeln!(
+                o,
+                "| {} UTC | {} | {} | {} |",
+                when(Some(k.ts_ms)),
+                md(k.host.as_deref().unwrap_or(&k.endpoint)),
+                k.event,
+                one_line(&k.line)
+            );
+        }
+    }
+
     let _ = writeln!(o, "\n## Hosts (failures first)\n");
     let _ = writeln!(
         o,
-        "| host | state | build before | build after | verified by | failure or skip reason |\n|---|---|---|---|---|---|"
+        "| host | state | build before | build after | verified by | failure, skip reason or host key |\n|---|---|---|---|---|---|"
     );
     for h in &r.hosts {
         let why: Vec<String> = h
@@ -128,6 +145,7 @@ pub(crate) fn to_markdown(r: &Report) -> String {
                     .iter()
                     .map(|s| format!("skipped in {}: {}", s.phase, s.reason)),
             )
+            .chain(h.host_keys.iter().cloned())
             .collect();
         let _ = writeln!(
             o,

@@ -26,6 +26,8 @@ pub struct Report {
     pub steps_by_state: BTreeMap<String, u64>,
     pub phases: Vec<PhaseReport>,
     pub gates: Vec<GateReport>,
+    /// Every host key the SSH driver accepted as new or refused, in the order it happened.
+    pub host_keys: Vec<HostKeyReport>,
     /// Failures first: failed, unknown, running, pending, cancelled, succeeded, skipped;
     /// then by name.
     pub hosts: Vec<HostReport>,
@@ -107,6 +109,45 @@ pub struct GateReport {
     pub opened_by: String,
 }
 
+/// A host key accepted as new or refused on a connection (journal kinds
+/// `host_key.accepted`, `host_key.refused`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HostKeyReport {
+    pub ts_ms: i64,
+    /// `accepted` or `refused`.
+    pub event: &'static str,
+    /// The inventory host, when the driver knew it.
+    pub host: Option<String>,
+    /// `user@address:port`.
+    pub endpoint: String,
+    /// Why a key was refused: `unknown`, `changed`, `revoked`, `other_type`.
+    pub reason: Option<String>,
+    /// In words, as the run summary says it: host, key type, SHA256 fingerprint, what
+    /// happened.
+    pub line: String,
+}
+
+impl HostKeyReport {
+    /// Reads a host-key journal event; `None` for any other row or an unreadable detail.
+    pub(crate) fn from_row(ev: &EventRow) -> Option<HostKeyReport> {
+        let event = match ev.kind {
+            RowKind::Event(EventKind::HostKeyAccepted) => "accepted",
+            RowKind::Event(EventKind::HostKeyRefused) => "refused",
+            _ => return None,
+        };
+        let v: serde_json::Value = serde_json::from_str(ev.detail.as_deref()?).ok()?;
+        let text = |k: &str| v.get(k)?.as_str().map(str::to_owned);
+        Some(HostKeyReport {
+            ts_ms: ev.ts_ms,
+            event,
+            host: text("host"),
+            endpoint: text("endpoint").unwrap_or_default(),
+            reason: text("reason"),
+            line: text("line")?,
+        })
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct SkipReason {
     pub phase: String,
@@ -133,6 +174,8 @@ pub struct HostReport {
     /// The first failed (or unknown) step and why.
     pub failure: Option<String>,
     pub skipped: Vec<SkipReason>,
+    /// The host's keys accepted as new or refused (the run summary's lines).
+    pub host_keys: Vec<String>,
     pub steps: Vec<StepReport>,
 }
 
@@ -322,11 +365,14 @@ fn build(plan: &Plan, rows: Rows, path: &Path) -> Report {
 
     let mut seen: Vec<Seen> = (0..n).map(|_| Seen::default()).collect();
     let mut history = Vec::new();
+    let mut host_keys = Vec::new();
     let mut last_ts = None;
     for ev in &rows.events {
         last_ts = Some(ev.ts_ms);
         let Some(id) = &ev.step else {
-            if matches!(
+            if let Some(k) = HostKeyReport::from_row(ev) {
+                host_keys.push(k);
+            } else if matches!(
                 ev.kind,
                 RowKind::Event(EventKind::Run(_) | EventKind::WindowChanged)
             ) {
@@ -435,6 +481,7 @@ fn build(plan: &Plan, rows: Rows, path: &Path) -> Report {
             phases: Vec::new(),
             failure: None,
             skipped: Vec::new(),
+            host_keys: Vec::new(),
             steps: Vec::new(),
         })
         .collect();
@@ -458,6 +505,7 @@ fn build(plan: &Plan, rows: Rows, path: &Path) -> Report {
                 phases: Vec::new(),
                 failure: None,
                 skipped: Vec::new(),
+                host_keys: Vec::new(),
                 steps: Vec::new(),
             });
             hosts.len() - 1
@@ -589,6 +637,11 @@ fn build(plan: &Plan, rows: Rows, path: &Path) -> Report {
         }
     }
 
+    for k in &host_keys {
+        if let Some(&h) = k.host.as_ref().and_then(|n| by_name.get(n)) {
+            hosts[h].host_keys.push(k.line.clone());
+        }
+    }
     let mut hosts_by_state: BTreeMap<String, u64> = BTreeMap::new();
     for h in &mut hosts {
         finish_host(h, &phase_index);
@@ -632,6 +685,7 @@ fn build(plan: &Plan, rows: Rows, path: &Path) -> Report {
         steps_by_state,
         phases,
         gates,
+        host_keys,
         hosts,
         run_steps,
     }
@@ -715,4 +769,139 @@ fn excerpt(s: &str) -> String {
         out = out[at..].to_owned();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVENTORY: &str = "manager: { name: dsm, address: 10.0.0.1, version: \"20.0.463\" }\nhosts:\n  - { name: h1, address: 10.0.1.1, platform: linux, agent_version: \"20.0.0-1\" }\n  - { name: h2, address: 10.0.1.2, platform: linux, agent_version: \"20.0.0-1\" }\n";
+    const PLAYBOOK: &str = "name: keys\ndefaults: { driver: ssh, timeout: 10m, estimate: 1m }\nphases:\n  - name: upgrade\n    select: { roles: [agent] }\n    actions: [{ action: agent-upgrade }]\n";
+
+    fn plan() -> Plan {
+        let inv = medic_config::load_inventory("inventory.yaml", INVENTORY)
+            .unwrap_or_else(|p| panic!("inventory: {p}"));
+        let pb = medic_config::load_playbook("playbook.yaml", PLAYBOOK, &[])
+            .unwrap_or_else(|p| panic!("playbook: {p}"));
+        medic_plan::build_plan(&inv, &pb, PLAYBOOK, None).expect("plan")
+    }
+
+    fn row(seq: i64, kind: EventKind, detail: serde_json::Value) -> EventRow {
+        EventRow {
+            seq,
+            ts_ms: 1_800_000_000_000 + seq,
+            step: None,
+            kind: RowKind::Event(kind),
+            attempt: None,
+            detail: Some(detail.to_string()),
+        }
+    }
+
+    /// The journal's host-key events (no step) become the report's host-key list, in
+    /// order, and a line on their host's row; one for an endpoint no host is named for is
+    /// listed but on no row; markup in a line reaches no format unescaped.
+    #[test]
+    fn host_keys_are_listed_and_on_their_hosts_rows() {
+        let refused =
+            "h2 (root@10.0.1.2:22): host key ssh-ed25519 SHA256:<b>x</b> refused (changed)";
+        let events = vec![
+            row(
+                1,
+                EventKind::HostKeyAccepted,
+                serde_json::json!({"host": "h1", "endpoint": "root@10.0.1.1:22",
+                    "key_type": "ssh-ed25519", "fingerprint": "SHA256:a",
+                    "line": "h1 (root@10.0.1.1:22): new host key ssh-ed25519 SHA256:a accepted, recorded in kh"}),
+            ),
+            row(
+                2,
+                EventKind::HostKeyRefused,
+                serde_json::json!({"host": "h2", "endpoint": "root@10.0.1.2:22",
+                    "key_type": "ssh-ed25519", "fingerprint": "SHA256:<b>x</b>",
+                    "reason": "changed", "line": refused}),
+            ),
+            row(
+                3,
+                EventKind::HostKeyRefused,
+                serde_json::json!({"host": null, "endpoint": "root@10.0.9.9:22",
+                    "reason": "unknown", "line": "root@10.0.9.9:22: host key ssh-rsa SHA256:z refused (unknown)"}),
+            ),
+            // Not a host-key event: the run's history, as before.
+            EventRow {
+                detail: None,
+                ..row(
+                    4,
+                    EventKind::Run(medic_journal::RunState::Finished),
+                    serde_json::json!({}),
+                )
+            },
+        ];
+        let rows = Rows {
+            steps: Vec::new(),
+            events,
+            approvals: Vec::new(),
+            run_id: Some("r1".to_owned()),
+            outcome: None,
+            inputs: None,
+            preflight: None,
+            created_ms: None,
+        };
+        let r = build(&plan(), rows, Path::new("j.sqlite"));
+
+        let got: Vec<_> = r
+            .host_keys
+            .iter()
+            .map(|k| (k.event, k.host.as_deref(), k.reason.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("accepted", Some("h1"), None),
+                ("refused", Some("h2"), Some("changed")),
+                ("refused", None, Some("unknown")),
+            ]
+        );
+        assert_eq!(r.run.history.len(), 1, "{:?}", r.run.history);
+        let host = |n: &str| r.hosts.iter().find(|h| h.name == n).expect("host");
+        assert_eq!(host("h2").host_keys, [refused]);
+        assert_eq!(host("h1").host_keys.len(), 1);
+        assert!(host("h1").host_keys[0].contains("accepted"));
+
+        let json: serde_json::Value =
+            serde_json::from_str(&crate::render(&r, crate::Format::Json)).expect("JSON");
+        assert_eq!(json["host_keys"][1]["line"], refused);
+        assert_eq!(json["host_keys"][1]["event"], "refused");
+        let html = crate::render(&r, crate::Format::Html);
+        assert!(html.contains(r#"<section id="host-keys"><h2>Host keys (3)</h2>"#));
+        assert!(html.contains("SHA256:&lt;b&gt;x&lt;/b&gt; refused (changed)"));
+        assert!(!html.contains("<b>x"), "unescaped markup in the page");
+        let md = crate::render(&r, crate::Format::Markdown);
+        assert!(md.contains("## Host keys"), "{md}");
+        assert!(md.contains("root@10.0.9.9:22 | refused |"), "{md}");
+        assert!(!md.contains("<b>x"), "{md}");
+    }
+
+    #[test]
+    fn a_row_of_another_kind_or_without_a_line_is_no_host_key() {
+        let ok = row(
+            1,
+            EventKind::HostKeyAccepted,
+            serde_json::json!({"line": "l"}),
+        );
+        assert_eq!(
+            HostKeyReport::from_row(&ok).map(|k| k.line),
+            Some("l".to_owned())
+        );
+        assert!(
+            HostKeyReport::from_row(&row(1, EventKind::HostKeyAccepted, serde_json::json!({})))
+                .is_none()
+        );
+        assert!(
+            HostKeyReport::from_row(&row(
+                1,
+                EventKind::WindowChanged,
+                serde_json::json!({"line": "l"})
+            ))
+            .is_none()
+        );
+    }
 }

@@ -392,6 +392,24 @@ fn a_relay_with_a_changed_host_key_is_refused_and_its_wave_budget_stops_the_run(
         "no host-key line in the summary:\n{}",
         r.stderr
     );
+    // The report (from the journal) lists each refusal on the relay's row.
+    let report = report_json(&w, "run");
+    let keys = report["host_keys"].as_array().expect("host_keys");
+    assert_eq!(keys.len(), refused.len(), "{keys:?}");
+    assert!(
+        keys.iter().all(|k| k["event"] == "refused"
+            && k["host"] == victim
+            && k["reason"] == "changed"
+            && k["line"].as_str().is_some_and(|l| l.contains(&fp))),
+        "{keys:?}"
+    );
+    let row = report["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .find(|h| h["name"] == victim)
+        .expect("the relay's row");
+    assert_eq!(row["host_keys"].as_array().map(Vec::len), Some(keys.len()));
 }
 
 /// A host that known_hosts does not list, with `--accept-new-host-keys`: its key is
@@ -464,6 +482,46 @@ fn an_accepted_new_host_key_is_a_run_event_and_in_the_summary() {
         now.lines().any(|l| l.starts_with(&prefix)),
         "recorded:\n{now}"
     );
+    // The run report reads only the journal: the key is there too, listed and on its
+    // host's row.
+    let report = report_json(&w, "run");
+    let keys = report["host_keys"].as_array().expect("host_keys");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0]["event"], "accepted", "{keys:?}");
+    assert_eq!(keys[0]["host"], newcomer, "{keys:?}");
+    let line = keys[0]["line"].as_str().expect("line");
+    assert!(
+        line.starts_with(&format!("{newcomer} ("))
+            && line.contains(&format!("new host key ssh-ed25519 {fp} accepted")),
+        "{line}"
+    );
+    let rows: Vec<&serde_json::Value> = report["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .filter(|h| !h["host_keys"].as_array().expect("host_keys").is_empty())
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["name"], newcomer);
+    assert_eq!(rows[0]["host_keys"][0], line);
+}
+
+/// `medic report --format json` of the run journaled at `run`.
+fn report_json(w: &World, run: &str) -> serde_json::Value {
+    let journal = w.path(&format!("{run}.journal.sqlite"));
+    let out = w
+        .medic()
+        .args(["report", "--journal"])
+        .arg(&journal)
+        .args(["--format", "json"])
+        .output()
+        .expect("medic report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("report JSON")
 }
 
 /// (3b) and (4): on 50 hosts, an Agent of the 25% wave whose host key changed, and an

@@ -25,6 +25,7 @@ impl<J: JournalStore + ?Sized> Dispatcher<'_, J> {
         let plan = &self.plan;
         let mut sum = Summary {
             overshoot: self.budget.overshoot,
+            host_keys: self.host_keys.clone(),
             ..Summary::default()
         };
         // Counted with borrowed keys, made into the summary's owned ones at the end: a

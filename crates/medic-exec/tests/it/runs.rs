@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use medic_exec::{Control, Outcome, RunEvent, RunExit, StopReason};
+use medic_journal::{EventKind, RowKind};
 
 use crate::util::*;
 
@@ -488,4 +489,39 @@ fn a_journal_gives_back_its_plan_binary_or_json_and_its_steps() {
         medic_exec::read_for_resume(&none),
         Err(medic_exec::ReadError::NoPlan)
     ));
+}
+
+/// A host key refused on a connection is not any step's event: the driver queues it, and
+/// the dispatcher sends it, lists it in the summary and journals it (the run report reads
+/// only the journal), with the summary's line and no step.
+#[tokio::test(start_paused = true)]
+async fn a_host_key_a_driver_reports_is_journaled_and_in_the_summary() {
+    let h = Harness::new(plan(&inventory(2), CHAIN), Scripted::new(1.0));
+    let refused = RunEvent::HostKeyRefused {
+        host: Some("h01".to_owned()),
+        endpoint: "root@10.0.1.2:22".to_owned(),
+        key_type: "ssh-ed25519".to_owned(),
+        fingerprint: "SHA256:abc".to_owned(),
+        reason: "changed".to_owned(),
+        message: "HOST KEY CHANGED (known_hosts line 2)".to_owned(),
+    };
+    h.drivers.events().push(refused.clone());
+    let r = h.run(opts(), Control::default()).await;
+    let line = "h01 (root@10.0.1.2:22): host key ssh-ed25519 SHA256:abc refused (changed)";
+    assert_eq!(r.summary.host_keys, [line]);
+    assert!(h.events().contains(&refused), "{:?}", h.events());
+    let journaled: Vec<_> = h
+        .journal
+        .events_since(0)
+        .into_iter()
+        .filter(|e| e.kind == RowKind::Event(EventKind::HostKeyRefused))
+        .collect();
+    assert_eq!(journaled.len(), 1, "{journaled:?}");
+    assert_eq!(journaled[0].step, None);
+    let detail: serde_json::Value =
+        serde_json::from_str(journaled[0].detail.as_deref().expect("a detail")).expect("JSON");
+    assert_eq!(detail["host"], "h01");
+    assert_eq!(detail["reason"], "changed");
+    assert_eq!(detail["fingerprint"], "SHA256:abc");
+    assert_eq!(detail["line"], line);
 }
