@@ -8,8 +8,8 @@ use medic_model::{
 use serde::Deserialize;
 
 use crate::diag::{Problem, Problems, SourceFile};
-use crate::names::{is_address, is_name, is_user};
 use crate::yaml::{self, At, Loc, Node, NodeKind, from_node, from_node_owned};
+use medic_model::names::{is_address, is_name, is_user};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -13,8 +13,8 @@ use serde::Deserialize;
 
 use crate::diag::{Problem, Problems, SourceFile};
 use crate::inventory::Ctx;
-use crate::names::is_name;
 use crate::yaml::{self, At, Loc, Node, NodeKind, Raw};
+use medic_model::names::is_name;
 
 pub const PLAYBOOK_FORMAT: &str = "medic.playbook/v1";
 
