@@ -72,10 +72,7 @@ fn load(
     let root = match yaml::parse(text) {
         Ok(r) => r,
         Err(e) => {
-            problems.push(
-                Problem::new(&file, e.loc, "medic::yaml::syntax", format!("invalid YAML: {}", e.message))
-                    .help("fix the YAML syntax at this position; the playbook format is described in docs/playbook.md"),
-            );
+            problems.push(e.problem(&file, "playbook format is described in docs/playbook.md"));
             return Err(problems);
         }
     };
