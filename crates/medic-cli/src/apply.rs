@@ -2,25 +2,22 @@
 //! a `medic_run` request, and the run shown: its reporters, signal handling and summary.
 
 use std::io::IsTerminal as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use medic_exec::WindowPolicy;
 use medic_exec::{Control, Fanout, Reporter, RunExit, StopReason};
 use medic_journal::RunState;
-use medic_model::Inventory;
-use medic_run::conn::{Conn, dsm_client_with};
+use medic_run::bad;
+use medic_run::conn::Conn;
 use medic_run::resume;
-use medic_run::run::{
-    Inputs, PlanInputs, Ready, RunSpec, Simulate, abs, abs_future, events_beside, run_id, start_new,
-};
+use medic_run::run::{PlanInputs, Ready, RunSpec, Simulate, abs};
 use medic_run::runtime;
-use medic_run::{bad, internal};
 
 use crate::args::{ApplyArgs, ApproveArgs, DemoArgs, Progress, ResumeArgs, WindowPolicyArg};
 use crate::reporters::{JsonLines, Operator, summary_text};
-use crate::{Failure, exit_codes, load_files, make_plan, parse_window};
+use crate::{Failure, exit_codes, parse_window};
 
 /// The connection settings as the run records them (paths made absolute).
 pub(crate) fn conn(a: &crate::args::ConnArgs) -> Conn {
@@ -307,82 +304,18 @@ fn execute(ready: Ready, progress: Progress) -> Result<u8, Failure> {
     })
 }
 
-pub(crate) const DEMO_PLAYBOOK: &str =
-    include_str!("../../../playbooks/ds-activeupdate-cert-2023.yaml");
-
-/// The demo's Manager build: older than the playbook's `manager_min_build`, so that the
-/// demo shows the Manager upgrade, a manual step (approved automatically in the demo).
-const DEMO_MANAGER_BUILD: &str = "20.0.400";
-
-/// The built-in demo fleet with its Manager at [`DEMO_MANAGER_BUILD`].
-fn demo_inventory() -> String {
-    let mut out = String::new();
-    for line in medic_sim::demo_inventory_yaml().lines() {
-        let old = line
-            .starts_with("manager:")
-            .then(|| line.split_once("version: \"")?.1.split_once('"'))
-            .flatten()
-            .map(|(v, _)| v);
-        match old {
-            Some(v) => out.push_str(&line.replace(
-                &format!("version: \"{v}\""),
-                &format!("version: \"{DEMO_MANAGER_BUILD}\""),
-            )),
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
-}
-
 pub(crate) fn demo(a: &DemoArgs) -> Result<u8, Failure> {
-    let id = run_id();
-    let dir = a
-        .dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(".medic").join(format!("demo-{id}")));
-    // A directory the operator named that cannot be one is their input to change, not an
-    // internal error (the fuzzer found `--dir` naming an existing file).
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        medic_run::bad(
-            "--dir",
-            format!("cannot use {} as the demo's directory: {e}", dir.display()),
-            "give `--dir` a new or existing directory you can write to",
-        )
-    })?;
-    let inv_path = dir.join("inventory.yaml");
-    let pb_path = dir.join("playbook.yaml");
-    std::fs::write(&inv_path, demo_inventory()).map_err(|e| internal(e.to_string()))?;
-    std::fs::write(&pb_path, DEMO_PLAYBOOK).map_err(|e| internal(e.to_string()))?;
-    let (i, p, pb_text, inv_text): (Inventory, _, _, _) = load_files(&inv_path, &pb_path, &[])?;
-    let plan = make_plan(&i, &p, &pb_text, None, (&inv_path, &inv_text))?;
+    let d = medic_run::demo::Demo::write(a.dir.as_deref())?;
+    crate::report::warnings(&d.loaded.warnings);
+    let plan = d.plan()?;
     eprintln!(
         "medic demo: the Deep Security remediation on a simulated fleet of {} hosts (3 sites, one air-gapped), {}, estimated {} of real work, replayed {}x faster",
-        i.hosts.len(),
+        d.loaded.inventory.hosts.len(),
         plan.size(),
         medic_model::format_duration(plan.estimate().makespan_s),
         a.time_scale
     );
-    let journal = dir.join("journal.sqlite");
-    let inputs = Inputs {
-        inventory: Some(abs(&inv_path)),
-        playbook: Some(abs(&pb_path)),
-        sets: Vec::new(),
-        window: None,
-        window_policy_continue: false,
-        yes: true,
-        strict: false,
-        max_per_group: None,
-        events: abs_future(&events_beside(&journal, &id)),
-        simulate: true,
-        time_scale: a.time_scale,
-        sim_seed: 2023,
-        sim_inventory: Some(inv_text),
-        sim_faults: Vec::new(),
-        conn: Conn::default(),
-        demo: true,
-    };
-    let ready = start_new(plan, inputs, &journal, id, None, None)?;
+    let ready = d.start(plan, a.time_scale)?;
     execute(ready, a.progress)
 }
 
@@ -397,84 +330,52 @@ pub(crate) fn approve(a: &ApproveArgs) -> Result<u8, Failure> {
 }
 
 pub(crate) fn inventory_import(a: &crate::args::ImportArgs) -> Result<u8, Failure> {
-    if let Some(out) = &a.out {
-        medic_run::files::refuse_overwriting_inputs(
-            "--out",
-            out,
-            &[
-                ("--dsm-ca", a.dsm_ca.as_deref()),
-                ("--dsm-api-key-file", a.dsm_api_key_file.as_deref()),
-                ("--ansible", a.ansible.as_deref()),
-            ],
-        )?;
-        medic_run::files::check_output("--out", out)?;
-    }
-    // Bad Ansible input is refused before the Manager is asked anything.
-    let ansible = a.ansible.as_deref().map(crate::ansible::read).transpose()?;
     let rt = runtime()?;
     let _g = rt.enter();
-    let timeout = Duration::from_secs_f64(a.dsm_timeout);
-    let client = dsm_client_with(
-        &a.dsm,
-        a.dsm_ca.as_deref(),
-        a.dsm_api_key_file.as_deref(),
-        |cfg| {
-            cfg.connect_timeout = timeout;
-            cfg.read_timeout = timeout;
-            // One retry: a Manager that does not answer fails the import in about two
-            // timeouts, not after eight backoffs. A 429 has its own budget.
-            cfg.retry.max_retries = cfg.retry.max_retries.min(1);
-        },
-    )?;
-    let mut opts = medic_drivers::dsm::ImportOptions::for_client(&client);
-    if let Some(n) = &a.manager_name {
-        opts.manager_name = n.clone();
-    }
-    for h in &a.relay_groups {
-        opts.relay_groups.push(h.parse().map_err(
-            |e: medic_drivers::dsm::RelayGroupHintError| {
-                bad(
-                    "--relay-group",
-                    e.to_string(),
-                    "write ID=NAME[,offline][,bundle_source=HOST]",
-                )
-            },
-        )?);
-    }
-    let url = client.base_url().to_owned();
+    let import = medic_run::import::Import::prepare(&medic_run::import::Request {
+        dsm: &a.dsm,
+        dsm_ca: a.dsm_ca.as_deref(),
+        dsm_api_key_file: a.dsm_api_key_file.as_deref(),
+        timeout: Duration::from_secs_f64(a.dsm_timeout),
+        manager_name: a.manager_name.as_deref(),
+        relay_groups: &a.relay_groups,
+        ansible: a.ansible.as_deref(),
+        out: a.out.as_deref(),
+    })?;
+    let url = import.client().base_url().to_owned();
     eprintln!(
         "importing from {url} (each request times out after {} s)",
         a.dsm_timeout
     );
-    let imported = rt
-        .block_on(async {
-            let ticker = tokio::spawn({
-                let url = url.clone();
-                let c = client.clone();
-                async move {
-                    let start = std::time::Instant::now();
-                    loop {
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                        eprintln!(
-                            "  still reading from {url}: {} s, {} requests sent",
-                            start.elapsed().as_secs(),
-                            c.requests_sent()
-                        );
-                    }
+    let imported = rt.block_on(async {
+        let ticker = tokio::spawn({
+            let url = url.clone();
+            let c = import.client().clone();
+            async move {
+                let start = std::time::Instant::now();
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    eprintln!(
+                        "  still reading from {url}: {} s, {} requests sent",
+                        start.elapsed().as_secs(),
+                        c.requests_sent()
+                    );
                 }
-            });
-            let r = medic_drivers::import_inventory(&client, &opts).await;
-            ticker.abort();
-            r
-        })
-        .map_err(|e| internal(format!("the import from {url} failed: {e}")))?;
-    let text = match (&ansible, a.ansible.as_deref()) {
-        (Some(inv), Some(path)) => crate::ansible::merged(&imported, inv, path),
-        _ => medic_config::write_inventory(&imported.inventory, &imported.comments),
-    };
-    // Never write an inventory that medic itself would refuse.
-    medic_config::load_inventory("imported inventory", &text).map_err(Failure::BadInput)?;
-    crate::write_out(a.out.as_deref(), &text)?;
+            }
+        });
+        let r = import.fetch().await;
+        ticker.abort();
+        r
+    })?;
+    let out = import.finish(&imported);
+    if let Some(m) = &out.ansible {
+        eprintln!("{}", m.summary);
+        for n in &m.notes {
+            eprintln!("  {n}");
+        }
+    }
+    out.check()?;
+    crate::write_out(a.out.as_deref(), &out.text)?;
     if let Some(o) = &a.out {
         eprintln!("wrote {}", o.display());
     }

@@ -18,7 +18,6 @@ macro_rules! println {
     ($($t:tt)*) => { $crate::out::out_line(&format!($($t)*)) };
 }
 
-mod ansible;
 mod apply;
 mod args;
 mod completions;

@@ -71,7 +71,7 @@ pub(crate) fn read_plan(path: &Path, key: Option<&Path>) -> Result<Plan, Failure
             return Err(problem(
                 &shown,
                 "medic::plan::invalid",
-                e,
+                e.to_string(),
                 "pass a file written by `medic plan --format json`",
             ));
         }

@@ -8,8 +8,8 @@ use medic_model::{
 use serde::Deserialize;
 
 use crate::diag::{Problem, Problems, SourceFile};
-use crate::names::{is_address, is_name, is_user};
 use crate::yaml::{self, At, Loc, Node, NodeKind, from_node, from_node_owned};
+use medic_model::names::{is_address, is_name, is_user};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,10 +63,7 @@ pub fn load_inventory(name: &str, text: &str) -> Result<Inventory, Problems> {
     let root = match yaml::parse(text) {
         Ok(r) => r,
         Err(e) => {
-            problems.push(
-                Problem::new(&file, e.loc, "medic::yaml::syntax", format!("invalid YAML: {}", e.message))
-                    .help("fix the YAML syntax at this position; the inventory format is described in docs/inventory.md"),
-            );
+            problems.push(e.problem(&file, "inventory format is described in docs/inventory.md"));
             return Err(problems);
         }
     };
@@ -168,6 +165,16 @@ impl Ctx<'_> {
         Some(entries)
     }
 
+    /// `key` holds something other than a list.
+    fn not_a_list(&mut self, node: &Node, key: &str) {
+        self.err(
+            node.loc,
+            "medic::yaml::shape",
+            format!("`{key}` must be a list, found {}", node.kind_name()),
+            format!("write `{key}:` followed by `- ...` items"),
+        );
+    }
+
     /// Deserializes every item of a list on its own, so one bad item does not hide others.
     pub(crate) fn items<T: serde::de::DeserializeOwned>(
         &mut self,
@@ -189,12 +196,7 @@ impl Ctx<'_> {
                 out
             }
             _ => {
-                self.err(
-                    node.loc,
-                    "medic::yaml::shape",
-                    format!("`{key}` must be a list, found {}", node.kind_name()),
-                    format!("write `{key}:` followed by `- ...` items"),
-                );
+                self.not_a_list(node, key);
                 Vec::new()
             }
         }
@@ -249,12 +251,7 @@ impl Ctx<'_> {
                 out
             }
             _ => {
-                self.err(
-                    node.loc,
-                    "medic::yaml::shape",
-                    format!("`{key}` must be a list, found {}", node.kind_name()),
-                    format!("write `{key}:` followed by `- ...` items"),
-                );
+                self.not_a_list(&node, key);
                 Vec::new()
             }
         }

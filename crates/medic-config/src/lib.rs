@@ -5,7 +5,6 @@
 pub mod ansible;
 mod diag;
 mod inventory;
-mod names;
 mod playbook;
 mod set;
 mod write;

@@ -208,6 +208,24 @@ pub struct SyntaxError {
     pub loc: Option<Loc>,
 }
 
+impl SyntaxError {
+    /// The problem a loader reports for a file that is not YAML; `doc` describes the file's
+    /// format (e.g. `docs/inventory.md`).
+    pub(crate) fn problem(
+        &self,
+        file: &crate::diag::SourceFile,
+        doc: &str,
+    ) -> crate::diag::Problem {
+        crate::diag::Problem::new(
+            file,
+            self.loc,
+            "medic::yaml::syntax",
+            format!("invalid YAML: {}", self.message),
+        )
+        .help(format!("fix the YAML syntax at this position; the {doc}"))
+    }
+}
+
 /// Parses a whole document. Duplicate keys, aliases past a budget and other abuse are
 /// refused by the parser.
 pub fn parse(text: &str) -> Result<Node<'_>, SyntaxError> {

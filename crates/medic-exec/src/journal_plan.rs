@@ -10,7 +10,9 @@
 use std::path::Path;
 
 use medic_journal::{Journal, JournalError, JournalRead, JournalReader, meta_keys};
-use medic_plan::{Plan, plan_from_bytes, plan_from_json, plan_to_bytes};
+use medic_plan::{
+    Plan, PlanBinError, PlanReadError, plan_from_bytes, plan_from_json, plan_to_bytes,
+};
 
 use crate::Prior;
 
@@ -28,43 +30,39 @@ pub fn create_journal(
 }
 
 /// Why a journal could not be read back for a resume.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The journal holds no plan (it was not made by `medic apply`).
+    #[error("the journal holds no plan")]
     NoPlan,
     /// The stored plan does not decode.
-    BadPlan(String),
-    Journal(JournalError),
+    #[error("the journal's plan cannot be read: {0}")]
+    BadPlan(#[from] BadPlan),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::NoPlan => f.write_str("the journal holds no plan"),
-            ReadError::BadPlan(e) => write!(f, "the journal's plan cannot be read: {e}"),
-            ReadError::Journal(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for ReadError {}
-
-impl From<JournalError> for ReadError {
-    fn from(e: JournalError) -> Self {
-        ReadError::Journal(e)
-    }
+/// A stored plan that does not decode, by the form it was stored in.
+#[derive(Debug, thiserror::Error)]
+pub enum BadPlan {
+    /// The binary form (meta key `plan_bin`).
+    #[error(transparent)]
+    Binary(#[from] PlanBinError),
+    /// The `medic.plan/v1` JSON of journals made before it (meta key `plan_json`).
+    #[error(transparent)]
+    Json(#[from] PlanReadError),
 }
 
 /// Reads the plan a journal was started with: the binary form, or the `medic.plan/v1`
 /// JSON that journals written before it hold. Any backend.
 pub fn read_plan<R: JournalRead + ?Sized>(reader: &R) -> Result<Plan, ReadError> {
     if let Some(bytes) = reader.meta_blob(meta_keys::PLAN_BIN)? {
-        return plan_from_bytes(&bytes).map_err(|e| ReadError::BadPlan(e.to_string()));
+        return Ok(plan_from_bytes(&bytes).map_err(BadPlan::from)?);
     }
     let json = reader
         .meta(meta_keys::PLAN_JSON)?
         .ok_or(ReadError::NoPlan)?;
-    plan_from_json(&json).map_err(|e| ReadError::BadPlan(e.to_string()))
+    Ok(plan_from_json(&json).map_err(BadPlan::from)?)
 }
 
 /// Reads the journal's view of the run: every step's state and the pending timers. Any

@@ -30,7 +30,9 @@ pub use driver::{
 pub use event::{
     ActionCounts, DriverEvents, Fanout, Outcome, Reporter, RunEvent, StopReason, Summary,
 };
-pub use journal_plan::{ReadError, create_journal, read_for_resume, read_plan, read_prior};
+pub use journal_plan::{
+    BadPlan, ReadError, create_journal, read_for_resume, read_plan, read_prior,
+};
 
 /// Runs (or resumes, given the journal's `prior` view) a plan to its end or to a stop.
 /// Generic over the journal's backend: the SQLite [`medic_journal::Journal`] is called

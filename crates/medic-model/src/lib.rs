@@ -6,6 +6,7 @@ mod build;
 mod cond;
 pub mod graph;
 mod inventory;
+pub mod names;
 mod playbook;
 
 pub use build::{AgentBuild, BuildError, BuildLines, ManagerBuild};

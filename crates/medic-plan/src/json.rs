@@ -13,7 +13,7 @@ use crate::plan::{
     Estimate, GateSpec, Need, PhaseInfo, Plan, PlanHost, Skipped, Step, StepCheck, StepGuard,
     StepIndex, StepKind, WaveInfo,
 };
-use crate::window::Window;
+use crate::window::{Window, WindowError};
 
 pub const PLAN_FORMAT: &str = "medic.plan/v1";
 
@@ -752,8 +752,8 @@ pub(crate) mod ser {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PlanReadError {
     /// Not a plan this medic can read.
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidPlan),
     /// No seal: written before plans were sealed, or the seal was removed.
     #[error(
         "the plan has no seal (written by an older medic, or the seal was removed): it cannot be checked for edits"
@@ -762,6 +762,66 @@ pub enum PlanReadError {
     /// The content differs from its seal: each difference in words.
     #[error("{}", .0.join("; "))]
     Tampered(Vec<String>),
+}
+
+/// What makes a text not a `medic.plan/v1` plan this medic reads: the field, step or host,
+/// and what was found there.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidPlan {
+    /// Not JSON of the plan's shape; `detail` is serde_json's, which names the line and
+    /// column.
+    #[error("not a medic plan: {detail}")]
+    NotAPlan {
+        detail: String,
+        line: usize,
+        column: usize,
+    },
+    /// `format` is not [`PLAN_FORMAT`].
+    #[error("unsupported plan format `{found}` (this medic reads {PLAN_FORMAT})")]
+    Format { found: String },
+    #[error("unknown platform `{found}`")]
+    UnknownPlatform { host: String, found: String },
+    #[error("unknown become `{found}`")]
+    UnknownBecome { host: String, found: String },
+    #[error("host `{0}` appears twice")]
+    RepeatedHost(String),
+    #[error("step `{0}` appears twice")]
+    RepeatedStep(String),
+    #[error("step `{step}` needs unknown step `{need}`")]
+    UnknownNeed { step: String, need: String },
+    /// Steps are listed in dependency order: a need names an earlier step.
+    #[error("step `{step}` comes before `{need}`, which it needs")]
+    NeedsLater { step: String, need: String },
+    #[error("step `{step}` needs the same step twice")]
+    NeedTwice { step: String },
+    /// `kind` is not `action`, `barrier`, or `gate` with its `gate` object.
+    #[error("step `{step}` has unknown kind `{found}`")]
+    UnknownKind { step: String, found: String },
+    #[error("step `{step}` names unknown host `{host}`")]
+    UnknownHost { step: String, host: String },
+    /// A step's guard or check condition.
+    #[error("{error}")]
+    Condition { step: String, error: BadCondition },
+    /// The estimate's change window.
+    #[error(transparent)]
+    Window(#[from] WindowError),
+}
+
+/// A guard's or check's condition (or a typed value in it) that does not read; `found` is
+/// the JSON as written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadCondition {
+    #[error("not a condition: {found}")]
+    NotACondition { found: String },
+    #[error("not a path: {found}")]
+    NotAPath { found: String },
+    /// A `compare` whose `op` is not one of the operators; `detail` is serde_json's.
+    #[error("{detail}")]
+    Operator { detail: String },
+    #[error("not a typed value: {found}")]
+    NotATypedValue { found: String },
+    #[error(transparent)]
+    Build(#[from] medic_model::BuildError),
 }
 
 /// A plan read back from its JSON, with its seal checked.
@@ -811,52 +871,60 @@ type Unchecked = (
 );
 
 /// The plan as written, and its seal as written (steps' and hosts' in their order).
-fn plan_unchecked(text: &str) -> Result<Unchecked, String> {
-    let mut j: PlanJson =
-        serde_json::from_str(text).map_err(|e| format!("not a medic plan: {e}"))?;
+fn plan_unchecked(text: &str) -> Result<Unchecked, InvalidPlan> {
+    let mut j: PlanJson = serde_json::from_str(text).map_err(|e| InvalidPlan::NotAPlan {
+        detail: e.to_string(),
+        line: e.line(),
+        column: e.column(),
+    })?;
     let step_seals: Vec<Option<String>> = j.steps.iter_mut().map(|s| s.seal.take()).collect();
     let host_seals: Vec<Option<String>> = j.hosts.iter_mut().map(|h| h.seal.take()).collect();
     if j.format != PLAN_FORMAT {
-        return Err(format!(
-            "unsupported plan format `{}` (this medic reads {PLAN_FORMAT})",
-            j.format
-        ));
+        return Err(InvalidPlan::Format { found: j.format });
     }
-    let hosts: Vec<PlanHost> = j
-        .hosts
-        .into_iter()
-        .map(|h| {
-            Ok(PlanHost {
-                name: h.name,
-                address: h.address,
-                port: h.port,
-                user: h.user,
-                platform: match h.platform.as_deref() {
+    let hosts: Vec<PlanHost> =
+        j.hosts
+            .into_iter()
+            .map(|h| {
+                let platform =
+                    match h.platform.as_deref() {
+                        None => None,
+                        Some(p) => Some(Platform::parse(p).ok_or_else(|| {
+                            InvalidPlan::UnknownPlatform {
+                                host: h.name.clone(),
+                                found: p.to_owned(),
+                            }
+                        })?),
+                    };
+                let r#become = match h.r#become.as_deref() {
                     None => None,
-                    Some(p) => {
-                        Some(Platform::parse(p).ok_or_else(|| format!("unknown platform `{p}`"))?)
-                    }
-                },
-                role: Role::parse(&h.role).unwrap_or(Role::Agent),
-                relay_group: h.relay_group,
-                os: h.os,
-                r#become: match h.r#become.as_deref() {
-                    None => None,
-                    Some(b) => Some(
-                        medic_model::Become::parse(b)
-                            .ok_or_else(|| format!("unknown become `{b}`"))?,
-                    ),
-                },
+                    Some(b) => Some(medic_model::Become::parse(b).ok_or_else(|| {
+                        InvalidPlan::UnknownBecome {
+                            host: h.name.clone(),
+                            found: b.to_owned(),
+                        }
+                    })?),
+                };
+                Ok(PlanHost {
+                    name: h.name,
+                    address: h.address,
+                    port: h.port,
+                    user: h.user,
+                    platform,
+                    role: Role::parse(&h.role).unwrap_or(Role::Agent),
+                    relay_group: h.relay_group,
+                    os: h.os,
+                    r#become,
+                })
             })
-        })
-        .collect::<Result<_, String>>()?;
+            .collect::<Result<_, InvalidPlan>>()?;
     let host_ix: HashMap<&str, u32> = hosts
         .iter()
         .enumerate()
         .map(|(i, h)| (h.name.as_str(), i as u32))
         .collect();
     if let Some(h) = first_repeat(hosts.iter().map(|h| h.name.as_str())) {
-        return Err(format!("host `{h}` appears twice"));
+        return Err(InvalidPlan::RepeatedHost(h.to_owned()));
     }
     let index: HashMap<String, u32> = j
         .steps
@@ -865,7 +933,7 @@ fn plan_unchecked(text: &str) -> Result<Unchecked, String> {
         .map(|(i, s)| (s.id.clone(), i as u32))
         .collect();
     if let Some(id) = first_repeat(j.steps.iter().map(|s| s.id.as_str())) {
-        return Err(format!("step `{id}` appears twice"));
+        return Err(InvalidPlan::RepeatedStep(id.to_owned()));
     }
     let mut steps = Vec::with_capacity(j.steps.len());
     let mut interned: HashMap<String, Arc<str>> = HashMap::new();
@@ -878,14 +946,15 @@ fn plan_unchecked(text: &str) -> Result<Unchecked, String> {
     for (pos, s) in j.steps.iter().enumerate() {
         let mut needs = Vec::with_capacity(s.needs.len());
         for n in &s.needs {
-            let &step = index
-                .get(n)
-                .ok_or_else(|| format!("step `{}` needs unknown step `{n}`", s.id))?;
+            let &step = index.get(n).ok_or_else(|| InvalidPlan::UnknownNeed {
+                step: s.id.clone(),
+                need: n.clone(),
+            })?;
             if step as usize >= pos {
-                return Err(format!(
-                    "step `{}` comes before `{n}`, which it needs",
-                    s.id
-                ));
+                return Err(InvalidPlan::NeedsLater {
+                    step: s.id.clone(),
+                    need: n.clone(),
+                });
             }
 
             needs.push(Need {
@@ -894,7 +963,7 @@ fn plan_unchecked(text: &str) -> Result<Unchecked, String> {
             });
         }
         if needs_repeat(&needs) {
-            return Err(format!("step `{}` needs the same step twice", s.id));
+            return Err(InvalidPlan::NeedTwice { step: s.id.clone() });
         }
         let kind = match (s.kind.as_str(), &s.gate) {
             ("action", _) => StepKind::Action,
@@ -904,14 +973,26 @@ fn plan_unchecked(text: &str) -> Result<Unchecked, String> {
                 pause_s: g.pause_s,
                 opens_wave: g.opens_wave,
             }),
-            (k, _) => return Err(format!("step `{}` has unknown kind `{k}`", s.id)),
+            (k, _) => {
+                return Err(InvalidPlan::UnknownKind {
+                    step: s.id.clone(),
+                    found: k.to_owned(),
+                });
+            }
+        };
+        let condition = |error| InvalidPlan::Condition {
+            step: s.id.clone(),
+            error,
         };
         let host = match &s.host {
             None => None,
             Some(h) => Some(
                 *host_ix
                     .get(h.as_str())
-                    .ok_or_else(|| format!("step `{}` names unknown host `{h}`", s.id))?,
+                    .ok_or_else(|| InvalidPlan::UnknownHost {
+                        step: s.id.clone(),
+                        host: h.clone(),
+                    })?,
             ),
         };
         steps.push(Step {
@@ -927,7 +1008,7 @@ fn plan_unchecked(text: &str) -> Result<Unchecked, String> {
             guard: match &s.guard_spec {
                 Some(g) => Some(StepGuard {
                     probe: g.probe.clone(),
-                    when: cond_from_json(&g.when)?,
+                    when: cond_from_json(&g.when).map_err(condition)?,
                     describe: g.describe.clone(),
                 }),
                 None => None,
@@ -935,7 +1016,7 @@ fn plan_unchecked(text: &str) -> Result<Unchecked, String> {
             check: match &s.check {
                 Some(c) => Some(StepCheck {
                     probe: c.probe.clone(),
-                    when: cond_from_json(&c.when)?,
+                    when: cond_from_json(&c.when).map_err(condition)?,
                 }),
                 None => None,
             },
@@ -981,7 +1062,7 @@ fn plan_unchecked(text: &str) -> Result<Unchecked, String> {
         })
         .collect();
     let window = match &j.estimate.window {
-        Some(w) => Some(Window::parse(w).map_err(|e| e.to_string())?),
+        Some(w) => Some(Window::parse(w)?),
         None => None,
     };
     let step_index = StepIndex::build(&steps);
@@ -1017,8 +1098,10 @@ fn plan_unchecked(text: &str) -> Result<Unchecked, String> {
     Ok((plan, j.seal, step_seals, host_seals))
 }
 
-fn value_from_json(j: &J) -> Result<Value, String> {
-    let bad = || format!("not a typed value: {j}");
+fn value_from_json(j: &J) -> Result<Value, BadCondition> {
+    let bad = || BadCondition::NotATypedValue {
+        found: j.to_string(),
+    };
     let obj = j.as_object().filter(|o| o.len() == 1).ok_or_else(bad)?;
     let (k, v) = obj.iter().next().ok_or_else(bad)?;
     Ok(match k.as_str() {
@@ -1030,13 +1113,13 @@ fn value_from_json(j: &J) -> Result<Value, String> {
             v.as_str()
                 .ok_or_else(bad)?
                 .parse()
-                .map_err(|e| format!("{e}"))?,
+                .map_err(BadCondition::Build)?,
         ),
         "manager_build" => Value::Manager(
             v.as_str()
                 .ok_or_else(bad)?
                 .parse()
-                .map_err(|e| format!("{e}"))?,
+                .map_err(BadCondition::Build)?,
         ),
         "duration_s" => Value::Duration(v.as_u64().ok_or_else(bad)?),
         "list" => Value::List(
@@ -1050,16 +1133,20 @@ fn value_from_json(j: &J) -> Result<Value, String> {
     })
 }
 
-fn cond_from_json(j: &J) -> Result<Cond, String> {
-    let bad = || format!("not a condition: {j}");
+fn cond_from_json(j: &J) -> Result<Cond, BadCondition> {
+    let bad = || BadCondition::NotACondition {
+        found: j.to_string(),
+    };
     let obj = j.as_object().filter(|o| o.len() == 1).ok_or_else(bad)?;
     let (k, v) = obj.iter().next().ok_or_else(bad)?;
-    let path = |v: &J| -> Result<Path, String> {
+    let path = |v: &J| -> Result<Path, BadCondition> {
         v.as_str()
             .and_then(Path::parse)
-            .ok_or_else(|| format!("not a path: {v}"))
+            .ok_or_else(|| BadCondition::NotAPath {
+                found: v.to_string(),
+            })
     };
-    let list = |v: &J| -> Result<Vec<Cond>, String> {
+    let list = |v: &J| -> Result<Vec<Cond>, BadCondition> {
         v.as_array()
             .ok_or_else(bad)?
             .iter()
@@ -1071,7 +1158,9 @@ fn cond_from_json(j: &J) -> Result<Cond, String> {
         "is_not" => Cond::IsNot(path(v)?),
         "compare" => {
             let op: CmpOp = serde_json::from_value(v.get("op").cloned().unwrap_or(J::Null))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| BadCondition::Operator {
+                    detail: e.to_string(),
+                })?;
             let right = match (v.get("right"), v.get("value")) {
                 (Some(r), None) => Operand::Path(path(r)?),
                 (None, Some(l)) => Operand::Lit(value_from_json(l)?),

@@ -19,8 +19,8 @@ pub use bin::{PLAN_BIN_MAGIC, PlanBinError, plan_from_bytes, plan_to_bytes};
 pub use build::{PlanError, Refusal, build_plan};
 pub use fingerprint::fingerprint_inputs;
 pub use json::{
-    PLAN_FORMAT, PlanFile, PlanReadError, plan_digest, plan_from_json, plan_to_json,
-    read_plan_json, write_plan_json, write_plan_json_signed,
+    BadCondition, InvalidPlan, PLAN_FORMAT, PlanFile, PlanReadError, plan_digest, plan_from_json,
+    plan_to_json, read_plan_json, write_plan_json, write_plan_json_signed,
 };
 pub use plan::{
     Estimate, GateSpec, Need, PhaseInfo, Plan, PlanHost, PlanSize, Skipped, Step, StepCheck,

@@ -13,7 +13,7 @@ pub struct Window {
     pub end_offset: Offset,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WindowError {
     #[error("window `{0}` must be START/END, e.g. 2026-12-01T22:00+09:00/2026-12-02T04:00+09:00")]
     Shape(String),

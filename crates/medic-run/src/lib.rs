@@ -6,9 +6,11 @@
 
 pub mod approve;
 pub mod conn;
+pub mod demo;
 pub mod drivers;
 pub mod error;
 pub mod files;
+pub mod import;
 pub mod load;
 pub mod resume;
 pub mod run;

@@ -12,7 +12,7 @@ use crate::run::{PlanInputs, RunSpec, Simulate};
 use crate::status::Outcome;
 use medic_journal::RunState;
 
-const PLAYBOOK: &str = include_str!("../../../playbooks/ds-activeupdate-cert-2023.yaml");
+const PLAYBOOK: &str = crate::demo::DEMO_PLAYBOOK;
 
 /// The demo fleet and the playbook, written to `dir`.
 fn inputs(dir: &Path) -> (PathBuf, PathBuf) {
@@ -281,4 +281,79 @@ fn a_sim_fault_must_name_a_host_and_an_action_of_the_plan() {
         // Refused before anything was written.
         assert!(!dir.path().join("j").exists(), "{fault}: nothing written");
     }
+}
+
+/// `medic demo`'s inputs: the built-in fleet with its Manager older than the playbook's
+/// minimum (so the demo shows the manual Manager upgrade), written into the directory,
+/// planned, and started as a rehearsal whose journal records the demo.
+#[test]
+fn the_demo_writes_its_inputs_and_starts_a_rehearsal() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let demo_dir = dir.path().join("demo");
+    let d = crate::demo::Demo::write(Some(&demo_dir)).expect("the demo's inputs");
+    assert_eq!(d.dir, demo_dir);
+    assert_eq!(d.loaded.inventory.manager.version.to_string(), "20.0.400");
+    let written = std::fs::read_to_string(demo_dir.join("playbook.yaml")).expect("written");
+    assert_eq!(written, crate::demo::DEMO_PLAYBOOK);
+    let plan = d.plan().expect("the demo plans");
+    assert!(
+        plan.steps().iter().any(|s| &*s.action == "manager-upgrade"),
+        "the demo shows the Manager upgrade"
+    );
+    let ready = d.start(plan, 1000.0).expect("the rehearsal starts");
+    assert!(ready.inputs.simulate && ready.inputs.demo && ready.inputs.yes);
+    assert!(demo_dir.join("journal.sqlite").is_file());
+
+    // A `--dir` that cannot be a directory is the operator's input to change.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").expect("a file");
+    let (msg, flag) = problem(
+        crate::demo::Demo::write(Some(&file))
+            .map(|_| ())
+            .expect_err("refused"),
+    );
+    assert_eq!(flag, "--dir");
+    assert!(msg.starts_with("cannot use "), "{msg}");
+}
+
+/// `medic inventory import` refuses bad input before the Manager is asked anything: an
+/// output that is one of its inputs, a bad relay-group hint, an Ansible file that is
+/// not there. The Manager's URL is on loopback and never contacted.
+#[test]
+fn an_import_refuses_bad_input_before_asking_the_manager() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let key = dir.path().join("key");
+    std::fs::write(&key, "secret").expect("a key file");
+    let rt = crate::runtime().expect("a runtime");
+    let _g = rt.enter();
+    fn prepare(
+        key: &Path,
+        out: Option<&Path>,
+        relay_groups: &[String],
+        ansible: Option<&Path>,
+    ) -> Result<(), Error> {
+        crate::import::Import::prepare(&crate::import::Request {
+            dsm: "https://127.0.0.1:9",
+            dsm_ca: None,
+            dsm_api_key_file: Some(key),
+            timeout: std::time::Duration::from_secs(1),
+            manager_name: None,
+            relay_groups,
+            ansible,
+            out,
+        })
+        .map(|_| ())
+    }
+    let (_, flag) = problem(prepare(&key, Some(&key), &[], None).expect_err("refused"));
+    assert_eq!(flag, "--out");
+    let hints = ["not a hint".to_owned()];
+    let (_, flag) = problem(prepare(&key, None, &hints, None).expect_err("refused"));
+    assert_eq!(flag, "--relay-group");
+    let missing = dir.path().join("no-such-inventory.ini");
+    let (msg, _) = problem(prepare(&key, None, &[], Some(&missing)).expect_err("refused"));
+    assert!(
+        msg.starts_with("cannot read the Ansible inventory"),
+        "{msg}"
+    );
+    prepare(&key, None, &[], None).expect("a good request is ready");
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use medic_model::Inventory;
 
 use super::{AnsibleHost, AnsibleInventory};
-use crate::names::{is_address, is_name};
+use medic_model::names::{is_address, is_name, sanitize};
 
 /// The merged inventory and what the merge decided (for comments and standard error).
 #[derive(Clone, Debug)]
@@ -20,25 +20,6 @@ pub struct Merged {
 
 fn key(s: &str) -> String {
     s.trim().trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// `[A-Za-z0-9._-]+` from any text (other characters become `-`).
-fn sanitize(s: &str) -> String {
-    let t: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if t.is_empty() {
-        "unnamed".to_owned()
-    } else {
-        t
-    }
 }
 
 /// Matches each Ansible host with one computer of `dsm` by host name or address (the

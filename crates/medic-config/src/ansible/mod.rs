@@ -20,8 +20,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::diag::{Problem, Problems, SourceFile};
-use crate::names::{is_address, is_user};
 use crate::yaml::{self, Loc, Node, NodeKind};
+use medic_model::names::{is_address, is_user};
 
 mod ini;
 mod merge;

@@ -13,8 +13,8 @@ use serde::Deserialize;
 
 use crate::diag::{Problem, Problems, SourceFile};
 use crate::inventory::Ctx;
-use crate::names::is_name;
 use crate::yaml::{self, At, Loc, Node, NodeKind, Raw};
+use medic_model::names::is_name;
 
 pub const PLAYBOOK_FORMAT: &str = "medic.playbook/v1";
 
@@ -72,10 +72,7 @@ fn load(
     let root = match yaml::parse(text) {
         Ok(r) => r,
         Err(e) => {
-            problems.push(
-                Problem::new(&file, e.loc, "medic::yaml::syntax", format!("invalid YAML: {}", e.message))
-                    .help("fix the YAML syntax at this position; the playbook format is described in docs/playbook.md"),
-            );
+            problems.push(e.problem(&file, "playbook format is described in docs/playbook.md"));
             return Err(problems);
         }
     };

@@ -249,8 +249,9 @@ impl<'a> Reader<'a> {
         Some(item)
     }
 
-    /// A flow mapping at `{`; `depth` counts from the item.
-    fn map(&mut self, depth: usize) -> Option<Node<'a>> {
+    /// Steps over the `{` or `[` that opens a collection at `depth` and counts it; `None`
+    /// past the depth budget (the slow path decides then).
+    fn open(&mut self, depth: usize) -> Option<Loc> {
         if depth > self.max_depth {
             return None;
         }
@@ -259,6 +260,12 @@ impl<'a> Reader<'a> {
         self.node();
         self.counts.events += 1;
         self.counts.depth = self.counts.depth.max(depth);
+        Some(loc)
+    }
+
+    /// A flow mapping at `{`; `depth` counts from the item.
+    fn map(&mut self, depth: usize) -> Option<Node<'a>> {
+        let loc = self.open(depth)?;
         let from = self.entries.len();
         self.spaces();
         if self.peek() == Some(b'}') {
@@ -303,14 +310,7 @@ impl<'a> Reader<'a> {
 
     /// A flow sequence at `[`.
     fn seq(&mut self, depth: usize) -> Option<Node<'a>> {
-        if depth > self.max_depth {
-            return None;
-        }
-        let loc = self.loc(self.pos, 1);
-        self.pos += 1;
-        self.node();
-        self.counts.events += 1;
-        self.counts.depth = self.counts.depth.max(depth);
+        let loc = self.open(depth)?;
         let from = self.items.len();
         self.spaces();
         if self.peek() == Some(b']') {

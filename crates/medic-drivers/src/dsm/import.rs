@@ -42,6 +42,7 @@ use medic_model::{
 
 use super::client::{DIRECT_DOWNLOAD_SETTING, DsmClient, DsmError};
 use super::model::{Computer, ComputerGroup};
+use medic_model::names::{is_address, is_name, sanitize};
 
 /// What the API cannot tell about a relay group (`relayListID` = `id`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,53 +122,6 @@ impl ImportOptions {
             relay_groups: Vec::new(),
         }
     }
-}
-
-/// `[A-Za-z0-9._-]+`, the inventory's alphabet of names.
-fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-fn sanitize(s: &str) -> String {
-    let t: String = s
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if t.is_empty() {
-        "unnamed".to_owned()
-    } else {
-        t
-    }
-}
-
-/// An IP address or an RFC 1123 host name (the inventory's rule for `address`).
-fn is_address(s: &str) -> bool {
-    if s.parse::<std::net::IpAddr>().is_ok() {
-        return true;
-    }
-    let s = s.strip_suffix('.').unwrap_or(s);
-    !s.is_empty()
-        && s.len() <= 253
-        && !s
-            .split('.')
-            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
 }
 
 /// `linux` or `windows` from the Manager's platform text, e.g. "Red Hat Enterprise 8 (64

@@ -489,6 +489,29 @@ fn a_journal_gives_back_its_plan_binary_or_json_and_its_steps() {
         medic_exec::read_for_resume(&none),
         Err(medic_exec::ReadError::NoPlan)
     ));
+    // A plan that does not decode: the error says which form, and why.
+    let bad = dir.path().join("bad.sqlite");
+    medic_journal::Journal::create_with_meta(&bad, &[("plan_json", "{\"format\": \"x\"}")])
+        .expect("create")
+        .close()
+        .expect("close");
+    let err = medic_exec::read_for_resume(&bad)
+        .map(|_| ())
+        .expect_err("refused");
+    assert!(
+        matches!(
+            &err,
+            medic_exec::ReadError::BadPlan(medic_exec::BadPlan::Json(
+                medic_plan::PlanReadError::Invalid(medic_plan::InvalidPlan::NotAPlan { .. })
+            ))
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("the journal's plan cannot be read: not a medic plan: "),
+        "{err}"
+    );
 }
 
 /// A host key refused on a connection is not any step's event: the driver queues it, and

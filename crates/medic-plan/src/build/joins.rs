@@ -11,6 +11,7 @@ pub(super) struct JoinCache<'a> {
 }
 
 /// What a join waits for: phase `q`'s steps (in `group`, on hosts of `roles`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct JoinOf<'g> {
     pub(super) q: usize,
     pub(super) group: Option<&'g str>,

@@ -322,9 +322,107 @@ fn plans_that_repeat_a_step_id_or_a_host_are_refused() {
         serde_json::from_str(&medic_plan::plan_to_json(&p)).expect("json");
     let steps = json["steps"].as_array_mut().expect("steps");
     let first = steps[0].clone();
+    let id = first["id"].as_str().expect("an id").to_owned();
     steps.push(first);
     let err = medic_plan::plan_from_json(&json.to_string()).expect_err("refused");
-    assert!(err.to_string().contains("appears twice"), "{err}");
+    assert_eq!(
+        err,
+        medic_plan::PlanReadError::Invalid(medic_plan::InvalidPlan::RepeatedStep(id.clone()))
+    );
+    assert_eq!(err.to_string(), format!("step `{id}` appears twice"));
+}
+
+/// The JSON reader's errors are typed: each says what was wrong (the step, the field, what
+/// was found there), and reads as it always did.
+#[test]
+fn json_plan_errors_name_what_was_wrong() {
+    use medic_plan::{BadCondition, InvalidPlan, PlanReadError};
+    let p = plan(&inventory(&inventory_text(LAB)), &playbook(&[]));
+    let good: serde_json::Value =
+        serde_json::from_str(&medic_plan::plan_to_json(&p)).expect("json");
+    let read = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut json = good.clone();
+        edit(&mut json);
+        match medic_plan::plan_from_json(&json.to_string()) {
+            Err(PlanReadError::Invalid(e)) => e,
+            other => panic!("not refused as invalid: {other:?}"),
+        }
+    };
+    let step = good["steps"][1]["id"].as_str().expect("an id").to_owned();
+
+    let e = read(&|j| j["format"] = "medic.plan/v0".into());
+    assert_eq!(
+        e,
+        InvalidPlan::Format {
+            found: "medic.plan/v0".into()
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "unsupported plan format `medic.plan/v0` (this medic reads medic.plan/v1)"
+    );
+
+    let e = read(&|j| j["steps"][1]["needs"] = serde_json::json!(["nowhere"]));
+    assert_eq!(
+        e,
+        InvalidPlan::UnknownNeed {
+            step: step.clone(),
+            need: "nowhere".into()
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        format!("step `{step}` needs unknown step `nowhere`")
+    );
+
+    let e = read(&|j| j["steps"][1]["kind"] = "launch".into());
+    assert_eq!(
+        e,
+        InvalidPlan::UnknownKind {
+            step: step.clone(),
+            found: "launch".into()
+        }
+    );
+
+    let e = read(&|j| j["steps"][1]["host"] = "ghost".into());
+    assert_eq!(
+        e,
+        InvalidPlan::UnknownHost {
+            step: step.clone(),
+            host: "ghost".into()
+        }
+    );
+
+    let host = good["hosts"][0]["name"]
+        .as_str()
+        .expect("a name")
+        .to_owned();
+    let e = read(&|j| j["hosts"][0]["platform"] = "plan9".into());
+    assert_eq!(
+        e,
+        InvalidPlan::UnknownPlatform {
+            host: host.clone(),
+            found: "plan9".into()
+        }
+    );
+
+    let e =
+        read(&|j| j["steps"][1]["check"] = serde_json::json!({"probe": "x", "when": {"is": 3}}));
+    assert_eq!(
+        e,
+        InvalidPlan::Condition {
+            step: step.clone(),
+            error: BadCondition::NotAPath { found: "3".into() }
+        }
+    );
+    assert_eq!(e.to_string(), "not a path: 3");
+
+    let e = match medic_plan::plan_from_json("{\n  \"format\": 1\n}") {
+        Err(PlanReadError::Invalid(e)) => e,
+        other => panic!("not refused as invalid: {other:?}"),
+    };
+    assert!(matches!(e, InvalidPlan::NotAPlan { line: 2, .. }), "{e:?}");
+    assert!(e.to_string().starts_with("not a medic plan: "), "{e}");
 }
 
 #[test]

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use medic_config::ansible::{AnsibleInventory, AnsibleSources, merge, read_ansible};
 use medic_config::{SourceFile, write_inventory};
 
-use crate::Failure;
-use medic_run::bad;
+use crate::{Error as Failure, bad};
 
 /// Ansible's `INVENTORY_IGNORE_EXTS` default: files a directory source skips.
 const IGNORED_EXTS: [&str; 12] = [
@@ -118,7 +117,7 @@ fn vars_files(dir: &Path, out: &mut Vec<(String, SourceFile)>) -> Result<(), Fai
 }
 
 /// Reads `--ansible PATH`: every problem of every file at once (exit 2).
-pub(crate) fn read(path: &Path) -> Result<AnsibleInventory, Failure> {
+pub(super) fn read(path: &Path) -> Result<AnsibleInventory, Failure> {
     let mut src = AnsibleSources::default();
     let base = if path.is_dir() {
         inventory_files(path, &mut src.inventories)?;
@@ -139,13 +138,21 @@ pub(crate) fn read(path: &Path) -> Result<AnsibleInventory, Failure> {
     read_ansible(&src).map_err(Failure::BadInput)
 }
 
-/// The Manager's import with the Ansible inventory merged in; its notes are written at the
-/// top of the text and on standard error.
-pub(crate) fn merged(
+/// What the merge did, for the operator: a summary line and a note per decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergeReport {
+    pub summary: String,
+    pub notes: Vec<String>,
+}
+
+/// The Manager's import with the Ansible inventory merged in, as inventory YAML; the
+/// merge's summary and notes are written at the top of the text (after the Manager's own)
+/// and returned for the caller to show.
+pub(super) fn merged(
     imported: &medic_drivers::dsm::Imported,
     ans: &AnsibleInventory,
     source: &Path,
-) -> String {
+) -> super::Output {
     let m = merge(&imported.inventory, ans);
     let (matched, ans_only, dsm_only) = m.counts;
     let summary = format!(
@@ -153,13 +160,15 @@ pub(crate) fn merged(
         source.display(),
         ans.hosts.len()
     );
-    eprintln!("{summary}");
-    for n in &m.notes {
-        eprintln!("  {n}");
-    }
     // The Manager's own notes (what its import left out or renamed) stay on top.
     let mut comments = imported.comments.clone();
     comments.push(format!("connection details and groups from the {summary}"));
     comments.extend(m.notes.iter().map(|n| format!("note: {n}")));
-    write_inventory(&m.inventory, &comments)
+    super::Output {
+        text: write_inventory(&m.inventory, &comments),
+        ansible: Some(MergeReport {
+            summary,
+            notes: m.notes,
+        }),
+    }
 }

@@ -1,4 +1,6 @@
-//! Checks on names and addresses that end up in remote commands and file names.
+//! Checks on names and addresses that end up in remote commands and file names: the
+//! inventory's rules, which medic-config enforces on what it loads and the importers
+//! (the Manager's, the Ansible merge) follow on what they write.
 
 use std::net::IpAddr;
 
@@ -8,6 +10,27 @@ pub fn is_name(s: &str) -> bool {
         && s.len() <= 253
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A name in [`is_name`]'s alphabet made from any text (trimmed; other characters become
+/// `-`; nothing at all is `unnamed`), for what an import writes.
+pub fn sanitize(s: &str) -> String {
+    let t: String = s
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if t.is_empty() {
+        "unnamed".to_owned()
+    } else {
+        t
+    }
 }
 
 /// An IP address or a DNS name (RFC 1123 labels). Anything else, in particular anything with
@@ -81,5 +104,8 @@ mod tests {
         assert!(!is_name("web/01"));
         assert!(!is_name(""));
         assert!(!is_user("-oProxyCommand=x"));
+        assert_eq!(sanitize(" web 01/a "), "web-01-a");
+        assert_eq!(sanitize("  "), "unnamed");
+        assert!(is_name(&sanitize("$(id); x")));
     }
 }
