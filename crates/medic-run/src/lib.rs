@@ -12,6 +12,7 @@ pub mod files;
 pub mod load;
 pub mod resume;
 pub mod run;
+pub mod slice;
 pub mod status;
 pub mod text;
 
