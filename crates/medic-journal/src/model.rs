@@ -183,8 +183,9 @@ impl RowKind {
     }
 
     pub fn parse(s: &str) -> Option<RowKind> {
-        match s.strip_prefix("step.") {
-            Some(st) => StepState::parse(st).map(RowKind::Step),
+        // `step.observed` is an event kind, not a step state.
+        match s.strip_prefix("step.").and_then(StepState::parse) {
+            Some(st) => Some(RowKind::Step(st)),
             None => EventKind::parse(s).map(RowKind::Event),
         }
     }

@@ -20,7 +20,7 @@ pub enum SliceError {
     #[error("zone `{zone}` has no step in this plan")]
     Empty { zone: String },
     #[error(
-        "step `{step}` of zone `{zone}` needs `{outside}`, outside the zone, which itself waits for the zone's own steps: the zone cannot run alone"
+        "step `{step}` of zone `{zone}` waits for `{outside}` (directly or not), outside the zone, which itself waits for the zone's own steps: the zone cannot run alone"
     )]
     Entangled {
         zone: String,
