@@ -204,7 +204,7 @@ fn slice(a: &PlanArgs, zone: &str, journal: &Path) -> Result<u8, Failure> {
     let (fingerprint, digests) = medic_plan::fingerprint_inputs(&inv, &pb, &text);
     if fingerprint != sliced.fingerprint() {
         let drifted = sliced.drifted_hosts_from(&digests);
-        let file = SourceFile::new(&a.input.inventory.display().to_string(), "");
+        let file = SourceFile::new(a.input.inventory.display().to_string(), "");
         return Err(Failure::BadInput(Problems(vec![
             Problem::new(
                 &file,
