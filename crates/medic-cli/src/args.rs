@@ -57,6 +57,9 @@ pub(crate) enum Cmd {
     /// Work with inventories.
     #[command(subcommand)]
     Inventory(InventoryCmd),
+    /// Work with run journals: bring an air-gapped zone's results back (merge).
+    #[command(subcommand)]
+    Journal(JournalCmd),
     /// Print a completion script for bash, zsh or fish on standard output.
     #[command(after_help = COMPLETIONS_HELP)]
     Completions(CompletionsArgs),
@@ -70,6 +73,25 @@ pub(crate) enum InventoryCmd {
     /// Write an inventory v1 file from the Manager's computer list (a few paged searches),
     /// merged with an Ansible inventory's hosts, groups and connection details (--ansible).
     Import(ImportArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum JournalCmd {
+    /// Merge the journal of an air-gapped zone's slice (run there with `medic apply --plan
+    /// ZONE.slice.json`) into the main run's journal; then `medic resume` goes on. Refused,
+    /// with nothing written: a slice of another plan, a slice journal that does not fit its
+    /// slice, a slice run that has not ended. Merging the same journal again writes nothing.
+    Merge(MergeArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct MergeArgs {
+    /// The slice run's journal, brought back from the site.
+    #[arg(value_name = "SLICE-JOURNAL")]
+    pub(crate) slice: PathBuf,
+    /// The main run's journal.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) journal: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -469,6 +491,14 @@ pub(crate) struct PlanArgs {
     /// $MEDIC_SIGN_PASSPHRASE). `medic apply --plan P --verify-key FILE.pub` checks it.
     #[arg(long, value_name = "FILE")]
     pub(crate) sign: Option<PathBuf>,
+    /// Write the slice of the air-gapped zone ZONE instead (plan JSON, with --journal): its
+    /// steps and the evidence of what the main run did before them, to run at the site
+    /// with `medic apply --plan`.
+    #[arg(long, value_name = "ZONE", requires = "journal")]
+    pub(crate) slice: Option<String>,
+    /// With --slice: the main run's journal, whose plan and results the slice is cut from.
+    #[arg(long, value_name = "FILE", requires = "slice")]
+    pub(crate) journal: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -56,6 +56,7 @@ fn main() -> ExitCode {
     let not_done = match &cli.cmd {
         Cmd::Resume(_) => report::NotDone::Resumed,
         Cmd::Approve(_) => report::NotDone::Approved,
+        Cmd::Journal(_) => report::NotDone::Merged,
         Cmd::Status(_) | Cmd::Inventory(_) | Cmd::Report(_) => report::NotDone::Nothing,
         Cmd::Apply(a) if a.retry_failed => report::NotDone::Resumed,
         _ => report::NotDone::PlannedOrRun,
@@ -71,6 +72,7 @@ fn main() -> ExitCode {
         Cmd::Report(a) => run_report::report(&a),
         Cmd::Demo(a) => apply::demo(&a),
         Cmd::Inventory(args::InventoryCmd::Import(a)) => apply::inventory_import(&a),
+        Cmd::Journal(args::JournalCmd::Merge(a)) => merge(&a),
         Cmd::Completions(a) => completions::completions(&a),
         Cmd::Man => completions::man(),
     };
@@ -139,6 +141,9 @@ fn plan(a: &PlanArgs) -> Result<u8, Failure> {
         )?;
         files::check_output("--out", out)?;
     }
+    if let (Some(zone), Some(journal)) = (&a.slice, &a.journal) {
+        return slice(a, zone, journal);
+    }
     let window = parse_window(a.window.as_deref())?;
     refuse_past_window(window.as_ref())?;
     let (inv, pb, text, inv_text) = load(&a.input)?;
@@ -172,6 +177,94 @@ fn plan(a: &PlanArgs) -> Result<u8, Failure> {
         Format::Markdown => medic_plan::render::to_markdown(&plan),
     };
     write_out(a.out.as_deref(), &out)?;
+    Ok(exit_codes::OK)
+}
+
+/// `medic plan --slice ZONE --journal MAIN`: the slice as plan JSON (signed with --sign).
+/// Today's inputs must still give the main run's plan (drift is refused, naming hosts).
+fn slice(a: &PlanArgs, zone: &str, journal: &Path) -> Result<u8, Failure> {
+    if !matches!(a.format, Format::Json | Format::Text) || a.window.is_some() {
+        let file = SourceFile::new("--slice", "");
+        return Err(Failure::BadInput(Problems(vec![
+            Problem::new(
+                &file,
+                None,
+                "medic::cli::slice",
+                "--slice writes the slice as plan JSON, under the main run's window: --format and --window do not apply",
+            )
+            .help("write `medic plan -i INV -p PB --slice ZONE --journal MAIN --out ZONE.slice.json`"),
+        ])));
+    }
+    if let Some(out) = &a.out {
+        files::refuse_overwriting_inputs("--out", out, &[("--journal", Some(journal))])?;
+    }
+    let (inv, pb, text, _) = load(&a.input)?;
+    let sliced = medic_run::slice::cut(journal, zone)?;
+    let (fingerprint, digests) = medic_plan::fingerprint_inputs(&inv, &pb, &text);
+    if fingerprint != sliced.fingerprint() {
+        let drifted = sliced.drifted_hosts_from(&digests);
+        let file = SourceFile::new(a.input.inventory.display().to_string(), "");
+        return Err(Failure::BadInput(Problems(vec![
+            Problem::new(
+                &file,
+                None,
+                "medic::cli::slice_drift",
+                format!(
+                    "the inventory and playbook no longer give the plan {} runs{}",
+                    journal.display(),
+                    if drifted.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (hosts changed: {})", drifted.join(", "))
+                    }
+                ),
+            )
+            .help("pass the inventory, playbook and --set values the main run was started with"),
+        ])));
+    }
+    let out = match &a.sign {
+        None => plan_to_json(&sliced),
+        Some(key) => {
+            let sig = sign::sign(&sliced, key)?;
+            let mut out = Vec::new();
+            medic_plan::write_plan_json_signed(&sliced, Some(&sig), &mut out)
+                .map_err(|e| Failure::Internal(format!("cannot render the slice: {e}")))?;
+            String::from_utf8(out).map_err(|e| Failure::Internal(e.to_string()))?
+        }
+    };
+    write_out(a.out.as_deref(), &out)?;
+    if let Some(info) = sliced.slice_info() {
+        eprintln!(
+            "slice of zone {}: {}, carrying the evidence of {} step(s) of the main run",
+            info.zone,
+            sliced.size(),
+            info.evidence.len()
+        );
+    }
+    Ok(exit_codes::OK)
+}
+
+/// `medic journal merge SLICE --journal MAIN`.
+fn merge(a: &args::MergeArgs) -> Result<u8, Failure> {
+    let m = medic_run::slice::merge(&a.slice, &a.journal)?;
+    let j = medic_run::text::shell_word(&a.journal.display().to_string()).into_owned();
+    let states: Vec<String> = m.states.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    if m.steps == 0 {
+        println!(
+            "zone {}: nothing new to merge ({} already holds the slice's results: {})",
+            m.zone,
+            a.journal.display(),
+            states.join(", ")
+        );
+    } else {
+        println!(
+            "zone {}: merged {} step(s) into {} ({}); next: `medic resume --journal {j}`",
+            m.zone,
+            m.steps,
+            a.journal.display(),
+            states.join(", ")
+        );
+    }
     Ok(exit_codes::OK)
 }
 

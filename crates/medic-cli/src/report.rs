@@ -24,6 +24,8 @@ pub(crate) enum NotDone {
     Resumed,
     /// `approve`: nothing was recorded in the journal.
     Approved,
+    /// `journal merge`: the main journal was left as it was.
+    Merged,
     /// `status`, `inventory import`: nothing else to say than the problems.
     Nothing,
 }
@@ -78,6 +80,7 @@ pub(crate) fn problems(p: &Problems, not_done: NotDone) {
         }
         NotDone::Resumed => out.push_str(&format!("{found}; the run was not resumed\n")),
         NotDone::Approved => out.push_str(&format!("{found}; nothing was approved\n")),
+        NotDone::Merged => out.push_str(&format!("{found}; nothing was merged\n")),
         NotDone::Nothing if n > 1 => out.push_str(&format!("{found}\n")),
         NotDone::Nothing => {}
     }

@@ -110,6 +110,16 @@ fn text(s: &Status) -> String {
             w.id, w.approve
         );
     }
+    for z in &s.slices_waiting {
+        let _ = writeln!(
+            o,
+            "zone {} waiting for slice merge ({} steps and gates): cut its slice with `{}`, run it there, then `{}`",
+            esc(&z.zone),
+            z.steps,
+            esc(&z.slice),
+            esc(&z.merge)
+        );
+    }
     list(
         &mut o,
         "approved",

@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use medic_model::{
-    AgentBuild, Become, Host, Inventory, Manager, ManagerBuild, Platform, RelayGroup, Settings,
+    AgentBuild, Become, DEFAULT_ZONE, Host, Inventory, Manager, ManagerBuild, Platform, RelayGroup,
+    Settings, Zone,
 };
 use serde::Deserialize;
 
@@ -31,6 +32,14 @@ struct RawRelayGroup {
     name: At<String>,
     offline: Option<bool>,
     bundle_source: Option<At<String>>,
+    zone: Option<At<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    name: At<String>,
+    air_gapped: Option<At<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -49,12 +58,20 @@ struct RawHost {
     protected_by_appliance: Option<bool>,
     r#become: Option<At<String>>,
     vars: Option<BTreeMap<String, String>>,
+    zone: Option<At<String>>,
 }
 
 /// A host's checked values: port, platform, build, and its resolved `become`.
 type Checked = (u16, Platform, AgentBuild, Option<Become>);
 
-const TOP_KEYS: &[&str] = &["manager", "settings", "relay_groups", "hosts", "become"];
+const TOP_KEYS: &[&str] = &[
+    "manager",
+    "settings",
+    "relay_groups",
+    "hosts",
+    "become",
+    "zones",
+];
 
 /// Loads an inventory from its text. `name` is how the file is named in messages.
 pub fn load_inventory(name: &str, text: &str) -> Result<Inventory, Problems> {
@@ -336,7 +353,7 @@ impl Ctx<'_> {
             return None;
         };
         // The first entry of each top-level key, taken out of the tree.
-        let mut top: [Option<Node>; 5] = [None, None, None, None, None];
+        let mut top: [Option<Node>; 6] = [None, None, None, None, None, None];
         for (k, v) in entries {
             let key = k.scalar_text();
             if let Some(i) = TOP_KEYS.iter().position(|t| key.as_deref() == Some(*t))
@@ -351,7 +368,10 @@ impl Ctx<'_> {
             groups_node,
             hosts_node,
             become_node,
+            zones_node,
         ] = top;
+        let zones: Vec<(RawZone, Loc)> = self.items_owned(zones_node, "zones", "inventory");
+        let out_zones = self.zones(&zones);
         let top_become: Option<Become> = become_node
             .and_then(|n| self.one_owned::<At<String>>(n, "inventory"))
             .and_then(|v| self.become_value(&v, "inventory"));
@@ -580,6 +600,9 @@ impl Ctx<'_> {
             for g in h.groups.iter().flatten() {
                 self.name(g, "host group");
             }
+            if let Some(z) = &h.zone {
+                self.zone_ref(z, &format!("host `{}`", h.name.value), &out_zones);
+            }
             let become_ok = match &h.r#become {
                 None => Some(top_become),
                 Some(v) => self
@@ -648,10 +671,14 @@ impl Ctx<'_> {
                 }
                 (None, false) => {}
             }
+            if let Some(z) = &g.zone {
+                self.zone_ref(z, &format!("relay group `{}`", g.name.value), &out_zones);
+            }
             out_groups.push(RelayGroup {
                 name: g.name.value.clone(),
                 offline,
                 bundle_source: g.bundle_source.as_ref().map(|s| s.value.clone()),
+                zone: g.zone.as_ref().map(|z| z.value.clone()),
             });
         }
         drop(by_name);
@@ -661,11 +688,25 @@ impl Ctx<'_> {
         if !self.problems.is_empty() {
             return None;
         }
+        let group_zone: HashMap<&str, &str> = out_groups
+            .iter()
+            .filter_map(|g| Some((g.name.as_str(), g.zone.as_deref()?)))
+            .collect();
         let mut out_hosts = Vec::with_capacity(hosts.len());
         for ((h, _), p) in hosts.into_iter().zip(parsed) {
             let Some((port, platform, agent_version, r#become)) = p else {
                 continue;
             };
+            // A host's own zone, else its relay group's; the default zone is `None`, so
+            // that an inventory without zones gives the plan it always gave.
+            let zone = h
+                .zone
+                .map(|z| z.value)
+                .or_else(|| {
+                    let g = h.relay_group.as_ref()?;
+                    group_zone.get(g.value.as_str()).map(|z| (*z).to_owned())
+                })
+                .filter(|z| z != DEFAULT_ZONE);
             out_hosts.push(Host {
                 name: h.name.value,
                 address: h.address.value,
@@ -680,8 +721,10 @@ impl Ctx<'_> {
                 protected_by_appliance: h.protected_by_appliance.unwrap_or(false),
                 r#become,
                 vars: h.vars.unwrap_or_default(),
+                zone,
             });
         }
+        drop(group_zone);
 
         Some(Inventory {
             manager,
@@ -692,7 +735,67 @@ impl Ctx<'_> {
             },
             relay_groups: out_groups,
             hosts: out_hosts,
+            zones: out_zones,
         })
+    }
+
+    /// The declared zones: names checked, unique, `default` never air-gapped (the main
+    /// run is where it runs).
+    fn zones(&mut self, raw: &[(RawZone, Loc)]) -> Vec<Zone> {
+        let mut out: Vec<Zone> = Vec::with_capacity(raw.len());
+        for (z, _) in raw {
+            if !self.name(&z.name, "zone") {
+                continue;
+            }
+            if out.iter().any(|o| o.name == z.name.value) {
+                self.err(
+                    z.name.loc,
+                    "medic::inventory::duplicate_zone",
+                    format!("duplicate zone `{}`", z.name.value),
+                    "declare each zone once",
+                );
+                continue;
+            }
+            let air_gapped = z.air_gapped.as_ref().is_some_and(|a| a.value);
+            if air_gapped && z.name.value == DEFAULT_ZONE {
+                let loc = z.air_gapped.as_ref().map_or(z.name.loc, |a| a.loc);
+                self.err(
+                    loc,
+                    "medic::inventory::default_air_gapped",
+                    format!("zone `{DEFAULT_ZONE}` cannot be air-gapped: it is where the main run runs"),
+                    "put the air-gapped hosts in a zone of their own (`zone: NAME` on the hosts or their relay group)",
+                );
+                continue;
+            }
+            out.push(Zone {
+                name: z.name.value.clone(),
+                air_gapped,
+            });
+        }
+        out
+    }
+
+    /// A `zone:` on a host or relay group: `default` or a declared zone.
+    fn zone_ref(&mut self, z: &At<String>, owner: &str, zones: &[Zone]) {
+        if z.value == DEFAULT_ZONE || zones.iter().any(|d| d.name == z.value) {
+            return;
+        }
+        if !is_name(z) {
+            self.name(z, "zone");
+            return;
+        }
+        let mut known: Vec<&str> = zones.iter().map(|d| d.name.as_str()).collect();
+        known.push(DEFAULT_ZONE);
+        self.err(
+            z.loc,
+            "medic::inventory::unknown_zone",
+            format!("{owner}: unknown zone `{}`", z.value),
+            format!(
+                "declare it under `zones:` (e.g. `zones: [{{ name: {}, air_gapped: true }}]`) or use one of: {}",
+                z.value,
+                known.join(", ")
+            ),
+        );
     }
 }
 
@@ -805,6 +908,84 @@ mod tests {
         let inv = load_inventory("i.yaml", &format!("{head}{hosts}")).expect("loads");
         let got: Vec<Option<Become>> = inv.hosts.iter().map(|h| h.r#become).collect();
         assert_eq!(got, vec![None, Some(Become::None)]);
+    }
+
+    /// A host's own zone wins over its relay group's; `default` (written or not) is `None`;
+    /// the declared air-gapped zones are listed.
+    #[test]
+    fn a_host_inherits_its_relay_groups_zone() {
+        let text = "manager: { name: dsm01, address: 10.0.0.5, version: \"20.0.463\" }
+zones:
+  - { name: site-b, air_gapped: true }
+  - { name: site-c }
+relay_groups:
+  - { name: b, zone: site-b }
+  - { name: a }
+hosts:
+  - { name: r1, address: 10.0.0.1, platform: linux, agent_version: \"20.0.0-1\", relay: true, relay_group: b }
+  - { name: h2, address: 10.0.0.2, platform: linux, agent_version: \"20.0.0-1\", relay_group: b, zone: site-c }
+  - { name: h3, address: 10.0.0.3, platform: linux, agent_version: \"20.0.0-1\", relay_group: b, zone: default }
+  - { name: h4, address: 10.0.0.4, platform: linux, agent_version: \"20.0.0-1\", relay_group: a }
+";
+        let inv = load_inventory("i.yaml", text).expect("loads");
+        let got: Vec<Option<&str>> = inv.hosts.iter().map(|h| h.zone.as_deref()).collect();
+        assert_eq!(got, vec![Some("site-b"), Some("site-c"), None, None]);
+        assert_eq!(inv.air_gapped_zones().collect::<Vec<_>>(), vec!["site-b"]);
+        // The writer keeps what each host inherits and what it overrides.
+        let back =
+            load_inventory("w.yaml", &crate::write_inventory(&inv, &[])).expect("reads back");
+        assert_eq!(back, inv);
+    }
+
+    /// Every zone problem at once, each at its place: an unknown zone (host and group), a
+    /// bad name, a duplicate, an air-gapped `default`, an unknown key.
+    #[test]
+    fn zone_problems_are_placed() {
+        let text = "manager: { name: dsm01, address: 10.0.0.5, version: \"20.0.463\" }
+zones:
+  - { name: site-b, air_gapped: true }
+  - { name: site-b }
+  - { name: default, air_gapped: true }
+  - { name: \"bad zone\" }
+  - { name: site-d, airgapped: true }
+relay_groups:
+  - { name: a, zone: nowhere }
+hosts:
+  - { name: h1, address: 10.0.0.1, platform: linux, agent_version: \"20.0.0-1\", zone: site-x }
+";
+        let problems = load_inventory("i.yaml", text).expect_err("refused");
+        let got: Vec<(u32, u32, &str)> = problems
+            .0
+            .iter()
+            .map(|p| {
+                let l = p.loc.expect("placed");
+                (l.line, l.col, p.message.as_str())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (4, 13, "duplicate zone `site-b`"),
+                (
+                    5,
+                    34,
+                    "zone `default` cannot be air-gapped: it is where the main run runs"
+                ),
+                (
+                    6,
+                    13,
+                    "zone name `bad zone` is not allowed: names use only letters, digits, `.`, `_` and `-`"
+                ),
+                (
+                    7,
+                    21,
+                    "unknown key `airgapped`: expected one of `name`, `air_gapped`"
+                ),
+                (9, 22, "relay group `a`: unknown zone `nowhere`"),
+                (11, 86, "host `h1`: unknown zone `site-x`"),
+            ],
+            "{problems}"
+        );
     }
 
     /// A list long enough to be read on two threads reports the problems of both halves, in

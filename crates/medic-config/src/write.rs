@@ -63,6 +63,19 @@ pub fn write_inventory(inv: &Inventory, comments: &[String]) -> String {
             if let Some(b) = &g.bundle_source {
                 let _ = write!(o, ", bundle_source: {}", q(b));
             }
+            if let Some(z) = &g.zone {
+                let _ = write!(o, ", zone: {}", q(z));
+            }
+            o.push_str(" }\n");
+        }
+    }
+    if !inv.zones.is_empty() {
+        o.push_str("zones:\n");
+        for z in &inv.zones {
+            let _ = write!(o, "  - {{ name: {}", q(&z.name));
+            if z.air_gapped {
+                o.push_str(", air_gapped: true");
+            }
             o.push_str(" }\n");
         }
     }
@@ -99,6 +112,17 @@ pub fn write_inventory(inv: &Inventory, comments: &[String]) -> String {
         }
         if let Some(b) = h.r#become {
             let _ = write!(o, ", become: {}", b.as_str());
+        }
+        // The zone is written where it differs from the one the host inherits.
+        let inherited = h
+            .relay_group
+            .as_deref()
+            .and_then(|g| inv.relay_group(g))
+            .and_then(|g| g.zone.as_deref())
+            .filter(|z| *z != medic_model::DEFAULT_ZONE);
+        if h.zone.as_deref() != inherited {
+            let z = h.zone.as_deref().unwrap_or(medic_model::DEFAULT_ZONE);
+            let _ = write!(o, ", zone: {}", q(z));
         }
         if !h.vars.is_empty() {
             let items: Vec<String> = h

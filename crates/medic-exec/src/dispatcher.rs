@@ -172,6 +172,9 @@ enum St {
     /// A manual step whose work is not observed done: it waits for the operator's approval,
     /// holding no limit, so that only the steps that need it wait.
     OperatorWait,
+    /// A step of an air-gapped zone: its slice runs it, and `medic journal merge` brings
+    /// the result; this run never does.
+    SliceWait,
     Done(Outcome),
     /// A predecessor failed: this step will not run in this run.
     Blocked,
@@ -244,6 +247,8 @@ pub(crate) struct Dispatcher<'a, J: JournalStore + ?Sized> {
     notes: HashMap<u32, String>,
 
     stop: Option<StopReason>,
+    /// Per step, the air-gapped zone whose slice runs it (`medic_plan::held_steps`).
+    held: Vec<Option<String>>,
     start: Instant,
 }
 
@@ -330,7 +335,12 @@ impl<'a, J: JournalStore + ?Sized> Dispatcher<'a, J> {
             notes: HashMap::new(),
             stop: None,
             start: Instant::now(),
+            held: Vec::new(),
         };
+        d.held = medic_plan::held_steps(&d.plan)
+            .into_iter()
+            .map(|z| z.map(str::to_owned))
+            .collect();
         d.restore(prior);
         d
     }
@@ -462,6 +472,19 @@ impl<'a, J: JournalStore + ?Sized> Dispatcher<'a, J> {
         if self.stop.is_none() && !unknown.is_empty() {
             self.stop = Some(StopReason::UnknownOutcomes { steps: unknown });
         }
+        // What is left of an air-gapped zone waits for its slice's merge.
+        let mut zones: Vec<String> = self
+            .held
+            .iter()
+            .zip(&self.st)
+            .filter(|(_, st)| !matches!(st, St::Done(_) | St::Blocked))
+            .filter_map(|(z, _)| z.clone())
+            .collect();
+        zones.sort();
+        zones.dedup();
+        if self.stop.is_none() && !zones.is_empty() {
+            self.stop = Some(StopReason::WaitingForSlices { zones });
+        }
         let summary = self.summary();
         let exit = if self.stop.is_some() {
             RunExit::Stopped
@@ -516,6 +539,10 @@ impl<'a, J: JournalStore + ?Sized> Dispatcher<'a, J> {
     fn process_worklist(&mut self) {
         while let Some(i) = self.worklist.pop_front() {
             if self.st[i as usize] != St::Waiting {
+                continue;
+            }
+            if self.held[i as usize].is_some() {
+                self.st[i as usize] = St::SliceWait;
                 continue;
             }
             match self.plan.step(i).kind {

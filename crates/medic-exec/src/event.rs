@@ -58,6 +58,11 @@ pub enum StopReason {
     JournalFailed {
         message: String,
     },
+    /// Everything the main run can do is done; the steps of these air-gapped zones wait
+    /// for their slices' results (`medic journal merge`).
+    WaitingForSlices {
+        zones: Vec<String>,
+    },
 }
 
 impl std::fmt::Display for StopReason {
@@ -105,6 +110,11 @@ impl std::fmt::Display for StopReason {
             StopReason::JournalFailed { message } => {
                 write!(f, "the journal cannot be written: {message}")
             }
+            StopReason::WaitingForSlices { zones } => write!(
+                f,
+                "the steps of air-gapped zone(s) {} wait for their slice to be run there and merged",
+                zones.join(", ")
+            ),
         }
     }
 }

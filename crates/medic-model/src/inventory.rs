@@ -104,6 +104,21 @@ pub struct RelayGroup {
     pub offline: bool,
     /// For an offline group: a Relay of an online group that makes the update bundle.
     pub bundle_source: Option<String>,
+    /// The group's `zone:` as written; `None`: the default zone.
+    pub zone: Option<String>,
+}
+
+/// The zone every host is in unless it or its relay group says otherwise.
+pub const DEFAULT_ZONE: &str = "default";
+
+/// A declared network zone (`zones:`): where a controller can reach the hosts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Zone {
+    /// `[A-Za-z0-9._-]+`, unique; never [`DEFAULT_ZONE`] when `air_gapped`.
+    pub name: String,
+    /// Nothing reaches it: its steps run from a sliced plan (`medic plan --slice`), never
+    /// from the main run.
+    pub air_gapped: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +142,9 @@ pub struct Host {
     pub r#become: Option<Become>,
     /// Free-form facts; rendered as JSON text, never interpreted by the planner.
     pub vars: BTreeMap<String, String>,
+    /// The host's zone, resolved: its own `zone:`, else its relay group's; `None`: the
+    /// default zone. Names a declared zone of `Inventory::zones`.
+    pub zone: Option<String>,
 }
 
 impl Host {
@@ -146,6 +164,9 @@ pub struct Inventory {
     pub relay_groups: Vec<RelayGroup>,
     /// In file order; names are unique.
     pub hosts: Vec<Host>,
+    /// The declared zones (`zones:`), in file order; empty: every host is in the default
+    /// zone.
+    pub zones: Vec<Zone>,
 }
 
 impl Inventory {
@@ -155,5 +176,13 @@ impl Inventory {
 
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// The zones marked `air_gapped: true`, in file order.
+    pub fn air_gapped_zones(&self) -> impl Iterator<Item = &str> {
+        self.zones
+            .iter()
+            .filter(|z| z.air_gapped)
+            .map(|z| z.name.as_str())
     }
 }

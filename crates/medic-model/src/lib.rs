@@ -13,7 +13,9 @@ pub use build::{AgentBuild, BuildError, BuildLines, ManagerBuild};
 pub use cond::{
     CmpOp, Cond, FactType, Operand, Path, PathRoot, Scalar, Value, format_duration, parse_duration,
 };
-pub use inventory::{Become, Host, Inventory, Manager, Platform, RelayGroup, Role, Settings};
+pub use inventory::{
+    Become, DEFAULT_ZONE, Host, Inventory, Manager, Platform, RelayGroup, Role, Settings, Zone,
+};
 pub use playbook::{
     ActionSpec, After, AfterOn, Budget, Check, Guard, Join, Notice, ParamSpec, ParamType, Params,
     Phase, Playbook, RequiresPlanned, Retry, Rollout, Selector, SkipRule, Template, TemplatePart,

@@ -382,11 +382,48 @@ pub fn plan_to_bytes(plan: &Plan) -> Vec<u8> {
     o.u(e.serial_s);
     let window = e.window.map(|w| w.text());
     o.opt_s(window.as_deref());
-    // An optional last section (older plans end before it).
-    if !plan.warnings.is_empty() {
+    // Optional last sections (older plans end before them): the warnings, then the
+    // zones (which need the warnings' count written, zero included, before them).
+    let zoned = plan.hosts.iter().any(|h| h.zone.is_some())
+        || !plan.air_gapped.is_empty()
+        || plan.slice.is_some();
+    if !plan.warnings.is_empty() || zoned {
         o.u(plan.warnings.len() as u64);
         for w in &plan.warnings {
             o.s(w);
+        }
+    }
+    if zoned {
+        for h in &plan.hosts {
+            o.opt_s(h.zone.as_deref());
+        }
+        o.u(plan.air_gapped.len() as u64);
+        for z in &plan.air_gapped {
+            o.s(z);
+        }
+        match &plan.slice {
+            None => o.b(false),
+            Some(sl) => {
+                o.b(true);
+                o.s(&sl.zone);
+                o.s(&sl.parent_fingerprint);
+                o.s(&sl.parent_seal);
+                o.u(sl.evidence.len() as u64);
+                for e in &sl.evidence {
+                    o.s(&e.id);
+                    o.s(&e.phase);
+                    o.opt_s(e.host.as_deref());
+                    o.s(&e.action);
+                    o.u(e.args.len() as u64);
+                    for (k, v) in &e.args {
+                        o.s(k);
+                        o.s(v);
+                    }
+                    o.s(&e.state);
+                    o.s(&e.detail);
+                    o.s(&e.observed);
+                }
+            }
         }
     }
 
@@ -698,6 +735,7 @@ pub fn plan_from_bytes(bytes: &[u8]) -> Result<Plan, PlanBinError> {
             relay_group,
             os,
             r#become,
+            zone: None,
         });
     }
     let n = r.count(16)?;
@@ -864,11 +902,54 @@ pub fn plan_from_bytes(bytes: &[u8]) -> Result<Plan, PlanBinError> {
     let mut warnings = Vec::new();
     if r.at != bytes.len() {
         let n = r.count(1)?;
-        if n == 0 {
+        if n == 0 && r.at == bytes.len() {
             return Err(r.err("an empty warnings section"));
         }
         for _ in 0..n {
             warnings.push(r.s()?);
+        }
+    }
+    let mut air_gapped = Vec::new();
+    let mut slice = None;
+    if r.at != bytes.len() {
+        for h in &mut hosts {
+            h.zone = r.opt(In::s)?;
+        }
+        for _ in 0..r.count(1)? {
+            air_gapped.push(r.s()?);
+        }
+        if r.b()? {
+            let zone = r.s()?;
+            let parent_fingerprint = r.s()?;
+            let parent_seal = r.s()?;
+            let n = r.count(6)?;
+            let mut evidence = Vec::with_capacity(n);
+            for _ in 0..n {
+                let id = r.s()?;
+                let phase = r.s()?;
+                let host = r.opt(In::s)?;
+                let action = r.s()?;
+                let mut args = Vec::new();
+                for _ in 0..r.count(2)? {
+                    args.push((r.s()?, r.s()?));
+                }
+                evidence.push(crate::plan::Evidence {
+                    id,
+                    phase,
+                    host,
+                    action,
+                    args,
+                    state: r.s()?,
+                    detail: r.s()?,
+                    observed: r.s()?,
+                });
+            }
+            slice = Some(crate::plan::SliceInfo {
+                zone,
+                parent_fingerprint,
+                parent_seal,
+                evidence,
+            });
         }
     }
     if r.at != bytes.len() {
@@ -895,5 +976,7 @@ pub fn plan_from_bytes(bytes: &[u8]) -> Result<Plan, PlanBinError> {
             serial_s,
         },
         index,
+        air_gapped,
+        slice,
     })
 }

@@ -82,6 +82,12 @@ pub(crate) fn digests(
             .and_then(|g| offline.get(g).copied())
             .unwrap_or(false);
         host_line(&mut line, h, off);
+        // Appended only when set, so that the digests of inventories without zones are
+        // unchanged; whether the zone is air-gapped decides who runs the host's steps.
+        if let Some(z) = &h.zone {
+            let gapped = inv.zones.iter().any(|d| d.name == *z && d.air_gapped);
+            let _ = write!(line, "|zone={z}|air_gapped={gapped}");
+        }
         let digest = Sha256::digest(line.as_bytes());
         per_host.insert(h.name.clone(), hex(&digest[..8]));
     }

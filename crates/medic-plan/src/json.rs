@@ -34,10 +34,87 @@ struct PlanJson {
     phases: Vec<PhaseJson>,
     hosts: Vec<HostJson>,
     host_digests: BTreeMap<String, String>,
+    /// The zones the main run leaves to slices; absent: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    air_gapped_zones: Vec<String>,
+    /// Set on a slice (`medic plan --slice`); absent on a whole plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slice: Option<SliceJson>,
     /// The content digest and its locators (`seal.rs`); absent in plans written before
     /// plans were sealed, which are refused.
     #[serde(default)]
     seal: Option<SealJson>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SliceJson {
+    zone: String,
+    parent_fingerprint: String,
+    parent_seal: String,
+    evidence: Vec<EvidenceJson>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvidenceJson {
+    id: String,
+    phase: String,
+    host: Option<String>,
+    action: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    args: Vec<(String, String)>,
+    state: String,
+    detail: String,
+    /// The `step.observed` facts of its last attempt, as recorded (JSON text).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    observed: String,
+}
+
+impl SliceJson {
+    fn of(s: &crate::plan::SliceInfo) -> Self {
+        SliceJson {
+            zone: s.zone.clone(),
+            parent_fingerprint: s.parent_fingerprint.clone(),
+            parent_seal: s.parent_seal.clone(),
+            evidence: s
+                .evidence
+                .iter()
+                .map(|e| EvidenceJson {
+                    id: e.id.clone(),
+                    phase: e.phase.clone(),
+                    host: e.host.clone(),
+                    action: e.action.clone(),
+                    args: e.args.clone(),
+                    state: e.state.clone(),
+                    detail: e.detail.clone(),
+                    observed: e.observed.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn into_info(self) -> crate::plan::SliceInfo {
+        crate::plan::SliceInfo {
+            zone: self.zone,
+            parent_fingerprint: self.parent_fingerprint,
+            parent_seal: self.parent_seal,
+            evidence: self
+                .evidence
+                .into_iter()
+                .map(|e| crate::plan::Evidence {
+                    id: e.id,
+                    phase: e.phase,
+                    host: e.host,
+                    action: e.action,
+                    args: e.args,
+                    state: e.state,
+                    detail: e.detail,
+                    observed: e.observed,
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -176,6 +253,9 @@ struct HostJson {
     os: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     r#become: Option<String>,
+    /// Absent: the default zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    zone: Option<String>,
     #[serde(default)]
     seal: Option<String>,
 }
@@ -247,6 +327,10 @@ pub(crate) mod ser {
         phases: Vec<PhaseView<'a>>,
         hosts: Vec<HostView<'a>>,
         host_digests: &'a BTreeMap<String, String>,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        air_gapped_zones: &'a [String],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        slice: Option<super::SliceJson>,
         seal: SealView<'a>,
     }
 
@@ -331,10 +415,13 @@ pub(crate) mod ser {
                         relay_group: h.relay_group.as_deref(),
                         os: h.os.as_deref(),
                         r#become: h.r#become.map(|b| b.as_str()),
+                        zone: h.zone.as_deref(),
                         seal: seal.host_text(i),
                     })
                     .collect(),
                 host_digests: &plan.host_digests,
+                air_gapped_zones: &plan.air_gapped,
+                slice: plan.slice.as_ref().map(super::SliceJson::of),
                 seal: SealView {
                     digest: &seal.digest,
                     parts: PARTS
@@ -602,6 +689,8 @@ pub(crate) mod ser {
         os: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         r#become: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        zone: Option<&'a str>,
         seal: String,
     }
 
@@ -915,6 +1004,8 @@ fn plan_unchecked(text: &str) -> Result<Unchecked, InvalidPlan> {
                     relay_group: h.relay_group,
                     os: h.os,
                     r#become,
+                    // `default` written out is the default zone, as an absent one.
+                    zone: h.zone.filter(|z| z != medic_model::DEFAULT_ZONE),
                 })
             })
             .collect::<Result<_, InvalidPlan>>()?;
@@ -1094,6 +1185,8 @@ fn plan_unchecked(text: &str) -> Result<Unchecked, InvalidPlan> {
             serial_s: j.estimate.serial_s,
         },
         index: step_index,
+        air_gapped: j.air_gapped_zones,
+        slice: j.slice.map(SliceJson::into_info),
     };
     Ok((plan, j.seal, step_seals, host_seals))
 }

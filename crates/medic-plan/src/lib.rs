@@ -13,6 +13,7 @@ mod json;
 mod plan;
 pub mod render;
 mod seal;
+mod slice;
 mod window;
 
 pub use bin::{PLAN_BIN_MAGIC, PlanBinError, plan_from_bytes, plan_to_bytes};
@@ -23,7 +24,8 @@ pub use json::{
     plan_to_json, read_plan_json, write_plan_json, write_plan_json_signed,
 };
 pub use plan::{
-    Estimate, GateSpec, Need, PhaseInfo, Plan, PlanHost, PlanSize, Skipped, Step, StepCheck,
-    StepGuard, StepKind, WaveInfo,
+    Estimate, Evidence, GateSpec, Need, PhaseInfo, Plan, PlanHost, PlanSize, Skipped, SliceInfo,
+    Step, StepCheck, StepGuard, StepKind, WaveInfo,
 };
+pub use slice::{Done, SliceError, held_steps, make_slice, zone_members};
 pub use window::{Window, WindowError};

@@ -26,6 +26,43 @@ pub struct PlanHost {
     pub os: Option<String>,
     /// The inventory's `become` (host, else top level); `None`: the driver's default.
     pub r#become: Option<Become>,
+    /// The host's zone; `None`: the default zone (and always for the Manager).
+    pub zone: Option<String>,
+}
+
+impl PlanHost {
+    /// The zone's name, `default` included.
+    pub fn zone_name(&self) -> &str {
+        self.zone.as_deref().unwrap_or(medic_model::DEFAULT_ZONE)
+    }
+}
+
+/// What makes a plan a slice (`medic plan --slice ZONE`): the plan it was cut from and
+/// the evidence of what that plan's run did before the zone's steps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceInfo {
+    pub zone: String,
+    /// The main plan's fingerprint and seal digest.
+    pub parent_fingerprint: String,
+    pub parent_seal: String,
+    /// Every step outside the zone that the zone's steps wait for, directly or not, as the
+    /// main run's journal recorded it, in plan order.
+    pub evidence: Vec<Evidence>,
+}
+
+/// One step the main run did before the slice was cut.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evidence {
+    pub id: String,
+    pub phase: String,
+    pub host: Option<String>,
+    pub action: String,
+    pub args: Vec<(String, String)>,
+    /// `succeeded`, `failed` or `skipped`, as the main journal has it.
+    pub state: String,
+    pub detail: String,
+    /// The `step.observed` facts of its last attempt (JSON), empty when none.
+    pub observed: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,6 +189,10 @@ pub struct Plan {
     pub(crate) phases: Vec<PhaseInfo>,
     pub(crate) estimate: Estimate,
     pub(crate) index: StepIndex,
+    /// The zones nothing reaches (inventory `air_gapped: true`), sorted.
+    pub(crate) air_gapped: Vec<String>,
+    /// Set on a slice of another plan.
+    pub(crate) slice: Option<SliceInfo>,
 }
 
 impl Plan {
@@ -208,6 +249,14 @@ impl Plan {
     }
     pub fn estimate(&self) -> &Estimate {
         &self.estimate
+    }
+    /// The zones whose steps the main run leaves to a slice, sorted.
+    pub fn air_gapped_zones(&self) -> &[String] {
+        &self.air_gapped
+    }
+    /// What this plan is a slice of, when it is one.
+    pub fn slice_info(&self) -> Option<&SliceInfo> {
+        self.slice.as_ref()
     }
     pub fn host_name(&self, step: &Step) -> Option<&str> {
         step.host.map(|h| self.hosts[h as usize].name.as_str())

@@ -5,7 +5,8 @@
 //! that drifted); it says nothing about the plan file itself. The seal is a SHA-256 digest
 //! of the plan's whole *content*: every step (phase, host, action, driver, args, needs,
 //! wave, guard, check, timings, gate), every host (address, port, user, platform, role,
-//! relay group, os, become), the parameters, limits, phases with their waves and budgets, the skipped
+//! relay group and zone, os, become), the air-gapped zones, a slice's origin and evidence,
+//! the parameters, limits, phases with their waves and budgets, the skipped
 //! list, the warnings, the estimate, the fingerprint and the host digests. The reader
 //! recomputes it from what it read and refuses the plan when it differs.
 //!
@@ -296,11 +297,37 @@ pub(crate) fn seal(plan: &Plan) -> Seal {
                 for s in &plan.steps {
                     e.str(&s.id);
                 }
+                // A slice's origin and evidence; absent from whole plans, whose seal is
+                // then what it always was.
+                if let Some(sl) = &plan.slice {
+                    e.str("slice")
+                        .str(&sl.zone)
+                        .str(&sl.parent_fingerprint)
+                        .str(&sl.parent_seal)
+                        .num(sl.evidence.len() as u64);
+                    for ev in &sl.evidence {
+                        e.str(&ev.id)
+                            .str(&ev.phase)
+                            .opt(ev.host.as_deref())
+                            .str(&ev.action)
+                            .num(ev.args.len() as u64);
+                        for (k, v) in &ev.args {
+                            e.str(k).str(v);
+                        }
+                        e.str(&ev.state).str(&ev.detail).str(&ev.observed);
+                    }
+                }
             }
             "hosts" => {
                 e.num(plan.hosts.len() as u64);
                 for h in &plan.hosts {
                     e.str(&h.name);
+                }
+                if !plan.air_gapped.is_empty() {
+                    e.str("air_gapped").num(plan.air_gapped.len() as u64);
+                    for z in &plan.air_gapped {
+                        e.str(z);
+                    }
                 }
             }
             _ => {}
@@ -393,7 +420,14 @@ pub(crate) fn seal(plan: &Plan) -> Seal {
                 2 => e.opt(h.user.as_deref()),
                 3 => e.opt(h.platform.map(|p| p.as_str())),
                 4 => e.str(h.role.as_str()),
-                5 => e.opt(h.relay_group.as_deref()),
+                5 => {
+                    e.opt(h.relay_group.as_deref());
+                    // Appended only when set, so that plans without zones keep their seal.
+                    if let Some(z) = &h.zone {
+                        e.str("zone").str(z);
+                    }
+                    &mut e
+                }
                 // The package the driver installs and how it gains root follow from these.
                 6 => e.opt(h.os.as_deref()),
                 _ => e.opt(h.r#become.map(|b| b.as_str())),

@@ -24,6 +24,44 @@ pub(crate) fn sim_state_path(journal: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// A slice's rehearsal: the bundles its evidence says were exported in the main run are
+/// carried into the site's simulated world, as the operator carries the file. The bundle's
+/// build is the one its source was upgraded to in the main run (its evidence), else the
+/// source's build as this world knows it.
+fn carry_bundles(plan: &Plan, fleet: &SimFleet) {
+    let Some(slice) = plan.slice_info() else {
+        return;
+    };
+    let arg = |e: &medic_plan::Evidence, k: &str| {
+        e.args
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    for e in &slice.evidence {
+        if e.action != "bundle-export" || e.state != "succeeded" {
+            continue;
+        }
+        let (Some(bundle), Some(host)) = (arg(e, "bundle"), e.host.as_deref()) else {
+            continue;
+        };
+        let upgraded = slice
+            .evidence
+            .iter()
+            .filter(|u| {
+                u.action == "agent-upgrade"
+                    && u.state == "succeeded"
+                    && u.host.as_deref() == Some(host)
+            })
+            .filter_map(|u| arg(u, "to")?.parse::<medic_model::AgentBuild>().ok())
+            .next_back();
+        let build = upgraded.or_else(|| fleet.host_state(host).map(|h| h.build));
+        if let Some(build) = build {
+            fleet.carry_bundle(&bundle, build);
+        }
+    }
+}
+
 /// The simulated world follows the plan's fixed builds, so a rehearsal fails where the
 /// real fleet would.
 fn sim_config(plan: &Plan, seed: u64, faults: &[String]) -> Result<SimConfig, Error> {
@@ -165,6 +203,7 @@ pub fn build(
             journal.map(sim_state_path).as_deref(),
         )
         .map_err(|e| internal(format!("cannot open the simulated fleet: {e}")))?;
+        carry_bundles(plan, &fleet);
         return Ok(Drivers::everything(Arc::new(SimDriver::new(
             fleet,
             inputs.time_scale,

@@ -14,6 +14,7 @@ pub mod import;
 pub mod load;
 pub mod resume;
 pub mod run;
+pub mod slice;
 pub mod status;
 pub mod text;
 

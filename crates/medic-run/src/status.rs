@@ -54,6 +54,10 @@ pub fn next_step(exit: RunExit, stop: Option<&StopReason>, journal: &Path) -> Op
         (_, Some(StopReason::UnknownOutcomes { .. })) => Some(format!(
             "medic cannot tell whether those steps acted: look at their hosts, then run `medic resume --journal {j}`"
         )),
+        (_, Some(StopReason::WaitingForSlices { zones })) => Some(format!(
+            "for each zone ({}): `medic plan --slice ZONE --journal {j} --out ZONE.slice.json`, run it there with `medic apply --plan ZONE.slice.json`, bring its journal back, `medic journal merge SLICE-JOURNAL --journal {j}`, then `medic resume --journal {j}`",
+            zones.join(", ")
+        )),
         (_, Some(StopReason::JournalFailed { .. })) => Some(format!(
             "free space on the journal's disk (or fix the disk), then run `medic resume --journal {j}`"
         )),
@@ -112,6 +116,17 @@ pub struct Waiting {
     pub approve: String,
 }
 
+/// An air-gapped zone whose steps wait for its slice's merge.
+#[derive(Clone, Debug, Serialize)]
+pub struct SliceWaiting {
+    pub zone: String,
+    /// Its steps and gates not merged yet.
+    pub steps: u64,
+    /// The commands that cut the slice and bring its result back.
+    pub slice: String,
+    pub merge: String,
+}
+
 /// A run's status as its journal says it: what `medic status` shows as text, and its JSON
 /// (this struct serialized) as is.
 #[derive(Clone, Debug, Serialize)]
@@ -137,6 +152,8 @@ pub struct Status {
     pub blocked: Vec<Blocked>,
     pub gates_waiting: Vec<Waiting>,
     pub manual_waiting: Vec<Waiting>,
+    /// Air-gapped zones whose steps wait for their slice (`waiting for slice merge`).
+    pub slices_waiting: Vec<SliceWaiting>,
     /// What the pre-flight of a real run said (`passed: ...`, `skipped (--skip-preflight)`).
     pub preflight: Option<String>,
 }
@@ -217,6 +234,7 @@ pub fn read(path: &Path) -> Result<Status, Error> {
         blocked: Vec::new(),
         gates_waiting: Vec::new(),
         manual_waiting: Vec::new(),
+        slices_waiting: Vec::new(),
         preflight: r.meta(crate::run::PREFLIGHT).map_err(e)?,
     };
     for id in &waiting {
@@ -236,7 +254,7 @@ pub fn read(path: &Path) -> Result<Status, Error> {
         }
     }
     match &plan {
-        Some(p) => by_plan(p, &state_of, &mut s),
+        Some(p) => by_plan(p, &state_of, &mut s, &journal_word),
         None => {
             for row in &rows {
                 *s.steps.entry(row.state.as_str().to_owned()).or_default() += 1;
@@ -276,7 +294,14 @@ pub fn read(path: &Path) -> Result<Status, Error> {
 
 /// Every step and gate of the plan in its journal state; a step that cannot start because
 /// a step it needs failed (or is unknown), directly or not, is `blocked`.
-fn by_plan(p: &Plan, state_of: &HashMap<&str, (StepState, Option<&str>)>, s: &mut Status) {
+fn by_plan(
+    p: &Plan,
+    state_of: &HashMap<&str, (StepState, Option<&str>)>,
+    s: &mut Status,
+    journal_word: &str,
+) {
+    let held = medic_plan::held_steps(p);
+    let mut sliced: BTreeMap<&str, u64> = BTreeMap::new();
     // Per step: the failed or unknown step that blocks it.
     let mut blocked_by: Vec<Option<u32>> = vec![None; p.steps().len()];
     for (i, step) in p.steps().iter().enumerate() {
@@ -323,11 +348,25 @@ fn by_plan(p: &Plan, state_of: &HashMap<&str, (StepState, Option<&str>)>, s: &mu
                 });
                 "blocked"
             }
+            _ if held[i].is_some() => {
+                *sliced.entry(held[i].unwrap_or_default()).or_default() += 1;
+                "waiting for slice merge"
+            }
             _ => {
                 s.pending.push(at());
                 "pending"
             }
         };
         *s.steps.entry(word.to_owned()).or_default() += 1;
+    }
+    for (zone, steps) in sliced {
+        let z = shell_word(zone).into_owned();
+        let file = shell_word(&format!("{zone}.slice.json")).into_owned();
+        s.slices_waiting.push(SliceWaiting {
+            zone: zone.to_owned(),
+            steps,
+            slice: format!("medic plan --slice {z} --journal {journal_word} --out {file}"),
+            merge: format!("medic journal merge SLICE-JOURNAL --journal {journal_word}"),
+        });
     }
 }

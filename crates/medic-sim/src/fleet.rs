@@ -824,6 +824,16 @@ impl SimFleet {
         self.lock().bundles.clone()
     }
 
+    /// A bundle made outside this simulated world and carried in (an air-gapped site's
+    /// slice: its bundle source is in the main run's world). Not an effect of this world,
+    /// so it is not logged: whoever opens the world again carries it in again.
+    pub fn carry_bundle(&self, bundle: &str, build: AgentBuild) {
+        self.lock()
+            .bundles
+            .entry(bundle.to_owned())
+            .or_insert(build);
+    }
+
     /// The DSM system setting that lets Agents download directly when no Relay answers.
     pub fn direct_download_when_relays_unavailable(&self) -> bool {
         self.shared.rules.direct_download

@@ -32,6 +32,7 @@ fn host(name: &str, platform: Platform, version: &str, relay: bool, group: &str)
         protected_by_appliance: false,
         r#become: None,
         vars: BTreeMap::new(),
+        zone: None,
     }
 }
 
@@ -55,14 +56,17 @@ fn inventory(hosts: Vec<Host>, direct: bool) -> Inventory {
                 name: "tokyo".to_owned(),
                 offline: false,
                 bundle_source: None,
+                zone: None,
             },
             RelayGroup {
                 name: "dmz".to_owned(),
                 offline: true,
                 bundle_source: Some("relay-tky-1".to_owned()),
+                zone: None,
             },
         ],
         hosts,
+        zones: Vec::new(),
     }
 }
 

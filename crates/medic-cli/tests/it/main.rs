@@ -18,6 +18,7 @@ mod planning;
 mod readme;
 mod report;
 mod runs;
+mod slice;
 mod util;
 mod validation;
 mod verify;

@@ -241,7 +241,7 @@ fn readme_synopses_name_only_real_subcommands_and_options() {
         for cmd in commands(&b.text) {
             let words: Vec<&str> = cmd.split_whitespace().collect();
             let mut sub = vec![words[1]];
-            if words[1] == "inventory" {
+            if words[1] == "inventory" || words[1] == "journal" {
                 sub.push(words[2]);
             }
             let key = sub.join(" ");

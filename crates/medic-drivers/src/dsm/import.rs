@@ -352,6 +352,7 @@ fn render(
                 .is_some_and(|f| !f.trim().is_empty()),
             r#become: None,
             vars: BTreeMap::new(),
+            zone: None,
         });
     }
 
@@ -380,11 +381,13 @@ fn render(
                 name: h.name.clone(),
                 offline: h.offline,
                 bundle_source: h.bundle_source.clone(),
+                zone: None,
             },
             None => RelayGroup {
                 name: format!("relay-list-{id}"),
                 offline: false,
                 bundle_source: None,
+                zone: None,
             },
         };
         list_names.push(format!("{} = relayListID {id}", g.name));
@@ -417,6 +420,7 @@ fn render(
             },
             relay_groups,
             hosts,
+            zones: Vec::new(),
         },
         comments,
     }

@@ -871,6 +871,7 @@ mod tests {
                 relay_group: None,
                 os: None,
                 r#become: None,
+                zone: None,
             }),
             action: action.to_owned(),
             args: args

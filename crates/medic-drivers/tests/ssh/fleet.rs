@@ -349,6 +349,7 @@ impl Fleet {
             relay_group: None,
             os: None,
             r#become: None,
+            zone: None,
         }
     }
 

@@ -166,6 +166,12 @@ pub fn build_plan(
         phases: b.phases,
         estimate: b.estimate,
         index: b.index,
+        air_gapped: {
+            let mut z: Vec<String> = inv.air_gapped_zones().map(str::to_owned).collect();
+            z.sort();
+            z
+        },
+        slice: None,
     })
 }
 
@@ -203,6 +209,7 @@ fn plan_hosts(inv: &Inventory) -> Vec<PlanHost> {
         relay_group: h.relay_group.clone(),
         os: h.os.clone(),
         r#become: h.r#become,
+        zone: h.zone.clone(),
     }));
     hosts.push(PlanHost {
         name: inv.manager.name.clone(),
@@ -214,6 +221,7 @@ fn plan_hosts(inv: &Inventory) -> Vec<PlanHost> {
         relay_group: None,
         os: None,
         r#become: None,
+        zone: None,
     });
     hosts
 }

@@ -6,3 +6,4 @@ mod props;
 mod rules;
 mod snapshots;
 mod util;
+mod zones;

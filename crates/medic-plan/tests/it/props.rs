@@ -73,6 +73,7 @@ fn fleet(hosts: &[H], setting: bool, offline: bool, manager_build: u32) -> Inven
             protected_by_appliance: h.appliance,
             r#become: [None, Some(Become::Sudo), Some(Become::None)][i % 3],
             vars: BTreeMap::new(),
+            zone: None,
         });
     }
     // The bundle source must be a Relay of an online group: make h0 one.
@@ -83,6 +84,7 @@ fn fleet(hosts: &[H], setting: bool, offline: bool, manager_build: u32) -> Inven
             name: format!("g{g}"),
             offline: false,
             bundle_source: None,
+            zone: None,
         })
         .collect();
     if offline {
@@ -100,6 +102,7 @@ fn fleet(hosts: &[H], setting: bool, offline: bool, manager_build: u32) -> Inven
         },
         relay_groups: groups,
         hosts: inv_hosts,
+        zones: Vec::new(),
     }
 }
 

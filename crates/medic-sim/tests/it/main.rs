@@ -100,6 +100,7 @@ fn plan_host(h: &Host) -> PlanHost {
         relay_group: h.relay_group.clone(),
         os: None,
         r#become: None,
+        zone: None,
     }
 }
 
