@@ -9,6 +9,7 @@ pub mod conn;
 pub mod drivers;
 pub mod error;
 pub mod files;
+pub mod journal;
 pub mod load;
 pub mod resume;
 pub mod run;
