@@ -153,10 +153,10 @@ impl PgTarget {
             // Never fall back to plain text, whatever `prefer` would allow.
             config.ssl_mode(SslMode::Require);
         }
-        if config.get_password().is_none() {
-            if let Some(p) = password_from_env(&config)? {
-                config.password(p);
-            }
+        if config.get_password().is_none()
+            && let Some(p) = password_from_env(&config)?
+        {
+            config.password(p);
         }
         config.application_name("medic");
         Ok(PgTarget {

@@ -20,7 +20,7 @@ use crate::{Error, bad};
 #[derive(Clone, Debug)]
 pub enum JournalTarget {
     Sqlite(PathBuf),
-    Postgres(medic_journal_pg::PgTarget),
+    Postgres(Box<medic_journal_pg::PgTarget>),
 }
 
 /// Whether a `--journal` value names a database rather than a file.
@@ -55,7 +55,7 @@ impl JournalTarget {
             ("--journal", Source::Argument)
         };
         PgTarget::parse(url, source)
-            .map(JournalTarget::Postgres)
+            .map(|t| JournalTarget::Postgres(Box::new(t)))
             .map_err(|e| {
                 bad(
                     flag,
@@ -77,7 +77,7 @@ impl JournalTarget {
     pub fn with_run(&self, id: &str) -> JournalTarget {
         match self {
             JournalTarget::Sqlite(p) => JournalTarget::Sqlite(p.clone()),
-            JournalTarget::Postgres(t) => JournalTarget::Postgres(t.with_run(id)),
+            JournalTarget::Postgres(t) => JournalTarget::Postgres(Box::new(t.with_run(id))),
         }
     }
 
