@@ -250,8 +250,21 @@ pub(crate) fn redact(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
+/// The password of [`URL_ENV`] when it names the same user, database and server, else
 /// `PGPASSWORD`, else the first matching line of the password file.
 fn password_from_env(config: &tokio_postgres::Config) -> Result<Option<String>, TargetError> {
+    if let Ok(url) = std::env::var(URL_ENV) {
+        let head = url.split_once('?').map_or(url.as_str(), |(h, _)| h);
+        if let Ok(env) = tokio_postgres::Config::from_str(head)
+            && let Some(p) = env.get_password()
+            && env.get_user() == config.get_user()
+            && env.get_dbname() == config.get_dbname()
+            && env.get_hosts() == config.get_hosts()
+            && env.get_ports() == config.get_ports()
+        {
+            return Ok(Some(String::from_utf8_lossy(p).into_owned()));
+        }
+    }
     if let Ok(p) = std::env::var("PGPASSWORD")
         && !p.is_empty()
     {

@@ -189,8 +189,15 @@ fn gates_are_approved_from_another_process_through_the_database() {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn");
-    // The database's only run, named without its id.
+    // The database's only run, named without its id; the password from the same
+    // variable, which names the same server.
     let url = server.url();
+    let medic = |env: &TestEnv, server: &TestServer| {
+        let mut c = medic(env, server);
+        c.env("MEDIC_JOURNAL_URL", server.url_with_password())
+            .env_remove("PGPASSWORD");
+        c
+    };
     let mut approved = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while approved.len() < 2 && Instant::now() < deadline {
