@@ -35,6 +35,8 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+mod journal_bench;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let run = || -> Result<(), String> {
@@ -63,7 +65,11 @@ fn main() -> ExitCode {
                     .and_then(|i| args.get(i + 1))
                     .map(String::as_str),
             ),
-            _ => Err("usage: medic-bench gen-inventory --hosts N [--seed S] | medic-bench plan --hosts N | medic-bench import --hosts N [--page-size P] [--rate R] | medic-bench report --hosts N [--dir D] [--keep]".to_owned()),
+            Some("journal") => journal_bench::run(
+                arg(&args, "--steps", 100_000)? as usize,
+                arg(&args, "--parallel", 64)? as usize,
+            ),
+            _ => Err("usage: medic-bench journal --steps N [--parallel P] | medic-bench gen-inventory --hosts N [--seed S] | medic-bench plan --hosts N | medic-bench import --hosts N [--page-size P] [--rate R] | medic-bench report --hosts N [--dir D] [--keep]".to_owned()),
         }
     };
     match run() {

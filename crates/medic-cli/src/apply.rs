@@ -81,7 +81,11 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
     let spec = spec(a);
     spec.check_flags()?;
     if a.retry_failed
-        && let Some(journal) = a.run.journal.as_deref().filter(|j| j.exists())
+        && let Some(journal) = a
+            .run
+            .journal
+            .as_deref()
+            .filter(|j| j.exists() || medic_run::journal::is_database(j))
     {
         // A retry runs the journal's own plan with its recorded inputs: a new plan, inventory,
         // playbook, parameter or run setting would be ignored, silently.
@@ -258,13 +262,16 @@ fn execute(ready: Ready, progress: Progress) -> Result<u8, Failure> {
     }
     // After a journal failure the close reports the same failure again; the stop reason
     // already said it.
+    let is_database = journal.is_database();
     if let Err(e) = journal.close()
         && !journal_failed
     {
         eprintln!("error: the journal could not be closed cleanly: {e}");
     }
     // The run report, beside the journal: from the journal as closed.
-    let report_file = (!journal_failed)
+    // A database journal has no directory to hold the report: `medic report` reads
+    // journal files only for now.
+    let report_file = (!journal_failed && !is_database)
         .then(|| crate::run_report::write_beside(&path, &opts.run_id))
         .flatten();
     eprint!(

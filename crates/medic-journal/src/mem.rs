@@ -216,6 +216,17 @@ impl JournalRead for MemJournal {
         a.sort_by(|x, y| (x.approved_ms, &x.gate).cmp(&(y.approved_ms, &y.gate)));
         Ok(a)
     }
+    fn steps_with_event(&self, kind: EventKind) -> Result<Vec<(i64, String)>, JournalError> {
+        let m = self.lock();
+        let mut seen = std::collections::HashSet::new();
+        Ok(m.events
+            .iter()
+            .filter(|e| e.kind == RowKind::Event(kind))
+            .filter_map(|e| e.step.as_ref().map(|s| (e.seq, s)))
+            .filter(|(_, s)| seen.insert(s.as_str()))
+            .map(|(seq, s)| (seq, s.clone()))
+            .collect())
+    }
 }
 
 impl JournalStore for MemJournal {

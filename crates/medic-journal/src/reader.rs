@@ -286,6 +286,9 @@ impl JournalRead for JournalReader {
     fn approvals(&self) -> Result<Vec<Approval>, JournalError> {
         JournalReader::approvals(self)
     }
+    fn steps_with_event(&self, kind: EventKind) -> Result<Vec<(i64, String)>, JournalError> {
+        JournalReader::steps_with_event(self, kind)
+    }
 }
 
 fn approval_row(r: &Row<'_>) -> rusqlite::Result<Approval> {

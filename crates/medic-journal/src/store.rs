@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use tokio::sync::oneshot;
 
 use crate::error::JournalError;
-use crate::model::{Approval, Record, StepRow, Timer};
+use crate::model::{Approval, EventKind, Record, StepRow, Timer};
 
 /// What a journal holds, read back. Each call reads one consistent committed state; a
 /// record appended but not yet committed is not seen (flush first).
@@ -34,6 +34,9 @@ pub trait JournalRead {
     fn timers(&self) -> Result<Vec<Timer>, JournalError>;
     /// Approvals recorded so far, from any process.
     fn approvals(&self) -> Result<Vec<Approval>, JournalError>;
+    /// The steps named by history entries of `kind`, each once with the `seq` of its
+    /// first such entry, in that order (what `medic status` asks of the history).
+    fn steps_with_event(&self, kind: EventKind) -> Result<Vec<(i64, String)>, JournalError>;
 }
 
 /// A run's journal: records appended in order, some of them durably before the run acts.

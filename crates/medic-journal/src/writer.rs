@@ -19,7 +19,7 @@ use rusqlite::{CachedStatement, Connection, TransactionBehavior};
 
 use crate::db;
 use crate::error::{Failure, JournalError};
-use crate::model::{Approval, Record, StepRow, Timer, detail_text, now_ms};
+use crate::model::{Approval, EventKind, Record, StepRow, Timer, detail_text, now_ms};
 use crate::reader::JournalReader;
 use crate::store::{Ack, Durable, JournalRead, JournalStore};
 
@@ -561,6 +561,9 @@ impl JournalRead for Journal {
     }
     fn approvals(&self) -> Result<Vec<Approval>, JournalError> {
         Journal::approvals(self)
+    }
+    fn steps_with_event(&self, kind: EventKind) -> Result<Vec<(i64, String)>, JournalError> {
+        self.read(|r| r.steps_with_event(kind))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use medic_journal::JournalReader;
+use crate::journal::{AnyReader, JournalTarget};
 
 use crate::{Error, bad};
 
@@ -13,9 +13,8 @@ pub fn record(journal: &Path, gate: &str, by: &str) -> Result<(), Error> {
     let name = journal.display().to_string();
     // The same checks as `status` and `resume`: a missing, damaged or read-only file, or
     // one that is not a journal, is named for what it is.
-    crate::files::check_existing_journal(journal, true)?;
-    let reader =
-        JournalReader::open(journal).map_err(|e| crate::files::journal_failure(journal, &e))?;
+    let target = JournalTarget::from_arg(journal)?;
+    let reader = target.reader(true)?;
     // Only what the run can wait for is recorded: a gate that asks for an approval, or a
     // manual step. Anything else would be a typo that looks approved.
     let plan = medic_exec::read_plan(&reader).map_err(|e| {
@@ -57,8 +56,14 @@ pub fn record(journal: &Path, gate: &str, by: &str) -> Result<(), Error> {
             "`medic status --journal FILE` lists what the run waits for",
         ));
     }
-    crate::files::check_existing_journal(journal, true)?;
-    medic_journal::approve(journal, gate, by).map_err(|e| {
+    let recorded = match &reader {
+        AnyReader::Sqlite(_) => {
+            crate::files::check_existing_journal(journal, true)?;
+            medic_journal::approve(journal, gate, by)
+        }
+        AnyReader::Postgres(r) => r.approve(gate, by),
+    };
+    recorded.map_err(|e| {
         bad(
             &journal.display().to_string(),
             e.to_string(),

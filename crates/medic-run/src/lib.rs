@@ -11,6 +11,7 @@ pub mod drivers;
 pub mod error;
 pub mod files;
 pub mod import;
+pub mod journal;
 pub mod load;
 pub mod resume;
 pub mod run;

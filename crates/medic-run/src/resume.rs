@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use medic_config::Problems;
-use medic_journal::{Journal, JournalReader, meta_keys};
+use medic_journal::{Journal, JournalRead, JournalStore, meta_keys};
+
+use crate::journal::{JournalTarget, RunJournal};
 
 use crate::load::parse_window;
 use crate::run::{INPUTS, Inputs, Ready, options, run_id};
@@ -38,14 +40,20 @@ pub fn open(req: &Request<'_>, warn: &(dyn Fn(&Problems) + Sync)) -> Result<Read
         retry_failed,
         window: new_window,
     } = req.clone();
+    let target = JournalTarget::from_arg(path)?;
     let name = path.display().to_string();
     // Checked before anything is read or written.
     let new = parse_window(new_window)?;
-    crate::files::check_existing_journal(path, true)?;
+    if let JournalTarget::Sqlite(p) = &target {
+        crate::files::check_existing_journal(p, true)?;
+    }
     if let Some(ev) = &events {
         crate::files::check_events(ev, path)?;
     }
-    let reader = JournalReader::open(path).map_err(|e| crate::files::journal_failure(path, &e))?;
+    let reader = target.reader(true)?;
+    // A database named without its run: the one it holds, named from here on.
+    let path = &reader_location(&target, &reader);
+    let target = JournalTarget::from_arg(path)?;
     let get = |k: &str| reader.meta(k).map_err(|e| internal(e.to_string()));
     let inputs: Result<Inputs, _> = serde_json::from_str(&get(INPUTS)?.unwrap_or_default());
     // The inputs of the drift check, when they are still on disk.
@@ -61,7 +69,7 @@ pub fn open(req: &Request<'_>, warn: &(dyn Fn(&Problems) + Sync)) -> Result<Read
     // Three independent reads at the same time: the plan, the state of every step, and
     // today's inputs with the fingerprint a plan of them would have (no planning).
     let (read, today) = std::thread::scope(|s| {
-        let read = s.spawn(|| medic_exec::read_for_resume(path));
+        let read = s.spawn(|| read_for_resume(&target));
         let today = on_disk.map(|(inv, pb, sets)| {
             let l = crate::load::files(&inv, &pb, &sets)?;
             warn(&l.warnings);
@@ -135,9 +143,16 @@ pub fn open(req: &Request<'_>, warn: &(dyn Fn(&Problems) + Sync)) -> Result<Read
         inputs.yes = true;
     }
     let events = events.unwrap_or_else(|| inputs.events.clone());
-    let drivers = crate::drivers::build(&plan, &inputs, Some(path), loaded)?;
-    let journal =
-        Journal::open_existing(path).map_err(|e| crate::files::journal_failure(path, &e))?;
+    let local = target.local_base(&id, Some(&inputs.events));
+    let drivers = crate::drivers::build(&plan, &inputs, Some(&local), loaded)?;
+    let journal = match &target {
+        JournalTarget::Sqlite(p) => Journal::open_existing(p)
+            .map(RunJournal::Sqlite)
+            .map_err(|e| crate::files::journal_failure(p, &e))?,
+        JournalTarget::Postgres(t) => medic_journal_pg::PgJournal::open_existing(t)
+            .map(RunJournal::Postgres)
+            .map_err(|e| crate::journal::db_failure(path, &e))?,
+    };
     let mut window_changed = None;
     if new_window.is_some() && inputs.window != old_window {
         record_window(&journal, &inputs, old_window.as_deref())?;
@@ -161,7 +176,7 @@ pub fn open(req: &Request<'_>, warn: &(dyn Fn(&Problems) + Sync)) -> Result<Read
 
 /// A new change window goes into the journal's inputs (so a later `resume` keeps it) and
 /// its history, durably, before the run goes on in it.
-fn record_window(journal: &Journal, inputs: &Inputs, old: Option<&str>) -> Result<(), Error> {
+fn record_window(journal: &RunJournal, inputs: &Inputs, old: Option<&str>) -> Result<(), Error> {
     let json = serde_json::to_string(inputs).map_err(|e| internal(e.to_string()))?;
     let new = inputs.window.as_deref().unwrap_or("none");
     let recorded = journal
@@ -181,4 +196,26 @@ fn record_window(journal: &Journal, inputs: &Inputs, old: Option<&str>) -> Resul
         .and_then(|()| rt.block_on(journal.flush()))
         .map_err(|e| internal(format!("cannot record the new window in the journal: {e}")))?;
     Ok(())
+}
+
+/// The journal's name as commands give it: a database's URL with its run.
+fn reader_location(target: &JournalTarget, reader: &crate::journal::AnyReader) -> PathBuf {
+    match reader {
+        crate::journal::AnyReader::Sqlite(_) => target.location(),
+        crate::journal::AnyReader::Postgres(r) => PathBuf::from(r.location()),
+    }
+}
+
+/// The plan and the state of every step: a file read over two connections at once, a
+/// database over the reader's.
+fn read_for_resume(
+    target: &JournalTarget,
+) -> Result<(medic_plan::Plan, medic_exec::Prior), medic_exec::ReadError> {
+    match target {
+        JournalTarget::Sqlite(p) => medic_exec::read_for_resume(p),
+        JournalTarget::Postgres(t) => {
+            let r = medic_journal_pg::PgReader::open(t)?;
+            Ok((medic_exec::read_plan(&r)?, medic_exec::read_prior(&r)?))
+        }
+    }
 }

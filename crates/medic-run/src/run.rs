@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use medic_config::{Problem, Problems, SourceFile};
 use medic_exec::{Clock, Drivers, Prior, RunOptions, WindowPolicy};
-use medic_journal::{Journal, JournalError, meta_keys};
+use medic_journal::{JournalError, meta_keys};
 use medic_plan::{Plan, Window};
 use serde::{Deserialize, Serialize};
 
 use crate::conn::Conn;
 use crate::drivers::sim_state_path;
+use crate::journal::{JournalTarget, RunJournal};
 use crate::load::{make_plan, parse_window, refuse_past_window};
 use crate::{Error, bad, internal};
 
@@ -163,11 +164,18 @@ impl RunSpec {
         preflight: Option<&str>,
     ) -> Result<Ready, Error> {
         let id = run_id();
-        let journal_path = self.journal.clone().unwrap_or_else(|| {
-            PathBuf::from(".medic/runs")
-                .join(&id)
-                .join("journal.sqlite")
-        });
+        let target = match &self.journal {
+            Some(p) => JournalTarget::from_arg(p)?,
+            None => JournalTarget::from_env()?.unwrap_or_else(|| {
+                JournalTarget::Sqlite(
+                    PathBuf::from(".medic/runs")
+                        .join(&id)
+                        .join("journal.sqlite"),
+                )
+            }),
+        }
+        .with_run(&id);
+        let journal_path = target.local_base(&id, None);
         if let Some(ev) = &self.events {
             crate::files::check_events(ev, &journal_path)?;
         }
@@ -193,7 +201,7 @@ impl RunSpec {
             conn: self.conn.clone(),
             demo: false,
         };
-        start_new(plan, inputs, &journal_path, id, window, preflight)
+        start_new_in(plan, inputs, &target, id, window, preflight)
     }
 }
 
@@ -317,7 +325,7 @@ pub fn abs_future(p: &Path) -> PathBuf {
 pub struct Ready {
     pub plan: Plan,
     pub drivers: Drivers,
-    pub journal: Journal,
+    pub journal: RunJournal,
     /// What the journal says was done before (empty for a new run).
     pub prior: Prior,
     pub opts: RunOptions,
@@ -339,11 +347,27 @@ pub fn start_new(
     window: Option<Window>,
     preflight: Option<&str>,
 ) -> Result<Ready, Error> {
+    let target = JournalTarget::Sqlite(journal_path.to_path_buf());
+    start_new_in(plan, inputs, &target, id, window, preflight)
+}
+
+/// [`start_new`] with its journal in a file or a database.
+pub fn start_new_in(
+    plan: Plan,
+    inputs: Inputs,
+    target: &JournalTarget,
+    id: String,
+    window: Option<Window>,
+    preflight: Option<&str>,
+) -> Result<Ready, Error> {
     // Every check before anything is written: the inputs can be recorded, the journal's
     // path, the simulator's state file, the drivers' settings (a rehearsal's fleet is built
     // in memory first).
     let inputs_json = serde_json::to_string(&inputs).map_err(|e| unrecordable(&inputs, &e))?;
-    crate::files::check_new_journal(journal_path)?;
+    let journal_path = &target.local_base(&id, Some(&inputs.events));
+    if let JournalTarget::Sqlite(p) = target {
+        crate::files::check_new_journal(p)?;
+    }
     if inputs.simulate {
         crate::files::check_no_stale_sim_state(&sim_state_path(journal_path))?;
     }
@@ -360,14 +384,7 @@ pub fn start_new(
     if let Some(p) = preflight {
         meta.push((PREFLIGHT, p));
     }
-    let journal = medic_exec::create_journal(journal_path, &plan, &meta).map_err(|e| match e {
-        // Nothing was run and no journal is left behind, so there is nothing to resume.
-        JournalError::DiskFull { .. } | JournalError::CannotWrite { .. } => internal(format!(
-            "cannot create journal {}: the disk is full or refused a write; nothing was run: free space and start the run again",
-            journal_path.display()
-        )),
-        e => crate::files::journal_failure(journal_path, &e),
-    })?;
+    let journal = create_journal(target, &id, &plan, &meta)?;
     // The rehearsal's fleet keeps its state beside the journal, which now exists.
     let drivers = if inputs.simulate {
         crate::drivers::build(&plan, &inputs, Some(journal_path), None)?
@@ -385,6 +402,41 @@ pub fn start_new(
         inputs,
         window_changed: None,
     })
+}
+
+/// The new run's journal, holding its plan and `meta` from its first moment.
+fn create_journal(
+    target: &JournalTarget,
+    id: &str,
+    plan: &Plan,
+    meta: &[(&str, &str)],
+) -> Result<RunJournal, Error> {
+    let location = target.location();
+    let refused = |e: JournalError| match e {
+        // Nothing was run and no journal is left behind, so there is nothing to resume.
+        JournalError::DiskFull { .. } | JournalError::CannotWrite { .. } => internal(format!(
+            "cannot create journal {}: the disk is full or refused a write; nothing was run: free space and start the run again",
+            location.display()
+        )),
+        e => match target {
+            JournalTarget::Sqlite(p) => crate::files::journal_failure(p, &e),
+            JournalTarget::Postgres(_) => crate::journal::db_failure(&location, &e),
+        },
+    };
+    match target {
+        JournalTarget::Sqlite(p) => medic_exec::create_journal(p, plan, meta)
+            .map(RunJournal::Sqlite)
+            .map_err(refused),
+        JournalTarget::Postgres(t) => {
+            // The same meta and plan form as `medic_exec::create_journal` writes.
+            let bytes = medic_plan::plan_to_bytes(plan);
+            let mut text = vec![(meta_keys::PLAN_FINGERPRINT, plan.fingerprint())];
+            text.extend_from_slice(meta);
+            medic_journal_pg::PgJournal::create(t, id, &text, &[(meta_keys::PLAN_BIN, &bytes)])
+                .map(RunJournal::Postgres)
+                .map_err(refused)
+        }
+    }
 }
 
 /// The journal records the inputs' paths as JSON text, so that `resume` finds them again:

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use medic_exec::{RunExit, StopReason};
-use medic_journal::{EventKind, Journal, JournalReader, Record, RunState, StepState, meta_keys};
+use medic_journal::{EventKind, JournalRead, JournalStore, Record, RunState, StepState, meta_keys};
 use medic_plan::{Plan, StepKind};
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +73,7 @@ pub fn next_step(exit: RunExit, stop: Option<&StopReason>, journal: &Path) -> Op
 
 /// Records how this process's part of the run ended. Best effort: the steps' own states
 /// are already durable, and a journal that cannot take this line has said so already.
-pub fn record_outcome(journal: &Journal, outcome: &Outcome) {
+pub fn record_outcome(journal: &impl JournalStore, outcome: &Outcome) {
     let Ok(value) = serde_json::to_string(outcome) else {
         return;
     };
@@ -164,9 +164,13 @@ const WAITING_KINDS: [EventKind; 2] = [EventKind::GateWaiting, EventKind::Manual
 /// Reads the status of the run whose journal is `path` (checked first: a missing, damaged
 /// file, or one that is not a journal, is named for what it is). Only reads.
 pub fn read(path: &Path) -> Result<Status, Error> {
-    let name = path.display().to_string();
-    crate::files::check_existing_journal(path, false)?;
-    let r = JournalReader::open(path).map_err(|e| crate::files::journal_failure(path, &e))?;
+    let target = crate::journal::JournalTarget::from_arg(path)?;
+    let r = target.reader(false)?;
+    let name = match &r {
+        crate::journal::AnyReader::Sqlite(_) => path.display().to_string(),
+        // A database named without its run: the command names it from here on.
+        crate::journal::AnyReader::Postgres(p) => p.location().display().to_string(),
+    };
     let e = |x: medic_journal::JournalError| Error::Internal(x.to_string());
     let rows = r.steps().map_err(e)?;
     // The plan gives steps that have no row yet, hosts and kinds; a journal without one

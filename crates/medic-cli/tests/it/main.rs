@@ -15,6 +15,7 @@ mod manual;
 mod operator;
 mod plan_seal;
 mod planning;
+mod postgres;
 mod readme;
 mod report;
 mod runs;
