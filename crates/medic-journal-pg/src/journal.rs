@@ -12,17 +12,17 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use medic_journal::{
-    Ack, Approval, Durable, EventKind, EventRow, JournalError, JournalRead, JournalStore, Record,
-    RowKind, StepRow, StepState, Timer, TimerKind, detail_text, meta_keys,
+    Ack, Approval, Durable, EventKind, EventRow, JournalError, JournalRead, JournalStore,
+    MAX_BATCH, Queued as Msg, Record, RowKind, StepRow, StepState, Timer, TimerKind, detail_text,
+    meta_keys,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{Client, Row, Statement};
 
 use crate::conn::{check_version, connect, describe, io_err, migrate};
+use crate::reader::PgReader;
 use crate::target::PgTarget;
-
-/// Upper bound on records per transaction, as in the SQLite writer.
-const MAX_BATCH: usize = 65_536;
 
 /// The first key of the run's advisory lock (the second is the run id's hash): one
 /// writer per run across every machine that reaches the database.
@@ -84,15 +84,6 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-enum Msg {
-    Record {
-        ts_ms: i64,
-        rec: Record,
-        ack: Option<Ack>,
-    },
-    Flush(Ack),
-}
-
 /// A run's journal in PostgreSQL. Cheap to clone; clones feed one writer, in order.
 /// Dropping the last clone (or [`PgJournal::close`]) commits what is queued and releases
 /// the run's lock.
@@ -102,14 +93,12 @@ pub struct PgJournal {
 }
 
 struct Inner {
-    location: Arc<Path>,
-    run: Arc<str>,
     tx: Mutex<Option<UnboundedSender<Msg>>>,
     failure: Arc<OnceLock<String>>,
     /// Told when the writer has committed its last batch and let its connection go.
     done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
-    reader: Arc<Client>,
-    bg: Bg,
+    /// The read side over its own connection; last, so its runtime outlives the rest.
+    reads: PgReader,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -229,20 +218,17 @@ impl PgJournal {
         });
         Ok(PgJournal {
             inner: Arc::new(Inner {
-                location,
-                run,
                 tx: Mutex::new(Some(tx)),
                 failure,
                 done: Mutex::new(Some(done_rx)),
-                reader: Arc::new(reader),
-                bg,
+                reads: PgReader::from_parts(reader, run, location, bg),
             }),
         })
     }
 
     /// The run's id.
     pub fn run_id(&self) -> &str {
-        &self.inner.run
+        self.inner.reads.run_id()
     }
 
     /// Commits everything queued, stops the writer (releasing the run's lock) and reports
@@ -262,7 +248,7 @@ impl PgJournal {
         let tx = lock(&self.inner.tx);
         let Some(tx) = tx.as_ref() else {
             return Err(JournalError::Closed {
-                path: self.inner.location.to_path_buf(),
+                path: self.inner.reads.location().to_path_buf(),
             });
         };
         tx.send(msg).map_err(|_| match self.inner.failure.get() {
@@ -270,28 +256,12 @@ impl PgJournal {
             None => self.inner.failed("writer stopped"),
         })
     }
-
-    fn read<T: Send + 'static, F>(
-        &self,
-        f: impl FnOnce(Arc<Client>, Arc<str>, Arc<Path>) -> F,
-    ) -> Result<T, JournalError>
-    where
-        F: Future<Output = Result<T, JournalError>> + Send + 'static,
-    {
-        let i = &self.inner;
-        let fut = f(
-            Arc::clone(&i.reader),
-            Arc::clone(&i.run),
-            Arc::clone(&i.location),
-        );
-        i.bg.call(&i.location, fut)
-    }
 }
 
 impl Inner {
     fn failed(&self, message: &str) -> JournalError {
         JournalError::Writer {
-            path: self.location.to_path_buf(),
+            path: self.reads.location().to_path_buf(),
             message: message.to_owned(),
         }
     }
@@ -487,13 +457,7 @@ async fn write_loop(
             }
         }
         let result = write_batch(&mut c, &st, run, &batch).await;
-        let acks: Vec<Ack> = batch
-            .drain(..)
-            .filter_map(|m| match m {
-                Msg::Record { ack, .. } => ack,
-                Msg::Flush(a) => Some(a),
-            })
-            .collect();
+        let acks: Vec<Ack> = batch.drain(..).filter_map(Msg::into_ack).collect();
         match result {
             Ok(()) => acks.into_iter().for_each(|a| a.send(Ok(()))),
             Err(e) => {
@@ -677,23 +641,41 @@ pub(crate) mod q {
         }
     }
 
+    /// One query's rows, its failure named by the run's location.
+    async fn rows(
+        c: &Client,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        loc: &Path,
+    ) -> Result<Vec<Row>, JournalError> {
+        c.query(sql, params).await.map_err(|e| err(loc, &e))
+    }
+
+    /// Column `i` of `r`, a type mismatch named by the run's location.
+    fn get<'a, T: FromSql<'a>>(r: &'a Row, i: usize, loc: &Path) -> Result<T, JournalError> {
+        r.try_get(i).map_err(|e| err(loc, &e))
+    }
+
+    /// One `meta` column of `key` (`value` or `blob`, as `sql` selects).
+    async fn meta_column<T: for<'a> FromSql<'a>>(
+        c: &Client,
+        sql: &str,
+        run: &str,
+        key: &str,
+        loc: &Path,
+    ) -> Result<Option<T>, JournalError> {
+        let rows = rows(c, sql, &[&run, &key], loc).await?;
+        rows.first().map_or(Ok(None), |r| get(r, 0, loc))
+    }
+
     pub(crate) async fn meta(
         c: &Client,
         run: &str,
         key: &str,
         loc: &Path,
     ) -> Result<Option<String>, JournalError> {
-        let rows = c
-            .query(
-                "SELECT value FROM medic.meta WHERE run_id = $1 AND key = $2",
-                &[&run, &key],
-            )
-            .await
-            .map_err(|e| err(loc, &e))?;
-        match rows.first() {
-            Some(r) => r.try_get(0).map_err(|e| err(loc, &e)),
-            None => Ok(None),
-        }
+        let sql = "SELECT value FROM medic.meta WHERE run_id = $1 AND key = $2";
+        meta_column(c, sql, run, key, loc).await
     }
 
     pub(crate) async fn meta_blob(
@@ -702,17 +684,8 @@ pub(crate) mod q {
         key: &str,
         loc: &Path,
     ) -> Result<Option<Vec<u8>>, JournalError> {
-        let rows = c
-            .query(
-                "SELECT blob FROM medic.meta WHERE run_id = $1 AND key = $2",
-                &[&run, &key],
-            )
-            .await
-            .map_err(|e| err(loc, &e))?;
-        match rows.first() {
-            Some(r) => r.try_get(0).map_err(|e| err(loc, &e)),
-            None => Ok(None),
-        }
+        let sql = "SELECT blob FROM medic.meta WHERE run_id = $1 AND key = $2";
+        meta_column(c, sql, run, key, loc).await
     }
 
     pub(crate) async fn steps(
@@ -721,31 +694,31 @@ pub(crate) mod q {
         loc: &Path,
     ) -> Result<Vec<StepRow>, JournalError> {
         // "C": byte order, as SQLite orders the ids.
-        let rows = c
-            .query(
-                "SELECT step, state, attempt, updated_ms, detail, already_done, note
+        let rows = rows(
+            c,
+            "SELECT step, state, attempt, updated_ms, detail, already_done, note
                  FROM medic.steps WHERE run_id = $1 ORDER BY step COLLATE \"C\"",
-                &[&run],
-            )
-            .await
-            .map_err(|e| err(loc, &e))?;
+            &[&run],
+            loc,
+        )
+        .await?;
         rows.iter()
             .map(|r| {
-                let step: String = r.try_get(0).map_err(|e| err(loc, &e))?;
-                let s: &str = r.try_get(1).map_err(|e| err(loc, &e))?;
+                let step: String = get(r, 0, loc)?;
+                let s: &str = get(r, 1, loc)?;
                 let state = StepState::parse(s).ok_or_else(|| {
                     corrupt(loc, format!("step {step:?} has unknown state {s:?}"))
                 })?;
-                let attempt: i64 = r.try_get(2).map_err(|e| err(loc, &e))?;
+                let attempt: i64 = get(r, 2, loc)?;
                 Ok(StepRow {
                     state,
                     attempt: u32::try_from(attempt).map_err(|_| {
                         corrupt(loc, format!("step {step:?} has attempt {attempt}"))
                     })?,
-                    updated_ms: r.try_get(3).map_err(|e| err(loc, &e))?,
-                    detail: r.try_get(4).map_err(|e| err(loc, &e))?,
-                    already_done: r.try_get(5).map_err(|e| err(loc, &e))?,
-                    note: r.try_get(6).map_err(|e| err(loc, &e))?,
+                    updated_ms: get(r, 3, loc)?,
+                    detail: get(r, 4, loc)?,
+                    already_done: get(r, 5, loc)?,
+                    note: get(r, 6, loc)?,
                     step,
                 })
             })
@@ -757,24 +730,24 @@ pub(crate) mod q {
         run: &str,
         loc: &Path,
     ) -> Result<Vec<Timer>, JournalError> {
-        let rows = c
-            .query(
-                "SELECT key, kind, due_ms FROM medic.timers WHERE run_id = $1
+        let rows = rows(
+            c,
+            "SELECT key, kind, due_ms FROM medic.timers WHERE run_id = $1
                  ORDER BY due_ms, key COLLATE \"C\"",
-                &[&run],
-            )
-            .await
-            .map_err(|e| err(loc, &e))?;
+            &[&run],
+            loc,
+        )
+        .await?;
         rows.iter()
             .map(|r| {
-                let key: String = r.try_get(0).map_err(|e| err(loc, &e))?;
-                let k: &str = r.try_get(1).map_err(|e| err(loc, &e))?;
+                let key: String = get(r, 0, loc)?;
+                let k: &str = get(r, 1, loc)?;
                 let kind = TimerKind::parse(k)
                     .ok_or_else(|| corrupt(loc, format!("timer {key:?} has unknown kind {k:?}")))?;
                 Ok(Timer {
                     key,
                     kind,
-                    due_ms: r.try_get(2).map_err(|e| err(loc, &e))?,
+                    due_ms: get(r, 2, loc)?,
                 })
             })
             .collect()
@@ -785,20 +758,20 @@ pub(crate) mod q {
         run: &str,
         loc: &Path,
     ) -> Result<Vec<Approval>, JournalError> {
-        let rows = c
-            .query(
-                "SELECT gate, approved_ms, by FROM medic.approvals WHERE run_id = $1
+        let rows = rows(
+            c,
+            "SELECT gate, approved_ms, by FROM medic.approvals WHERE run_id = $1
                  ORDER BY approved_ms, gate COLLATE \"C\"",
-                &[&run],
-            )
-            .await
-            .map_err(|e| err(loc, &e))?;
+            &[&run],
+            loc,
+        )
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(Approval {
-                    gate: r.try_get(0).map_err(|e| err(loc, &e))?,
-                    approved_ms: r.try_get(1).map_err(|e| err(loc, &e))?,
-                    by: r.try_get(2).map_err(|e| err(loc, &e))?,
+                    gate: get(r, 0, loc)?,
+                    approved_ms: get(r, 1, loc)?,
+                    by: get(r, 2, loc)?,
                 })
             })
             .collect()
@@ -810,22 +783,17 @@ pub(crate) mod q {
         kind: EventKind,
         loc: &Path,
     ) -> Result<Vec<(i64, String)>, JournalError> {
-        let rows = c
-            .query(
-                "SELECT MIN(seq), step FROM medic.events
+        let rows = rows(
+            c,
+            "SELECT MIN(seq), step FROM medic.events
                  WHERE run_id = $1 AND kind = $2 AND step IS NOT NULL
                  GROUP BY step ORDER BY MIN(seq)",
-                &[&run, &kind.as_str()],
-            )
-            .await
-            .map_err(|e| err(loc, &e))?;
+            &[&run, &kind.as_str()],
+            loc,
+        )
+        .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0).map_err(|e| err(loc, &e))?,
-                    r.try_get(1).map_err(|e| err(loc, &e))?,
-                ))
-            })
+            .map(|r| Ok((get(r, 0, loc)?, get(r, 1, loc)?)))
             .collect()
     }
 
@@ -836,28 +804,28 @@ pub(crate) mod q {
         limit: i64,
         loc: &Path,
     ) -> Result<Vec<EventRow>, JournalError> {
-        let rows = c
-            .query(
-                "SELECT seq, ts_ms, step, kind, attempt, detail FROM medic.events
+        let rows = rows(
+            c,
+            "SELECT seq, ts_ms, step, kind, attempt, detail FROM medic.events
                  WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                &[&run, &after, &limit],
-            )
-            .await
-            .map_err(|e| err(loc, &e))?;
+            &[&run, &after, &limit],
+            loc,
+        )
+        .await?;
         rows.iter()
             .map(|r| {
-                let seq: i64 = r.try_get(0).map_err(|e| err(loc, &e))?;
-                let k: &str = r.try_get(3).map_err(|e| err(loc, &e))?;
+                let seq: i64 = get(r, 0, loc)?;
+                let k: &str = get(r, 3, loc)?;
                 let kind = RowKind::parse(k)
                     .ok_or_else(|| corrupt(loc, format!("event {seq} has unknown kind {k:?}")))?;
-                let attempt: Option<i64> = r.try_get(4).map_err(|e| err(loc, &e))?;
+                let attempt: Option<i64> = get(r, 4, loc)?;
                 Ok(EventRow {
                     seq,
-                    ts_ms: r.try_get(1).map_err(|e| err(loc, &e))?,
-                    step: r.try_get(2).map_err(|e| err(loc, &e))?,
+                    ts_ms: get(r, 1, loc)?,
+                    step: get(r, 2, loc)?,
                     kind,
                     attempt: attempt.and_then(|a| u32::try_from(a).ok()),
-                    detail: r.try_get(5).map_err(|e| err(loc, &e))?,
+                    detail: get(r, 5, loc)?,
                 })
             })
             .collect()
@@ -866,30 +834,28 @@ pub(crate) mod q {
 
 impl JournalRead for PgJournal {
     fn meta(&self, key: &str) -> Result<Option<String>, JournalError> {
-        let key = key.to_owned();
-        self.read(|c, r, l| async move { q::meta(&c, &r, &key, &l).await })
+        self.inner.reads.meta(key)
     }
     fn meta_blob(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
-        let key = key.to_owned();
-        self.read(|c, r, l| async move { q::meta_blob(&c, &r, &key, &l).await })
+        self.inner.reads.meta_blob(key)
     }
     fn steps(&self) -> Result<Vec<StepRow>, JournalError> {
-        self.read(|c, r, l| async move { q::steps(&c, &r, &l).await })
+        self.inner.reads.steps()
     }
     fn timers(&self) -> Result<Vec<Timer>, JournalError> {
-        self.read(|c, r, l| async move { q::timers(&c, &r, &l).await })
+        self.inner.reads.timers()
     }
     fn approvals(&self) -> Result<Vec<Approval>, JournalError> {
-        self.read(|c, r, l| async move { q::approvals(&c, &r, &l).await })
+        self.inner.reads.approvals()
     }
     fn steps_with_event(&self, kind: EventKind) -> Result<Vec<(i64, String)>, JournalError> {
-        self.read(move |c, r, l| async move { q::steps_with_event(&c, &r, kind, &l).await })
+        self.inner.reads.steps_with_event(kind)
     }
 }
 
 impl JournalStore for PgJournal {
     fn location(&self) -> &Path {
-        &self.inner.location
+        &self.inner.reads.location()
     }
     fn append(&self, rec: Record) -> Result<(), JournalError> {
         self.send(Msg::Record {
@@ -899,7 +865,7 @@ impl JournalStore for PgJournal {
         })
     }
     fn append_durable(&self, rec: Record) -> Durable {
-        let (ack, done) = Durable::pending(&self.inner.location);
+        let (ack, done) = Durable::pending(&self.inner.reads.location);
         match self.send(Msg::Record {
             ts_ms: now_ms(),
             rec,
@@ -910,7 +876,7 @@ impl JournalStore for PgJournal {
         }
     }
     fn flush(&self) -> Durable {
-        let (ack, done) = Durable::pending(&self.inner.location);
+        let (ack, done) = Durable::pending(&self.inner.reads.location);
         match self.send(Msg::Flush(ack)) {
             Ok(()) => done,
             Err(e) => Durable::ready(Err(e)),

@@ -15,7 +15,7 @@ use crate::target::PgTarget;
 pub struct PgReader {
     client: Arc<Client>,
     run: Arc<str>,
-    location: Arc<Path>,
+    pub(crate) location: Arc<Path>,
     bg: Bg,
 }
 
@@ -47,6 +47,16 @@ impl PgReader {
             location,
             bg,
         })
+    }
+
+    /// The read side of a run a [`crate::PgJournal`] has just opened (and locked).
+    pub(crate) fn from_parts(client: Client, run: Arc<str>, location: Arc<Path>, bg: Bg) -> Self {
+        PgReader {
+            client: Arc::new(client),
+            run,
+            location,
+            bg,
+        }
     }
 
     /// Where the run is, as `--journal` names it.

@@ -143,3 +143,31 @@ impl Drop for Ack {
         }
     }
 }
+
+/// Upper bound on records per writer transaction, so a producer that outruns the store
+/// still gets its durable acknowledgements at a bounded interval (and SQLite's WAL stays
+/// bounded). Every backend's writer drains its queue up to this many messages a commit.
+pub const MAX_BATCH: usize = 65_536;
+
+/// What a journal handle queues for its writer, in append order.
+pub enum Queued {
+    /// A record stamped when it was appended; `ack` is answered once it is committed.
+    Record {
+        ts_ms: i64,
+        rec: crate::model::Record,
+        ack: Option<Ack>,
+    },
+    /// Answered once everything queued before it is committed.
+    Flush(Ack),
+}
+
+impl Queued {
+    /// The acknowledgement to answer once this message's batch commits (or fails).
+    #[inline]
+    pub fn into_ack(self) -> Option<Ack> {
+        match self {
+            Queued::Record { ack, .. } => ack,
+            Queued::Flush(ack) => Some(ack),
+        }
+    }
+}

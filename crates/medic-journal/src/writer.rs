@@ -21,20 +21,7 @@ use crate::db;
 use crate::error::{Failure, JournalError};
 use crate::model::{Approval, EventKind, Record, StepRow, Timer, detail_text, now_ms};
 use crate::reader::JournalReader;
-use crate::store::{Ack, Durable, JournalRead, JournalStore};
-
-/// Upper bound on records per transaction, so a producer that outruns the disk still gets
-/// its durable acknowledgements at a bounded interval and the WAL stays bounded.
-const MAX_BATCH: usize = 65_536;
-
-enum Msg {
-    Record {
-        ts_ms: i64,
-        rec: Record,
-        ack: Option<Ack>,
-    },
-    Flush(Ack),
-}
+use crate::store::{Ack, Durable, JournalRead, JournalStore, MAX_BATCH, Queued as Msg};
 
 /// Handle to a run's journal writer. Cheap to clone; every clone feeds the same writer
 /// thread, so records keep the order in which they were appended across clones.
@@ -437,10 +424,7 @@ fn run(mut conn: Connection, rx: &Receiver<Msg>, failure: &OnceLock<Failure>) {
             }
         }
         let result = write_batch(&mut conn, &batch);
-        acks.extend(batch.drain(..).filter_map(|m| match m {
-            Msg::Record { ack, .. } => ack,
-            Msg::Flush(ack) => Some(ack),
-        }));
+        acks.extend(batch.drain(..).filter_map(Msg::into_ack));
         match result {
             Ok(()) => {
                 for ack in acks.drain(..) {
