@@ -64,25 +64,27 @@ pub enum JournalError {
 impl JournalError {
     /// Maps a SQLite error met on an open journal, keeping disk full distinct.
     pub(crate) fn sqlite(path: &Path, source: rusqlite::Error) -> JournalError {
-        if is_disk_full(&source) {
-            JournalError::DiskFull {
-                path: path.to_owned(),
-            }
-        } else if is_io_error(&source) {
-            JournalError::CannotWrite {
-                path: path.to_owned(),
-                detail: source.to_string(),
-            }
-        } else {
-            JournalError::Sqlite {
-                path: path.to_owned(),
-                source,
-            }
-        }
+        Self::from_sqlite_or(path, source, |path, source| JournalError::Sqlite {
+            path,
+            source,
+        })
     }
 
     /// Maps a SQLite error met while opening, keeping disk full distinct.
     pub(crate) fn open(path: &Path, source: rusqlite::Error) -> JournalError {
+        Self::from_sqlite_or(path, source, |path, source| JournalError::Open {
+            path,
+            source,
+        })
+    }
+
+    /// Disk full and I/O failures read the same wherever they are met; `other` names the
+    /// rest by where they were met.
+    fn from_sqlite_or(
+        path: &Path,
+        source: rusqlite::Error,
+        other: impl FnOnce(PathBuf, rusqlite::Error) -> JournalError,
+    ) -> JournalError {
         if is_disk_full(&source) {
             JournalError::DiskFull {
                 path: path.to_owned(),
@@ -93,10 +95,7 @@ impl JournalError {
                 detail: source.to_string(),
             }
         } else {
-            JournalError::Open {
-                path: path.to_owned(),
-                source,
-            }
+            other(path.to_owned(), source)
         }
     }
 }

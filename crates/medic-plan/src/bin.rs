@@ -216,7 +216,8 @@ impl<'a> Out<'a> {
     }
 }
 
-const OPS: [CmpOp; 6] = [
+/// Every comparison, in the order of its tag in the binary form.
+pub(crate) const OPS: [CmpOp; 6] = [
     CmpOp::Lt,
     CmpOp::Le,
     CmpOp::Gt,

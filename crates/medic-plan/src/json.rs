@@ -1405,14 +1405,7 @@ mod tests {
         for (i, v) in values.into_iter().enumerate() {
             conds.push(Cond::Compare {
                 left: p("facts.x"),
-                op: [
-                    CmpOp::Lt,
-                    CmpOp::Le,
-                    CmpOp::Gt,
-                    CmpOp::Ge,
-                    CmpOp::Eq,
-                    CmpOp::Ne,
-                ][i % 6],
+                op: crate::bin::OPS[i % crate::bin::OPS.len()],
                 right: Operand::Lit(v),
             });
         }

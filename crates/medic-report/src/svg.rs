@@ -53,6 +53,17 @@ impl Scale {
     }
 }
 
+/// The chart's `<svg>` element and its time axis; `what` the chart shows, for its label.
+fn open_svg(o: &mut String, sc: &Scale, span_ms: i64, height: f64, what: &str) {
+    let _ = write!(
+        o,
+        r#"<svg id="timeline-svg" xmlns="http://www.w3.org/2000/svg" width="{:.0}" height="{height:.0}" viewBox="0 0 {:.0} {height:.0}" role="img" aria-label="timeline of the run's {what}">"#,
+        LABEL_W + PLOT_W + 10.0,
+        LABEL_W + PLOT_W + 10.0
+    );
+    axis(o, sc, span_ms, height);
+}
+
 fn axis(o: &mut String, sc: &Scale, span_ms: i64, height: f64) {
     // About eight ticks at a round step.
     let steps = [
@@ -139,13 +150,7 @@ pub(crate) fn timeline(report: &Report) -> String {
             elapsed(span_ms).trim_start_matches('+'),
             legend.join(" ")
         );
-        let _ = write!(
-            o,
-            r#"<svg id="timeline-svg" xmlns="http://www.w3.org/2000/svg" width="{:.0}" height="{height:.0}" viewBox="0 0 {:.0} {height:.0}" role="img" aria-label="timeline of the run's steps">"#,
-            LABEL_W + PLOT_W + 10.0,
-            LABEL_W + PLOT_W + 10.0
-        );
-        axis(&mut o, &sc, span_ms, height);
+        open_svg(&mut o, &sc, span_ms, height, "steps");
         let mut row = 0usize;
         let mut last = "";
         for (h, s) in &steps {
@@ -200,13 +205,7 @@ pub(crate) fn timeline(report: &Report) -> String {
         elapsed(span_ms).trim_start_matches('+'),
         legend.join(" ")
     );
-    let _ = write!(
-        o,
-        r#"<svg id="timeline-svg" xmlns="http://www.w3.org/2000/svg" width="{:.0}" height="{height:.0}" viewBox="0 0 {:.0} {height:.0}" role="img" aria-label="timeline of the run's phases">"#,
-        LABEL_W + PLOT_W + 10.0,
-        LABEL_W + PLOT_W + 10.0
-    );
-    axis(&mut o, &sc, span_ms, height);
+    open_svg(&mut o, &sc, span_ms, height, "phases");
     let mut marks = 0usize;
     for (k, p) in report.phases.iter().enumerate() {
         // Running steps per slot, by a difference array over the slots.

@@ -348,6 +348,14 @@ enum Decision {
     },
 }
 
+impl Decision {
+    /// An attempt that has `effect` only if it succeeds.
+    fn attempt(result: Result<(), String>, effect: Effect) -> Decision {
+        let effect = result.is_ok().then_some(effect);
+        Decision::Attempt { result, effect }
+    }
+}
+
 impl State {
     fn faults_mut(&mut self, t: Target) -> &mut Faults {
         match t {
@@ -1267,19 +1275,13 @@ fn decide(
             } else {
                 Ok(())
             };
-            match result {
-                Ok(()) => Attempt {
-                    result: Ok(()),
-                    effect: Some(Effect::BundleMade {
-                        bundle,
-                        build: h.build,
-                    }),
+            Decision::attempt(
+                result,
+                Effect::BundleMade {
+                    bundle,
+                    build: h.build,
                 },
-                Err(m) => Attempt {
-                    result: Err(m),
-                    effect: None,
-                },
-            }
+            )
         }
         Action::BundleImport => {
             let bundle = match arg(args, "bundle", act) {
@@ -1298,19 +1300,13 @@ fn decide(
                     Some(_) => Ok(()),
                 }
             };
-            match result {
-                Ok(()) => Attempt {
-                    result: Ok(()),
-                    effect: Some(Effect::BundleImported {
-                        bundle,
-                        build: h.build,
-                    }),
+            Decision::attempt(
+                result,
+                Effect::BundleImported {
+                    bundle,
+                    build: h.build,
                 },
-                Err(m) => Attempt {
-                    result: Err(m),
-                    effect: None,
-                },
-            }
+            )
         }
         Action::Reboot => Attempt {
             result: Ok(()),

@@ -370,6 +370,19 @@ fn parse_halves<'a>(
     // last item is closed by the less indented `-`, and an unclosed flow collection or
     // quoted scalar would have failed the head's parse. The sequence starts on a line of its
     // own (after its key's), so that line's indentation is the sequence's.
+    let items = last_block_seq(&mut root, head, indent, b" \n")?;
+    items.append(&mut tail_items);
+    Some(root)
+}
+
+/// The items of the block sequence that is `root`'s last map value, when `head` starts
+/// that sequence on a line of its own at `indent`: a `-` there followed by one of `after`.
+pub(super) fn last_block_seq<'r, 'a>(
+    root: &'r mut Node<'a>,
+    head: &str,
+    indent: usize,
+    after: &[u8],
+) -> Option<&'r mut Vec<Node<'a>>> {
     let NodeKind::Map(entries) = &mut root.kind else {
         return None;
     };
@@ -380,15 +393,14 @@ fn parse_halves<'a>(
     let line = &head.as_bytes()[line_start..];
     if line.iter().take_while(|&&b| b == b' ').count() != indent
         || line.get(indent) != Some(&b'-')
-        || !matches!(line.get(indent + 1), Some(b' ' | b'\n'))
+        || !line.get(indent + 1).is_some_and(|b| after.contains(b))
     {
         return None;
     }
-    let NodeKind::Seq(items) = &mut last.kind else {
-        return None;
-    };
-    items.append(&mut tail_items);
-    Some(root)
+    match &mut last.kind {
+        NodeKind::Seq(items) => Some(items),
+        _ => None,
+    }
 }
 
 pub(super) fn parse_whole<'a>(text: &'a str, limits: &Limits) -> Option<(Node<'a>, Counts)> {

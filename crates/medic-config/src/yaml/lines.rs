@@ -18,7 +18,7 @@
 
 use std::borrow::Cow;
 
-use super::events::{Counts, Limits, keys_ok, parse_whole, plain_kind};
+use super::events::{Counts, Limits, keys_ok, last_block_seq, parse_whole, plain_kind};
 use super::{Loc, Node, NodeKind};
 
 /// Below this share of the text, the run is not worth it.
@@ -87,23 +87,7 @@ pub(super) fn parse<'a>(text: &'a str, limits: &Limits) -> Option<Node<'a>> {
     // The head's root must be a map whose last value is the block sequence the run's first
     // line is an item of (the run's first line is the head's last line, and the sequence
     // starts on a line of its own at the run's indentation).
-    let NodeKind::Map(entries) = &mut root.kind else {
-        return None;
-    };
-    let (_, last) = entries.last_mut()?;
-    let line_start = head[..last.loc.offset.min(head.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
-    let line = &head.as_bytes()[line_start..];
-    if line.iter().take_while(|&&b| b == b' ').count() != indent
-        || line.get(indent) != Some(&b'-')
-        || line.get(indent + 1) != Some(&b' ')
-    {
-        return None;
-    }
-    let NodeKind::Seq(items) = &mut last.kind else {
-        return None;
-    };
+    let items = last_block_seq(&mut root, head, indent, b" ")?;
     // Its last item is the run's first line, read by the parser.
     if items.last().map(|n| n.loc.line) != Some(head_lines) {
         return None;
