@@ -855,7 +855,7 @@ impl JournalRead for PgJournal {
 
 impl JournalStore for PgJournal {
     fn location(&self) -> &Path {
-        &self.inner.reads.location()
+        self.inner.reads.location()
     }
     fn append(&self, rec: Record) -> Result<(), JournalError> {
         self.send(Msg::Record {

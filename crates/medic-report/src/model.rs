@@ -154,7 +154,7 @@ pub struct SkipReason {
     pub reason: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct HostReport {
     pub name: String,
     pub address: String,
@@ -474,15 +474,7 @@ fn build(plan: &Plan, rows: Rows, path: &Path) -> Report {
             role: h.role.as_str().to_owned(),
             platform: h.platform.map(|p| p.as_str().to_owned()),
             relay_group: h.relay_group.clone(),
-            state: String::new(),
-            build_before: None,
-            build_after: None,
-            verified_by: None,
-            phases: Vec::new(),
-            failure: None,
-            skipped: Vec::new(),
-            host_keys: Vec::new(),
-            steps: Vec::new(),
+            ..HostReport::default()
         })
         .collect();
     let mut by_name: HashMap<String, usize> = hosts
@@ -492,21 +484,10 @@ fn build(plan: &Plan, rows: Rows, path: &Path) -> Report {
         .collect();
     for sk in plan.skipped() {
         let k = *by_name.entry(sk.host.clone()).or_insert_with(|| {
+            // Known only by name: the plan has no address, role or platform for it.
             hosts.push(HostReport {
                 name: sk.host.clone(),
-                address: String::new(),
-                role: String::new(),
-                platform: None,
-                relay_group: None,
-                state: String::new(),
-                build_before: None,
-                build_after: None,
-                verified_by: None,
-                phases: Vec::new(),
-                failure: None,
-                skipped: Vec::new(),
-                host_keys: Vec::new(),
-                steps: Vec::new(),
+                ..HostReport::default()
             });
             hosts.len() - 1
         });
