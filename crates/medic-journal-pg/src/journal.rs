@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use medic_journal::{
     Ack, Approval, Durable, EventKind, EventRow, JournalError, JournalRead, JournalStore,
-    MAX_BATCH, Queued as Msg, Record, RowKind, StepRow, StepState, Timer, TimerKind, detail_text,
+    Queued as Msg, Record, RowKind, StepRow, StepState, Timer, TimerKind, detail_text, fill_batch,
     meta_keys,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -450,12 +450,7 @@ async fn write_loop(
     let mut batch = Vec::with_capacity(1024);
     while let Some(first) = rx.recv().await {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
+        fill_batch(&mut batch, || rx.try_recv().ok());
         let result = write_batch(&mut c, &st, run, &batch).await;
         let acks: Vec<Ack> = batch.drain(..).filter_map(Msg::into_ack).collect();
         match result {

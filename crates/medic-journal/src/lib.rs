@@ -40,7 +40,7 @@ pub use model::{
     detail_text,
 };
 pub use reader::{JournalReader, approve};
-pub use store::{Ack, Durable, JournalRead, JournalStore, MAX_BATCH, Queued};
+pub use store::{Ack, Durable, JournalRead, JournalStore, Queued, fill_batch};
 pub use writer::Journal;
 
 /// Keys of the `meta` table that medic itself writes. Values are plain text, except

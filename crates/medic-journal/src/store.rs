@@ -146,8 +146,20 @@ impl Drop for Ack {
 
 /// Upper bound on records per writer transaction, so a producer that outruns the store
 /// still gets its durable acknowledgements at a bounded interval (and SQLite's WAL stays
-/// bounded). Every backend's writer drains its queue up to this many messages a commit.
-pub const MAX_BATCH: usize = 65_536;
+/// bounded).
+const MAX_BATCH: usize = 65_536;
+
+/// Adds to `batch` what is already queued (`try_next` answers without waiting), up to
+/// `MAX_BATCH`: every backend's writer commits one such batch a transaction.
+#[inline]
+pub fn fill_batch(batch: &mut Vec<Queued>, mut try_next: impl FnMut() -> Option<Queued>) {
+    while batch.len() < MAX_BATCH {
+        match try_next() {
+            Some(m) => batch.push(m),
+            None => break,
+        }
+    }
+}
 
 /// What a journal handle queues for its writer, in append order.
 pub enum Queued {

@@ -21,7 +21,7 @@ use crate::db;
 use crate::error::{Failure, JournalError};
 use crate::model::{Approval, EventKind, Record, StepRow, Timer, detail_text, now_ms};
 use crate::reader::JournalReader;
-use crate::store::{Ack, Durable, JournalRead, JournalStore, MAX_BATCH, Queued as Msg};
+use crate::store::{Ack, Durable, JournalRead, JournalStore, Queued as Msg, fill_batch};
 
 /// Handle to a run's journal writer. Cheap to clone; every clone feeds the same writer
 /// thread, so records keep the order in which they were appended across clones.
@@ -417,12 +417,7 @@ fn run(mut conn: Connection, rx: &Receiver<Msg>, failure: &OnceLock<Failure>) {
     let mut acks: Vec<Ack> = Vec::with_capacity(64);
     while let Ok(first) = rx.recv() {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
+        fill_batch(&mut batch, || rx.try_recv().ok());
         let result = write_batch(&mut conn, &batch);
         acks.extend(batch.drain(..).filter_map(Msg::into_ack));
         match result {
