@@ -15,6 +15,12 @@ use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, So
 /// reading nor the terminal gains anything from the copies.
 const PER_KIND: usize = 20;
 
+/// Beyond this column (or span length) the header's `file:line:col` says where, without
+/// miette's snippet: miette formats the underline with the column as a width, which
+/// panics past 65,535 (a 100 KB `--set` found by the fuzzer), and nobody reads such a
+/// line on a terminal anyway.
+const SNIPPET_MAX_COL: u32 = 4096;
+
 /// What the command did not do because of the problems (the last line of the report).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum NotDone {
@@ -55,8 +61,9 @@ pub(crate) fn problems(p: &Problems, not_done: NotDone) {
         *n += 1;
         out.push_str(&format!("error: {prob}\n"));
         let mut snippet = String::new();
-        if prob.loc.is_some_and(|l| l.line > 0)
-            && handler.render_report(&mut snippet, &Snippet(prob)).is_ok()
+        if prob.loc.is_some_and(|l| {
+            l.line > 0 && l.col <= SNIPPET_MAX_COL && l.len <= SNIPPET_MAX_COL as usize
+        }) && handler.render_report(&mut snippet, &Snippet(prob)).is_ok()
         {
             // miette's first line is the (empty) title: the header above said it.
             let body = snippet.split_once('\n').map_or("", |(_, rest)| rest);

@@ -1703,7 +1703,29 @@ fn cli_fuzz_regressions() {
         b"--events",
         b"./journal-done.sqlite",
     ];
+    // A 100 KB `--set` before a bad one: the second problem's column is past 65,535.
+    let long_set: &'static [u8] = Box::leak(
+        format!("--set={}=1", "a".repeat(100_000))
+            .into_bytes()
+            .into_boxed_slice(),
+    );
     let cases = vec![
+        // miette formats a snippet's underline with the column as a width: it panicked
+        // ("Formatting argument out of range") past column 65,535.
+        reg(
+            &[
+                b"validate".as_slice(),
+                b"-i",
+                b"inv.yaml",
+                b"-p",
+                b"pb.yaml",
+                long_set,
+                b"--set",
+                b"fixed_build.linux=12.0.0-9999,12.0.0-1",
+            ],
+            2,
+            "are both on line 12.0",
+        ),
         // The Manager's client retried a refused connection for the whole 60 s check
         // timeout, then said "no answer within 60 s".
         Regression {
