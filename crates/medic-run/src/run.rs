@@ -372,7 +372,14 @@ pub fn start_new_in(
         crate::files::check_no_stale_sim_state(&sim_state_path(journal_path))?;
     }
     let drivers = crate::drivers::build(&plan, &inputs, None, None)?;
+    // The directories made for this run, deepest first, so that a journal that cannot be
+    // created (a database that does not answer, a full disk) leaves no empty run directory.
+    let mut made: Vec<&Path> = Vec::new();
     if let Some(dir) = journal_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        made = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .collect();
         std::fs::create_dir_all(dir)
             .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
     }
@@ -384,7 +391,12 @@ pub fn start_new_in(
     if let Some(p) = preflight {
         meta.push((PREFLIGHT, p));
     }
-    let journal = create_journal(target, &id, &plan, &meta)?;
+    let journal = create_journal(target, &id, &plan, &meta).inspect_err(|_| {
+        for d in &made {
+            // Only an empty directory goes: anything else in it is not ours to remove.
+            let _ = std::fs::remove_dir(d);
+        }
+    })?;
     // The rehearsal's fleet keeps its state beside the journal, which now exists.
     let drivers = if inputs.simulate {
         crate::drivers::build(&plan, &inputs, Some(journal_path), None)?

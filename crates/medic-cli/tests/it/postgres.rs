@@ -281,3 +281,35 @@ fn a_password_on_the_command_line_is_refused_before_anything_is_written() {
         "nothing was written to the database"
     );
 }
+
+/// A database that does not answer: the run cannot start, and the working directory is as
+/// it was (no empty `.medic/runs/ID` made for the run's events and simulator state).
+#[test]
+fn a_database_that_does_not_answer_leaves_no_run_directory() {
+    let env = TestEnv::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("postgres://medic@127.0.0.1:{port}/medic");
+    let mut args = apply_args(&url, Path::new("unused"), true);
+    // The default events place, under `.medic/runs/ID/`.
+    let at = args.iter().position(|a| a == "--events").expect("--events");
+    args.drain(at..at + 2);
+    let o = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .current_dir(env.path())
+        .env("NO_COLOR", "1")
+        .env_remove("MEDIC_JOURNAL_URL")
+        .env_remove("PGPASSWORD")
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("medic");
+    assert_eq!(o.status.code(), Some(4), "{}", out(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("cannot open journal postgres://"),
+        "{stderr}"
+    );
+    assert!(!env.path().join(".medic").exists(), "{stderr}");
+}
