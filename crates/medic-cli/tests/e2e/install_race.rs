@@ -31,16 +31,7 @@ phases:
 "#;
 
 fn medic(dir: &Path, f: &Fleet) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_medic"));
-    c.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("USER", &f.user)
-        .env("NO_COLOR", "1")
-        .env("MEDIC_SUDO_PASSWORD", SUDO_PASSWORD)
-        .stdin(Stdio::null());
-    c
+    crate::fleet_medic(dir, f, SUDO_PASSWORD)
 }
 
 #[test]
@@ -69,33 +60,20 @@ fn a_resume_waits_for_the_installs_a_killed_run_left_running() {
     std::fs::write(p("inventory.yaml"), inv).expect("inventory");
     std::fs::write(p("playbook.yaml"), PLAYBOOK).expect("playbook");
     let journal = p("run.journal.sqlite");
-    let args: Vec<String> = [
-        "apply",
-        "--inventory",
-        &p("inventory.yaml"),
-        "--playbook",
-        &p("playbook.yaml"),
-        "--known-hosts",
-        &f.known_hosts.display().to_string(),
-        "--ssh-key",
-        &f.client_key.display().to_string(),
-        "--linux-agent-dir",
-        &f.bin.display().to_string(),
-        "--linux-package-dir",
-        &f.packages.display().to_string(),
-        "--poll-interval",
-        "0.2",
-        "--yes",
-        "--progress",
-        "never",
-        "--journal",
-        &journal,
-        "--events",
-        &p("run.events.jsonl"),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let mut args = vec!["apply".to_owned()];
+    args.extend(crate::fleet_args(dir.path(), &f));
+    args.extend(
+        [
+            "--poll-interval",
+            "0.2",
+            "--yes",
+            "--journal",
+            &journal,
+            "--events",
+            &p("run.events.jsonl"),
+        ]
+        .map(str::to_owned),
+    );
 
     let child = medic(dir.path(), &f)
         .args(&args)

@@ -31,6 +31,46 @@ use std::time::{Duration, Instant};
 use medic_sim::server::HttpFault;
 use world::{FIXED, Opts, Ran, Spec, World};
 
+/// `medic` against the sudo fleet of the SSH driver's tests (`fleet::Fleet`): a clean
+/// environment in `dir`, the fleet's user, the sudo password on the environment.
+fn fleet_medic(dir: &Path, f: &fleet::Fleet, sudo_password: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_medic"));
+    c.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("USER", &f.user)
+        .env("NO_COLOR", "1")
+        .env("MEDIC_SUDO_PASSWORD", sudo_password)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// The inputs and connection options of a run over that fleet: `inventory.yaml` and
+/// `playbook.yaml` in `dir`, the fleet's known_hosts, key, fake agent and packages.
+fn fleet_args(dir: &Path, f: &fleet::Fleet) -> Vec<String> {
+    let p = |name: &str| dir.join(name).display().to_string();
+    [
+        "--inventory".to_owned(),
+        p("inventory.yaml"),
+        "--playbook".to_owned(),
+        p("playbook.yaml"),
+        "--known-hosts".to_owned(),
+        f.known_hosts.display().to_string(),
+        "--ssh-key".to_owned(),
+        f.client_key.display().to_string(),
+        "--linux-agent-dir".to_owned(),
+        f.bin.display().to_string(),
+        "--linux-package-dir".to_owned(),
+        f.packages.display().to_string(),
+        "--progress".to_owned(),
+        "never".to_owned(),
+    ]
+    .into()
+}
+
 /// Polls `cond` every 10 ms for at most `limit`; whether it became true.
 fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let t = Instant::now();

@@ -3,7 +3,7 @@
 //! checks at the start of a real `medic apply`.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use crate::fleet::{Fleet, OS_EL9, SUDO_PASSWORD, SUDO_USER};
 use crate::world::{Opts, Spec, World};
@@ -28,18 +28,7 @@ phases:
 "#;
 
 fn medic(dir: &Path, f: &Fleet, sudo_password: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_medic"));
-    c.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("USER", &f.user)
-        .env("NO_COLOR", "1")
-        .env("MEDIC_SUDO_PASSWORD", sudo_password)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
+    crate::fleet_medic(dir, f, sudo_password)
 }
 
 fn text(o: &Output) -> (Option<i32>, String, String) {
@@ -90,25 +79,7 @@ fn preflight_names_drift_a_missing_package_an_unknown_key_and_a_wrong_sudo_passw
     let p = |name: &str| dir.path().join(name).display().to_string();
     std::fs::write(p("inventory.yaml"), inv).expect("inventory");
     std::fs::write(p("playbook.yaml"), PLAYBOOK).expect("playbook");
-    let conn: Vec<String> = [
-        "--inventory",
-        &p("inventory.yaml"),
-        "--playbook",
-        &p("playbook.yaml"),
-        "--known-hosts",
-        &f.known_hosts.display().to_string(),
-        "--ssh-key",
-        &f.client_key.display().to_string(),
-        "--linux-agent-dir",
-        &f.bin.display().to_string(),
-        "--linux-package-dir",
-        &f.packages.display().to_string(),
-        "--progress",
-        "never",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let conn = crate::fleet_args(dir.path(), &f);
     let preflight = |password: &str, format: &str| {
         let out = medic(dir.path(), &f, password)
             .arg("preflight")
