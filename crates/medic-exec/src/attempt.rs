@@ -98,24 +98,30 @@ fn tail(s: &str) -> &str {
 struct Recorder<'a> {
     inner: &'a dyn Driver,
     action: &'a str,
-    seen: std::sync::Mutex<(bool, Observed)>,
+    /// The action has answered: later facts are "after" it.
+    acted: std::sync::atomic::AtomicBool,
+    seen: std::sync::Mutex<Observed>,
 }
 
 impl Driver for Recorder<'_> {
     fn run(&self, req: ActionRequest) -> crate::driver::ActionFuture<'_> {
         Box::pin(async move {
+            use std::sync::atomic::Ordering::Relaxed;
             let acting = req.action == self.action;
             let reply = self.inner.run(req).await;
-            if !reply.facts.is_empty() || acting {
+            if acting {
+                self.acted.store(true, Relaxed);
+            }
+            // A reply without facts (every no-op step) costs no lock.
+            if !reply.facts.is_empty() {
                 let mut seen = self
                     .seen
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                seen.0 |= acting;
-                let into = if seen.0 {
-                    &mut seen.1.after
+                let into = if self.acted.load(Relaxed) {
+                    &mut seen.after
                 } else {
-                    &mut seen.1.before
+                    &mut seen.before
                 };
                 into.extend(reply.facts.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
@@ -330,14 +336,14 @@ pub(crate) async fn run_attempt(input: AttemptInput) -> Attempted {
     let recorder = Recorder {
         inner: driver.as_ref(),
         action: &plan.step(input.index).action,
-        seen: std::sync::Mutex::new((false, Observed::default())),
+        acted: std::sync::atomic::AtomicBool::new(false),
+        seen: std::sync::Mutex::new(Observed::default()),
     };
     let result = attempt(input, &recorder).await;
     let observed = recorder
         .seen
         .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .1;
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     Attempted { result, observed }
 }
 
