@@ -175,6 +175,7 @@ mod tests {
                 .collect::<BTreeMap<_, _>>(),
             attempt: 1,
             after_ms: None,
+            fence: None,
         }
     }
 

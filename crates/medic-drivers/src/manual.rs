@@ -122,6 +122,7 @@ mod tests {
             args: BTreeMap::from([("to".to_owned(), "20.0.463".to_owned())]),
             attempt: 1,
             after_ms: None,
+            fence: None,
         }
     }
 

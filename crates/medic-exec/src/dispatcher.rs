@@ -681,6 +681,7 @@ impl<'a, J: JournalStore + ?Sized> Dispatcher<'a, J> {
                     .host
                     .map(|h| self.host_done_ms[h as usize])
                     .filter(|&t| t > 0),
+                fence: None,
             },
             plan: plan.clone(),
             index: i,

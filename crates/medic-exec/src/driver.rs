@@ -24,6 +24,11 @@ pub struct ActionRequest {
     /// than what came before it on the host compares with this: a security update after an
     /// upgrade must have ended after the upgrade, never be the status from before it.
     pub after_ms: Option<i64>,
+    /// The fencing token of the worker that claimed this call (`medic worker`), `None` in a
+    /// single process. Tokens only grow: a driver that can (the simulated fleet) refuses a
+    /// call of a step older than the newest it has seen for that step, so a worker that
+    /// stalled past its lease and woke up cannot act after another one took over.
+    pub fence: Option<u64>,
 }
 
 /// The fact under which a driver reports a note: something the operator should know about

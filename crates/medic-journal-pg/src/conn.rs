@@ -11,7 +11,10 @@ use crate::target::{PgTarget, Tls};
 
 /// The migrations, numbered from 1; `medic.schema_version` holds the numbers applied.
 /// Append only: a released file is never edited.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_journal.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_journal.sql"),
+    include_str!("../migrations/0002_workers.sql"),
+];
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -174,7 +177,9 @@ pub(crate) async fn current_version(c: &impl GenericClient) -> Result<i64, tokio
     row.try_get(0)
 }
 
-/// For readers: the schema must be the one this build reads (a reader never migrates).
+/// For readers: the schema must be one this build reads (a reader never migrates). An
+/// older one is read as it is: a migration only adds tables, and a reader of one that is
+/// missing says so.
 pub(crate) async fn check_version(client: &Client, location: &Path) -> Result<(), JournalError> {
     let exists: bool = client
         .query_one(
@@ -192,7 +197,7 @@ pub(crate) async fn check_version(client: &Client, location: &Path) -> Result<()
     let found = current_version(client)
         .await
         .map_err(|e| io_err(location, describe(&e)))?;
-    if found != SCHEMA_VERSION {
+    if !(1..=SCHEMA_VERSION).contains(&found) {
         return Err(JournalError::UnsupportedVersion {
             path: location.to_owned(),
             found,

@@ -880,6 +880,7 @@ mod tests {
                 .collect(),
             attempt: 1,
             after_ms: None,
+            fence: None,
         }
     }
 

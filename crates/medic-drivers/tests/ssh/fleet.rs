@@ -364,6 +364,7 @@ impl Fleet {
                 .collect::<BTreeMap<_, _>>(),
             attempt: 1,
             after_ms: None,
+            fence: None,
         }
     }
 

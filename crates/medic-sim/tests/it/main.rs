@@ -112,6 +112,7 @@ fn request(h: &Host, action: &str) -> ActionRequest {
         args: BTreeMap::new(),
         attempt: 1,
         after_ms: None,
+        fence: None,
     }
 }
 
@@ -702,6 +703,7 @@ async fn probes_agree_with_the_sim_driver_and_follow_the_manager() {
         args: BTreeMap::new(),
         attempt: 1,
         after_ms: None,
+        fence: None,
     };
     let r = d.run(mgr.clone()).await;
     assert_eq!(
