@@ -592,7 +592,9 @@ impl Verifier {
         let (m, h) = tokio::join!(self.manager.computer(&name), self.host.run(req));
         let manager = Some(m.map(|c| manager_view(&ManagerFields::of_computer(&c))));
         let host = match h.status {
-            ActionStatus::Unreachable(e) | ActionStatus::Refused(e) => Some(Err(e)),
+            ActionStatus::Unreachable(e) | ActionStatus::Refused(e) | ActionStatus::Lost(e) => {
+                Some(Err(e))
+            }
             // A failed verify of the host still carries what it saw.
             ActionStatus::Ok | ActionStatus::Failed(_) => Some(Ok(host_view(&host_facts_of(&h)))),
         };

@@ -94,6 +94,10 @@ fn tail(s: &str) -> &str {
     &s[at..]
 }
 
+/// How many times an attempt acts again after its call was lost and its check says the
+/// work is not done: a worker lost each time means something else is wrong.
+const LOST_REDOS: u32 = 3;
+
 /// The driver of one attempt, keeping what every reply answered (see [`Observed`]).
 struct Recorder<'a> {
     inner: &'a dyn Driver,
@@ -313,11 +317,13 @@ async fn observe_facts(
             let note = reply.note().map(str::to_owned);
             Ok((held, reply.facts, note))
         }
-        ActionStatus::Failed(m) | ActionStatus::Unreachable(m) => Err(ProbeError {
-            probe: check.probe.clone(),
-            message: m,
-            refused: false,
-        }),
+        ActionStatus::Failed(m) | ActionStatus::Unreachable(m) | ActionStatus::Lost(m) => {
+            Err(ProbeError {
+                probe: check.probe.clone(),
+                message: m,
+                refused: false,
+            })
+        }
         ActionStatus::Refused(m) => Err(ProbeError {
             probe: check.probe.clone(),
             message: m,
@@ -370,7 +376,9 @@ async fn attempt(input: AttemptInput, d: &dyn Driver) -> AttemptResult {
                 let reply = call(d, &req, p, timeout).await;
                 let refused = match reply.status {
                     ActionStatus::Ok => None,
-                    ActionStatus::Failed(m) | ActionStatus::Unreachable(m) => Some((m, false)),
+                    ActionStatus::Failed(m)
+                    | ActionStatus::Unreachable(m)
+                    | ActionStatus::Lost(m) => Some((m, false)),
                     ActionStatus::Refused(m) => Some((m, true)),
                 };
                 if let Some((message, refused)) = refused {
@@ -414,11 +422,41 @@ async fn attempt(input: AttemptInput, d: &dyn Driver) -> AttemptResult {
         );
     }
 
-    let reply = call(d, &req, &step.action, timeout).await;
+    let mut reply = call(d, &req, &step.action, timeout).await;
+    // The worker running the action was lost: whether it acted is the check's to say,
+    // never a guess. Done: the effect happened once, whoever made it. Not done: act again
+    // (a later claim; the lost worker's call is refused wherever its token is checked).
+    let mut lost = 0;
+    while let ActionStatus::Lost(m) = &reply.status {
+        lost += 1;
+        match &step.check {
+            Some(check) => match observe(d, &req, check, timeout, &needs).await {
+                Ok((true, note)) => {
+                    return AttemptResult::ended(
+                        Outcome::Succeeded,
+                        format!("post-condition observed after the call was lost ({m})"),
+                    )
+                    .noting(note);
+                }
+                Ok((false, _)) if lost < LOST_REDOS => {}
+                Ok((false, _)) => return AttemptResult::Failed(AttemptError::Action(m.clone())),
+                Err(e) => return AttemptResult::Failed(AttemptError::PostConditionUnobserved(e)),
+            },
+            None if d.idempotent(&step.action) && lost < LOST_REDOS => {}
+            None => {
+                return AttemptResult::ended(
+                    Outcome::Unknown,
+                    format!("outcome unknown: {m}; the action has no check to re-probe it"),
+                );
+            }
+        }
+        reply = call(d, &req, &step.action, timeout).await;
+    }
     let note = reply.note().map(str::to_owned);
     match reply.status {
         ActionStatus::Ok => {}
         ActionStatus::Failed(m) => return AttemptResult::Failed(AttemptError::Action(m)),
+        ActionStatus::Lost(m) => return AttemptResult::Failed(AttemptError::Action(m)),
         ActionStatus::Unreachable(m) => {
             return AttemptResult::Failed(AttemptError::Unreachable(m));
         }
@@ -460,7 +498,10 @@ async fn run_approved(
     let reply = call(d, req, &step.action, timeout).await;
     match reply.status {
         ActionStatus::Ok => {}
-        ActionStatus::Failed(m) | ActionStatus::Unreachable(m) | ActionStatus::Refused(m) => {
+        ActionStatus::Failed(m)
+        | ActionStatus::Unreachable(m)
+        | ActionStatus::Refused(m)
+        | ActionStatus::Lost(m) => {
             return AttemptResult::Failed(AttemptError::OperatorAction(m));
         }
     }

@@ -48,6 +48,10 @@ pub enum ActionStatus {
     /// Nothing was done and trying again cannot help (the host's key changed or is
     /// unknown): the step fails at once, without retries.
     Refused(String),
+    /// Whether the action ran is unknown: the worker that held the call (`medic worker`)
+    /// was lost (its lease ran out) and the call was not run again, because running it
+    /// again could repeat its effect. The attempt asks the step's check.
+    Lost(String),
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -21,6 +21,7 @@ mod journal;
 mod reader;
 pub mod server;
 mod target;
+pub mod work;
 
 pub use conn::SCHEMA_VERSION;
 pub use journal::{PgJournal, list_runs, resolve_run};

@@ -191,7 +191,7 @@ fn assert_matches_fleet(fleet: &SimFleet, replies: &[(String, ActionReply)]) {
                 assert_eq!(m, &fleet_error, "{name}");
                 assert!(m.contains(CERT_EXPIRE_ERROR), "{name}: {m}");
             }
-            ActionStatus::Unreachable(m) | ActionStatus::Refused(m) => {
+            ActionStatus::Unreachable(m) | ActionStatus::Refused(m) | ActionStatus::Lost(m) => {
                 panic!("{name}: not reached: {m}")
             }
         }
