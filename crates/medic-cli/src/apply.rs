@@ -122,6 +122,25 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
         )?;
         return execute(ready, a.run.progress);
     }
+    // Workers share the run through the database; a file journal reaches no other machine.
+    let workers_target = if a.workers {
+        let target = match &a.run.journal {
+            Some(p) => Some(medic_run::journal::JournalTarget::from_arg(p)?),
+            None => medic_run::journal::JournalTarget::from_env()?,
+        };
+        match target {
+            Some(t @ medic_run::journal::JournalTarget::Postgres(_)) => Some(t),
+            _ => {
+                return Err(bad(
+                    "--workers",
+                    "workers share a run through a PostgreSQL journal, and none was given",
+                    "pass --journal postgres://USER@HOST/DB (or set MEDIC_JOURNAL_URL)",
+                ));
+            }
+        }
+    } else {
+        None
+    };
     let window = spec.window()?;
     for (flag, out) in [("--events", &a.run.events), ("--journal", &a.run.journal)] {
         if let Some(out) = out {
@@ -150,6 +169,9 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
         )?)
     };
     let ready = spec.start(plan, inv_text, window, preflight.as_deref())?;
+    if workers_target.is_some() {
+        return Ok(crate::worker::leave_to_workers(ready));
+    }
     execute(ready, a.run.progress)
 }
 
@@ -169,7 +191,7 @@ pub(crate) fn resume(a: &ResumeArgs) -> Result<u8, Failure> {
 
 /// Runs a run that is ready on the process's runtime, with the terminal's reporters, until
 /// it ends, stops or is interrupted; says how it ended and maps that to the exit code.
-fn execute(ready: Ready, progress: Progress) -> Result<u8, Failure> {
+pub(crate) fn execute(ready: Ready, progress: Progress) -> Result<u8, Failure> {
     let Ready {
         plan,
         drivers,

@@ -43,6 +43,12 @@ pub(crate) enum Cmd {
     /// Finish a run from its journal: succeeded steps never run again, steps left running
     /// are re-probed with their check before anything is decided.
     Resume(ResumeArgs),
+    /// Serve the steps of one zone of a run whose journal is in PostgreSQL (`medic apply
+    /// --workers`): claim them, run them with the run's drivers, hold a lease. One worker
+    /// at a time also coordinates the run (gates, waves, budgets, window); when it dies,
+    /// another takes over. Exits when the run has ended.
+    #[command(after_help = WORKER_HELP)]
+    Worker(WorkerArgs),
     /// Show a run's progress from its journal (works while the run goes on).
     Status(StatusArgs),
     /// Approve a waiting gate of a running (or stopped) run from another shell.
@@ -267,6 +273,10 @@ pub(crate) struct ApplyArgs {
     /// Run again only the failed steps of --journal (and what depends on them).
     #[arg(long, requires = "journal")]
     pub(crate) retry_failed: bool,
+    /// Start the run in its PostgreSQL journal and leave it to `medic worker` processes
+    /// (one or more per zone) instead of running it here; prints the command to start them.
+    #[arg(long)]
+    pub(crate) workers: bool,
     /// Start a real run without the pre-flight checks (`medic preflight`) that otherwise
     /// run first and refuse the run on a finding; the choice is recorded in the journal.
     #[arg(long)]
@@ -295,6 +305,36 @@ pub(crate) struct ResumeArgs {
     /// with offsets; recorded in the journal (the plan stays the same).
     #[arg(long, value_name = "START/END")]
     pub(crate) window: Option<String>,
+}
+
+const WORKER_HELP: &str = "Start workers where they reach their hosts, e.g. two in zone tokyo and one in \
+zone osaka: `medic worker --journal postgres://medic@db.example/medic?run=RUN-ID --zone tokyo`. The \
+password comes from MEDIC_JOURNAL_URL, PGPASSWORD or ~/.pgpass, never the command line. Exit codes \
+are those of the run: 0 finished, 1 failed steps, 3 stopped (resumable).";
+
+#[derive(Args, Debug)]
+pub(crate) struct WorkerArgs {
+    /// The run's journal, postgres://USER@HOST[:PORT]/DB?run=RUN-ID (default:
+    /// $MEDIC_JOURNAL_URL).
+    #[arg(long, value_name = "URL")]
+    pub(crate) journal: Option<PathBuf>,
+    /// A zone whose steps this worker runs (the inventory's `zone` of hosts and relay
+    /// groups; repeatable). Hosts without a zone, and the steps with no host (the
+    /// Manager's), are in zone `default`.
+    #[arg(long, value_name = "ZONE", default_value = "default")]
+    pub(crate) zone: Vec<String>,
+    /// At most N driver calls at once in this worker.
+    #[arg(long, value_name = "N", default_value_t = 32, allow_negative_numbers = true,
+          value_parser = crate::values::at_least_one)]
+    pub(crate) max_parallel: u32,
+    /// Seconds a claimed step stays this worker's without a heartbeat (renewed every
+    /// third of it); after that another worker of the zone takes it over.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0,
+          allow_negative_numbers = true, value_parser = crate::values::timeout_secs)]
+    pub(crate) lease: f64,
+    /// This worker's name in the run (default: HOSTNAME-PID); unique per run.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -32,6 +32,7 @@ mod sign;
 mod status_view;
 mod text;
 mod values;
+mod worker;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
         return finish(Err(e), report::NotDone::Nothing);
     }
     let not_done = match &cli.cmd {
-        Cmd::Resume(_) => report::NotDone::Resumed,
+        Cmd::Resume(_) | Cmd::Worker(_) => report::NotDone::Resumed,
         Cmd::Approve(_) => report::NotDone::Approved,
         Cmd::Journal(_) => report::NotDone::Merged,
         Cmd::Status(_) | Cmd::Inventory(_) | Cmd::Report(_) => report::NotDone::Nothing,
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
         Cmd::Preflight(a) => preflight::preflight(&a),
         Cmd::Apply(a) => apply::apply(&a),
         Cmd::Resume(a) => apply::resume(&a),
+        Cmd::Worker(a) => worker::worker(&a),
         Cmd::Status(a) => status_view::status(&a),
         Cmd::Approve(a) => apply::approve(&a),
         Cmd::Report(a) => run_report::report(&a),

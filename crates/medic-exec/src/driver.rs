@@ -178,6 +178,23 @@ impl Drivers {
         self.events.take()
     }
 
+    /// The same set with every driver wrapped by `f` (given its name, `*` for the one that
+    /// serves every name): a worker's coordinator sends each call to a queue.
+    pub fn wrap(self, f: impl Fn(&str, Arc<dyn Driver>) -> Arc<dyn Driver>) -> Drivers {
+        Drivers {
+            by_name: self
+                .by_name
+                .into_iter()
+                .map(|(n, d)| {
+                    let w = f(&n, d);
+                    (n, w)
+                })
+                .collect(),
+            all: self.all.map(|d| f("*", d)),
+            events: self.events,
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<dyn Driver>> {
         self.all.clone().or_else(|| self.by_name.get(name).cloned())
     }

@@ -26,7 +26,8 @@ use crate::target::PgTarget;
 
 /// The first key of the run's advisory lock (the second is the run id's hash): one
 /// writer per run across every machine that reaches the database.
-const RUN_LOCK_SQL: &str = "SELECT pg_try_advisory_lock(hashtextextended('medic.run:' || $1, 0))";
+pub(crate) const RUN_LOCK_SQL: &str =
+    "SELECT pg_try_advisory_lock(hashtextextended('medic.run:' || $1, 0))";
 
 /// A small runtime owned by a journal handle. Shut down in the background on drop, since
 /// a handle may be dropped inside another runtime, where a blocking shutdown panics.

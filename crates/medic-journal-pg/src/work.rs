@@ -116,7 +116,7 @@ impl WorkQueue {
             .client
             .query(
                 "SELECT nextval(pg_get_serial_sequence('medic.work', 'id'))
-                 FROM generate_series(1, $1)",
+                 FROM generate_series(1::bigint, $1::bigint)",
                 &[&n],
             )
             .await
@@ -224,11 +224,11 @@ impl WorkQueue {
         Ok(())
     }
 
-    /// Claims up to `n` calls of `zone`: queued ones, and claimed ones whose lease ran out
+    /// Claims up to `n` calls of `zones`: queued ones, and claimed ones whose lease ran out
     /// (their worker stopped or stalled). Each claim takes a new fencing token.
     pub async fn claim(
         &self,
-        zone: &str,
+        zones: &[String],
         worker: &str,
         n: i64,
         lease_ms: i64,
@@ -239,7 +239,7 @@ impl WorkQueue {
         let sql = format!(
             "WITH c AS (
                  SELECT id FROM medic.work
-                 WHERE run_id = $1 AND zone = $2
+                 WHERE run_id = $1 AND zone = ANY($2)
                    AND (state = 'queued' OR (state = 'claimed' AND lease_until_ms < {NOW}))
                  ORDER BY id LIMIT $3
                  FOR UPDATE SKIP LOCKED)
@@ -251,7 +251,7 @@ impl WorkQueue {
         );
         let rows = self
             .client
-            .query(&sql, &[&self.run, &zone, &n, &worker, &lease_ms])
+            .query(&sql, &[&self.run, &zones, &n, &worker, &lease_ms])
             .await
             .map_err(|e| self.err(&e))?;
         let mut out: Vec<Claimed> = rows
@@ -407,4 +407,36 @@ impl WorkQueue {
             .map_err(|e| self.err(&e))?;
         Ok(())
     }
+}
+
+/// Whether the run's writer lock is free: nobody coordinates it (a journal writer holds
+/// it for as long as its connection lives). Asked over a connection of its own, which
+/// takes the lock and gives it back at once.
+pub async fn writer_lock_free(target: &PgTarget) -> Result<bool, JournalError> {
+    let location: Arc<Path> = Arc::from(Path::new(&target.location()));
+    let c = connect(target, &location).await?;
+    writer_lock_free_on(&c, target, &location).await
+}
+
+async fn writer_lock_free_on(
+    c: &Client,
+    target: &PgTarget,
+    location: &Path,
+) -> Result<bool, JournalError> {
+    let run = target.run().unwrap_or_default();
+    let e = |e: tokio_postgres::Error| io_err(location, describe(&e));
+    let free: bool = c
+        .query_one(crate::journal::RUN_LOCK_SQL, &[&run])
+        .await
+        .map_err(e)?
+        .get(0);
+    if free {
+        c.execute(
+            "SELECT pg_advisory_unlock(hashtextextended('medic.run:' || $1, 0))",
+            &[&run],
+        )
+        .await
+        .map_err(e)?;
+    }
+    Ok(free)
 }

@@ -18,6 +18,7 @@ pub mod run;
 pub mod slice;
 pub mod status;
 pub mod text;
+pub mod worker;
 
 pub use error::{Error, bad, internal};
 

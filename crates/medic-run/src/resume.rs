@@ -33,6 +33,16 @@ pub struct Request<'a> {
 /// Opens the run of `req.journal` to go on with it. `warn` is given the warnings of the
 /// inputs reloaded for the drift check.
 pub fn open(req: &Request<'_>, warn: &(dyn Fn(&Problems) + Sync)) -> Result<Ready, Error> {
+    open_in(req, JournalTarget::from_arg(req.journal)?, warn)
+}
+
+/// [`open`] of a journal already parsed (a URL from the environment carries its password,
+/// which `req.journal`, as shown, does not).
+pub fn open_in(
+    req: &Request<'_>,
+    target: JournalTarget,
+    warn: &(dyn Fn(&Problems) + Sync),
+) -> Result<Ready, Error> {
     let Request {
         journal: path,
         events,
@@ -40,7 +50,6 @@ pub fn open(req: &Request<'_>, warn: &(dyn Fn(&Problems) + Sync)) -> Result<Read
         retry_failed,
         window: new_window,
     } = req.clone();
-    let target = JournalTarget::from_arg(path)?;
     let name = path.display().to_string();
     // Checked before anything is read or written.
     let new = parse_window(new_window)?;
@@ -53,7 +62,10 @@ pub fn open(req: &Request<'_>, warn: &(dyn Fn(&Problems) + Sync)) -> Result<Read
     let reader = target.reader(true)?;
     // A database named without its run: the one it holds, named from here on.
     let path = &reader_location(&target, &reader);
-    let target = JournalTarget::from_arg(path)?;
+    let target = match &reader {
+        crate::journal::AnyReader::Postgres(r) => target.with_run(r.run_id()),
+        crate::journal::AnyReader::Sqlite(_) => target,
+    };
     let get = |k: &str| reader.meta(k).map_err(|e| internal(e.to_string()));
     let inputs: Result<Inputs, _> = serde_json::from_str(&get(INPUTS)?.unwrap_or_default());
     // The inputs of the drift check, when they are still on disk.
@@ -199,7 +211,10 @@ fn record_window(journal: &RunJournal, inputs: &Inputs, old: Option<&str>) -> Re
 }
 
 /// The journal's name as commands give it: a database's URL with its run.
-fn reader_location(target: &JournalTarget, reader: &crate::journal::AnyReader) -> PathBuf {
+pub(crate) fn reader_location(
+    target: &JournalTarget,
+    reader: &crate::journal::AnyReader,
+) -> PathBuf {
     match reader {
         crate::journal::AnyReader::Sqlite(_) => target.location(),
         crate::journal::AnyReader::Postgres(r) => PathBuf::from(r.location()),
