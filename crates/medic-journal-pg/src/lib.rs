@@ -21,10 +21,14 @@ mod journal;
 mod reader;
 pub mod server;
 mod target;
+mod work_status;
 
 pub use conn::SCHEMA_VERSION;
 pub use journal::{PgJournal, list_runs, resolve_run};
 pub use reader::PgReader;
 pub use target::{PgTarget, Source, TargetError, URL_ENV, is_postgres_url};
+pub use work_status::{
+    ReclaimedCall, SILENT_AFTER_MS, WorkStatus, WorkerState, ZoneWork, work_status,
+};
 
 pub(crate) use journal::now_ms;
