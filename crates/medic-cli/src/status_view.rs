@@ -158,7 +158,7 @@ fn workers(o: &mut String, w: &Workers) {
             format!("stopped, last seen {} s ago", x.seen_s_ago)
         } else if x.silent {
             format!(
-                "silent: no heartbeat for {} s (more than {} s), look at its machine",
+                "silent (no heartbeat for {} s, more than {} s)",
                 x.seen_s_ago, w.silent_after_s
             )
         } else {

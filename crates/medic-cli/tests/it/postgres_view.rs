@@ -253,3 +253,100 @@ fn markdown_without_ids_and_times(md: &str, id: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The workers view of `medic status`, from rows written straight into `medic.workers`
+/// and `medic.work` with psql: `medic worker` (which writes them) is not on this branch
+/// yet, so the rows are what migration 0002 says a worker writes. Heartbeats are set by
+/// the database's clock, as the view measures them.
+#[test]
+fn status_shows_the_workers_of_a_database_run_and_flags_a_silent_one() {
+    let server = TestServer::start().expect("a throwaway PostgreSQL");
+    let env = TestEnv::new();
+    let run_id = finished_run(&env, &server);
+    let now = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+    let sql = format!(
+        "INSERT INTO medic.workers(run_id, worker, zone, started_ms, seen_ms, calls, refused, coordinating, stopped_ms) VALUES
+           ('{run_id}', 'w-east-1', 'east', {now} - 600000, {now} - 2000, 41, 0, TRUE, NULL),
+           ('{run_id}', 'w-east-2', 'east', {now} - 600000, {now} - 95000, 7, 2, FALSE, NULL),
+           ('{run_id}', 'w-west-1', 'west', {now} - 600000, {now} - 60000, 12, 0, FALSE, {now} - 60000);
+         INSERT INTO medic.work(run_id, zone, step, driver, action, request, state, lease_owner, lease_until_ms, fence, claims, created_ms)
+         SELECT '{run_id}', zone, step, 'sim', 'agent-upgrade', '{{}}', state, owner, NULL, fence, claims, {now}
+         FROM (VALUES
+           ('east', 'agent-upgrade/web-01', 'done', 'w-east-1', 1, 1),
+           ('east', 'agent-upgrade/web-02', 'done', 'w-east-1', 4, 2),
+           ('east', 'agent-upgrade/app-01', 'claimed', 'w-east-1', 5, 3),
+           ('east', 'verify/web-01', 'queued', NULL, 0, 0),
+           ('east', 'verify/web-02', 'queued', NULL, 0, 0),
+           ('east', 'verify/app-01', 'lost', 'w-east-2', 2, 1),
+           ('west', 'agent-upgrade/db-01', 'done', 'w-west-1', 3, 1),
+           ('west', 'verify/db-01', 'cancelled', NULL, 0, 0)
+         ) AS r(zone, step, state, owner, fence, claims);"
+    );
+    server.psql(&sql).expect("the workers' rows");
+
+    let st = from_env(&env, &server)
+        .args(["status"])
+        .output()
+        .expect("status");
+    assert_eq!(st.status.code(), Some(0), "{}", out(&st));
+    let text = String::from_utf8(st.stdout).expect("utf-8");
+    let at = text.find("workers: ").unwrap_or_else(|| panic!("{text}"));
+    // After what status showed before: the run's own lines come first.
+    assert!(text.starts_with(&format!("run {run_id} ")), "{text}");
+    insta::with_settings!({filters => vec![(r"\b\d+ s ago", "[N] s ago"), (r"heartbeat for \d+ s,", "heartbeat for [N] s,")]}, {
+        insta::assert_snapshot!("workers_view", &text[at..]);
+    });
+
+    let st = from_env(&env, &server)
+        .args(["status", "--format", "json"])
+        .output()
+        .expect("status");
+    assert_eq!(st.status.code(), Some(0), "{}", out(&st));
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).expect("status json");
+    let w = &v["workers"];
+    assert_eq!(w["silent_after_s"], 30, "{w}");
+    let silent: Vec<&str> = w["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .filter(|x| x["silent"] == true)
+        .filter_map(|x| x["name"].as_str())
+        .collect();
+    // Seen 95 s ago and not stopped; the stopped one is not silent, whatever its age.
+    assert_eq!(silent, ["w-east-2"], "{w}");
+    let seen = w["workers"][1]["seen_s_ago"].as_u64().expect("seen");
+    assert!((95..150).contains(&seen), "{w}");
+    let east = &w["zones"][0];
+    assert_eq!(
+        (
+            &east["zone"],
+            &east["queued"],
+            &east["in_flight"],
+            &east["done"],
+            &east["lost"],
+            &east["lease_ran_out"]
+        ),
+        (
+            &"east".into(),
+            &2.into(),
+            &1.into(),
+            &2.into(),
+            &1.into(),
+            &2.into()
+        ),
+        "{w}"
+    );
+    let reclaimed: Vec<&str> = east["lease_ran_out_on"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .filter_map(|c| c["step"].as_str())
+        .collect();
+    assert_eq!(
+        reclaimed,
+        ["agent-upgrade/web-02", "agent-upgrade/app-01"],
+        "{w}"
+    );
+    assert_eq!(w["zones"][1]["cancelled"], 1, "{w}");
+    assert!(!out(&st).contains(server.password()));
+}
