@@ -839,7 +839,7 @@ mod tests {
             preflight: None,
             created_ms: None,
         };
-        let r = build(&plan(), rows, Path::new("j.sqlite"));
+        let r = build(&plan(), rows, "j.sqlite");
 
         let got: Vec<_> = r
             .host_keys
