@@ -11,6 +11,7 @@ use medic_exec::{Control, Fanout, Reporter, RunExit, StopReason};
 use medic_journal::RunState;
 use medic_run::bad;
 use medic_run::conn::Conn;
+use medic_run::journal::JournalTarget;
 use medic_run::resume;
 use medic_run::run::{PlanInputs, Ready, RunSpec, Simulate, abs};
 use medic_run::runtime;
@@ -112,7 +113,7 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
         parse_window(a.run.window.as_deref())?;
         let ready = medic_run::resume::open(
             &resume::Request {
-                journal,
+                journal: &JournalTarget::from_arg(journal)?,
                 events: a.run.events.clone(),
                 yes: a.run.yes,
                 retry_failed: true,
@@ -178,7 +179,7 @@ pub(crate) fn apply(a: &ApplyArgs) -> Result<u8, Failure> {
 pub(crate) fn resume(a: &ResumeArgs) -> Result<u8, Failure> {
     let ready = medic_run::resume::open(
         &resume::Request {
-            journal: &a.journal,
+            journal: &JournalTarget::existing(a.journal.as_deref())?,
             events: a.events.clone(),
             yes: a.yes,
             retry_failed: false,
@@ -291,8 +292,8 @@ pub(crate) fn execute(ready: Ready, progress: Progress) -> Result<u8, Failure> {
         eprintln!("error: the journal could not be closed cleanly: {e}");
     }
     // The run report, beside the journal: from the journal as closed.
-    // A database journal has no directory to hold the report: `medic report` reads
-    // journal files only for now.
+    // A database journal has no directory to hold the report: the summary gives the
+    // `medic report` command that makes it from the database, from any machine.
     let report_file = (!journal_failed && !is_database)
         .then(|| crate::run_report::write_beside(&path, &opts.run_id))
         .flatten();
@@ -304,6 +305,12 @@ pub(crate) fn execute(ready: Ready, progress: Progress) -> Result<u8, Failure> {
     eprintln!("  events:  {}", events.display());
     if let Some(f) = &report_file {
         eprintln!("  report:  {}", f.display());
+    } else if is_database && !journal_failed {
+        eprintln!(
+            "  report:  `medic report --journal {} --out {}.report.html`",
+            crate::text::shell_word(&path.display().to_string()),
+            opts.run_id
+        );
     }
     if let Some(next) = &next
         && !journal_failed
@@ -353,7 +360,11 @@ pub(crate) fn approve(a: &ApproveArgs) -> Result<u8, Failure> {
         a.by.clone()
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "operator".to_owned());
-    medic_run::approve::record(&a.journal, &a.gate, &by)?;
+    medic_run::approve::record(
+        &JournalTarget::existing(a.journal.as_deref())?,
+        &a.gate,
+        &by,
+    )?;
     println!("approved {} as {by}", a.gate);
     Ok(exit_codes::OK)
 }

@@ -289,9 +289,10 @@ pub(crate) struct ApplyArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct ResumeArgs {
-    /// The journal of the run to finish.
+    /// The journal of the run to finish: a file, or postgres://USER@HOST/DB?run=RUN-ID
+    /// (default: $MEDIC_JOURNAL_URL).
     #[arg(long, value_name = "FILE")]
-    pub(crate) journal: PathBuf,
+    pub(crate) journal: Option<PathBuf>,
     /// Also write events to FILE (default: the run's events file).
     #[arg(long, value_name = "FILE.jsonl")]
     pub(crate) events: Option<PathBuf>,
@@ -339,9 +340,10 @@ pub(crate) struct WorkerArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct StatusArgs {
-    /// The journal of the run (printed when the run starts and in its summary).
+    /// The journal of the run (printed when the run starts and in its summary): a file, or
+    /// postgres://USER@HOST/DB?run=RUN-ID (default: $MEDIC_JOURNAL_URL).
     #[arg(long, value_name = "FILE")]
-    pub(crate) journal: PathBuf,
+    pub(crate) journal: Option<PathBuf>,
     /// Text for people, or JSON for scripts.
     #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
     pub(crate) format: StatusFormat,
@@ -359,9 +361,10 @@ it shows what the journal holds so far.";
 
 #[derive(Args, Debug)]
 pub(crate) struct ReportArgs {
-    /// The journal of the run (printed when the run starts and in its summary).
+    /// The journal of the run (printed when the run starts and in its summary): a file, or
+    /// postgres://USER@HOST/DB?run=RUN-ID (default: $MEDIC_JOURNAL_URL).
     #[arg(long, value_name = "FILE")]
-    pub(crate) journal: PathBuf,
+    pub(crate) journal: Option<PathBuf>,
     /// html (one self-contained file), markdown, or json (`medic.report/v1`).
     #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
     pub(crate) format: ReportFormat,
@@ -379,9 +382,10 @@ pub(crate) enum ReportFormat {
 
 #[derive(Args, Debug)]
 pub(crate) struct ApproveArgs {
-    /// The journal of the run whose gate to approve.
+    /// The journal of the run whose gate to approve: a file, or
+    /// postgres://USER@HOST/DB?run=RUN-ID (default: $MEDIC_JOURNAL_URL).
     #[arg(long, value_name = "FILE")]
-    pub(crate) journal: PathBuf,
+    pub(crate) journal: Option<PathBuf>,
     /// What to approve: a gate (gate/agent-upgrade/wave-1) or a manual step once its work
     /// is done (manager-upgrade/dsm01); `medic status` lists what the run waits for.
     #[arg(value_name = "GATE_OR_STEP")]

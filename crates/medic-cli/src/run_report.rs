@@ -1,16 +1,22 @@
 //! `medic report`, and the report every run writes beside its journal when it ends. The
 //! report itself (reading the journal, HTML, markdown, JSON) is `medic-report`'s.
+//!
+//! A run in PostgreSQL (`--journal postgres://...`, or `MEDIC_JOURNAL_URL`) is read through
+//! the same journal trait as a file, so both give the same report; it goes to standard
+//! output (or `--out`), as a file's does.
 
 use std::path::{Path, PathBuf};
 
 use medic_report::{Format, ReportError};
+use medic_run::journal::{AnyReader, JournalTarget};
 
 use crate::Failure;
 use crate::args::{ReportArgs, ReportFormat};
 use crate::exit_codes;
 
-fn failure(journal: &Path, e: &ReportError) -> Failure {
+fn failure(journal: &Path, database: bool, e: &ReportError) -> Failure {
     match e {
+        ReportError::Journal(j) if database => medic_run::journal::db_failure(journal, j),
         ReportError::Journal(j) => crate::files::journal_failure(journal, j),
         ReportError::Plan(m) => medic_run::bad(
             &journal.display().to_string(),
@@ -21,12 +27,34 @@ fn failure(journal: &Path, e: &ReportError) -> Failure {
 }
 
 pub(crate) fn report(a: &ReportArgs) -> Result<u8, Failure> {
-    crate::files::check_existing_journal(&a.journal, false)?;
-    if let Some(out) = &a.out {
-        crate::files::refuse_overwriting_inputs("--out", out, &[("--journal", Some(&a.journal))])?;
-        crate::files::check_output("--out", out)?;
-    }
-    let r = medic_report::read(&a.journal).map_err(|e| failure(&a.journal, &e))?;
+    let target = JournalTarget::existing(a.journal.as_deref())?;
+    let r = match &target {
+        JournalTarget::Sqlite(journal) => {
+            crate::files::check_existing_journal(journal, false)?;
+            if let Some(out) = &a.out {
+                crate::files::refuse_overwriting_inputs(
+                    "--out",
+                    out,
+                    &[("--journal", Some(journal))],
+                )?;
+                crate::files::check_output("--out", out)?;
+            }
+            medic_report::read(journal).map_err(|e| failure(journal, false, &e))?
+        }
+        JournalTarget::Postgres(_) => {
+            if let Some(out) = &a.out {
+                crate::files::check_output("--out", out)?;
+            }
+            let reader = target.reader(false)?;
+            // The run's own URL (with `?run=`, never a password) names it in the report.
+            let name = match &reader {
+                AnyReader::Postgres(p) => p.location().to_path_buf(),
+                AnyReader::Sqlite(_) => target.location(),
+            };
+            medic_report::read_from(&reader, &name.display().to_string())
+                .map_err(|e| failure(&name, true, &e))?
+        }
+    };
     let format = match a.format {
         ReportFormat::Html => Format::Html,
         ReportFormat::Markdown => Format::Markdown,

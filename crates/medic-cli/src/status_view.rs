@@ -1,13 +1,15 @@
-//! `medic status`: the run's status (`medic_run::status::read`) shown as text or JSON.
+//! `medic status`: the run's status (`medic_run::status::read`) shown as text or JSON; a
+//! run in PostgreSQL served by `medic worker` processes also shows its workers.
 
 use medic_journal::RunState;
-use medic_run::status::{Status, StepAt};
+use medic_run::status::{Status, StepAt, Workers};
 
 use crate::args::{StatusArgs, StatusFormat};
 use crate::{Failure, exit_codes};
 
 pub(crate) fn status(a: &StatusArgs) -> Result<u8, Failure> {
-    let s = medic_run::status::read(&a.journal)?;
+    let target = medic_run::journal::JournalTarget::existing(a.journal.as_deref())?;
+    let s = medic_run::status::read(&target)?;
     let out = match a.format {
         StatusFormat::Json => {
             serde_json::to_string_pretty(&s).map_err(|x| Failure::Internal(x.to_string()))? + "\n"
@@ -125,5 +127,92 @@ fn text(s: &Status) -> String {
         "approved",
         s.approvals.iter().map(|a| esc(a).into_owned()).collect(),
     );
+    if let Some(w) = &s.workers {
+        workers(&mut o, w);
+    }
     o
+}
+
+/// The workers section: each worker (a silent one flagged), then each zone's calls and
+/// the calls whose lease ran out.
+fn workers(o: &mut String, w: &Workers) {
+    use std::fmt::Write as _;
+    let esc = medic_plan::render::escape_text;
+    let silent = w.workers.iter().filter(|x| x.silent).count();
+    let stopped = w.workers.iter().filter(|x| x.stopped).count();
+    let mut notes = Vec::new();
+    if silent > 0 {
+        notes.push(format!("{silent} silent"));
+    }
+    if stopped > 0 {
+        notes.push(format!("{stopped} stopped"));
+    }
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", notes.join(", "))
+    };
+    let _ = writeln!(o, "workers: {}{notes}", w.workers.len());
+    for x in &w.workers {
+        let state = if x.stopped {
+            format!("stopped, last seen {} s ago", x.seen_s_ago)
+        } else if x.silent {
+            format!(
+                "silent (no heartbeat for {} s, longer than its {} s lease)",
+                x.seen_s_ago, x.lease_s
+            )
+        } else {
+            format!("seen {} s ago", x.seen_s_ago)
+        };
+        let role = if x.coordinating { ", coordinating" } else { "" };
+        let _ = writeln!(
+            o,
+            "worker {} (zone {}): {state}, {} calls, {} refused{role}",
+            esc(&x.name),
+            esc(&x.zone),
+            x.calls,
+            x.refused
+        );
+    }
+    for z in &w.zones {
+        let mut counts = vec![
+            format!("{} queued", z.queued),
+            format!("{} in flight", z.in_flight),
+            format!("{} done", z.done),
+        ];
+        if z.lost > 0 {
+            counts.push(format!("{} lost", z.lost));
+        }
+        if z.cancelled > 0 {
+            counts.push(format!("{} cancelled", z.cancelled));
+        }
+        let _ = writeln!(o, "calls in zone {}: {}", esc(&z.zone), counts.join(", "));
+        if z.lease_ran_out > 0 {
+            let shown: Vec<String> = z
+                .lease_ran_out_on
+                .iter()
+                .map(|c| {
+                    let by = c
+                        .lease_owner
+                        .as_deref()
+                        .map(|w| format!(", {} by {}", c.state, esc(w)))
+                        .unwrap_or_else(|| format!(", {}", c.state));
+                    format!("{} ({} claims{by})", esc(&c.step), c.claims)
+                })
+                .collect();
+            let more = z.lease_ran_out.saturating_sub(shown.len() as u64);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                o,
+                "lease ran out in zone {} ({}): {}{more}",
+                esc(&z.zone),
+                z.lease_ran_out,
+                shown.join(", ")
+            );
+        }
+    }
 }

@@ -111,15 +111,15 @@ pub(crate) fn worker(a: &WorkerArgs) -> Result<u8, Failure> {
     let mut ran: Option<u8> = None;
     while !serving.is_finished() {
         if rt.block_on(medic_run::worker::should_coordinate(&w))? {
+            let target = JournalTarget::Postgres(Box::new(w.target.clone()));
             let req = Request {
-                journal: &w.location,
+                journal: &target,
                 events: None,
                 yes: false,
                 retry_failed: false,
                 window: None,
             };
-            let target = JournalTarget::Postgres(Box::new(w.target.clone()));
-            match medic_run::resume::open_in(&req, target, &crate::report::warnings) {
+            match medic_run::resume::open(&req, &crate::report::warnings) {
                 Ok(mut ready) => {
                     let (hub, cancelled) = rt.block_on(Hub::start(&w.target))?;
                     coordinating.store(true, Ordering::Relaxed);

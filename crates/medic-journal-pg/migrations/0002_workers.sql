@@ -41,6 +41,9 @@ CREATE TABLE medic.workers(
     calls         BIGINT NOT NULL DEFAULT 0,
     refused       BIGINT NOT NULL DEFAULT 0,
     coordinating  BOOLEAN NOT NULL DEFAULT FALSE,
+    -- The lease the worker claims with: silent for longer than that, its claims are
+    -- someone else's to take.
+    lease_ms      BIGINT NOT NULL DEFAULT 30000,
     stopped_ms    BIGINT,
     PRIMARY KEY (run_id, worker)
 );

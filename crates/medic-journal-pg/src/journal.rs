@@ -847,6 +847,9 @@ impl JournalRead for PgJournal {
     fn steps_with_event(&self, kind: EventKind) -> Result<Vec<(i64, String)>, JournalError> {
         self.inner.reads.steps_with_event(kind)
     }
+    fn events_since(&self, after: i64, limit: usize) -> Result<Vec<EventRow>, JournalError> {
+        self.inner.reads.events_since(after, limit)
+    }
 }
 
 impl JournalStore for PgJournal {

@@ -112,6 +112,9 @@ impl JournalRead for PgReader {
     fn steps_with_event(&self, kind: EventKind) -> Result<Vec<(i64, String)>, JournalError> {
         self.read(move |c, r, l| async move { q::steps_with_event(&c, &r, kind, &l).await })
     }
+    fn events_since(&self, after: i64, limit: usize) -> Result<Vec<EventRow>, JournalError> {
+        PgReader::events_since(self, after, limit)
+    }
 }
 
 impl PgReader {

@@ -209,16 +209,22 @@ impl WorkQueue {
     }
 
     /// Registers (or re-registers, after a restart under the same name) a worker.
-    pub async fn register(&self, worker: &str, zone: &str) -> Result<(), JournalError> {
+    pub async fn register(
+        &self,
+        worker: &str,
+        zone: &str,
+        lease_ms: i64,
+    ) -> Result<(), JournalError> {
         let sql = format!(
-            "INSERT INTO medic.workers(run_id, worker, zone, started_ms, seen_ms)
-             VALUES ($1, $2, $3, {NOW}, {NOW})
+            "INSERT INTO medic.workers(run_id, worker, zone, started_ms, seen_ms, lease_ms)
+             VALUES ($1, $2, $3, {NOW}, {NOW}, $4)
              ON CONFLICT (run_id, worker) DO UPDATE SET zone = excluded.zone,
+                 lease_ms = excluded.lease_ms,
                  started_ms = excluded.started_ms, seen_ms = excluded.seen_ms,
                  coordinating = FALSE, stopped_ms = NULL"
         );
         self.client
-            .execute(&sql, &[&self.run, &worker, &zone])
+            .execute(&sql, &[&self.run, &worker, &zone, &lease_ms])
             .await
             .map_err(|e| self.err(&e))?;
         Ok(())

@@ -227,6 +227,15 @@ impl JournalRead for MemJournal {
             .map(|(seq, s)| (seq, s.clone()))
             .collect())
     }
+    fn events_since(&self, after: i64, limit: usize) -> Result<Vec<EventRow>, JournalError> {
+        let m = self.lock();
+        Ok(m.events
+            .iter()
+            .filter(|e| e.seq > after)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
 }
 
 impl JournalStore for MemJournal {

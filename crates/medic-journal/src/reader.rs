@@ -289,6 +289,9 @@ impl JournalRead for JournalReader {
     fn steps_with_event(&self, kind: EventKind) -> Result<Vec<(i64, String)>, JournalError> {
         JournalReader::steps_with_event(self, kind)
     }
+    fn events_since(&self, after: i64, limit: usize) -> Result<Vec<EventRow>, JournalError> {
+        JournalReader::events_since(self, after, limit)
+    }
 }
 
 fn approval_row(r: &Row<'_>) -> rusqlite::Result<Approval> {

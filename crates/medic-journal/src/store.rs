@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use tokio::sync::oneshot;
 
 use crate::error::JournalError;
-use crate::model::{Approval, EventKind, Record, StepRow, Timer};
+use crate::model::{Approval, EventKind, EventRow, Record, StepRow, Timer};
 
 /// What a journal holds, read back. Each call reads one consistent committed state; a
 /// record appended but not yet committed is not seen (flush first).
@@ -37,6 +37,9 @@ pub trait JournalRead {
     /// The steps named by history entries of `kind`, each once with the `seq` of its
     /// first such entry, in that order (what `medic status` asks of the history).
     fn steps_with_event(&self, kind: EventKind) -> Result<Vec<(i64, String)>, JournalError>;
+    /// History entries with `seq > after`, oldest first, at most `limit` of them (what
+    /// `medic report` reads, page by page; pass the last `seq` seen for the next page).
+    fn events_since(&self, after: i64, limit: usize) -> Result<Vec<EventRow>, JournalError>;
 }
 
 /// A run's journal: records appended in order, some of them durably before the run acts.

@@ -544,6 +544,13 @@ impl JournalRead for Journal {
     fn steps_with_event(&self, kind: EventKind) -> Result<Vec<(i64, String)>, JournalError> {
         self.read(|r| r.steps_with_event(kind))
     }
+    fn events_since(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::model::EventRow>, JournalError> {
+        self.read(|r| r.events_since(after, limit))
+    }
 }
 
 impl JournalStore for Journal {

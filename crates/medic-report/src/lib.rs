@@ -6,7 +6,8 @@
 //! evidence, the reasons hosts were skipped; per phase and wave the counts and the plan's
 //! estimate beside the actual durations; the gates with who or what opened them; the host
 //! keys the SSH driver accepted as new or refused). It reads
-//! the journal through `medic_journal::JournalReader` only, so it works on a finished run,
+//! the journal through `medic_journal::JournalRead` only (a file with [`read`], a run in
+//! PostgreSQL or any other backend with [`read_from`]), so it works on a finished run,
 //! a stopped one and one still running. [`render`] turns it into one self-contained HTML
 //! file (an SVG timeline drawn here, a host table filtered by a little inline script, no
 //! network), markdown, or JSON (`medic.report/v1`, the model as it is).
@@ -55,9 +56,19 @@ pub enum ReportError {
     Plan(String),
 }
 
-/// Reads the journal at `path` into a report.
+/// Reads the journal file at `path` into a report (the plan and the rows over two
+/// connections at once).
 pub fn read(path: &Path) -> Result<Report, ReportError> {
     model::read(path)
+}
+
+/// Reads a run into a report through any journal backend (a run in PostgreSQL:
+/// `medic report --journal postgres://...`); `journal` is the name the report shows.
+pub fn read_from<R: medic_journal::JournalRead + ?Sized>(
+    reader: &R,
+    journal: &str,
+) -> Result<Report, ReportError> {
+    model::read_from(reader, journal)
 }
 
 /// The report in `format`.

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use medic_journal::{EventKind, EventRow, JournalReader, RowKind, StepRow, StepState, meta_keys};
+use medic_journal::{
+    EventKind, EventRow, JournalRead, JournalReader, RowKind, StepRow, StepState, meta_keys,
+};
 use medic_plan::{Plan, StepKind};
 use serde::Serialize;
 
@@ -304,7 +306,7 @@ struct Rows {
     created_ms: Option<i64>,
 }
 
-fn read_rows(r: &JournalReader) -> Result<Rows, ReportError> {
+fn read_rows<R: JournalRead + ?Sized>(r: &R) -> Result<Rows, ReportError> {
     let mut events = Vec::new();
     let mut after = 0;
     loop {
@@ -333,27 +335,38 @@ pub(crate) fn read(path: &Path) -> Result<Report, ReportError> {
     // The plan's decoding and the rows' reading are independent: one thread each, over two
     // read-only connections (a million-step journal takes a good part of a second for each).
     let (plan, rows) = std::thread::scope(|s| {
-        let plan = s.spawn(|| -> Result<Plan, ReportError> {
-            let r = JournalReader::open(path)?;
-            medic_exec::read_plan(&r).map_err(|e| match e {
-                medic_exec::ReadError::Journal(j) => ReportError::Journal(j),
-                other => ReportError::Plan(other.to_string()),
-            })
-        });
+        let plan = s.spawn(|| read_plan(&JournalReader::open(path)?));
         let rows = read_rows(&JournalReader::open(path)?);
         let plan = plan
             .join()
             .unwrap_or_else(|_| Err(ReportError::Plan("the plan reader panicked".to_owned())));
         Ok::<_, ReportError>((plan?, rows?))
     })?;
-    Ok(build(&plan, rows, path))
+    Ok(build(&plan, rows, &path.display().to_string()))
+}
+
+/// The same report from any journal backend, read over one handle; `journal` is how the
+/// report names it (a database's URL, never with its password).
+pub(crate) fn read_from<R: JournalRead + ?Sized>(
+    r: &R,
+    journal: &str,
+) -> Result<Report, ReportError> {
+    let plan = read_plan(r)?;
+    Ok(build(&plan, read_rows(r)?, journal))
+}
+
+fn read_plan<R: JournalRead + ?Sized>(r: &R) -> Result<Plan, ReportError> {
+    medic_exec::read_plan(r).map_err(|e| match e {
+        medic_exec::ReadError::Journal(j) => ReportError::Journal(j),
+        other => ReportError::Plan(other.to_string()),
+    })
 }
 
 fn state_word(row: Option<&StepRow>) -> &'static str {
     row.map_or("pending", |r| r.state.as_str())
 }
 
-fn build(plan: &Plan, rows: Rows, path: &Path) -> Report {
+fn build(plan: &Plan, rows: Rows, journal: &str) -> Report {
     let n = plan.steps().len();
     let mut row_of: Vec<Option<usize>> = vec![None; n];
     for (k, r) in rows.steps.iter().enumerate() {
@@ -644,7 +657,7 @@ fn build(plan: &Plan, rows: Rows, path: &Path) -> Report {
         format: FORMAT,
         run: RunInfo {
             run_id: rows.run_id,
-            journal: path.display().to_string(),
+            journal: journal.to_owned(),
             playbook: plan.playbook().to_owned(),
             fingerprint: plan.fingerprint().to_owned(),
             state: text_of(outcome, "state").unwrap_or_else(|| "unknown".to_owned()),
@@ -826,7 +839,7 @@ mod tests {
             preflight: None,
             created_ms: None,
         };
-        let r = build(&plan(), rows, Path::new("j.sqlite"));
+        let r = build(&plan(), rows, "j.sqlite");
 
         let got: Vec<_> = r
             .host_keys

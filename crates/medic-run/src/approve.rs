@@ -1,19 +1,16 @@
 //! `medic approve`: an approval recorded in a run's journal, for a gate that asks for one
 //! or a manual step of the run's plan, and nothing else (a typo would look approved).
 
-use std::path::Path;
-
 use crate::journal::{AnyReader, JournalTarget};
 
 use crate::{Error, bad};
 
-/// Records that `by` approved `gate` (a gate or a manual step) of the run of `journal`,
+/// Records that `by` approved `gate` (a gate or a manual step) of the run of `target`,
 /// after the same checks of the file as `status` and `resume`.
-pub fn record(journal: &Path, gate: &str, by: &str) -> Result<(), Error> {
-    let name = journal.display().to_string();
+pub fn record(target: &JournalTarget, gate: &str, by: &str) -> Result<(), Error> {
+    let name = target.location().display().to_string();
     // The same checks as `status` and `resume`: a missing, damaged or read-only file, or
     // one that is not a journal, is named for what it is.
-    let target = JournalTarget::from_arg(journal)?;
     let reader = target.reader(true)?;
     // Only what the run can wait for is recorded: a gate that asks for an approval, or a
     // manual step. Anything else would be a typo that looks approved.
@@ -58,17 +55,13 @@ pub fn record(journal: &Path, gate: &str, by: &str) -> Result<(), Error> {
     }
     let recorded = match &reader {
         AnyReader::Sqlite(_) => {
-            crate::files::check_existing_journal(journal, true)?;
-            medic_journal::approve(journal, gate, by)
+            // A file's location is its path.
+            let journal = target.location();
+            crate::files::check_existing_journal(&journal, true)?;
+            medic_journal::approve(&journal, gate, by)
         }
         AnyReader::Postgres(r) => r.approve(gate, by),
     };
-    recorded.map_err(|e| {
-        bad(
-            &journal.display().to_string(),
-            e.to_string(),
-            "pass the journal of the run",
-        )
-    })?;
+    recorded.map_err(|e| bad(&name, e.to_string(), "pass the journal of the run"))?;
     Ok(())
 }

@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use medic_journal::{
-    Approval, Durable, EventKind, Journal, JournalError, JournalRead, JournalReader, JournalStore,
-    Record, StepRow, Timer,
+    Approval, Durable, EventKind, EventRow, Journal, JournalError, JournalRead, JournalReader,
+    JournalStore, Record, StepRow, Timer,
 };
 
 use crate::{Error, bad};
@@ -45,6 +45,22 @@ impl JournalTarget {
             Ok(url) if !url.is_empty() => Self::parse_url(&url, true).map(Some),
             _ => Ok(None),
         }
+    }
+
+    /// The journal of an existing run (`status`, `approve`, `resume`, `report`): the
+    /// `--journal` value, else `MEDIC_JOURNAL_URL`, so that an operator who set the
+    /// variable once reaches the run from any machine without naming it again.
+    pub fn existing(arg: Option<&Path>) -> Result<JournalTarget, Error> {
+        if let Some(p) = arg {
+            return Self::from_arg(p);
+        }
+        Self::from_env()?.ok_or_else(|| {
+            bad(
+                "--journal",
+                "no journal named: this command reads a run's journal",
+                "pass --journal FILE (a journal file) or --journal postgres://USER@HOST/DB?run=RUN-ID, or set MEDIC_JOURNAL_URL to the database's URL",
+            )
+        })
     }
 
     fn parse_url(url: &str, env: bool) -> Result<JournalTarget, Error> {
@@ -112,7 +128,7 @@ impl JournalTarget {
 
 /// A database journal that cannot be opened or read: the run or the database is not
 /// there, or is of another version (exit 2), or the server failed (exit 4).
-pub(crate) fn db_failure(location: &Path, e: &JournalError) -> Error {
+pub fn db_failure(location: &Path, e: &JournalError) -> Error {
     let name = location.display().to_string();
     match e {
         JournalError::NotAJournal { .. } => bad(
@@ -168,6 +184,9 @@ impl JournalRead for AnyReader {
     fn steps_with_event(&self, kind: EventKind) -> Result<Vec<(i64, String)>, JournalError> {
         each!(self, r => JournalRead::steps_with_event(r, kind))
     }
+    fn events_since(&self, after: i64, limit: usize) -> Result<Vec<EventRow>, JournalError> {
+        each!(self, r => JournalRead::events_since(r, after, limit))
+    }
 }
 
 /// A run's journal being written: the executor runs on either.
@@ -212,6 +231,9 @@ impl JournalRead for RunJournal {
     }
     fn steps_with_event(&self, kind: EventKind) -> Result<Vec<(i64, String)>, JournalError> {
         each!(self, j => JournalRead::steps_with_event(j, kind))
+    }
+    fn events_since(&self, after: i64, limit: usize) -> Result<Vec<EventRow>, JournalError> {
+        each!(self, j => JournalRead::events_since(j, after, limit))
     }
 }
 

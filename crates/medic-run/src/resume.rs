@@ -3,7 +3,7 @@
 //! back, today's inputs compared with the plan's fingerprint (drift refused, naming the
 //! hosts), the drivers built, and a new change window recorded.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use medic_config::Problems;
 use medic_journal::{Journal, JournalRead, JournalStore, meta_keys};
@@ -17,8 +17,9 @@ use crate::{Error, bad, internal, runtime};
 /// What `resume` is asked to do.
 #[derive(Clone, Debug)]
 pub struct Request<'a> {
-    /// The run's journal.
-    pub journal: &'a Path,
+    /// The run's journal (`--journal`, else `MEDIC_JOURNAL_URL`: see
+    /// [`JournalTarget::existing`]).
+    pub journal: &'a JournalTarget,
     /// `--events`: another events file than the recorded one.
     pub events: Option<PathBuf>,
     /// `--yes`: gates that ask for an approval open without one from now on.
@@ -33,16 +34,6 @@ pub struct Request<'a> {
 /// Opens the run of `req.journal` to go on with it. `warn` is given the warnings of the
 /// inputs reloaded for the drift check.
 pub fn open(req: &Request<'_>, warn: &(dyn Fn(&Problems) + Sync)) -> Result<Ready, Error> {
-    open_in(req, JournalTarget::from_arg(req.journal)?, warn)
-}
-
-/// [`open`] of a journal already parsed (a URL from the environment carries its password,
-/// which `req.journal`, as shown, does not).
-pub fn open_in(
-    req: &Request<'_>,
-    target: JournalTarget,
-    warn: &(dyn Fn(&Problems) + Sync),
-) -> Result<Ready, Error> {
     let Request {
         journal: path,
         events,
@@ -50,6 +41,8 @@ pub fn open_in(
         retry_failed,
         window: new_window,
     } = req.clone();
+    let target = path.clone();
+    let path = &target.location();
     let name = path.display().to_string();
     // Checked before anything is read or written.
     let new = parse_window(new_window)?;
@@ -60,7 +53,8 @@ pub fn open_in(
         crate::files::check_events(ev, path)?;
     }
     let reader = target.reader(true)?;
-    // A database named without its run: the one it holds, named from here on.
+    // A database named without its run: the one it holds, named from here on (the same
+    // target, so that a password and `sslrootcert` from the environment stay with it).
     let path = &reader_location(&target, &reader);
     let target = match &reader {
         crate::journal::AnyReader::Postgres(r) => target.with_run(r.run_id()),

@@ -11,6 +11,7 @@ use medic_plan::{Plan, StepKind};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::journal::{AnyReader, JournalTarget};
 use crate::text::shell_word;
 
 /// The journal's `meta` key holding the last [`Outcome`] of the run.
@@ -156,22 +157,134 @@ pub struct Status {
     pub slices_waiting: Vec<SliceWaiting>,
     /// What the pre-flight of a real run said (`passed: ...`, `skipped (--skip-preflight)`).
     pub preflight: Option<String>,
+    /// A run in PostgreSQL served by `medic worker` processes: its queue per zone and its
+    /// workers (absent for a run without workers, and for a journal file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<Workers>,
+}
+
+/// The workers of a run and its queue of driver calls (`medic.work`, `medic.workers`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Workers {
+    pub zones: Vec<ZoneCalls>,
+    pub workers: Vec<Worker>,
+}
+
+/// A zone's driver calls per state.
+#[derive(Clone, Debug, Serialize)]
+pub struct ZoneCalls {
+    pub zone: String,
+    pub queued: u64,
+    /// Claimed by a worker, not answered yet.
+    pub in_flight: u64,
+    pub done: u64,
+    pub lost: u64,
+    pub cancelled: u64,
+    /// Calls whose lease ran out (claimed more than once), all counted.
+    pub lease_ran_out: u64,
+    /// The first of them (at most 20 per zone).
+    pub lease_ran_out_on: Vec<ReclaimedCall>,
+}
+
+/// A call whose lease ran out at least once.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReclaimedCall {
+    pub step: String,
+    pub driver: String,
+    pub action: String,
+    pub state: String,
+    pub claims: i64,
+    pub lease_owner: Option<String>,
+}
+
+/// One worker process.
+#[derive(Clone, Debug, Serialize)]
+pub struct Worker {
+    pub name: String,
+    pub zone: String,
+    /// Seconds since its last heartbeat, by the database's clock.
+    pub seen_s_ago: u64,
+    pub calls: i64,
+    /// Its writes refused because another claim took the call over (fencing).
+    pub refused: i64,
+    pub coordinating: bool,
+    pub stopped: bool,
+    /// The lease it claims with (renewed every third of it).
+    pub lease_s: u64,
+    /// Not stopped and not seen for longer than its lease.
+    pub silent: bool,
+}
+
+impl Workers {
+    fn from_db(w: medic_journal_pg::WorkStatus) -> Workers {
+        let secs = |ms: i64| u64::try_from(ms / 1000).unwrap_or(0);
+        Workers {
+            zones: w
+                .zones
+                .into_iter()
+                .map(|z| ZoneCalls {
+                    zone: z.zone,
+                    queued: z.queued,
+                    in_flight: z.claimed,
+                    done: z.done,
+                    lost: z.lost,
+                    cancelled: z.cancelled,
+                    lease_ran_out: z.reclaimed,
+                    lease_ran_out_on: z
+                        .reclaimed_calls
+                        .into_iter()
+                        .map(|c| ReclaimedCall {
+                            step: c.step,
+                            driver: c.driver,
+                            action: c.action,
+                            state: c.state,
+                            claims: c.claims,
+                            lease_owner: c.lease_owner,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            workers: w
+                .workers
+                .into_iter()
+                .map(|x| Worker {
+                    name: x.worker,
+                    zone: x.zone,
+                    seen_s_ago: secs(x.seen_ago_ms),
+                    calls: x.calls,
+                    refused: x.refused,
+                    coordinating: x.coordinating,
+                    stopped: x.stopped_ms.is_some(),
+                    silent: x.silent,
+                    lease_s: secs(x.lease_ms),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The history entries that say a step waits for the operator.
 const WAITING_KINDS: [EventKind; 2] = [EventKind::GateWaiting, EventKind::ManualWaiting];
 
-/// Reads the status of the run whose journal is `path` (checked first: a missing, damaged
-/// file, or one that is not a journal, is named for what it is). Only reads.
-pub fn read(path: &Path) -> Result<Status, Error> {
-    let target = crate::journal::JournalTarget::from_arg(path)?;
+/// Reads the status of the run whose journal is `target` (a file is checked first: a
+/// missing, damaged file, or one that is not a journal, is named for what it is); a run in
+/// PostgreSQL also shows its workers. Only reads.
+pub fn read(target: &JournalTarget) -> Result<Status, Error> {
     let r = target.reader(false)?;
     let name = match &r {
-        crate::journal::AnyReader::Sqlite(_) => path.display().to_string(),
+        AnyReader::Sqlite(_) => target.location().display().to_string(),
         // A database named without its run: the command names it from here on.
-        crate::journal::AnyReader::Postgres(p) => p.location().display().to_string(),
+        AnyReader::Postgres(p) => p.location().display().to_string(),
     };
     let e = |x: medic_journal::JournalError| Error::Internal(x.to_string());
+    let workers = match (target, &r) {
+        (JournalTarget::Postgres(t), AnyReader::Postgres(p)) => {
+            medic_journal_pg::work_status(&t.with_run(p.run_id()))
+                .map_err(|x| crate::journal::db_failure(p.location(), &x))?
+                .map(Workers::from_db)
+        }
+        _ => None,
+    };
     let rows = r.steps().map_err(e)?;
     // The plan gives steps that have no row yet, hosts and kinds; a journal without one
     // (none is made so) would still show its rows.
@@ -240,6 +353,7 @@ pub fn read(path: &Path) -> Result<Status, Error> {
         manual_waiting: Vec::new(),
         slices_waiting: Vec::new(),
         preflight: r.meta(crate::run::PREFLIGHT).map_err(e)?,
+        workers,
     };
     for id in &waiting {
         let w = Waiting {

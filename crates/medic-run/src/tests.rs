@@ -118,7 +118,8 @@ fn status_reads_failed_blocked_and_waiting_steps_from_a_journal() {
     crate::status::record_outcome(&journal, &outcome);
     journal.close().expect("close");
 
-    let s = crate::status::read(&path).expect("status reads");
+    let s = crate::status::read(&crate::journal::JournalTarget::Sqlite(path.clone()))
+        .expect("status reads");
     assert_eq!(s.run_id.as_deref(), Some("r-1"));
     assert_eq!(s.run_state, Some(RunState::Stopped));
     assert_eq!(s.stop_reason.as_deref(), Some("interrupted"));
@@ -148,7 +149,8 @@ fn status_reads_failed_blocked_and_waiting_steps_from_a_journal() {
 
     // Approved: no longer waiting.
     medic_journal::approve(&path, &gate, "tester").expect("approve");
-    let s = crate::status::read(&path).expect("status reads");
+    let s = crate::status::read(&crate::journal::JournalTarget::Sqlite(path.clone()))
+        .expect("status reads");
     assert!(s.waiting_for_approval.is_empty());
     assert_eq!(s.approvals, vec![format!("{gate} by tester")]);
 }
@@ -162,9 +164,17 @@ fn status_names_a_file_that_is_not_a_journal() {
         "not a journal at all, just some text that is long enough",
     )
     .expect("write");
-    let (msg, _) = problem(crate::status::read(&path).expect_err("refused"));
+    let (msg, _) = problem(
+        crate::status::read(&crate::journal::JournalTarget::Sqlite(path.clone()))
+            .expect_err("refused"),
+    );
     assert!(msg.contains("is not a journal"), "{msg}");
-    let (msg, _) = problem(crate::status::read(&dir.path().join("none")).expect_err("refused"));
+    let (msg, _) = problem(
+        crate::status::read(&crate::journal::JournalTarget::Sqlite(
+            dir.path().join("none"),
+        ))
+        .expect_err("refused"),
+    );
     assert!(msg.contains("there is no journal"), "{msg}");
 }
 

@@ -493,10 +493,10 @@ pub async fn serve(
     let q = WorkQueue::connect(&w.target)
         .await
         .map_err(|e| internal(e.to_string()))?;
-    q.register(&spec.name, &spec.zones.join(","))
+    let lease_ms = i64::try_from(spec.lease.as_millis()).unwrap_or(i64::MAX);
+    q.register(&spec.name, &spec.zones.join(","), lease_ms)
         .await
         .map_err(|e| internal(e.to_string()))?;
-    let lease_ms = i64::try_from(spec.lease.as_millis()).unwrap_or(i64::MAX);
     let beat_every = spec.lease / 3;
     let initial = w.initial.clone();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i64, i64, Finish)>();

@@ -16,6 +16,7 @@ mod operator;
 mod plan_seal;
 mod planning;
 mod postgres;
+mod postgres_view;
 mod readme;
 mod report;
 mod runs;

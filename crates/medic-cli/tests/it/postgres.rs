@@ -12,7 +12,7 @@ use medic_journal_pg::server::TestServer;
 
 use crate::util::{TestEnv, lab_inventory, real_playbook};
 
-fn medic(env: &TestEnv, server: &TestServer) -> Command {
+pub(crate) fn medic(env: &TestEnv, server: &TestServer) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_medic"));
     c.current_dir(env.path())
         .env("NO_COLOR", "1")
@@ -24,7 +24,7 @@ fn medic(env: &TestEnv, server: &TestServer) -> Command {
     c
 }
 
-fn apply_args(journal: &str, events: &Path, yes: bool) -> Vec<String> {
+pub(crate) fn apply_args(journal: &str, events: &Path, yes: bool) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "apply".into(),
         "--inventory".into(),
@@ -66,7 +66,7 @@ fn effects(log: &Path) -> BTreeMap<(String, String), u32> {
     medic_sim::effect_counts(log)
 }
 
-fn out(o: &std::process::Output) -> String {
+pub(crate) fn out(o: &std::process::Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
