@@ -31,11 +31,11 @@ pub mod server;
 pub use action::ACTION_NAMES;
 pub use config::{Fault, SimConfig, SimError};
 pub use fleet::{
-    CERT_EXPIRE_ERROR, PRE_RUN_UPDATE_MS, SimComputer, SimFleet, SimHostState, SimOutcome,
+    CERT_EXPIRE_ERROR, Fence, PRE_RUN_UPDATE_MS, SimComputer, SimFleet, SimHostState, SimOutcome,
     SimRelayGroup, SimResult,
 };
 pub use generate::{demo_inventory_yaml, generate_inventory_yaml};
-pub use log::effect_counts;
+pub use log::{effect_counts, stale_refusals};
 
 #[cfg(test)]
 mod tests;
