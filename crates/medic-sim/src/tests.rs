@@ -740,6 +740,33 @@ fn injected_failures_consumed_by_another_process_are_consumed_here() {
     );
 }
 
+/// A log written before fencing tokens (no `step`, `fence`) still replays.
+#[test]
+fn a_log_from_before_fencing_still_replays() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sim.jsonl");
+    let inv = site();
+    drop(SimFleet::open(&inv, config(), Some(&path)).expect("writes the header"));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("opens")
+        .write_all(
+            concat!(
+                r#"{"host":"app-1","action":"reboot","args":{},"result":"ok","effect":{"kind":"rebooted"}}"#,
+                "\n",
+                r#"{"host":"app-1","action":"reboot","args":{},"result":{"failed":"injected failure 1 of 1"},"injected":true}"#,
+                "\n"
+            )
+            .as_bytes(),
+        )
+        .expect("writes");
+    let f = SimFleet::open(&inv, config(), Some(&path)).expect("replays");
+    assert_eq!(state(&f, "app-1").boot_id, 1);
+    assert_eq!(crate::stale_refusals(&path), 0);
+}
+
 /// A whole but unreadable line appended by another process: this one's world is no longer
 /// the log's, so it refuses every request rather than deciding on it.
 #[test]
@@ -815,6 +842,36 @@ fn fencing_tokens_in_memory_and_across_a_restart() {
     );
     assert_eq!(state(&f, "app-1").boot_id, 1);
     assert_eq!(crate::stale_refusals(&path), 1);
+
+    // A call that hangs reached the host: its token counts. One that finds the host
+    // unreachable never did.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sim.jsonl");
+    let mut cfg = config();
+    cfg.faults = vec![
+        Fault::Hang {
+            host: "app-1".to_owned(),
+            action: "agent-version".to_owned(),
+        },
+        Fault::Unreachable {
+            host: "dmz-1".to_owned(),
+        },
+    ];
+    let f = SimFleet::open(&inv, cfg.clone(), Some(&path)).expect("opens");
+    let r = f.perform_fenced("app-1", "agent-version", &none, fence("h", 4));
+    assert_eq!(r.result, SimResult::Hang);
+    let r = f.perform_fenced("dmz-1", "agent-version", &none, fence("u", 4));
+    assert_eq!(r.result, SimResult::Unreachable);
+    let g = SimFleet::open(&inv, cfg, Some(&path)).expect("reopens");
+    assert!(matches!(
+        g.perform_fenced("app-1", "reboot", &none, fence("h", 3))
+            .result,
+        SimResult::Refused(_)
+    ));
+    assert!(
+        g.perform_fenced("app-1", "reboot", &none, fence("u", 3))
+            .is_ok()
+    );
 }
 
 #[test]
