@@ -8,7 +8,7 @@ use std::time::Duration;
 use medic_drivers::ManagerFields;
 use medic_exec::{ActionFuture, ActionReply, ActionRequest, ActionStatus, Driver, ManualAsk};
 
-use crate::{SimFleet, SimOutcome, SimResult};
+use crate::{Fence, SimFleet, SimOutcome, SimResult};
 
 pub struct SimDriver {
     fleet: SimFleet,
@@ -71,18 +71,31 @@ impl Driver for SimDriver {
             if secs > 0.0 {
                 tokio::time::sleep(Duration::from_secs_f64(secs)).await;
             }
-            let out = if read_only(&req.action) {
+            let out = if read_only(&req.action) && req.fence.is_none() {
                 self.fleet.perform(&host, &req.action, &req.args)
             } else {
-                // Side effects are written ahead (with fsync) to the fleet's log: keep that
-                // off the async workers.
+                // Side effects, and the fencing token a probe may raise, are written ahead
+                // (with fsync) to the fleet's log, whose lock other processes may hold for
+                // as long: keep that off the async workers.
                 let fleet = self.fleet.clone();
                 let (h, action, args) = (host.clone(), req.action.clone(), req.args.clone());
-                match tokio::task::spawn_blocking(move || fleet.perform(&h, &action, &args)).await {
+                let (step, fence) = (req.step.clone(), req.fence);
+                let perform = move || {
+                    let fence = fence.map(|token| Fence { step: &step, token });
+                    fleet.perform_fenced(&h, &action, &args, fence)
+                };
+                match tokio::task::spawn_blocking(perform).await {
                     Ok(o) => o,
                     Err(e) => return ActionReply::failed(format!("simulator task failed: {e}")),
                 }
             };
+            // A stale worker's call is refused before anything, verify included.
+            if let SimResult::Refused(m) = out.result {
+                return ActionReply {
+                    status: ActionStatus::Refused(m),
+                    facts: out.facts,
+                };
+            }
             if req.action == "verify" {
                 return self.verify(&req, &host, out);
             }
@@ -94,6 +107,7 @@ impl Driver for SimDriver {
                 }
                 // A hung action never answers; the executor's deadline ends it.
                 SimResult::Hang => std::future::pending::<ActionStatus>().await,
+                SimResult::Refused(m) => ActionStatus::Refused(m),
             };
             ActionReply {
                 status,

@@ -5,6 +5,11 @@
 //! outcome from the current state without touching it, write the effect ahead to the log
 //! (durable fleets only), then apply it. Replay on open runs only the last step, from the
 //! log, so live runs and replays share one mutation function and cannot drift apart.
+//!
+//! A durable fleet may share its log with other processes: the lock is then also the log's
+//! `flock`, and before deciding, a call replays what the others appended since it last
+//! read. Requests carrying a fencing token ([`Fence`]) are checked against the highest
+//! token seen for their step, as a resource guarding itself against a stale lease holder.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -14,7 +19,7 @@ use medic_model::{AgentBuild, BuildLines, Inventory, ManagerBuild, Platform, Val
 
 use crate::action::{Action, EFFECT_SLOTS, SIDE_EFFECTS};
 use crate::config::{Fault, SimConfig, SimError};
-use crate::log::{Effect, EffectLog, Entry, EntryRef, Logged};
+use crate::log::{Effect, EffectLog, Entry, EntryRef, LogLock, Logged};
 use crate::rng;
 
 /// The ActiveUpdate error a Relay below the fixed build reports after the certificate
@@ -39,6 +44,19 @@ pub enum SimResult {
     Unreachable,
     /// The action never finishes; a driver must time it out. Nothing happened.
     Hang,
+    /// Refused for a stale fencing token: nothing happened, and trying again with the same
+    /// token cannot help.
+    Refused(String),
+}
+
+/// The fencing token a request carries: the claim of the worker that sends it. Tokens only
+/// grow; the simulator refuses a request whose token is below the highest it has seen for
+/// the same step (Kleppmann's fencing: the resource, not the lock service, stops a worker
+/// that stalled past its lease and woke up after another one took the step over).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fence<'a> {
+    pub step: &'a str,
+    pub token: u64,
 }
 
 /// The result of one action and the facts it reported (probes report facts; side
@@ -334,7 +352,12 @@ struct State {
     bundles: BTreeMap<String, AgentBuild>,
     /// Fleet-wide change counter, the simulator's `lastChanged` clock.
     changes: u64,
+    /// The highest fencing token seen per step id.
+    fences: HashMap<String, u64>,
     log: Option<EffectLog>,
+    /// Set when the lines another process appended could not be replayed: this process's
+    /// world is no longer the log's, so it refuses every request from then on.
+    damaged: Option<(usize, String)>,
 }
 
 /// What an action would do, decided before anything changes.
@@ -448,27 +471,116 @@ impl State {
         }
     }
 
-    fn replay(&mut self, entries: Vec<Entry>, path: &Path) -> Result<(), SimError> {
-        for (i, e) in entries.into_iter().enumerate() {
-            let corrupt = |message: String| SimError::CorruptLog {
-                path: path.to_owned(),
-                // Line 1 is the header.
-                line: i + 2,
-                message,
-            };
+    /// Applies logged entries (numbered by their line, for errors), in order.
+    fn replay(
+        &mut self,
+        entries: impl IntoIterator<Item = (usize, Entry)>,
+    ) -> Result<(), (usize, String)> {
+        for (line, e) in entries {
             let Some(&target) = self.names.get(&e.host) else {
-                return Err(corrupt(format!("unknown host `{}`", e.host)));
+                return Err((line, format!("unknown host `{}`", e.host)));
             };
+            if let (Some(step), Some(token), false) =
+                (e.step, e.fence, matches!(e.result, Logged::Refused(_)))
+            {
+                let seen = self.fences.entry(step).or_default();
+                *seen = (*seen).max(token);
+            }
+            if matches!(e.result, Logged::Seen | Logged::Refused(_)) {
+                continue;
+            }
             if e.injected {
                 self.faults_mut(target).consume_first(&e.action);
                 continue;
             }
             let Some(action) = Action::parse(&e.action) else {
-                return Err(corrupt(format!("unknown action `{}`", e.action)));
+                return Err((line, format!("unknown action `{}`", e.action)));
             };
             self.apply(target, action, e.result == Logged::Ok, e.effect.as_ref());
         }
         Ok(())
+    }
+
+    /// Durable fleets: takes the log's lock and replays what other processes appended since
+    /// this one last read. The lock is held until the caller's decision is written.
+    fn sync(&mut self) -> Result<Option<LogLock>, SimError> {
+        let Some(log) = self.log.as_mut() else {
+            return Ok(None);
+        };
+        let damaged = |log: &EffectLog, (line, message): (usize, String)| SimError::CorruptLog {
+            path: log.path().to_owned(),
+            line,
+            message,
+        };
+        if let Some(d) = &self.damaged {
+            return Err(damaged(log, d.clone()));
+        }
+        let held = log.lock()?;
+        let entries = match log.catch_up(&held) {
+            Ok(entries) => entries,
+            Err(e) => {
+                // Part of what was read may be lost to this process: never decide on it.
+                self.damaged = Some(match &e {
+                    SimError::CorruptLog { line, message, .. } => (*line, message.clone()),
+                    other => (0, other.to_string()),
+                });
+                return Err(e);
+            }
+        };
+        if entries.is_empty() {
+            return Ok(Some(held));
+        }
+        if let Err(d) = self.replay(entries) {
+            self.damaged = Some(d.clone());
+            let log = self.log.as_ref().expect("the log was just read");
+            return Err(damaged(log, d));
+        }
+        Ok(Some(held))
+    }
+
+    /// Writes one entry ahead (durable fleets).
+    fn write(&mut self, held: Option<&LogLock>, entry: &EntryRef<'_>) -> std::io::Result<()> {
+        match (self.log.as_mut(), held) {
+            (Some(log), Some(held)) => log.append(held, entry),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes a new highest token durable before the answer, with a line of its own when
+    /// nothing else is written for the request. `None` on success, else the answer.
+    fn note_seen(
+        &mut self,
+        held: Option<&LogLock>,
+        raise: Option<Fence<'_>>,
+        host: &str,
+        action: &str,
+        args: &BTreeMap<String, String>,
+    ) -> Option<SimOutcome> {
+        let f = raise?;
+        let entry = EntryRef {
+            host,
+            action,
+            args,
+            result: &Logged::Seen,
+            effect: None,
+            injected: false,
+            step: Some(f.step),
+            fence: Some(f.token),
+        };
+        if let Err(e) = self.write(held, &entry) {
+            return Some(log_failure(&e));
+        }
+        self.raise(f);
+        None
+    }
+
+    fn raise(&mut self, f: Fence<'_>) {
+        match self.fences.get_mut(f.step) {
+            Some(seen) => *seen = (*seen).max(f.token),
+            None => {
+                self.fences.insert(f.step.to_owned(), f.token);
+            }
+        }
     }
 }
 
@@ -586,7 +698,9 @@ impl SimFleet {
             groups,
             bundles: BTreeMap::new(),
             changes: 0,
+            fences: HashMap::new(),
             log: None,
+            damaged: None,
         };
         for f in &config.faults {
             let Some(&target) = state.names.get(f.host()) else {
@@ -610,7 +724,15 @@ impl SimFleet {
         }
         if let Some(path) = state_path {
             let (log, entries) = EffectLog::open(path, config.seed, &fingerprint(inventory))?;
-            state.replay(entries, path)?;
+            // Line 1 is the header.
+            let numbered = entries.into_iter().enumerate().map(|(i, e)| (i + 2, e));
+            state
+                .replay(numbered)
+                .map_err(|(line, message)| SimError::CorruptLog {
+                    path: path.to_owned(),
+                    line,
+                    message,
+                })?;
             state.log = Some(log);
         }
         Ok(SimFleet {
@@ -640,64 +762,142 @@ impl SimFleet {
     /// manager actions). Faults apply first; a side effect is logged (durable fleets)
     /// before it changes anything. Only successful side effects are counted.
     pub fn perform(&self, host: &str, action: &str, args: &BTreeMap<String, String>) -> SimOutcome {
+        self.perform_fenced(host, action, args, None)
+    }
+
+    /// [`SimFleet::perform`] for a request that carries a fencing token (`None`: a single
+    /// process, never refused, nothing more written). A token below the highest seen for
+    /// its step is refused ([`SimResult::Refused`]) with no effect, and the refusal logged;
+    /// a token above it is written to the log before the answer, even for a probe, so that
+    /// every process (and every restart) refuses the older ones from then on. A host that
+    /// does not answer never saw the token.
+    pub fn perform_fenced(
+        &self,
+        host: &str,
+        action: &str,
+        args: &BTreeMap<String, String>,
+        fence: Option<Fence<'_>>,
+    ) -> SimOutcome {
         let mut guard = self.lock();
         let st = &mut *guard;
+        let held = match st.sync() {
+            Ok(held) => held,
+            Err(e) => {
+                return SimOutcome::failed(format!(
+                    "cannot read the simulator state file, nothing was done: {e}"
+                ));
+            }
+        };
+        let held = held.as_ref();
         let Some(&target) = st.names.get(host) else {
             return SimOutcome::failed(format!("unknown host `{host}`"));
         };
-        match st.faults(target).hit(action) {
-            FaultHit::None => {}
-            FaultHit::Unreachable => return SimOutcome::of(SimResult::Unreachable),
-            FaultHit::Hang => return SimOutcome::of(SimResult::Hang),
-            FaultHit::Fail { rule, n, times } => {
-                let message = format!("injected failure {n} of {times}");
-                let logged = Logged::Failed(message.clone());
-                if let Some(log) = st.log.as_mut() {
+        if st.faults(target).unreachable {
+            return SimOutcome::of(SimResult::Unreachable);
+        }
+        let mut raise = None;
+        if let Some(f) = fence {
+            match st.fences.get(f.step) {
+                Some(&seen) if f.token < seen => {
+                    let message = format!(
+                        "stale fencing token {} for step {}: {seen} was seen",
+                        f.token, f.step
+                    );
                     let entry = EntryRef {
                         host,
                         action,
                         args,
-                        result: &logged,
+                        result: &Logged::Refused(message.clone()),
                         effect: None,
-                        injected: true,
+                        injected: false,
+                        step: Some(f.step),
+                        fence: Some(f.token),
                     };
-                    if let Err(e) = log.append(&entry) {
-                        return log_failure(&e);
-                    }
+                    // The refusal stands even if its line cannot be written: nothing was
+                    // done either way, only the count of refusals would miss it.
+                    let _ = st.write(held, &entry);
+                    return SimOutcome::of(SimResult::Refused(message));
+                }
+                Some(&seen) if f.token == seen => {}
+                _ => raise = Some(f),
+            }
+        }
+        match st.faults(target).hit(action) {
+            FaultHit::None => {}
+            FaultHit::Unreachable => return SimOutcome::of(SimResult::Unreachable),
+            FaultHit::Hang => {
+                if let Some(failed) = st.note_seen(held, raise, host, action, args) {
+                    return failed;
+                }
+                return SimOutcome::of(SimResult::Hang);
+            }
+            FaultHit::Fail { rule, n, times } => {
+                let message = format!("injected failure {n} of {times}");
+                let entry = EntryRef {
+                    host,
+                    action,
+                    args,
+                    result: &Logged::Failed(message.clone()),
+                    effect: None,
+                    injected: true,
+                    step: fence.map(|f| f.step),
+                    fence: fence.map(|f| f.token),
+                };
+                if let Err(e) = st.write(held, &entry) {
+                    return log_failure(&e);
                 }
                 st.faults_mut(target).consume(rule);
+                if let Some(f) = raise {
+                    st.raise(f);
+                }
                 return SimOutcome::failed(message);
             }
         }
         let Some(act) = Action::parse(action) else {
+            if let Some(failed) = st.note_seen(held, raise, host, action, args) {
+                return failed;
+            }
             return SimOutcome::failed(format!("unknown action `{action}`"));
         };
         let (result, effect) = match decide(&self.shared.rules, st, target, act, args) {
-            Decision::Answer(outcome) => return outcome,
+            Decision::Answer(outcome) => {
+                if let Some(failed) = st.note_seen(held, raise, host, action, args) {
+                    return failed;
+                }
+                return outcome;
+            }
             Decision::Attempt { result, effect } => (result, effect),
         };
-        let logged = match result {
-            Ok(()) => Logged::Ok,
-            Err(m) => Logged::Failed(m),
+        let (logged, answer) = match result {
+            Ok(()) => (Logged::Ok, SimOutcome::ok()),
+            Err(m) => (Logged::Failed(m.clone()), SimOutcome::failed(m)),
         };
-        if let Some(log) = st.log.as_mut() {
-            let entry = EntryRef {
-                host,
-                action,
-                args,
-                result: &logged,
-                effect: effect.as_ref(),
-                injected: false,
-            };
-            if let Err(e) = log.append(&entry) {
-                return log_failure(&e);
-            }
+        let entry = EntryRef {
+            host,
+            action,
+            args,
+            result: &logged,
+            effect: effect.as_ref(),
+            injected: false,
+            step: fence.map(|f| f.step),
+            fence: fence.map(|f| f.token),
+        };
+        if let Err(e) = st.write(held, &entry) {
+            return log_failure(&e);
         }
         st.apply(target, act, logged == Logged::Ok, effect.as_ref());
-        match logged {
-            Logged::Ok => SimOutcome::ok(),
-            Logged::Failed(m) => SimOutcome::failed(m),
+        if let Some(f) = raise {
+            st.raise(f);
         }
+        answer
+    }
+
+    /// Replays what other processes sharing this fleet's log appended since this one last
+    /// read, so that the read-only views ([`SimFleet::host_state`], [`SimFleet::computers`],
+    /// ...) show their effects too; [`SimFleet::perform`] does it by itself. Nothing to do
+    /// for a fleet without a log.
+    pub fn refresh(&self) -> Result<(), SimError> {
+        self.lock().sync().map(drop)
     }
 
     /// A seeded, deterministic duration for (host, action, attempt), in *simulated*

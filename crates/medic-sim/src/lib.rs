@@ -9,7 +9,9 @@
 //! and the benchmarks all drive a [`SimFleet`]. The fleet can be made durable with a
 //! write-ahead effect log, so that a second process started after the first one was
 //! killed sees the same world, which is what resume tests need to prove that no side
-//! effect ever runs twice.
+//! effect ever runs twice. Processes running at the same time may share the log too (the
+//! workers of one run): each catches up with the others' effects under the log's lock,
+//! and the fleet refuses requests with a stale fencing token ([`Fence`]).
 //!
 //! The fleet model itself has no async, no network and no clock: durations are *simulated*
 //! seconds drawn from the seed. Two optional layers sit on it: `driver` (feature `driver`)
@@ -31,11 +33,11 @@ pub mod server;
 pub use action::ACTION_NAMES;
 pub use config::{Fault, SimConfig, SimError};
 pub use fleet::{
-    CERT_EXPIRE_ERROR, PRE_RUN_UPDATE_MS, SimComputer, SimFleet, SimHostState, SimOutcome,
+    CERT_EXPIRE_ERROR, Fence, PRE_RUN_UPDATE_MS, SimComputer, SimFleet, SimHostState, SimOutcome,
     SimRelayGroup, SimResult,
 };
 pub use generate::{demo_inventory_yaml, generate_inventory_yaml};
-pub use log::effect_counts;
+pub use log::{effect_counts, stale_refusals};
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,9 @@ use medic_model::{
     AgentBuild, Host, Inventory, Manager, ManagerBuild, Platform, RelayGroup, Settings, Value,
 };
 
-use crate::{CERT_EXPIRE_ERROR, Fault, SimConfig, SimError, SimFleet, SimHostState, SimResult};
+use crate::{
+    CERT_EXPIRE_ERROR, Fault, Fence, SimConfig, SimError, SimFleet, SimHostState, SimResult,
+};
 
 const OLD: &str = "20.0.0-3445";
 const FIXED: &str = "20.0.1-690";
@@ -708,6 +710,167 @@ fn fail_times_then_success_across_a_restart() {
     assert_eq!(
         v.facts.get("agent_version"),
         Some(&Value::Agent(build(OLD)))
+    );
+}
+
+/// Two processes on one log share the fault's count: whoever fails it, the other one sees
+/// it consumed.
+#[test]
+fn injected_failures_consumed_by_another_process_are_consumed_here() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sim.jsonl");
+    let inv = site();
+    let mut cfg = config();
+    cfg.faults = vec![Fault::FailTimes {
+        host: "relay-tky-1".to_owned(),
+        action: "agent-upgrade".to_owned(),
+        times: 2,
+    }];
+    let a = SimFleet::open(&inv, cfg.clone(), Some(&path)).expect("opens");
+    let b = SimFleet::open(&inv, cfg, Some(&path)).expect("opens");
+    let to = [("to", FIXED)];
+    let fail = |n| SimResult::Failed(format!("injected failure {n} of 2"));
+    assert_eq!(run(&a, "relay-tky-1", "agent-upgrade", &to), fail(1));
+    assert_eq!(run(&b, "relay-tky-1", "agent-upgrade", &to), fail(2));
+    assert_eq!(run(&a, "relay-tky-1", "agent-upgrade", &to), SimResult::Ok);
+    assert_eq!(run(&b, "relay-tky-1", "agent-upgrade", &to), SimResult::Ok);
+    assert_eq!(
+        crate::effect_counts(&path).get(&("relay-tky-1".to_owned(), "agent-upgrade".to_owned())),
+        Some(&2)
+    );
+}
+
+/// A log written before fencing tokens (no `step`, `fence`) still replays.
+#[test]
+fn a_log_from_before_fencing_still_replays() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sim.jsonl");
+    let inv = site();
+    drop(SimFleet::open(&inv, config(), Some(&path)).expect("writes the header"));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("opens")
+        .write_all(
+            concat!(
+                r#"{"host":"app-1","action":"reboot","args":{},"result":"ok","effect":{"kind":"rebooted"}}"#,
+                "\n",
+                r#"{"host":"app-1","action":"reboot","args":{},"result":{"failed":"injected failure 1 of 1"},"injected":true}"#,
+                "\n"
+            )
+            .as_bytes(),
+        )
+        .expect("writes");
+    let f = SimFleet::open(&inv, config(), Some(&path)).expect("replays");
+    assert_eq!(state(&f, "app-1").boot_id, 1);
+    assert_eq!(crate::stale_refusals(&path), 0);
+}
+
+/// A whole but unreadable line appended by another process: this one's world is no longer
+/// the log's, so it refuses every request rather than deciding on it.
+#[test]
+fn a_damaged_line_from_another_process_stops_this_one() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sim.jsonl");
+    let inv = site();
+    let f = SimFleet::open(&inv, config(), Some(&path)).expect("opens");
+    assert_eq!(run(&f, "app-1", "reboot", &[]), SimResult::Ok);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("opens")
+        .write_all(b"{\"host\":\"nobody\",\"action\":\"reboot\",\"result\":\"ok\"}\n")
+        .expect("writes");
+    for _ in 0..2 {
+        let r = run(&f, "app-1", "reboot", &[]);
+        assert!(failed_with(&r, "line 3: unknown host `nobody`"), "{r:?}");
+    }
+    assert!(f.refresh().is_err());
+    assert_eq!(state(&f, "app-1").boot_id, 1);
+}
+
+/// Without a log the tokens are still enforced (one process, several threads); a token
+/// travels with an injected failure, and both survive a restart of a durable fleet.
+#[test]
+fn fencing_tokens_in_memory_and_across_a_restart() {
+    let inv = site();
+    let none = BTreeMap::new();
+    let fence = |step, token| Some(Fence { step, token });
+    let f = open(&inv);
+    assert!(
+        f.perform_fenced("app-1", "agent-version", &none, fence("s", 5))
+            .is_ok()
+    );
+    let r = f.perform_fenced("app-1", "reboot", &none, fence("s", 4));
+    assert_eq!(
+        r.result,
+        SimResult::Refused("stale fencing token 4 for step s: 5 was seen".to_owned())
+    );
+    assert_eq!(state(&f, "app-1").boot_id, 0);
+    assert!(
+        f.perform_fenced("app-1", "reboot", &none, fence("t", 1))
+            .is_ok()
+    );
+    assert!(f.perform_fenced("app-1", "reboot", &none, None).is_ok());
+    assert_eq!(state(&f, "app-1").boot_id, 2);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sim.jsonl");
+    let mut cfg = config();
+    cfg.faults = vec![Fault::FailTimes {
+        host: "app-1".to_owned(),
+        action: "reboot".to_owned(),
+        times: 1,
+    }];
+    {
+        let f = SimFleet::open(&inv, cfg.clone(), Some(&path)).expect("opens");
+        let r = f.perform_fenced("app-1", "reboot", &none, fence("s", 9));
+        assert!(failed_with(&r.result, "injected failure 1 of 1"), "{r:?}");
+    }
+    let f = SimFleet::open(&inv, cfg, Some(&path)).expect("reopens");
+    assert!(matches!(
+        f.perform_fenced("app-1", "reboot", &none, fence("s", 8))
+            .result,
+        SimResult::Refused(_)
+    ));
+    // The fault was spent before the restart.
+    assert!(
+        f.perform_fenced("app-1", "reboot", &none, fence("s", 9))
+            .is_ok()
+    );
+    assert_eq!(state(&f, "app-1").boot_id, 1);
+    assert_eq!(crate::stale_refusals(&path), 1);
+
+    // A call that hangs reached the host: its token counts. One that finds the host
+    // unreachable never did.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sim.jsonl");
+    let mut cfg = config();
+    cfg.faults = vec![
+        Fault::Hang {
+            host: "app-1".to_owned(),
+            action: "agent-version".to_owned(),
+        },
+        Fault::Unreachable {
+            host: "dmz-1".to_owned(),
+        },
+    ];
+    let f = SimFleet::open(&inv, cfg.clone(), Some(&path)).expect("opens");
+    let r = f.perform_fenced("app-1", "agent-version", &none, fence("h", 4));
+    assert_eq!(r.result, SimResult::Hang);
+    let r = f.perform_fenced("dmz-1", "agent-version", &none, fence("u", 4));
+    assert_eq!(r.result, SimResult::Unreachable);
+    let g = SimFleet::open(&inv, cfg, Some(&path)).expect("reopens");
+    assert!(matches!(
+        g.perform_fenced("app-1", "reboot", &none, fence("h", 3))
+            .result,
+        SimResult::Refused(_)
+    ));
+    assert!(
+        g.perform_fenced("app-1", "reboot", &none, fence("u", 3))
+            .is_ok()
     );
 }
 

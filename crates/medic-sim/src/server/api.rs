@@ -490,6 +490,8 @@ async fn perform(shared: &Arc<Shared>, host: &str, action: &str, call: &Call<'_>
         SimResult::Failed(m) => ("failed", Some(m.clone())),
         SimResult::Unreachable => ("unreachable", None),
         SimResult::Hang => ("hang", None),
+        // Not sent by this endpoint, which carries no fencing token.
+        SimResult::Refused(m) => ("refused", Some(m.clone())),
     };
     let facts: Map<String, J> = out
         .facts

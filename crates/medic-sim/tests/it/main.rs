@@ -25,6 +25,8 @@ use medic_sim::{CERT_EXPIRE_ERROR, SimConfig, SimFleet, generate_inventory_yaml}
 use secrecy::SecretString;
 use serde_json::Value as J;
 
+mod shared_log;
+
 const KEY: &str = "medic-test-key-7f3a9c";
 const LAB: &str = include_str!("../../../../examples/lab/inventory.yaml");
 const PLAYBOOK: &str = include_str!("../../../../playbooks/ds-activeupdate-cert-2023.yaml");
