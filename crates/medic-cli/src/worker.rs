@@ -109,8 +109,9 @@ pub(crate) fn worker(a: &WorkerArgs) -> Result<u8, Failure> {
     ));
     // Meanwhile, this thread waits for its turn to coordinate: the run's writer lock.
     let mut ran: Option<u8> = None;
+    let q = rt.block_on(medic_run::worker::queue(&w))?;
     while !serving.is_finished() {
-        if rt.block_on(medic_run::worker::should_coordinate(&w))? {
+        if rt.block_on(medic_run::worker::should_coordinate(&w, &q))? {
             let target = JournalTarget::Postgres(Box::new(w.target.clone()));
             let req = Request {
                 journal: &target,
@@ -141,7 +142,7 @@ pub(crate) fn worker(a: &WorkerArgs) -> Result<u8, Failure> {
                     break;
                 }
                 // Another worker took the lock between the two looks: its turn.
-                Err(_) if !rt.block_on(medic_run::worker::should_coordinate(&w))? => {}
+                Err(_) if !rt.block_on(medic_run::worker::should_coordinate(&w, &q))? => {}
                 Err(e) => return Err(e),
             }
         }

@@ -28,8 +28,6 @@ pub use conn::SCHEMA_VERSION;
 pub use journal::{PgJournal, list_runs, resolve_run};
 pub use reader::PgReader;
 pub use target::{PgTarget, Source, TargetError, URL_ENV, is_postgres_url};
-pub use work_status::{
-    ReclaimedCall, WorkStatus, WorkerState, ZoneWork, work_status,
-};
+pub use work_status::{ReclaimedCall, WorkStatus, WorkerState, ZoneWork, work_status};
 
 pub(crate) use journal::now_ms;

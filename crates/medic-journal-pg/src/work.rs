@@ -167,15 +167,17 @@ impl WorkQueue {
         Ok(())
     }
 
-    /// A new coordinator's first act: the calls its dead predecessor queued and nobody
-    /// claimed are cancelled (it re-decides them from the journal). Calls being run are
-    /// left to finish; their tokens are older than any claim made from now on. Returns
-    /// how many were cancelled.
+    /// A new coordinator's first act: every call its dead predecessor queued or had
+    /// claimed is cancelled (it re-decides them from the journal, re-probing the steps
+    /// that were running). A call being run stops at its worker's next heartbeat, and its
+    /// token is older than any claim made from now on; left claimable, a lease running out
+    /// would give it a newer token than the new coordinator's call of the same step.
+    /// Returns how many were cancelled.
     pub async fn take_over(&self) -> Result<u64, JournalError> {
         self.client
             .execute(
                 "UPDATE medic.work SET state = 'cancelled'
-                 WHERE run_id = $1 AND state = 'queued'",
+                 WHERE run_id = $1 AND state IN ('queued', 'claimed')",
                 &[&self.run],
             )
             .await
@@ -300,6 +302,23 @@ impl WorkQueue {
             .query(&renew, &[&self.run, &worker, &lease_ms, &ids, &fences])
             .await
             .map_err(|e| self.err(&e))?;
+        let kept: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        let lost: Vec<i64> = ids.iter().copied().filter(|i| !kept.contains(i)).collect();
+        if !lost.is_empty() {
+            // A renewal refused because another worker holds the call now (a newer token)
+            // is a stale write refused; one refused because nobody waits any more is not.
+            self.client
+                .execute(
+                    "UPDATE medic.workers SET refused = refused + (
+                         SELECT COUNT(*) FROM medic.work
+                         WHERE run_id = $1 AND id = ANY($3) AND state <> 'cancelled'
+                           AND lease_owner IS DISTINCT FROM $2)
+                     WHERE run_id = $1 AND worker = $2",
+                    &[&self.run, &worker, &lost],
+                )
+                .await
+                .map_err(|e| self.err(&e))?;
+        }
         let beat = format!(
             "UPDATE medic.workers SET seen_ms = {NOW}, coordinating = $3
              WHERE run_id = $1 AND worker = $2"
@@ -308,7 +327,7 @@ impl WorkQueue {
             .execute(&beat, &[&self.run, &worker, &coordinating])
             .await
             .map_err(|e| self.err(&e))?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(kept)
     }
 
     /// Writes how claimed calls ended, each only if the row still carries the token it
@@ -415,21 +434,16 @@ impl WorkQueue {
     }
 }
 
-/// Whether the run's writer lock is free: nobody coordinates it (a journal writer holds
-/// it for as long as its connection lives). Asked over a connection of its own, which
-/// takes the lock and gives it back at once.
-pub async fn writer_lock_free(target: &PgTarget) -> Result<bool, JournalError> {
-    let location: Arc<Path> = Arc::from(Path::new(&target.location()));
-    let c = connect(target, &location).await?;
-    writer_lock_free_on(&c, target, &location).await
+impl WorkQueue {
+    /// Whether the run's writer lock is free: nobody coordinates it (a journal writer
+    /// holds it for as long as its connection lives). Takes the lock and gives it back at
+    /// once, on this queue's connection.
+    pub async fn writer_lock_free(&self) -> Result<bool, JournalError> {
+        writer_lock_free_on(&self.client, &self.run, &self.location).await
+    }
 }
 
-async fn writer_lock_free_on(
-    c: &Client,
-    target: &PgTarget,
-    location: &Path,
-) -> Result<bool, JournalError> {
-    let run = target.run().unwrap_or_default();
+async fn writer_lock_free_on(c: &Client, run: &str, location: &Path) -> Result<bool, JournalError> {
     let e = |e: tokio_postgres::Error| io_err(location, describe(&e));
     let free: bool = c
         .query_one(crate::journal::RUN_LOCK_SQL, &[&run])

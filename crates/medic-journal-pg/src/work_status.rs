@@ -17,7 +17,6 @@ use crate::conn::{check_version, connect, describe, io_err};
 use crate::journal::{Bg, resolve_run};
 use crate::target::PgTarget;
 
-
 /// How many of a zone's calls whose lease ran out are listed (all are counted).
 const RECLAIMED_LISTED: i64 = 20;
 
@@ -224,11 +223,14 @@ async fn read(c: &Client, run: &str, loc: &Path) -> Result<Option<WorkStatus>, J
             silent: stopped_ms.is_none() && seen_ago_ms > lease_ms,
             lease_ms,
         };
-        // A zone whose workers have nothing queued yet is shown too (all counts zero).
-        zones.entry(w.zone.clone()).or_insert_with(|| ZoneWork {
-            zone: w.zone.clone(),
-            ..ZoneWork::default()
-        });
+        // A zone whose workers have nothing queued yet is shown too (all counts zero); a
+        // worker serving several zones lists them with commas.
+        for zone in w.zone.split(',') {
+            zones.entry(zone.to_owned()).or_insert_with(|| ZoneWork {
+                zone: zone.to_owned(),
+                ..ZoneWork::default()
+            });
+        }
         workers.push(w);
     }
     if zones.is_empty() && workers.is_empty() {

@@ -253,7 +253,8 @@ impl Workers {
                     seen_s_ago: secs(x.seen_ago_ms),
                     calls: x.calls,
                     refused: x.refused,
-                    coordinating: x.coordinating,
+                    // A killed coordinator's row still says so; a silent worker coordinates nothing.
+                    coordinating: x.coordinating && !x.silent,
                     stopped: x.stopped_ms.is_some(),
                     silent: x.silent,
                     lease_s: secs(x.lease_ms),

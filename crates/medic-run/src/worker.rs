@@ -284,8 +284,8 @@ pub struct Hub {
 
 impl Hub {
     /// Starts the hub on the current runtime over its own connection to the run's queue.
-    /// Calls queued by a coordinator that died and that nobody claimed are cancelled
-    /// first: this coordinator decides them again from the journal.
+    /// The calls of a coordinator that died are cancelled first: this coordinator decides
+    /// them again from the journal.
     pub async fn start(target: &PgTarget) -> Result<(Hub, u64), Error> {
         let q = WorkQueue::connect(target)
             .await
@@ -507,6 +507,7 @@ pub async fn serve(
     let mut finished_steps: HashMap<i64, String> = HashMap::new();
     let mut served = Served::default();
     let mut last_beat = tokio::time::Instant::now();
+    let mut last_look = tokio::time::Instant::now();
     let mut idle = Duration::from_millis(5);
     let mut saw_running = false;
     loop {
@@ -535,7 +536,6 @@ pub async fn serve(
             finished_steps.clear();
         }
         if last_beat.elapsed() >= beat_every {
-            last_beat = tokio::time::Instant::now();
             let mine: Vec<(i64, i64)> = held.iter().map(|(id, h)| (*id, h.0)).collect();
             let kept = q
                 .heartbeat(
@@ -558,6 +558,11 @@ pub async fn serve(
                 }
             }
             held.retain(|id, _| kept.contains(id));
+            last_beat = tokio::time::Instant::now();
+        }
+        // How the run stands, every second (a worker leaves soon after the run ends).
+        if last_look.elapsed() >= Duration::from_secs(1) {
+            last_look = tokio::time::Instant::now();
             let outcome = q
                 .meta(crate::status::OUTCOME)
                 .await
@@ -596,7 +601,7 @@ pub async fn serve(
             continue;
         }
         // Wait for a call to end, or poll again (less often while nothing comes).
-        let wait = idle.min(beat_every);
+        let wait = idle.min(beat_every).min(Duration::from_secs(1));
         if let Ok(Some(d)) = tokio::time::timeout(wait, done_rx.recv()).await
             && let Some((_, step, _)) = held.remove(&d.0)
         {
@@ -698,14 +703,18 @@ fn state_of(outcome: Option<&str>) -> Option<String> {
         .and_then(|v| v.get("state")?.as_str().map(str::to_owned))
 }
 
+/// A connection to the run's queue, for [`should_coordinate`].
+pub async fn queue(w: &Worker) -> Result<WorkQueue, Error> {
+    WorkQueue::connect(&w.target)
+        .await
+        .map_err(|e| internal(e.to_string()))
+}
+
 /// Whether this worker should take the coordinator's turn now: nobody coordinates (the
 /// run's writer lock is free) and the run is still to be run: not started, left running
 /// by a coordinator that died, or as it was when this worker started (a worker started
 /// on a stopped run resumes it; a run that stopped since is the operator's to resume).
-pub async fn should_coordinate(w: &Worker) -> Result<bool, Error> {
-    let q = WorkQueue::connect(&w.target)
-        .await
-        .map_err(|e| internal(e.to_string()))?;
+pub async fn should_coordinate(w: &Worker, q: &WorkQueue) -> Result<bool, Error> {
     let outcome = q
         .meta(crate::status::OUTCOME)
         .await
@@ -718,7 +727,7 @@ pub async fn should_coordinate(w: &Worker) -> Result<bool, Error> {
     if !open {
         return Ok(false);
     }
-    medic_journal_pg::work::writer_lock_free(&w.target)
+    q.writer_lock_free()
         .await
         .map_err(|e| internal(e.to_string()))
 }

@@ -24,3 +24,4 @@ mod slice;
 mod util;
 mod validation;
 mod verify;
+mod workers;
