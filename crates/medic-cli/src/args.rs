@@ -331,7 +331,7 @@ pub(crate) struct WorkerArgs {
     /// Seconds a claimed step stays this worker's without a heartbeat (renewed every
     /// third of it); after that another worker of the zone takes it over.
     #[arg(long, value_name = "SECS", default_value_t = 30.0,
-          allow_negative_numbers = true, value_parser = crate::values::timeout_secs)]
+          allow_negative_numbers = true, value_parser = crate::values::lease_secs)]
     pub(crate) lease: f64,
     /// This worker's name in the run (default: HOSTNAME-PID); unique per run.
     #[arg(long, value_name = "NAME")]

@@ -35,6 +35,15 @@ pub(crate) fn timeout_secs(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `--lease`: seconds, at least 1 (a worker renews every third of it; less would be a
+/// database round trip every few milliseconds) and at most an hour.
+pub(crate) fn lease_secs(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && (1.0..=3600.0).contains(&x) => Ok(x),
+        _ => Err("pass a number of seconds from 1 to 3600, e.g. 30".to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
