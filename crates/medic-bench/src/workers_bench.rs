@@ -1,5 +1,5 @@
 //! `medic-bench workers --steps N --workers W [--zones Z] [--max-parallel P] [--lease S]
-//! [--medic PATH] [--dir D] [--keep]`: N no-op steps (N/10 generated hosts x 10 `noop`
+//! [--medic PATH] [--dir D] [--fleet-dir F] [--keep]`: N no-op steps (N/10 generated hosts x 10 `noop`
 //! actions of the simulated fleet, which cost nothing) run three ways, one after another
 //! in the same run on a throwaway local PostgreSQL (fsync on):
 //!
@@ -16,6 +16,12 @@
 //! not is an error, never a figure. (c) also prints the calls each worker served and the
 //! database's size.
 //!
+//! The workers share one simulated fleet through its effect log, which every fenced call
+//! appends to and fsyncs under an exclusive `flock`: the simulator's stand-in for the hosts'
+//! own state, serialized across the workers, which real hosts are not. So (c)'s working
+//! directory (that log, the coordinator's events file) is on tmpfs (`/dev/shm`) unless
+//! `--fleet-dir F` says otherwise; the journals stay where the database and `--dir` are.
+//!
 //! The `medic` binary is the one next to this executable (`target/release/medic` beside
 //! `target/release/medic-bench`: build both), or `--medic PATH`.
 
@@ -31,7 +37,7 @@ use medic_journal::meta_keys;
 use medic_journal_pg::server::TestServer;
 use medic_journal_pg::{PgJournal, PgTarget, Source};
 
-pub(crate) const USAGE: &str = "medic-bench workers --steps N --workers W [--zones Z] [--max-parallel P] [--lease SECS] [--medic PATH] [--dir D] [--keep]  (the medic binary: next to medic-bench, e.g. target/release/medic after `cargo build --release -p medic-cli -p medic-bench`, or --medic PATH)";
+pub(crate) const USAGE: &str = "medic-bench workers --steps N --workers W [--zones Z] [--max-parallel P] [--lease SECS] [--medic PATH] [--dir D] [--fleet-dir F (default /dev/shm: the simulated fleet's log)] [--keep]  (the medic binary: next to medic-bench, e.g. target/release/medic after `cargo build --release -p medic-cli -p medic-bench`, or --medic PATH)";
 
 struct Opts {
     steps: usize,
@@ -39,6 +45,7 @@ struct Opts {
     zones: usize,
     max_parallel: u64,
     lease: u64,
+    fleet_dir: PathBuf,
     medic: PathBuf,
     dir: PathBuf,
     keep: bool,
@@ -88,6 +95,11 @@ fn opts(args: &[String]) -> Result<Opts, String> {
         workers,
         zones,
         max_parallel: num("--max-parallel", 32)?,
+        fleet_dir: match text("--fleet-dir")? {
+            Some(d) => PathBuf::from(d),
+            None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
+            None => std::env::temp_dir(),
+        },
         lease: num("--lease", 30)?,
         medic: std::fs::canonicalize(&medic).map_err(|e| format!("{}: {e}", medic.display()))?,
         dir,
@@ -196,7 +208,9 @@ fn bench(o: &Opts) -> Result<(), String> {
         .rsplit_once('/')
         .map(|(base, _)| format!("{base}/{db}"))
         .ok_or("the server's URL has no database")?;
-    let work = o.dir.join("workers");
+    let work = o
+        .fleet_dir
+        .join(format!("medic-bench-workers-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     std::fs::write(work.join("inventory.yaml"), &noop.inventory).map_err(|e| e.to_string())?;
     std::fs::write(work.join("playbook.yaml"), &noop.playbook).map_err(|e| e.to_string())?;
@@ -242,12 +256,46 @@ fn bench(o: &Opts) -> Result<(), String> {
         .find(|s| s.starts_with("postgres://") && s.contains("?run="))
         .ok_or_else(|| format!("no run URL in what medic apply --workers said: {said}"))?
         .to_owned();
+    let mut children: Vec<(String, Child, PathBuf)> = Vec::new();
+    let result = workers(
+        o,
+        &server,
+        db,
+        &run_url,
+        &work,
+        n,
+        apply_s,
+        &medic,
+        &mut children,
+    );
+    for (_, child, _) in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    if !o.keep {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    result
+}
+
+/// (c)'s workers, started into `children` (killed by the caller whatever happens), timed,
+/// their run checked, their figures printed.
+#[expect(clippy::too_many_arguments, reason = "the parts of one benchmark")]
+fn workers(
+    o: &Opts,
+    server: &TestServer,
+    db: &str,
+    run_url: &str,
+    work: &Path,
+    n: usize,
+    apply_s: f64,
+    medic: &dyn Fn(&[&str]) -> Command,
+    children: &mut Vec<(String, Child, PathBuf)>,
+) -> Result<(), String> {
     let run_id = run_url
         .rsplit_once("run=")
         .map_or("", |(_, r)| r)
         .to_owned();
-
-    let mut children: Vec<(String, Child, PathBuf)> = Vec::new();
     let t = Instant::now();
     for i in 0..o.workers {
         let name = format!("w{}", i + 1);
@@ -258,7 +306,7 @@ fn bench(o: &Opts) -> Result<(), String> {
         let child = medic(&[
             "worker",
             "--journal",
-            &run_url,
+            run_url,
             "--zone",
             &zone,
             "--zone",
@@ -308,15 +356,11 @@ fn bench(o: &Opts) -> Result<(), String> {
             }
         }
         if ended < children.len() && t.elapsed() > limit {
-            for (_, child, _) in &mut children {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
             done.store(true, Ordering::Relaxed);
             return Err(format!(
                 "the workers did not finish within {} s\n{}",
                 limit.as_secs(),
-                logs(&children)
+                logs(children)
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -327,12 +371,12 @@ fn bench(o: &Opts) -> Result<(), String> {
     if codes.iter().any(|c| *c != Some(0)) {
         return Err(format!(
             "a worker failed (exit codes {codes:?})\n{}",
-            logs(&children)
+            logs(children)
         ));
     }
 
     // Every step succeeded, as `medic status` reads the journal.
-    let out = medic(&["status", "--journal", &run_url, "--format", "json"])
+    let out = medic(&["status", "--journal", run_url, "--format", "json"])
         .output()
         .map_err(|e| e.to_string())?;
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
@@ -355,7 +399,7 @@ fn bench(o: &Opts) -> Result<(), String> {
         return Err(format!(
             "the workers' run did not succeed: run_state {}, steps {steps:?}\n{}",
             status["run_state"],
-            logs(&children)
+            logs(children)
         ));
     }
     let peaks = peaks.lock().map_err(|e| e.to_string())?.clone();
@@ -374,6 +418,10 @@ fn bench(o: &Opts) -> Result<(), String> {
         wall,
         &format!("{max:.0} MiB (the largest worker, sampled)"),
         &format!("; all {n} steps succeeded (medic status: run finished)"),
+    );
+    println!(
+        "    workers' directory (the simulated fleet's effect log, events)  {}",
+        work.display()
     );
     println!(
         "    run created by medic apply --workers (not measured)  {apply_s:.2} s; coordinator {coordinator}"
