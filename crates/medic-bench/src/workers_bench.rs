@@ -427,7 +427,7 @@ fn workers(
         "    run created by medic apply --workers (not measured)  {apply_s:.2} s; coordinator {coordinator}"
     );
     let rows = psql_in(
-        &server,
+        server,
         db,
         &format!(
             "SELECT worker, zone, calls, refused FROM medic.workers WHERE run_id = '{run_id}' ORDER BY worker"
@@ -453,7 +453,7 @@ fn workers(
         }
     }
     let size = psql_in(
-        &server,
+        server,
         db,
         &format!(
             "SELECT pg_size_pretty(pg_database_size('{db}')), (SELECT COUNT(*) FROM medic.work WHERE run_id = '{run_id}'), (SELECT COALESCE(SUM(claims), 0) FROM medic.work WHERE run_id = '{run_id}')"
