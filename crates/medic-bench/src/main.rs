@@ -12,6 +12,10 @@
 //! - `medic-bench report --hosts N [--dir D] [--keep]`: the run report of a simulated
 //!   N-host run: produced from the journal (target <= 3 s at 100,000 hosts) and opened in
 //!   headless Chromium (target <= 5 s), printed.
+//! - `medic-bench workers --steps N --workers W [--zones Z]`: N no-op steps in one process
+//!   with SQLite, in one process with PostgreSQL, then over W `medic worker` processes in Z
+//!   zones (the `medic` binary beside this one, or `--medic PATH`), printed side by side
+//!   (`workers_bench`).
 //! - `medic-bench screenshot --html FILE --out PNG [--width W] [--filter STATE]`: a page
 //!   in headless Chromium as a PNG (`scripts/screenshot.sh`).
 
@@ -36,6 +40,7 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 mod journal_bench;
+mod workers_bench;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -69,7 +74,11 @@ fn main() -> ExitCode {
                 arg(&args, "--steps", 100_000)? as usize,
                 arg(&args, "--parallel", 64)? as usize,
             ),
-            _ => Err("usage: medic-bench journal --steps N [--parallel P] | medic-bench gen-inventory --hosts N [--seed S] | medic-bench plan --hosts N | medic-bench import --hosts N [--page-size P] [--rate R] | medic-bench report --hosts N [--dir D] [--keep]".to_owned()),
+            Some("workers") => workers_bench::run(&args),
+            _ => Err(format!(
+                "usage: {} | medic-bench journal --steps N [--parallel P] | medic-bench gen-inventory --hosts N [--seed S] | medic-bench plan --hosts N | medic-bench import --hosts N [--page-size P] [--rate R] | medic-bench report --hosts N [--dir D] [--keep]",
+                workers_bench::USAGE
+            )),
         }
     };
     match run() {

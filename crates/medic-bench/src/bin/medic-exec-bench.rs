@@ -13,30 +13,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use medic_exec::{Control, Drivers, Fanout, Prior, RunOptions};
+use medic_exec::{Control, Drivers, Fanout, RunOptions};
 use medic_journal::{Journal, JournalReader};
 
-fn playbook() -> String {
-    let mut s = String::from(
-        "name: noop-bench\nmax_parallel: 2000\ndefaults: { driver: sim, timeout: 1m, estimate: 0s, retries: { max: 0 } }\nphases:\n  - name: noop\n    select: { roles: [agent, relay] }\n    actions:\n",
-    );
-    for _ in 0..10 {
-        s.push_str("      - { action: noop }\n");
-    }
-    s
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
+use medic_bench::noop::{NoopPlan, peak_rss_mib};
 
 /// CPU seconds (user + system) this process used so far: steadier than wall time on a
 /// machine shared with other work. Assumes the usual 100 clock ticks per second.
@@ -122,18 +102,11 @@ fn main() -> Result<(), String> {
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("medic-exec-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let hosts = (steps / 10).max(1);
-
     let t = Instant::now();
-    let inv_text = medic_sim::generate_inventory_yaml(hosts, 1);
-    let inv = medic_config::load_inventory("gen.yaml", &inv_text).map_err(|p| p.to_string())?;
-    let pb_text = playbook();
-    let pb = medic_config::load_playbook("noop.yaml", &pb_text, &[]).map_err(|p| p.to_string())?;
-    let plan =
-        Arc::new(medic_plan::build_plan(&inv, &pb, &pb_text, None).map_err(|e| e.to_string())?);
-    let fleet = medic_sim::SimFleet::open(&inv, medic_sim::SimConfig::demo(1), None)
-        .map_err(|e| e.to_string())?;
-    let drivers = Drivers::everything(Arc::new(medic_sim::driver::SimDriver::new(fleet, 1.0)));
+    let noop = NoopPlan::new(steps, 0)?;
+    let plan = noop.plan.clone();
+    let drivers = noop.drivers()?;
+    let (inv_text, pb_text) = (&noop.inventory, &noop.playbook);
     println!("steps                      {}", plan.steps().len());
     println!(
         "setup (generate, load, plan, fleet; not measured)  {:.2} s",
@@ -145,29 +118,16 @@ fn main() -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let path = dir.join("journal.sqlite");
-    // As `medic apply` makes it: the plan and its fingerprint in, from the first moment.
-    let t = Instant::now();
-    let journal = medic_exec::create_journal(&path, &plan, &[("run_id", "bench")])
-        .map_err(|e| e.to_string())?;
+    let medic_bench::noop::Timed {
+        report,
+        create_s,
+        run_s: run,
+        close_s: close,
+    } = noop.run_sqlite(&rt, &drivers, &path)?;
     println!(
-        "journal created with the plan  {:.2} s ({} MiB of plan)",
-        t.elapsed().as_secs_f64(),
+        "journal created with the plan  {create_s:.2} s ({} MiB of plan)",
         medic_plan::plan_to_bytes(&plan).len() >> 20
     );
-    let opts = RunOptions::default();
-    let t = Instant::now();
-    let report = rt.block_on(medic_exec::execute(
-        plan.clone(),
-        &drivers,
-        &journal,
-        &Prior::default(),
-        &opts,
-        Control::default(),
-        &mut Fanout::default(),
-    ));
-    let run = t.elapsed().as_secs_f64();
-    journal.close().map_err(|e| e.to_string())?;
-    let close = t.elapsed().as_secs_f64() - run;
     println!(
         "run exit                   {:?} ({} verified hosts)",
         report.exit, report.summary.hosts_verified
@@ -183,13 +143,13 @@ fn main() -> Result<(), String> {
     // The drift check `medic resume` makes when the inputs are still on disk: load them
     // and compute the fingerprint a plan of them would have (no planning).
     let t = Instant::now();
-    let inv = medic_config::load_inventory("gen.yaml", &inv_text).map_err(|p| p.to_string())?;
-    let pb = medic_config::load_playbook("noop.yaml", &pb_text, &[]).map_err(|p| p.to_string())?;
-    let (now, _) = medic_plan::fingerprint_inputs(&inv, &pb, &pb_text);
+    let inv = medic_config::load_inventory("gen.yaml", inv_text).map_err(|p| p.to_string())?;
+    let pb = medic_config::load_playbook("noop.yaml", pb_text, &[]).map_err(|p| p.to_string())?;
+    let (now, _) = medic_plan::fingerprint_inputs(&inv, &pb, pb_text);
     let drift = t.elapsed().as_secs_f64();
     assert_eq!(now, plan.fingerprint());
     let t = Instant::now();
-    let again = medic_plan::build_plan(&inv, &pb, &pb_text, None).map_err(|e| e.to_string())?;
+    let again = medic_plan::build_plan(&inv, &pb, pb_text, None).map_err(|e| e.to_string())?;
     let replan = t.elapsed().as_secs_f64();
     assert_eq!(again.fingerprint(), plan.fingerprint());
     drop((inv, pb, again));
