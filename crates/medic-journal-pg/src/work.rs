@@ -241,13 +241,31 @@ impl WorkQueue {
         n: i64,
         lease_ms: i64,
     ) -> Result<Vec<Claimed>, JournalError> {
-        if n <= 0 {
-            return Ok(Vec::new());
+        let mut out = Vec::new();
+        // One zone per statement: `zone = ANY(...)` with `ORDER BY id LIMIT` leads the
+        // planner to walk the whole table in id order (every call ever made) instead of
+        // the index of the zone's open calls, which keeps them in that order.
+        for zone in zones {
+            let room = n - i64::try_from(out.len()).unwrap_or(i64::MAX);
+            if room <= 0 {
+                break;
+            }
+            out.extend(self.claim_zone(zone, worker, room, lease_ms).await?);
         }
+        Ok(out)
+    }
+
+    async fn claim_zone(
+        &self,
+        zone: &str,
+        worker: &str,
+        n: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<Claimed>, JournalError> {
         let sql = format!(
             "WITH c AS (
                  SELECT id FROM medic.work
-                 WHERE run_id = $1 AND zone = ANY($2)
+                 WHERE run_id = $1 AND zone = $2
                    AND (state = 'queued' OR (state = 'claimed' AND lease_until_ms < {NOW}))
                  ORDER BY id LIMIT $3
                  FOR UPDATE SKIP LOCKED)
@@ -259,7 +277,7 @@ impl WorkQueue {
         );
         let rows = self
             .client
-            .query(&sql, &[&self.run, &zones, &n, &worker, &lease_ms])
+            .query(&sql, &[&self.run, &zone, &n, &worker, &lease_ms])
             .await
             .map_err(|e| self.err(&e))?;
         let mut out: Vec<Claimed> = rows
