@@ -559,6 +559,13 @@ pub async fn serve(
             }
             held.retain(|id, _| kept.contains(id));
             last_beat = tokio::time::Instant::now();
+            // Host keys this worker's SSH driver accepted or refused: the coordinator's
+            // journal never sees them, so the worker says them.
+            for ev in w.drivers.events().take() {
+                if let Some(line) = host_key_line(&ev) {
+                    say(format!("worker {}: {line}", spec.name));
+                }
+            }
         }
         // How the run stands, every second (a worker leaves soon after the run ends).
         if last_look.elapsed() >= Duration::from_secs(1) {
@@ -614,6 +621,29 @@ pub async fn serve(
     Ok(served)
 }
 
+fn host_key_line(ev: &medic_exec::RunEvent) -> Option<String> {
+    match ev {
+        medic_exec::RunEvent::HostKeyAccepted {
+            endpoint,
+            key_type,
+            fingerprint,
+            file,
+            ..
+        } => Some(format!(
+            "accepted the new host key of {endpoint} ({key_type} {fingerprint}), added to {file}"
+        )),
+        medic_exec::RunEvent::HostKeyRefused {
+            endpoint,
+            reason,
+            message,
+            ..
+        } => Some(format!(
+            "refused the host key of {endpoint} ({reason}): {message}"
+        )),
+        _ => None,
+    }
+}
+
 fn start_call(
     w: &Arc<Worker>,
     c: Claimed,
@@ -621,51 +651,32 @@ fn start_call(
     held: &mut HashMap<i64, (i64, String, tokio::task::AbortHandle)>,
     say: &Say,
 ) {
-    let lost = |m: String| {
-        let _ = done.send((c.id, c.fence, Finish::Lost(m)));
-    };
-    let Some(driver) = w.drivers.get(&c.driver) else {
-        let _ = done.send((
-            c.id,
-            c.fence,
-            Finish::Done(encode_reply(&ActionReply::failed(format!(
-                "this worker has no `{}` driver",
-                c.driver
-            )))),
-        ));
-        held.insert(
-            c.id,
-            (c.fence, c.step, tokio::spawn(async {}).abort_handle()),
-        );
-        return;
-    };
-    if c.claims > 1 && !driver.idempotent(&c.action) {
-        // The worker that held it may have acted: running it again could repeat the
-        // effect. The coordinator's attempt asks the step's check instead.
-        say(format!(
-            "worker {}: took over call {} of step {} after its worker's lease ran out; `{}` may have run, so the step's check decides",
-            w.spec.name, c.id, c.step, c.action
-        ));
-        lost(format!(
-            "the worker running `{}` was lost (its lease ran out)",
-            c.action
-        ));
-        held.insert(
-            c.id,
-            (c.fence, c.step, tokio::spawn(async {}).abort_handle()),
-        );
-        return;
-    }
-    let call: Call = match serde_json::from_str(&c.request) {
-        Ok(call) => call,
-        Err(e) => {
-            let _ = done.send((
-                c.id,
-                c.fence,
-                Finish::Done(encode_reply(&ActionReply::failed(format!(
-                    "the queued call cannot be read: {e}"
-                )))),
+    let failed = |m: String| Finish::Done(encode_reply(&ActionReply::failed(m)));
+    let ready = match (
+        w.drivers.get(&c.driver),
+        serde_json::from_str::<Call>(&c.request),
+    ) {
+        (None, _) => Err(failed(format!("this worker has no `{}` driver", c.driver))),
+        (Some(d), _) if c.claims > 1 && !d.idempotent(&c.action) => {
+            // The worker that held it may have acted: running it again could repeat the
+            // effect. The coordinator's attempt asks the step's check instead.
+            say(format!(
+                "worker {}: took over call {} of step {} after its worker's lease ran out; `{}` may have run, so the step's check decides",
+                w.spec.name, c.id, c.step, c.action
             ));
+            Err(Finish::Lost(format!(
+                "the worker running `{}` was lost (its lease ran out)",
+                c.action
+            )))
+        }
+        (Some(_), Err(e)) => Err(failed(format!("the queued call cannot be read: {e}"))),
+        (Some(d), Ok(call)) => Ok((d, call)),
+    };
+    let (driver, call) = match ready {
+        Ok(r) => r,
+        // Answered without running: held until the answer is written, as any call.
+        Err(answer) => {
+            let _ = done.send((c.id, c.fence, answer));
             held.insert(
                 c.id,
                 (c.fence, c.step, tokio::spawn(async {}).abort_handle()),

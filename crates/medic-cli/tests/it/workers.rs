@@ -186,7 +186,12 @@ fn wait_for(what: &str, within: Duration, logs: &[&Worker], mut f: impl FnMut() 
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let logs: String = logs
+    panic!("timed out waiting for {what}\n{}", logs_of(logs));
+}
+
+/// What the workers printed, for a failure's message.
+fn logs_of(workers: &[&Worker]) -> String {
+    workers
         .iter()
         .map(|w| {
             format!(
@@ -195,8 +200,7 @@ fn wait_for(what: &str, within: Duration, logs: &[&Worker], mut f: impl FnMut() 
                 std::fs::read_to_string(&w.log).unwrap_or_default()
             )
         })
-        .collect();
-    panic!("timed out waiting for {what}\n{logs}");
+        .collect()
 }
 
 fn sim_log(dir: &Path) -> PathBuf {
@@ -383,16 +387,7 @@ fn three_workers_in_two_zones_survive_kills_and_a_stall_with_every_effect_once()
             }
         }
     }
-    let logs: String = workers
-        .iter()
-        .map(|w| {
-            format!(
-                "--- {}\n{}",
-                w.name,
-                std::fs::read_to_string(&w.log).unwrap_or_default()
-            )
-        })
-        .collect();
+    let logs = logs_of(&workers.iter().collect::<Vec<_>>());
     let status = fleet
         .medic()
         .args(["status", "--journal", &run_url, "--format", "json"])
