@@ -55,7 +55,8 @@ fn main() -> ExitCode {
         return finish(Err(e), report::NotDone::Nothing);
     }
     let not_done = match &cli.cmd {
-        Cmd::Resume(_) | Cmd::Worker(_) => report::NotDone::Resumed,
+        Cmd::Resume(_) => report::NotDone::Resumed,
+        Cmd::Worker(_) => report::NotDone::Served,
         Cmd::Approve(_) => report::NotDone::Approved,
         Cmd::Journal(_) => report::NotDone::Merged,
         Cmd::Status(_) | Cmd::Inventory(_) | Cmd::Report(_) => report::NotDone::Nothing,

@@ -28,6 +28,8 @@ pub(crate) enum NotDone {
     PlannedOrRun,
     /// `resume`: the run was not continued.
     Resumed,
+    /// `worker`: no call was claimed.
+    Served,
     /// `approve`: nothing was recorded in the journal.
     Approved,
     /// `journal merge`: the main journal was left as it was.
@@ -87,6 +89,7 @@ pub(crate) fn problems(p: &Problems, not_done: NotDone) {
         }
         NotDone::Resumed => out.push_str(&format!("{found}; the run was not resumed\n")),
         NotDone::Approved => out.push_str(&format!("{found}; nothing was approved\n")),
+        NotDone::Served => out.push_str(&format!("{found}; this worker served nothing\n")),
         NotDone::Merged => out.push_str(&format!("{found}; nothing was merged\n")),
         NotDone::Nothing if n > 1 => out.push_str(&format!("{found}\n")),
         NotDone::Nothing => {}

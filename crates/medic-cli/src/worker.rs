@@ -19,23 +19,21 @@ use crate::exit_codes;
 /// `medic apply --workers`: the run exists in its database with its plan and inputs;
 /// nothing ran. Says how to start its workers.
 pub(crate) fn leave_to_workers(ready: Ready) -> u8 {
-    let Ready { plan, journal, .. } = ready;
+    let Ready {
+        plan,
+        journal,
+        opts,
+        ..
+    } = ready;
     let location = journal.path().display().to_string();
-    let zones: std::collections::BTreeSet<&str> = plan
-        .steps()
-        .iter()
-        .map(|s| {
-            s.host
-                .map_or(medic_model::DEFAULT_ZONE, |h| plan.host(h).zone_name())
-        })
-        .collect();
+    let zones = medic_run::worker::zones(&plan);
     if let Err(e) = journal.close() {
         eprintln!("error: the journal could not be closed cleanly: {e}");
         return exit_codes::INTERNAL;
     }
     eprintln!(
         "run {} is in the database; nothing ran yet: it waits for its workers",
-        plan_run(&location)
+        opts.run_id
     );
     eprintln!(
         "  start at least one worker per zone, where it reaches the zone's hosts ({} zones: {}):",
@@ -54,12 +52,6 @@ pub(crate) fn leave_to_workers(ready: Ready) -> u8 {
         medic_run::text::shell_word(&location)
     );
     exit_codes::OK
-}
-
-fn plan_run(location: &str) -> &str {
-    location
-        .rsplit_once("run=")
-        .map_or(location, |(_, r)| r.split('&').next().unwrap_or(r))
 }
 
 fn default_name() -> String {

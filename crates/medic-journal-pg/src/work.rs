@@ -411,20 +411,6 @@ impl WorkQueue {
         Ok(refused)
     }
 
-    /// Whether the row `id` is cancelled (a stale worker tells a call nobody waits for
-    /// from one taken over).
-    pub async fn state_of(&self, id: i64) -> Result<Option<String>, JournalError> {
-        let rows = self
-            .client
-            .query(
-                "SELECT state FROM medic.work WHERE run_id = $1 AND id = $2",
-                &[&self.run, &id],
-            )
-            .await
-            .map_err(|e| self.err(&e))?;
-        Ok(rows.first().map(|r| r.get(0)))
-    }
-
     /// A text value of the run's meta (how the run ended, for a worker deciding to stop).
     pub async fn meta(&self, key: &str) -> Result<Option<String>, JournalError> {
         let rows = self

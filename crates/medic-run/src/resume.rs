@@ -205,10 +205,7 @@ fn record_window(journal: &RunJournal, inputs: &Inputs, old: Option<&str>) -> Re
 }
 
 /// The journal's name as commands give it: a database's URL with its run.
-pub(crate) fn reader_location(
-    target: &JournalTarget,
-    reader: &crate::journal::AnyReader,
-) -> PathBuf {
+fn reader_location(target: &JournalTarget, reader: &crate::journal::AnyReader) -> PathBuf {
     match reader {
         crate::journal::AnyReader::Sqlite(_) => target.location(),
         crate::journal::AnyReader::Postgres(r) => PathBuf::from(r.location()),

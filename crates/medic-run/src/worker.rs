@@ -18,7 +18,6 @@
 //! check whether the work is done.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -55,13 +54,9 @@ pub struct Worker {
     pub spec: Spec,
     /// The run's database, naming the run (with the password it was given, if any).
     pub target: PgTarget,
-    /// The journal URL naming the run, as commands name it.
-    pub location: PathBuf,
     pub run_id: String,
     pub plan: Arc<Plan>,
     pub drivers: Drivers,
-    /// Each step id's host, for the requests.
-    index: HashMap<String, u32>,
     /// How the run stood when the worker started (its recorded outcome): a run that
     /// ends (stops) after that is left alone, never resumed by a worker on its own.
     initial: Option<String>,
@@ -93,7 +88,6 @@ pub fn open(spec: Spec, target: JournalTarget) -> Result<Worker, Error> {
         ));
     }
     let reader = target.reader(false)?;
-    let location = crate::resume::reader_location(&target, &reader);
     let run_id = reader
         .meta(meta_keys::RUN_ID)
         .map_err(|e| internal(e.to_string()))?
@@ -115,14 +109,12 @@ pub fn open(spec: Spec, target: JournalTarget) -> Result<Worker, Error> {
         .meta(crate::status::OUTCOME)
         .map_err(|e| internal(e.to_string()))?;
     drop(reader);
-    let mut zones: std::collections::BTreeSet<&str> =
-        plan.hosts().iter().map(|h| h.zone_name()).collect();
-    zones.insert(medic_model::DEFAULT_ZONE);
+    let zones = zones(&plan);
     let unknown: Vec<&str> = spec
         .zones
         .iter()
         .map(String::as_str)
-        .filter(|z| !zones.contains(z))
+        .filter(|z| *z != medic_model::DEFAULT_ZONE && !zones.contains(z))
         .collect();
     if !unknown.is_empty() {
         return Err(bad(
@@ -130,7 +122,7 @@ pub fn open(spec: Spec, target: JournalTarget) -> Result<Worker, Error> {
             format!(
                 "the run has no zone {} (its zones: {})",
                 unknown.join(", "),
-                zones.into_iter().collect::<Vec<_>>().join(", ")
+                zones.iter().copied().collect::<Vec<_>>().join(", ")
             ),
             "name zones of the run",
         ));
@@ -138,22 +130,26 @@ pub fn open(spec: Spec, target: JournalTarget) -> Result<Worker, Error> {
     let base =
         JournalTarget::Postgres(Box::new(pg.clone())).local_base(&run_id, Some(&inputs.events));
     let drivers = crate::drivers::build(&plan, &inputs, Some(&base), None)?;
-    let index = plan
-        .steps()
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.to_string(), u32::try_from(i).unwrap_or(u32::MAX)))
-        .collect();
     Ok(Worker {
         spec,
         target: pg,
-        location,
         run_id,
         plan: Arc::new(plan),
         drivers,
-        index,
         initial,
     })
+}
+
+/// The zones of the plan's steps (a step's host's zone; `default` for a step without a
+/// host): the zones the run needs workers in.
+pub fn zones(plan: &Plan) -> std::collections::BTreeSet<&str> {
+    plan.steps()
+        .iter()
+        .map(|s| {
+            s.host
+                .map_or(medic_model::DEFAULT_ZONE, |h| plan.host(h).zone_name())
+        })
+        .collect()
 }
 
 /// The zone a call runs in: its host's; a call without a host (the Manager's) runs in the
@@ -685,9 +681,9 @@ fn start_call(
         }
     };
     let host = w
-        .index
-        .get(&c.step)
-        .and_then(|&i| w.plan.step(i).host)
+        .plan
+        .step_index(&c.step)
+        .and_then(|i| w.plan.step(i).host)
         .map(|h| w.plan.host(h).clone());
     let req = ActionRequest {
         step: c.step.clone(),

@@ -445,6 +445,12 @@ fn workers_refuse_what_cannot_work_and_write_nothing() {
         .output()
         .expect("worker");
     assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(
+        out(&o).contains("is a file; workers share a run through PostgreSQL")
+            && out(&o).contains("this worker served nothing"),
+        "{}",
+        out(&o)
+    );
     let started = fleet.apply(TIME_SCALE, &["--journal", &fleet.url, "--workers"]);
     assert_eq!(started.status.code(), Some(0), "{}", out(&started));
     let o = fleet
