@@ -278,7 +278,6 @@ fn merges_refuse_another_plan_and_tampered_journals() {
     assert!(r.stderr.contains("nothing was merged"), "{}", r.stderr);
     assert_eq!(s.status("other.db"), other_before);
 
-    // A row for a step that is not the zone's.
     let tampered = |name: &str, sql: &str| {
         let p = s.site.path().join(name);
         std::fs::copy(&site_db, &p).expect("copy the slice journal");
@@ -287,52 +286,38 @@ fn merges_refuse_another_plan_and_tampered_journals() {
         drop(c);
         p
     };
-    let extra = tampered(
-        "extra.db",
-        "INSERT INTO steps VALUES ('agent-upgrade/web-01', 'succeeded', 1, 0, NULL);",
-    );
-    let r = merge(&extra, "main.db");
-    r.assert_code(2);
-    assert!(
-        r.stderr
-            .contains("step `agent-upgrade/web-01` is not a step of the slice"),
-        "{}",
-        r.stderr
-    );
-    // A step that succeeded before what it needs.
-    let order = tampered(
-        "order.db",
-        "UPDATE steps SET state = 'failed' WHERE step = 'relay-upgrade/relay-dmz-1';",
-    );
-    let r = merge(&order, "main.db");
-    r.assert_code(2);
-    assert!(
-        r.stderr
-            .contains("but `relay-upgrade/relay-dmz-1`, which it needs, is failed"),
-        "{}",
-        r.stderr
-    );
-    // Its plan changed (another bundle to import).
-    let plan = tampered(
-        "plan.db",
-        "UPDATE meta SET value = CAST(replace(CAST(value AS TEXT), 'dsupdate_0000000000', 'dsupdate_0000000001') AS BLOB) WHERE key = 'plan_bin';",
-    );
-    let r = merge(&plan, "main.db");
-    r.assert_code(2);
-    assert!(
-        r.stderr
-            .contains("is not the slice of zone `dmz` that main.db's plan gives"),
-        "{}",
-        r.stderr
-    );
-    // A slice run that has not ended (killed at the site).
-    let running = tampered(
-        "running.db",
-        "UPDATE meta SET value = '{\"state\":\"running\",\"reason\":null,\"next\":null}' WHERE key = 'run_outcome';",
-    );
-    let r = merge(&running, "main.db");
-    r.assert_code(2);
-    assert!(r.stderr.contains("has not ended"), "{}", r.stderr);
+    // Each a copy of the slice journal changed one way: (name, SQL, what the refusal says).
+    let cases = [
+        // A row for a step that is not the zone's.
+        (
+            "extra.db",
+            "INSERT INTO steps VALUES ('agent-upgrade/web-01', 'succeeded', 1, 0, NULL);",
+            "step `agent-upgrade/web-01` is not a step of the slice",
+        ),
+        // A step that succeeded before what it needs.
+        (
+            "order.db",
+            "UPDATE steps SET state = 'failed' WHERE step = 'relay-upgrade/relay-dmz-1';",
+            "but `relay-upgrade/relay-dmz-1`, which it needs, is failed",
+        ),
+        // Its plan changed (another bundle to import).
+        (
+            "plan.db",
+            "UPDATE meta SET value = CAST(replace(CAST(value AS TEXT), 'dsupdate_0000000000', 'dsupdate_0000000001') AS BLOB) WHERE key = 'plan_bin';",
+            "is not the slice of zone `dmz` that main.db's plan gives",
+        ),
+        // A slice run that has not ended (killed at the site).
+        (
+            "running.db",
+            "UPDATE meta SET value = '{\"state\":\"running\",\"reason\":null,\"next\":null}' WHERE key = 'run_outcome';",
+            "has not ended",
+        ),
+    ];
+    for (name, sql, says) in cases {
+        let r = merge(&tampered(name, sql), "main.db");
+        r.assert_code(2);
+        assert!(r.stderr.contains(says), "{name}: {}", r.stderr);
+    }
     assert_eq!(s.status("main.db"), main_before, "a refused merge wrote");
 }
 
