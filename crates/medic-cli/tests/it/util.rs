@@ -23,6 +23,17 @@ pub fn lab_inventory() -> PathBuf {
     repo_root().join("examples/lab/inventory.yaml")
 }
 
+/// The lab inventory's text with each `(from, to)` replaced; a `from` the lab no longer
+/// has fails the test (the lab changed: update the caller).
+pub fn lab_with(edits: &[(&str, &str)]) -> String {
+    let mut text = std::fs::read_to_string(lab_inventory()).expect("read the lab inventory");
+    for (from, to) in edits {
+        assert!(text.contains(from), "the lab inventory has no `{from}`");
+        text = text.replace(from, to);
+    }
+    text
+}
+
 /// `tests/fixtures/` of this crate.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
